@@ -1,0 +1,104 @@
+//! Adapter options from the provider's `options` table: what makes one adapter
+//! fit OpenAI, Azure-style auth, vLLM, Ollama, Groq and the rest.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    /// Path appended to the base URL.
+    path: Option<String>,
+    /// `bearer` (default), `none`, `header:<name>` or `query:<name>`.
+    auth: Option<String>,
+    /// Static headers added to every request (e.g. OpenRouter's `http-referer`).
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    /// Send `max_tokens` under this name instead (`max_completion_tokens`), or
+    /// rename `max_completion_tokens` back to `max_tokens` for older hosts.
+    max_tokens_field: Option<String>,
+    /// Request fields this host rejects; they are removed before sending.
+    #[serde(default)]
+    drop_params: Vec<String>,
+    /// Ask the host for a usage chunk on streams (default true) so the gateway
+    /// can account them even when the caller did not ask.
+    stream_usage: Option<bool>,
+}
+
+pub enum Auth {
+    Bearer,
+    Header(String),
+    Query(String),
+    None,
+}
+
+pub struct Options {
+    pub path: String,
+    pub auth: Auth,
+    pub headers: BTreeMap<String, String>,
+    max_tokens_field: Option<String>,
+    drop_params: Vec<String>,
+    stream_usage: bool,
+}
+
+impl Options {
+    pub fn parse(json: &str) -> Result<Self, String> {
+        let raw: Raw = serde_json::from_str(if json.trim().is_empty() { "{}" } else { json })
+            .map_err(|e| format!("invalid openai adapter options: {e}"))?;
+        let auth = match raw.auth.as_deref() {
+            None | Some("bearer") => Auth::Bearer,
+            Some("none") => Auth::None,
+            Some(other) => match other.split_once(':') {
+                Some(("header", name)) if !name.is_empty() => Auth::Header(name.to_lowercase()),
+                Some(("query", name)) if !name.is_empty() => Auth::Query(name.to_string()),
+                _ => {
+                    return Err(format!(
+                        "invalid openai adapter option auth = {other:?}: expected bearer, none, header:<name> or query:<name>"
+                    ));
+                }
+            },
+        };
+        if let Some(field) = &raw.max_tokens_field
+            && field != "max_tokens"
+            && field != "max_completion_tokens"
+        {
+            return Err(format!(
+                "invalid openai adapter option max_tokens_field = {field:?}: expected max_tokens or max_completion_tokens"
+            ));
+        }
+        let path = raw.path.unwrap_or_else(|| "/chat/completions".into());
+        if !path.starts_with('/') {
+            return Err(format!("invalid openai adapter option path = {path:?}: must start with /"));
+        }
+        Ok(Options {
+            path,
+            auth,
+            headers: raw.headers,
+            max_tokens_field: raw.max_tokens_field,
+            drop_params: raw.drop_params,
+            stream_usage: raw.stream_usage.unwrap_or(true),
+        })
+    }
+
+    /// Adjust a canonical request body to what this host accepts.
+    pub fn rewrite(&self, body: &mut Map<String, Value>, streaming: bool) {
+        if let Some(field) = &self.max_tokens_field {
+            let other = if field == "max_tokens" { "max_completion_tokens" } else { "max_tokens" };
+            if let Some(value) = body.remove(other) {
+                body.entry(field.clone()).or_insert(value);
+            }
+        }
+        for name in &self.drop_params {
+            body.remove(name);
+        }
+        if streaming && self.stream_usage {
+            let options = body
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(options) = options {
+                options.insert("include_usage".into(), Value::Bool(true));
+            }
+        }
+    }
+}

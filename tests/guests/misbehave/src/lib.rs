@@ -1,0 +1,134 @@
+//! A deliberately misbehaving guest that drives the sandbox tests.
+//!
+//! It exports both plugin interfaces. As a policy its mode is the route's
+//! `policy_config.mode`; as an adapter, the provider's `options.mode`:
+//!
+//! * `reverse` (policy): a well-behaved policy that tries targets last-first;
+//! * `echo` (adapter): a well-behaved OpenAI pass-through;
+//! * `panic`: traps; `loop`: spins forever; `alloc`: allocates without bound;
+//! * `garbage`: returns output that breaks the contract (an unknown candidate,
+//!   a body that is not JSON).
+
+wit_bindgen::generate!({
+    world: "test:misbehave/misbehave",
+    path: ["../../../wit", "wit"],
+    generate_all,
+});
+
+use exports::switchboard::plugin::provider::{
+    self, AdapterInfo, Completion, CredentialPlacement, Decoded, ErrorClass, InboundResponse,
+    OutboundRequest, ProviderError, SseEvent, Target,
+};
+use exports::switchboard::plugin::router::{self, Attempt, Candidate, RequestFacts};
+use switchboard::plugin::types::Capabilities;
+
+fn mode(json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v.get("mode").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn misbehave(mode: &str) {
+    match mode {
+        "panic" => panic!("misbehave: asked to panic"),
+        "loop" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "alloc" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        _ => {}
+    }
+}
+
+struct Misbehave;
+
+impl router::Guest for Misbehave {
+    fn validate_config(_config: String) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn plan(
+        _facts: RequestFacts,
+        candidates: Vec<Candidate>,
+        config: String,
+    ) -> Result<Vec<Attempt>, String> {
+        let mode = mode(&config);
+        misbehave(&mode);
+        if mode == "garbage" {
+            return Ok(vec![Attempt { candidate: 9999, timeout_ms: None }]);
+        }
+        let mut order: Vec<u32> = candidates.iter().map(|c| c.index).collect();
+        order.sort_unstable();
+        if mode == "reverse" {
+            order.reverse();
+        }
+        Ok(order.into_iter().map(|candidate| Attempt { candidate, timeout_ms: None }).collect())
+    }
+}
+
+impl provider::Guest for Misbehave {
+    type StreamDecoder = StreamDecoder;
+
+    fn describe() -> AdapterInfo {
+        AdapterInfo {
+            name: "misbehave".into(),
+            version: "0.0.0".into(),
+            capabilities: Capabilities::all(),
+        }
+    }
+
+    fn build_request(request: Vec<u8>, target: Target) -> Result<OutboundRequest, String> {
+        misbehave(&mode(&target.options));
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&request).map_err(|e| e.to_string())?;
+        body["model"] = target.model.into();
+        Ok(OutboundRequest {
+            method: "POST".into(),
+            path: "/chat/completions".into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: serde_json::to_vec(&body).unwrap(),
+            credential: CredentialPlacement::Bearer,
+            stream: body["stream"].as_bool().unwrap_or(false),
+        })
+    }
+
+    fn parse_response(response: InboundResponse, target: Target) -> Result<Completion, String> {
+        if mode(&target.options) == "garbage" {
+            return Ok(Completion { body: b"\xff not json".to_vec(), usage: None });
+        }
+        Ok(Completion { body: response.body, usage: None })
+    }
+
+    fn classify_error(response: InboundResponse, _target: Target) -> ProviderError {
+        ProviderError {
+            class: ErrorClass::Server,
+            message: format!("HTTP {}", response.status),
+            retry_after_ms: None,
+        }
+    }
+}
+
+pub struct StreamDecoder;
+
+impl provider::GuestStreamDecoder for StreamDecoder {
+    fn new(_target: Target, _include_usage: bool) -> Self {
+        StreamDecoder
+    }
+
+    fn feed(&self, event: SseEvent) -> Result<Decoded, ProviderError> {
+        let done = event.data.trim() == "[DONE]";
+        let chunks = if done { vec![] } else { vec![event.data.into_bytes()] };
+        Ok(Decoded { chunks, usage: None, done })
+    }
+}
+
+export!(Misbehave);
