@@ -3,7 +3,7 @@
 //! It exports both plugin interfaces. As a policy its mode is the route's
 //! `policy_config.mode`; as an adapter, the provider's `options.mode`:
 //!
-//! * `reverse` (policy): a well-behaved policy that tries targets last-first;
+//! * `reverse` or no mode (policy): a well-behaved policy that tries targets last-first;
 //! * `echo` (adapter): a well-behaved OpenAI pass-through;
 //! * `panic`: traps; `loop`: spins forever; `alloc`: allocates without bound;
 //! * `garbage`: returns output that breaks the contract (an unknown candidate,
@@ -68,9 +68,7 @@ impl router::Guest for Misbehave {
         }
         let mut order: Vec<u32> = candidates.iter().map(|c| c.index).collect();
         order.sort_unstable();
-        if mode == "reverse" {
-            order.reverse();
-        }
+        order.reverse();
         Ok(order.into_iter().map(|candidate| Attempt { candidate, timeout_ms: None }).collect())
     }
 }

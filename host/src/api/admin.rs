@@ -1,0 +1,66 @@
+//! `/admin/*`: what operators need to see — loaded plugins, refused files,
+//! and live target health.
+
+use super::{ApiError, Body, json_response};
+use crate::auth;
+use crate::gateway::Gateway;
+use crate::plugin::policy_wit::CircuitState;
+use serde_json::json;
+use tokio::time::Instant;
+
+fn authorize(gw: &Gateway, headers: &http::HeaderMap) -> Result<(), ApiError> {
+    let caller = auth::authenticate(&gw.config.keys, headers)?;
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("This gateway key may not use the admin endpoints."))
+    }
+}
+
+pub fn plugins(gw: &Gateway, headers: &http::HeaderMap) -> Result<http::Response<Body>, ApiError> {
+    authorize(gw, headers)?;
+    let set = gw.registry.snapshot();
+    let mut adapters: Vec<_> = set
+        .adapters
+        .values()
+        .map(|a| json!({"name": a.name, "version": a.version, "source": a.source}))
+        .collect();
+    let mut policies: Vec<_> = set.policies.values().map(|p| json!({"name": p.name, "source": p.source})).collect();
+    adapters.sort_by_key(|v| v["name"].as_str().unwrap_or_default().to_string());
+    policies.sort_by_key(|v| v["name"].as_str().unwrap_or_default().to_string());
+    Ok(json_response(
+        http::StatusCode::OK,
+        &json!({"adapters": adapters, "policies": policies, "refused": gw.registry.refusals()}),
+    ))
+}
+
+pub fn targets(gw: &Gateway, headers: &http::HeaderMap) -> Result<http::Response<Body>, ApiError> {
+    authorize(gw, headers)?;
+    let now = Instant::now();
+    let mut targets: Vec<_> = gw
+        .health
+        .iter()
+        .map(|((provider, model), health)| {
+            let h = health.view(now);
+            let provider = &gw.config.providers[*provider];
+            json!({
+                "provider": provider.name,
+                "model": model,
+                "enabled": provider.disabled.is_none(),
+                "disabled_reason": provider.disabled,
+                "latency_ewma_ms": h.latency_ewma_ms,
+                "ttft_ewma_ms": h.ttft_ewma_ms,
+                "error_rate": h.error_rate,
+                "in_flight": h.in_flight,
+                "circuit": match h.circuit {
+                    CircuitState::Closed => "closed",
+                    CircuitState::Open => "open",
+                    CircuitState::HalfOpen => "half_open",
+                },
+                "rate_limited_for_ms": h.rate_limited_for_ms,
+            })
+        })
+        .collect();
+    targets.sort_by_key(|t| format!("{}/{}", t["provider"], t["model"]));
+    Ok(json_response(http::StatusCode::OK, &json!({"targets": targets})))
+}

@@ -1,0 +1,29 @@
+//! The OpenAI-compatible HTTP surface: handlers, bodies and errors.
+
+pub mod admin;
+pub mod chat;
+pub mod error;
+pub mod models;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use std::convert::Infallible;
+
+pub use error::ApiError;
+
+/// Every response body the gateway sends.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+pub fn json_response(status: http::StatusCode, value: &impl serde::Serialize) -> http::Response<Body> {
+    let body = serde_json::to_vec(value).expect("serialisable response");
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(full(body))
+        .expect("valid response")
+}

@@ -1,0 +1,83 @@
+//! Start-up: configuration, plugins, the simulator if configured, the
+//! gateway state, the folder watch and the server — composed in one place.
+
+use crate::config::{Config, Endpoint};
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use crate::plugin::{PluginRuntime, Registry, SandboxLimits, watch_folders};
+use crate::{server, simulator};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+mod bundled {
+    include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
+}
+
+/// Load everything and serve until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listen: Option<SocketAddr>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    for dir in [&config.plugins.adapter_dir, &config.plugins.policy_dir] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let metrics = Arc::new(Metrics::new());
+    let runtime = Arc::new(
+        PluginRuntime::new(SandboxLimits {
+            memory_bytes: config.plugins.memory_limit_mib * 1024 * 1024,
+            call_timeout: Duration::from_millis(config.plugins.call_timeout_ms),
+            max_instances: config.plugins.max_instances,
+        })
+        .map_err(|e| format!("cannot start the Wasm engine: {e:#}"))?,
+    );
+    let refusals = metrics.plugin_refusals.clone();
+    let registry = Arc::new(Registry::new(
+        runtime,
+        bundled::ADAPTER,
+        bundled::POLICY,
+        Box::new(move |_| {
+            refusals.inc();
+        }),
+    ));
+    let (adapter_dir, policy_dir) = (config.plugins.adapter_dir.clone(), config.plugins.policy_dir.clone());
+    {
+        let registry = registry.clone();
+        let (a, p) = (adapter_dir.clone(), policy_dir.clone());
+        tokio::task::spawn_blocking(move || registry.load_all(&a, &p))
+            .await
+            .map_err(|e| e.to_string())??;
+    }
+
+    let simulator_url = if config.providers.iter().any(|p| matches!(p.endpoint, Endpoint::Simulated)) {
+        let url = simulator::start().await.map_err(|e| format!("cannot start the simulator: {e}"))?;
+        tracing::warn!(%url, "simulated provider running: its answers are not from a real model");
+        Some(url)
+    } else {
+        None
+    };
+    for provider in config.providers.iter() {
+        if let Some(reason) = &provider.disabled {
+            tracing::warn!(provider = %provider.name, %reason, "provider disabled");
+        }
+    }
+    let watch = config.plugins.watch;
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let listen = listen.unwrap_or(config.server.listen);
+    let gw = Arc::new(Gateway::new(config, registry.clone(), metrics, simulator_url.as_deref())?);
+    gw.check_plugins()?;
+    let _watch = if watch {
+        Some(watch_folders(registry, &adapter_dir, &policy_dir)?)
+    } else {
+        None
+    };
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(addr = %addr, routes = gw.config.routes.len(), "listening");
+    server::serve(gw, listener, shutdown, grace).await;
+    Ok(())
+}

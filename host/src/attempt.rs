@@ -1,0 +1,428 @@
+//! The attempt loop: follows a plan across targets within the request's
+//! deadline, waits out short cooldowns, classifies each failure and decides
+//! whether to move on or stop; and the non-streaming attempt itself.
+
+use crate::api::{ApiError, Body, full};
+use crate::config::Provider;
+use crate::gateway::{Gateway, RouteTarget};
+use crate::health::{InFlight, Outcome};
+use crate::metrics::{AttemptLabels, PluginLabels, TargetLabels, TokenLabels};
+use crate::plugin::adapter_wit::{Completion, ErrorClass, InboundResponse, ProviderError, Target, Usage};
+use crate::plugin::{AdapterPlugin, PluginError, PluginSet};
+use crate::routing::PlannedAttempt;
+use crate::upstream::{TransportError, Upstream, header_pairs};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Cooldown after a 429 that named no wait.
+const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(1);
+/// First backoff when a plan retries the same target; doubles each time.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+
+/// Why one attempt failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The provider answered with an error the adapter classified.
+    Provider(ProviderError),
+    /// The provider's success answer could not be translated.
+    Malformed(String),
+    Transport(TransportError),
+    Plugin(PluginError),
+    AdapterMissing(String),
+    /// A stream broke before its first chunk.
+    Stream(String),
+    /// The target is cooling down past the request's deadline.
+    CoolingDown(Duration),
+}
+
+impl Failure {
+    fn outcome(&self) -> Outcome {
+        match self {
+            Failure::Provider(e) => match e.class {
+                ErrorClass::BadRequest
+                | ErrorClass::ContentFilter
+                | ErrorClass::ContextLength
+                | ErrorClass::RateLimited => Outcome::Neutral,
+                _ => Outcome::Failure,
+            },
+            Failure::Malformed(_) | Failure::Transport(_) | Failure::Stream(_) => Outcome::Failure,
+            Failure::Plugin(_) | Failure::AdapterMissing(_) | Failure::CoolingDown(_) => Outcome::Neutral,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Failure::Provider(e) => match e.class {
+                ErrorClass::RateLimited => "rate_limited",
+                ErrorClass::Overloaded => "overloaded",
+                ErrorClass::Server => "server_error",
+                ErrorClass::Timeout => "timeout",
+                ErrorClass::Auth => "auth",
+                ErrorClass::BadRequest => "bad_request",
+                ErrorClass::ContextLength => "context_length",
+                ErrorClass::ContentFilter => "content_filter",
+                ErrorClass::NotFound => "not_found",
+            },
+            Failure::Malformed(_) => "malformed",
+            Failure::Transport(TransportError::Timeout) => "timeout",
+            Failure::Transport(_) => "transport",
+            Failure::Plugin(_) | Failure::AdapterMissing(_) => "plugin",
+            Failure::Stream(_) => "stream",
+            Failure::CoolingDown(_) => "cooling_down",
+        }
+    }
+
+    /// A description safe to show the caller (no credentials, no URLs).
+    fn summary(&self) -> String {
+        match self {
+            Failure::Provider(e) if e.class == ErrorClass::Auth => {
+                "the provider rejected the gateway's credential".into()
+            }
+            Failure::Provider(e) => truncate(&e.message, 300),
+            Failure::Malformed(reason) => format!("malformed answer: {}", truncate(reason, 200)),
+            Failure::Transport(e) => e.to_string(),
+            Failure::Plugin(e) => e.to_string(),
+            Failure::AdapterMissing(name) => format!("adapter `{name}` is not loaded"),
+            Failure::Stream(reason) => reason.clone(),
+            Failure::CoolingDown(wait) => format!("rate-limited for another {} ms", wait.as_millis()),
+        }
+    }
+
+    fn is_timeout(&self) -> bool {
+        matches!(self, Failure::Transport(TransportError::Timeout))
+            || matches!(self, Failure::Provider(e) if e.class == ErrorClass::Timeout)
+    }
+}
+
+/// One attempt in progress.
+pub struct Attempt<'g> {
+    pub index: usize,
+    pub target: &'g RouteTarget,
+    pub provider: &'g Provider,
+    pub upstream: &'g Upstream,
+    pub adapter: Arc<AdapterPlugin>,
+    pub wit_target: Target,
+    pub started: Instant,
+    /// This attempt's deadline (its timeout, capped by the request's).
+    pub deadline: Instant,
+    _in_flight: InFlight<'g>,
+}
+
+/// The attempts of one request.
+pub struct Attempts<'g> {
+    gw: &'g Gateway,
+    plugins: &'g PluginSet,
+    route: usize,
+    plan: std::vec::IntoIter<PlannedAttempt>,
+    pub deadline: Instant,
+    made: u32,
+    last_target: Option<usize>,
+    same_target_retries: u32,
+    summaries: Vec<String>,
+    last: Option<Failure>,
+}
+
+impl<'g> Attempts<'g> {
+    pub fn new(gw: &'g Gateway, plugins: &'g PluginSet, route: usize, plan: Vec<PlannedAttempt>, started: Instant) -> Self {
+        Attempts {
+            gw,
+            plugins,
+            route,
+            plan: plan.into_iter(),
+            deadline: started + gw.config.routes[route].timeout,
+            made: 0,
+            last_target: None,
+            same_target_retries: 0,
+            summaries: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// Attempts sent so far.
+    pub fn made(&self) -> u32 {
+        self.made
+    }
+
+    /// The next attempt to make, after any wait it needs; `None` when the
+    /// plan, the attempt budget or the deadline is used up.
+    pub async fn next(&mut self) -> Option<Attempt<'g>> {
+        let route = &self.gw.config.routes[self.route];
+        loop {
+            if self.made >= route.max_attempts {
+                return None;
+            }
+            let planned = self.plan.next()?;
+            let target = &self.gw.routes[self.route][planned.target];
+            let provider = &self.gw.config.providers[target.provider];
+            let now = Instant::now();
+            if now >= self.deadline {
+                return None;
+            }
+            let mut wait = target.health.cooldown(now);
+            if self.last_target == Some(planned.target) {
+                wait = wait.max(backoff(self.same_target_retries));
+                self.same_target_retries += 1;
+            }
+            if !wait.is_zero() {
+                if now + wait >= self.deadline {
+                    self.note(target, Failure::CoolingDown(wait));
+                    continue;
+                }
+                tokio::time::sleep(wait).await;
+            }
+            let Some(adapter) = self.plugins.adapters.get(&provider.adapter) else {
+                self.note(target, Failure::AdapterMissing(provider.adapter.clone()));
+                continue;
+            };
+            self.made += 1;
+            self.last_target = Some(planned.target);
+            let started = Instant::now();
+            let timeout = planned.timeout.unwrap_or(provider.timeout);
+            return Some(Attempt {
+                index: planned.target,
+                target,
+                provider,
+                upstream: &self.gw.upstreams[target.provider],
+                adapter: adapter.clone(),
+                wit_target: Target {
+                    provider: provider.name.clone(),
+                    model: target.model.clone(),
+                    options: provider.options_json.clone(),
+                },
+                started,
+                deadline: (started + timeout).min(self.deadline),
+                _in_flight: target.health.begin(),
+            });
+        }
+    }
+
+    /// Record a failed attempt. `Some(error)` means stop and answer with it:
+    /// the request itself is at fault and no other target would do better.
+    pub fn failed(&mut self, attempt: Attempt<'g>, failure: Failure) -> Option<ApiError> {
+        let now = Instant::now();
+        attempt.target.health.record(now, failure.outcome(), now - attempt.started, None);
+        if let Failure::Provider(e) = &failure
+            && e.class == ErrorClass::RateLimited
+        {
+            let wait = e.retry_after_ms.map_or(DEFAULT_RATE_LIMIT_COOLDOWN, Duration::from_millis);
+            attempt.target.health.rate_limited(now, wait);
+        }
+        if let Failure::Plugin(e) = &failure {
+            self.gw
+                .metrics
+                .plugin_failures
+                .get_or_create(&PluginLabels { plugin: attempt.adapter.name.clone(), reason: e.kind() })
+                .inc();
+        }
+        self.gw
+            .metrics
+            .attempts
+            .get_or_create(&AttemptLabels {
+                provider: attempt.provider.name.clone(),
+                model: attempt.target.model.clone(),
+                outcome: failure.label().to_string(),
+            })
+            .inc();
+        tracing::warn!(
+            route = %self.gw.config.routes[self.route].name,
+            provider = %attempt.provider.name,
+            model = %attempt.target.model,
+            attempt = self.made,
+            outcome = failure.label(),
+            reason = %failure.summary(),
+            "attempt failed"
+        );
+        if let Failure::Provider(e) = &failure {
+            let message = format!("{} ({}/{})", e.message, attempt.provider.name, attempt.target.model);
+            match e.class {
+                ErrorClass::BadRequest => return Some(ApiError::invalid_request(message)),
+                ErrorClass::ContentFilter => return Some(ApiError::content_filter(message)),
+                ErrorClass::ContextLength => return Some(ApiError::context_length(message)),
+                _ => {}
+            }
+        }
+        self.note(attempt.target, failure);
+        None
+    }
+
+    /// The caller went away mid-answer: not the target's fault, not billed.
+    pub fn cancelled(&mut self, attempt: Attempt<'g>) {
+        self.gw
+            .metrics
+            .attempts
+            .get_or_create(&AttemptLabels {
+                provider: attempt.provider.name.clone(),
+                model: attempt.target.model.clone(),
+                outcome: "cancelled".into(),
+            })
+            .inc();
+        tracing::info!(provider = %attempt.provider.name, model = %attempt.target.model, "caller went away; upstream stream dropped");
+    }
+
+    fn note(&mut self, target: &RouteTarget, failure: Failure) {
+        let provider = &self.gw.config.providers[target.provider].name;
+        self.summaries.push(format!("{provider}/{}: {}", target.model, failure.summary()));
+        self.last = Some(failure);
+    }
+
+    /// The plan is used up without an answer: the error that says so.
+    pub fn exhausted(&self) -> ApiError {
+        let route = &self.gw.config.routes[self.route];
+        let message = if self.summaries.is_empty() {
+            format!("No provider of `{}` could be tried before the deadline.", route.name)
+        } else {
+            format!(
+                "No provider of `{}` could answer after {} attempt(s): {}",
+                route.name,
+                self.made,
+                self.summaries.join("; ")
+            )
+        };
+        let now = Instant::now();
+        match &self.last {
+            Some(Failure::Provider(ProviderError { class: ErrorClass::RateLimited, .. }))
+            | Some(Failure::CoolingDown(_)) => {
+                let wait = self.gw.routes[self.route]
+                    .iter()
+                    .map(|t| t.health.cooldown(now))
+                    .filter(|d| !d.is_zero())
+                    .min()
+                    .unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN);
+                ApiError::rate_limited(message, wait)
+            }
+            Some(Failure::Provider(ProviderError { class: ErrorClass::Overloaded, .. })) => ApiError::unavailable(message),
+            Some(failure) if failure.is_timeout() => ApiError::gateway_timeout(message),
+            None => ApiError::gateway_timeout(message),
+            Some(_) => ApiError::bad_gateway(message),
+        }
+    }
+}
+
+/// Exponential backoff with full jitter in [base/2, base].
+fn backoff(retry: u32) -> Duration {
+    let base = BACKOFF_BASE.saturating_mul(1 << retry.min(6));
+    let jitter = rand::random::<f64>() * 0.5 + 0.5;
+    base.mul_f64(jitter)
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+/// The canonical request for one target: the caller's body with `model` set.
+pub fn canonical(request: &mut Map<String, Value>, model: &str) -> Vec<u8> {
+    request.insert("model".into(), Value::String(model.to_string()));
+    serde_json::to_vec(request).expect("a JSON map serialises")
+}
+
+/// Serve a non-streaming request.
+pub async fn complete(
+    gw: &Gateway,
+    plugins: &PluginSet,
+    route: usize,
+    plan: Vec<PlannedAttempt>,
+    request: &mut Map<String, Value>,
+    started: Instant,
+) -> Result<http::Response<Body>, ApiError> {
+    let mut attempts = Attempts::new(gw, plugins, route, plan, started);
+    while let Some(attempt) = attempts.next().await {
+        match once(&attempt, request).await {
+            Ok(completion) => {
+                record_success(gw, &attempt, completion.usage, None);
+                let response = answered(http::Response::builder(), &attempt, attempts.made())
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(full(completion.body))
+                    .expect("valid response");
+                return Ok(response);
+            }
+            Err(failure) => {
+                if let Some(stop) = attempts.failed(attempt, failure) {
+                    return Err(stop);
+                }
+            }
+        }
+    }
+    Err(attempts.exhausted())
+}
+
+async fn once(attempt: &Attempt<'_>, request: &mut Map<String, Value>) -> Result<Completion, Failure> {
+    let body = canonical(request, &attempt.target.model);
+    let outbound = attempt.adapter.build_request(&body, &attempt.wit_target).map_err(Failure::Plugin)?;
+    let response = tokio::time::timeout_at(
+        attempt.deadline,
+        attempt.upstream.send(&outbound, attempt.provider.credential.as_ref()),
+    )
+    .await
+    .map_err(|_| Failure::Transport(TransportError::Timeout))?
+    .map_err(Failure::Transport)?;
+    let (parts, body) = response.into_parts();
+    let bytes = attempt.upstream.read_body(body, attempt.deadline).await.map_err(Failure::Transport)?;
+    let inbound = InboundResponse { status: parts.status.as_u16(), headers: header_pairs(&parts.headers), body: bytes.to_vec() };
+    if parts.status.is_success() {
+        attempt
+            .adapter
+            .parse_response(&inbound, &attempt.wit_target)
+            .map_err(Failure::Plugin)?
+            .map_err(Failure::Malformed)
+    } else {
+        Err(Failure::Provider(attempt.adapter.classify_error(&inbound, &attempt.wit_target).map_err(Failure::Plugin)?))
+    }
+}
+
+/// Headers that say who answered and after how many attempts.
+pub fn answered(builder: http::response::Builder, attempt: &Attempt<'_>, attempts: u32) -> http::response::Builder {
+    let value = |s: &str| http::HeaderValue::from_str(s).unwrap_or(http::HeaderValue::from_static("invalid"));
+    builder
+        .header("x-switchboard-provider", value(&attempt.provider.name))
+        .header("x-switchboard-model", value(&attempt.target.model))
+        .header("x-switchboard-attempts", attempts)
+}
+
+/// Account a successful attempt: health, latency, tokens and cost.
+pub fn record_success(gw: &Gateway, attempt: &Attempt<'_>, usage: Option<Usage>, ttft: Option<Duration>) {
+    let now = Instant::now();
+    let latency = now - attempt.started;
+    attempt.target.health.record(now, Outcome::Success, latency, ttft);
+    let provider = attempt.provider.name.clone();
+    let model = attempt.target.model.clone();
+    let metrics = &gw.metrics;
+    metrics
+        .attempts
+        .get_or_create(&AttemptLabels { provider: provider.clone(), model: model.clone(), outcome: "success".into() })
+        .inc();
+    let target = TargetLabels { provider: provider.clone(), model: model.clone() };
+    metrics.attempt_seconds.get_or_create(&target).observe(latency.as_secs_f64());
+    if let Some(ttft) = ttft {
+        metrics.ttft_seconds.get_or_create(&target).observe(ttft.as_secs_f64());
+    }
+    if let Some(usage) = usage {
+        let prices = &attempt.provider.models[&attempt.target.model];
+        for (kind, n) in [
+            ("prompt", usage.prompt_tokens),
+            ("completion", usage.completion_tokens),
+            ("cached", usage.cached_prompt_tokens),
+        ] {
+            metrics
+                .tokens
+                .get_or_create(&TokenLabels { provider: provider.clone(), model: model.clone(), kind })
+                .inc_by(n as u64);
+        }
+        let cost = usage.prompt_tokens as f64 * prices.input_price / 1e6
+            + usage.completion_tokens as f64 * prices.output_price / 1e6;
+        metrics.cost_usd.get_or_create(&target).inc_by(cost);
+    }
+    tracing::info!(
+        provider = %provider,
+        model = %model,
+        latency_ms = latency.as_millis() as u64,
+        ttft_ms = ttft.map(|t| t.as_millis() as u64),
+        prompt_tokens = usage.map(|u| u.prompt_tokens),
+        completion_tokens = usage.map(|u| u.completion_tokens),
+        "attempt answered"
+    );
+}

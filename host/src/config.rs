@@ -1,0 +1,441 @@
+//! The TOML configuration: its shape, defaults and validation. Errors name
+//! the file, the key and the reason.
+
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default)]
+    plugins: PluginsConfig,
+    #[serde(default)]
+    gateway_keys: Vec<RawGatewayKey>,
+    #[serde(default)]
+    providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    routes: BTreeMap<String, RawRoute>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the API listens on.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Time given to requests in flight on shutdown.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8787".parse().unwrap(),
+            max_body_bytes: 4 * 1024 * 1024,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Folder of adapter `.wasm` files (relative to the config file).
+    pub adapter_dir: PathBuf,
+    /// Folder of policy `.wasm` files (relative to the config file).
+    pub policy_dir: PathBuf,
+    /// Watch the folders and reload changed files.
+    pub watch: bool,
+    /// Deadline of one plugin call.
+    pub call_timeout_ms: u64,
+    /// Linear memory cap of one plugin instance.
+    pub memory_limit_mib: usize,
+    /// Plugin instances alive at once (each open stream holds one).
+    pub max_instances: u32,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            adapter_dir: "wasm/adapters".into(),
+            policy_dir: "wasm/policies".into(),
+            watch: true,
+            call_timeout_ms: 100,
+            memory_limit_mib: 64,
+            max_instances: 1000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGatewayKey {
+    name: String,
+    key_env: String,
+    models: Option<Vec<String>>,
+    #[serde(default)]
+    admin: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    adapter: String,
+    base_url: Option<String>,
+    #[serde(default)]
+    simulated: bool,
+    api_key_env: Option<String>,
+    #[serde(default)]
+    options: toml::Table,
+    ca_file: Option<PathBuf>,
+    #[serde(default = "defaults::connect_timeout_ms")]
+    connect_timeout_ms: u64,
+    #[serde(default = "defaults::timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "defaults::first_token_timeout_ms")]
+    first_token_timeout_ms: u64,
+    #[serde(default = "defaults::idle_timeout_ms")]
+    idle_timeout_ms: u64,
+    #[serde(default = "defaults::max_response_bytes")]
+    max_response_bytes: usize,
+    #[serde(default)]
+    models: BTreeMap<String, RawModel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    #[serde(default)]
+    input_price: f64,
+    #[serde(default)]
+    output_price: f64,
+    #[serde(default = "defaults::context_window")]
+    context_window: u32,
+    #[serde(default = "defaults::capabilities")]
+    capabilities: Vec<Capability>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    #[serde(default = "defaults::policy")]
+    policy: String,
+    #[serde(default)]
+    policy_config: toml::Table,
+    targets: Vec<String>,
+    #[serde(default)]
+    aliases: Vec<String>,
+    #[serde(default = "defaults::max_attempts")]
+    max_attempts: u32,
+    #[serde(default = "defaults::route_timeout_ms")]
+    timeout_ms: u64,
+}
+
+mod defaults {
+    pub fn connect_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn first_token_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn idle_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn max_response_bytes() -> usize {
+        32 * 1024 * 1024
+    }
+    pub fn context_window() -> u32 {
+        128_000
+    }
+    pub fn capabilities() -> Vec<super::Capability> {
+        use super::Capability::*;
+        vec![Tools, Images, JsonSchema, Streaming]
+    }
+    pub fn policy() -> String {
+        "priority".into()
+    }
+    pub fn max_attempts() -> u32 {
+        3
+    }
+    pub fn route_timeout_ms() -> u64 {
+        120_000
+    }
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    Tools,
+    Images,
+    JsonSchema,
+    Streaming,
+}
+
+/// A caller's key to the gateway.
+#[derive(Debug)]
+pub struct GatewayKey {
+    pub name: String,
+    pub secret: Secret,
+    /// Routes this key may use; all when `None`.
+    pub models: Option<Vec<String>>,
+    /// May read the `/admin` endpoints.
+    pub admin: bool,
+}
+
+/// Where a provider's requests go.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    Url(String),
+    /// The built-in simulated provider (for a first run without keys).
+    Simulated,
+}
+
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    pub adapter: String,
+    pub endpoint: Endpoint,
+    pub credential: Option<Secret>,
+    /// Why the provider cannot be used (its key is not set), if so.
+    pub disabled: Option<String>,
+    /// Adapter options as a JSON object.
+    pub options_json: String,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub first_token_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_response_bytes: usize,
+    pub models: BTreeMap<String, Model>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub input_price: f64,
+    pub output_price: f64,
+    pub context_window: u32,
+    pub capabilities: Vec<Capability>,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub policy: String,
+    pub policy_config_json: String,
+    /// (provider index, model name) in configured order.
+    pub targets: Vec<(usize, String)>,
+    pub aliases: Vec<String>,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub file: PathBuf,
+    pub server: ServerConfig,
+    pub plugins: PluginsConfig,
+    pub keys: Vec<GatewayKey>,
+    pub providers: Vec<Provider>,
+    pub routes: Vec<Route>,
+    /// Route name or alias -> index into `routes`.
+    pub route_names: HashMap<String, usize>,
+}
+
+impl Config {
+    /// Read and validate a config file; `env` looks up environment variables.
+    pub fn load(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.display().to_string(),
+            key: "(file)".into(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text, file, env)
+    }
+
+    pub fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let fail = |key: &str, reason: String| ConfigError {
+            file: file.display().to_string(),
+            key: key.to_string(),
+            reason,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let reason = e.message().to_string();
+            let key = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start].lines().count().max(1);
+                    format!("line {line}")
+                })
+                .unwrap_or_else(|| "(document)".into());
+            fail(&key, reason)
+        })?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let mut plugins = raw.plugins;
+        plugins.adapter_dir = base.join(&plugins.adapter_dir);
+        plugins.policy_dir = base.join(&plugins.policy_dir);
+        if plugins.call_timeout_ms == 0 {
+            return Err(fail("plugins.call_timeout_ms", "must be above 0".into()));
+        }
+        if plugins.memory_limit_mib == 0 {
+            return Err(fail("plugins.memory_limit_mib", "must be above 0".into()));
+        }
+        if raw.server.max_body_bytes == 0 {
+            return Err(fail("server.max_body_bytes", "must be above 0".into()));
+        }
+
+        let mut keys = Vec::new();
+        for (i, key) in raw.gateway_keys.into_iter().enumerate() {
+            let at = format!("gateway_keys[{i}].key_env");
+            let value = env(&key.key_env)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| fail(&at, format!("environment variable {} is not set", key.key_env)))?;
+            keys.push(GatewayKey { name: key.name, secret: Secret::new(value), models: key.models, admin: key.admin });
+        }
+
+        let mut providers = Vec::new();
+        for (name, p) in raw.providers {
+            let at = |k: &str| format!("providers.{name}.{k}");
+            if name.contains('/') || name.is_empty() {
+                return Err(fail(&format!("providers.{name}"), "provider names may not be empty or contain '/'".into()));
+            }
+            let endpoint = match (p.simulated, p.base_url) {
+                (true, None) => Endpoint::Simulated,
+                (true, Some(_)) => return Err(fail(&at("base_url"), "a simulated provider has no base_url".into())),
+                (false, Some(url)) => {
+                    let parsed: http::Uri = url.parse().map_err(|e| fail(&at("base_url"), format!("{e}")))?;
+                    if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
+                        return Err(fail(&at("base_url"), format!("{url:?} is not an http(s) URL")));
+                    }
+                    Endpoint::Url(url.trim_end_matches('/').to_string())
+                }
+                (false, None) => return Err(fail(&at("base_url"), "missing (or set simulated = true)".into())),
+            };
+            let (credential, disabled) = match &p.api_key_env {
+                None => (None, None),
+                Some(var) => match env(var).filter(|v| !v.is_empty()) {
+                    Some(value) => (Some(Secret::new(value)), None),
+                    None => (None, Some(format!("environment variable {var} is not set"))),
+                },
+            };
+            if p.models.is_empty() {
+                return Err(fail(&at("models"), "at least one model is needed".into()));
+            }
+            for (duration, value) in [
+                ("connect_timeout_ms", p.connect_timeout_ms),
+                ("timeout_ms", p.timeout_ms),
+                ("first_token_timeout_ms", p.first_token_timeout_ms),
+                ("idle_timeout_ms", p.idle_timeout_ms),
+            ] {
+                if value == 0 {
+                    return Err(fail(&at(duration), "must be above 0".into()));
+                }
+            }
+            let models = p
+                .models
+                .into_iter()
+                .map(|(model, m)| {
+                    let m = Model {
+                        input_price: m.input_price,
+                        output_price: m.output_price,
+                        context_window: m.context_window,
+                        capabilities: m.capabilities,
+                    };
+                    if m.input_price < 0.0 || m.output_price < 0.0 {
+                        return Err(fail(&at(&format!("models.{model}")), "prices may not be negative".into()));
+                    }
+                    Ok((model, m))
+                })
+                .collect::<Result<_, _>>()?;
+            providers.push(Provider {
+                options_json: serde_json::to_string(&p.options).expect("TOML tables are valid JSON"),
+                ca_file: p.ca_file.map(|f| base.join(f)),
+                connect_timeout: Duration::from_millis(p.connect_timeout_ms),
+                timeout: Duration::from_millis(p.timeout_ms),
+                first_token_timeout: Duration::from_millis(p.first_token_timeout_ms),
+                idle_timeout: Duration::from_millis(p.idle_timeout_ms),
+                max_response_bytes: p.max_response_bytes,
+                name,
+                adapter: p.adapter,
+                endpoint,
+                credential,
+                disabled,
+                models,
+            });
+        }
+
+        let mut routes = Vec::new();
+        let mut route_names = HashMap::new();
+        for (name, r) in raw.routes {
+            let at = |k: &str| format!("routes.{name}.{k}");
+            if r.targets.is_empty() {
+                return Err(fail(&at("targets"), "at least one target is needed".into()));
+            }
+            if r.max_attempts == 0 || r.timeout_ms == 0 {
+                return Err(fail(&at("max_attempts"), "max_attempts and timeout_ms must be above 0".into()));
+            }
+            let mut targets = Vec::new();
+            for (i, target) in r.targets.iter().enumerate() {
+                let key = format!("routes.{name}.targets[{i}]");
+                let (provider, model) = target
+                    .split_once('/')
+                    .ok_or_else(|| fail(&key, format!("{target:?} is not \"provider/model\"")))?;
+                let index = providers
+                    .iter()
+                    .position(|p| p.name == provider)
+                    .ok_or_else(|| fail(&key, format!("unknown provider {provider:?}")))?;
+                if !providers[index].models.contains_key(model) {
+                    return Err(fail(&key, format!("provider {provider:?} has no model {model:?} in its models table")));
+                }
+                targets.push((index, model.to_string()));
+            }
+            for alias in std::iter::once(&name).chain(&r.aliases) {
+                if route_names.insert(alias.clone(), routes.len()).is_some() {
+                    return Err(fail(&at("aliases"), format!("{alias:?} names two routes")));
+                }
+            }
+            routes.push(Route {
+                policy_config_json: serde_json::to_string(&r.policy_config).expect("TOML tables are valid JSON"),
+                policy: r.policy,
+                targets,
+                aliases: r.aliases,
+                max_attempts: r.max_attempts,
+                timeout: Duration::from_millis(r.timeout_ms),
+                name,
+            });
+        }
+        for (i, key) in keys.iter().enumerate() {
+            for model in key.models.iter().flatten() {
+                if !route_names.contains_key(model) {
+                    return Err(fail(&format!("gateway_keys[{i}].models"), format!("unknown route {model:?}")));
+                }
+            }
+        }
+        Ok(Config {
+            file: file.to_path_buf(),
+            server: raw.server,
+            plugins,
+            keys,
+            providers,
+            routes,
+            route_names,
+        })
+    }
+}

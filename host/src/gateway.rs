@@ -1,0 +1,107 @@
+//! The gateway's shared state: configuration, plugins, provider clients,
+//! per-target health and metrics. Built once at start-up.
+
+use crate::config::{Config, Endpoint};
+use crate::health::TargetHealth;
+use crate::metrics::Metrics;
+use crate::plugin::Registry;
+use crate::upstream::Upstream;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One target of a route, resolved to its provider and health record.
+pub struct RouteTarget {
+    pub provider: usize,
+    pub model: String,
+    pub health: Arc<TargetHealth>,
+}
+
+pub struct Gateway {
+    pub config: Config,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    /// Index-aligned with `config.providers`.
+    pub upstreams: Vec<Upstream>,
+    /// Index-aligned with `config.routes`.
+    pub routes: Vec<Vec<RouteTarget>>,
+    /// Health by (provider, model), shared by every route that uses the target.
+    pub health: HashMap<(usize, String), Arc<TargetHealth>>,
+}
+
+impl Gateway {
+    /// `simulator_url` is where the built-in simulated provider listens, if it runs.
+    pub fn new(
+        config: Config,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        simulator_url: Option<&str>,
+    ) -> Result<Gateway, String> {
+        let mut upstreams = Vec::new();
+        for provider in &config.providers {
+            let base = match &provider.endpoint {
+                Endpoint::Url(url) => url.clone(),
+                Endpoint::Simulated => simulator_url
+                    .ok_or_else(|| format!("provider {}: the simulator is not running", provider.name))?
+                    .to_string(),
+            };
+            let upstream = Upstream::new(
+                base,
+                provider.connect_timeout,
+                provider.ca_file.as_deref(),
+                provider.max_response_bytes,
+            )
+            .map_err(|e| format!("provider {}: {e}", provider.name))?;
+            upstreams.push(upstream);
+        }
+        let mut health: HashMap<(usize, String), Arc<TargetHealth>> = HashMap::new();
+        let routes = config
+            .routes
+            .iter()
+            .map(|route| {
+                route
+                    .targets
+                    .iter()
+                    .map(|(provider, model)| RouteTarget {
+                        provider: *provider,
+                        model: model.clone(),
+                        health: health.entry((*provider, model.clone())).or_default().clone(),
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Gateway { config, registry, metrics, upstreams, routes, health })
+    }
+
+    /// Check that every route's policy and every provider's adapter is loaded
+    /// and that each policy accepts its route's configuration.
+    pub fn check_plugins(&self) -> Result<(), String> {
+        let plugins = self.registry.snapshot();
+        for provider in &self.config.providers {
+            if !plugins.adapters.contains_key(&provider.adapter) {
+                return Err(format!(
+                    "providers.{}.adapter: no adapter named {:?} (bundled: {}; or put {}.wasm in {})",
+                    provider.name,
+                    provider.adapter,
+                    plugins.adapters.keys().cloned().collect::<Vec<_>>().join(", "),
+                    provider.adapter,
+                    self.config.plugins.adapter_dir.display()
+                ));
+            }
+        }
+        for route in &self.config.routes {
+            let policy = plugins.policies.get(&route.policy).ok_or_else(|| {
+                format!(
+                    "routes.{}.policy: no policy named {:?} (put {}.wasm in {})",
+                    route.name,
+                    route.policy,
+                    route.policy,
+                    self.config.plugins.policy_dir.display()
+                )
+            })?;
+            policy
+                .validate_config(&route.policy_config_json)
+                .map_err(|e| format!("routes.{}.policy_config: {e}", route.name))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,20 @@
+//! Switchboard: a multi-provider LLM gateway whose provider adapters and
+//! routing policies are sandboxed WebAssembly components.
+
+pub mod api;
+pub mod app;
+pub mod attempt;
+pub mod auth;
+pub mod config;
+pub mod facts;
+pub mod gateway;
+pub mod health;
+pub mod metrics;
+pub mod plugin;
+pub mod routing;
+pub mod secret;
+pub mod server;
+pub mod simulator;
+pub mod sse;
+pub mod streaming;
+pub mod upstream;

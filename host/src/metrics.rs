@@ -1,0 +1,100 @@
+//! Prometheus metrics: requests, attempts, latency, tokens, cost and plugin
+//! health, rendered in the text exposition format at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub provider: String,
+    pub model: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub provider: String,
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub provider: String,
+    pub model: String,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+    pub reason: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub attempts: Family<AttemptLabels, Counter>,
+    pub attempt_seconds: Family<TargetLabels, Histogram>,
+    pub ttft_seconds: Family<TargetLabels, Histogram>,
+    pub tokens: Family<TokenLabels, Counter>,
+    pub cost_usd: Family<TargetLabels, Counter<f64, AtomicU64>>,
+    pub plugin_failures: Family<PluginLabels, Counter>,
+    pub plugin_refusals: Counter,
+    pub policy_fallbacks: Family<PluginLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0])
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("switchboard");
+        let requests = Family::default();
+        let attempts = Family::default();
+        let attempt_seconds = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let ttft_seconds = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let tokens = Family::default();
+        let cost_usd = Family::default();
+        let plugin_failures = Family::default();
+        let plugin_refusals = Counter::default();
+        let policy_fallbacks = Family::default();
+        registry.register("requests", "Client requests by route and HTTP status", requests.clone());
+        registry.register("attempts", "Provider attempts by target and outcome", attempts.clone());
+        registry.register("attempt_duration_seconds", "Duration of successful attempts", attempt_seconds.clone());
+        registry.register("time_to_first_token_seconds", "Time to the first streamed token", ttft_seconds.clone());
+        registry.register("tokens", "Tokens billed by target and kind (prompt, completion, cached)", tokens.clone());
+        registry.register("cost_usd", "Cost in USD by target, from configured prices", cost_usd.clone());
+        registry.register("plugin_failures", "Plugin calls that trapped, timed out or broke the contract", plugin_failures.clone());
+        registry.register("plugin_refusals", "Plugin files refused at load", plugin_refusals.clone());
+        registry.register("policy_fallbacks", "Requests routed in configured order because the policy failed", policy_fallbacks.clone());
+        Metrics {
+            registry,
+            requests,
+            attempts,
+            attempt_seconds,
+            ttft_seconds,
+            tokens,
+            cost_usd,
+            plugin_failures,
+            plugin_refusals,
+            policy_fallbacks,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}

@@ -1,0 +1,47 @@
+//! The Wasm plugin layer: one engine, sandboxed stores, typed calls into
+//! adapters and policies, the registry of loaded versions and hot reload.
+
+mod adapter;
+mod contract;
+mod policy;
+mod registry;
+mod sandbox;
+mod watch;
+
+pub use adapter::{AdapterPlugin, StreamSession};
+pub use adapter::wit as adapter_wit;
+pub use policy::PolicyPlugin;
+pub use policy::wit as policy_wit;
+pub use registry::{PluginKind, PluginSet, Refusal, Registry};
+pub use sandbox::{PluginRuntime, SandboxLimits};
+pub use watch::watch_folders;
+
+/// Why a plugin call did not produce a usable answer. Each costs one attempt
+/// (or, for a policy, falls back to the configured order); none takes the
+/// process down.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin `{plugin}` exceeded its {limit_ms} ms deadline")]
+    Deadline { plugin: String, limit_ms: u64 },
+    #[error("plugin `{plugin}` trapped: {detail}")]
+    Trap { plugin: String, detail: String },
+    #[error("plugin `{plugin}` could not be instantiated: {detail}")]
+    Instantiate { plugin: String, detail: String },
+    #[error("plugin `{plugin}` broke the contract: {detail}")]
+    Contract { plugin: String, detail: String },
+    #[error("plugin `{plugin}` could not handle the request: {reason}")]
+    Refused { plugin: String, reason: String },
+}
+
+impl PluginError {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PluginError::Deadline { .. } => "deadline",
+            PluginError::Trap { .. } => "trap",
+            PluginError::Instantiate { .. } => "instantiate",
+            PluginError::Contract { .. } => "contract",
+            PluginError::Refused { .. } => "refused",
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Typed calls into a routing policy component.
+
+use super::sandbox::{PluginRuntime, Sandbox};
+use super::{PluginError, contract};
+use std::sync::Arc;
+
+/// Host bindings of the `policy` world.
+pub mod wit {
+    wasmtime::component::bindgen!({ world: "policy", path: "../wit" });
+    pub use exports::switchboard::plugin::router::*;
+    pub use switchboard::plugin::types::Capabilities;
+}
+
+/// One loaded version of a policy, pre-instantiated.
+pub struct PolicyPlugin {
+    pub name: String,
+    pub source: String,
+    pre: wit::PolicyPre<Sandbox>,
+    runtime: Arc<PluginRuntime>,
+}
+
+impl PolicyPlugin {
+    /// Compile, check the contract, pre-instantiate and smoke-call it.
+    pub fn load(runtime: &Arc<PluginRuntime>, name: &str, source: String, bytes: &[u8]) -> Result<Self, String> {
+        let component = runtime.compile(bytes).map_err(|e| format!("not a valid Wasm component: {e:#}"))?;
+        contract::check(runtime.engine(), &component, "router")?;
+        let pre = runtime
+            .linker()
+            .instantiate_pre(&component)
+            .and_then(wit::PolicyPre::new)
+            .map_err(|e| format!("it needs imports the sandbox does not provide: {e:#}"))?;
+        let plugin = PolicyPlugin { name: name.to_string(), source, pre, runtime: runtime.clone() };
+        // A policy must at least answer; whether it likes `{}` is its own business.
+        match plugin.validate_config("{}") {
+            Ok(()) | Err(PluginError::Refused { .. }) => {}
+            Err(e) => return Err(format!("smoke call failed: {e}")),
+        }
+        Ok(plugin)
+    }
+
+    fn call<R>(
+        &self,
+        f: impl FnOnce(&wit::Guest, &mut wasmtime::Store<Sandbox>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        let mut store = self.runtime.store();
+        let instance = self.pre.instantiate(&mut store).map_err(|e| PluginError::Instantiate {
+            plugin: self.name.clone(),
+            detail: format!("{e:#}"),
+        })?;
+        f(instance.switchboard_plugin_router(), &mut store)
+            .map_err(|e| self.runtime.call_error(&self.name, &store, e))
+    }
+
+    pub fn validate_config(&self, config: &str) -> Result<(), PluginError> {
+        self.call(|guest, store| guest.call_validate_config(store, config))?
+            .map_err(|reason| PluginError::Refused { plugin: self.name.clone(), reason })
+    }
+
+    /// Ask for a plan; every attempt must name one of the candidates.
+    pub fn plan(
+        &self,
+        facts: &wit::RequestFacts,
+        candidates: &[wit::Candidate],
+        config: &str,
+    ) -> Result<Vec<wit::Attempt>, PluginError> {
+        let plan = self
+            .call(|guest, store| guest.call_plan(store, facts, candidates, config))?
+            .map_err(|reason| PluginError::Refused { plugin: self.name.clone(), reason })?;
+        if let Some(bad) = plan.iter().find(|a| !candidates.iter().any(|c| c.index == a.candidate)) {
+            return Err(PluginError::Contract {
+                plugin: self.name.clone(),
+                detail: format!("plan names candidate {} which was not offered", bad.candidate),
+            });
+        }
+        Ok(plan)
+    }
+}

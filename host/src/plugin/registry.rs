@@ -1,0 +1,204 @@
+//! The loaded plugin versions. Requests take a snapshot and finish on it;
+//! a reload swaps in a new set atomically; refused files are remembered.
+
+use super::adapter::AdapterPlugin;
+use super::policy::PolicyPlugin;
+use super::sandbox::PluginRuntime;
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// How many refusals `/admin/plugins` remembers.
+const REFUSALS_KEPT: usize = 50;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginKind {
+    Adapter,
+    Policy,
+}
+
+/// Every plugin version serving right now.
+#[derive(Clone, Default)]
+pub struct PluginSet {
+    pub adapters: HashMap<String, Arc<AdapterPlugin>>,
+    pub policies: HashMap<String, Arc<PolicyPlugin>>,
+}
+
+/// A plugin file that was not loaded, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Refusal {
+    pub kind: PluginKind,
+    pub file: PathBuf,
+    pub reason: String,
+    #[serde(with = "unix_seconds")]
+    pub at: SystemTime,
+}
+
+/// Bundled plugins (compiled into the binary) overlaid by the files of the
+/// plugin folders: a file named `<name>.wasm` serves as plugin `<name>`.
+pub struct Registry {
+    runtime: Arc<PluginRuntime>,
+    current: ArcSwap<PluginSet>,
+    refusals: Mutex<Vec<Refusal>>,
+    bundled_adapters: &'static [(&'static str, &'static [u8])],
+    bundled_policies: &'static [(&'static str, &'static [u8])],
+    on_refusal: Box<dyn Fn(&Refusal) + Send + Sync>,
+}
+
+impl Registry {
+    pub fn new(
+        runtime: Arc<PluginRuntime>,
+        bundled_adapters: &'static [(&'static str, &'static [u8])],
+        bundled_policies: &'static [(&'static str, &'static [u8])],
+        on_refusal: Box<dyn Fn(&Refusal) + Send + Sync>,
+    ) -> Self {
+        Registry {
+            runtime,
+            current: ArcSwap::from_pointee(PluginSet::default()),
+            refusals: Mutex::new(Vec::new()),
+            bundled_adapters,
+            bundled_policies,
+            on_refusal,
+        }
+    }
+
+    /// Load the bundled plugins, then every `.wasm` file of the folders.
+    /// A bundled plugin that fails to load is a build defect, so it is fatal.
+    pub fn load_all(&self, adapter_dir: &Path, policy_dir: &Path) -> Result<(), String> {
+        for (name, bytes) in self.bundled_adapters {
+            let plugin = AdapterPlugin::load(&self.runtime, name, "bundled".into(), bytes)
+                .map_err(|e| format!("bundled adapter `{name}`: {e}"))?;
+            self.install_adapter(name, Some(plugin));
+        }
+        for (name, bytes) in self.bundled_policies {
+            let plugin = PolicyPlugin::load(&self.runtime, name, "bundled".into(), bytes)
+                .map_err(|e| format!("bundled policy `{name}`: {e}"))?;
+            self.install_policy(name, Some(plugin));
+        }
+        for (kind, dir) in [(PluginKind::Adapter, adapter_dir), (PluginKind::Policy, policy_dir)] {
+            let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+            let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            files.sort();
+            for file in files.iter().filter(|f| plugin_name(f).is_some()) {
+                self.reload_file(kind, file);
+            }
+        }
+        Ok(())
+    }
+
+    /// The set serving now; a request keeps it until it finishes.
+    pub fn snapshot(&self) -> Arc<PluginSet> {
+        self.current.load_full()
+    }
+
+    pub fn refusals(&self) -> Vec<Refusal> {
+        self.refusals.lock().unwrap().clone()
+    }
+
+    /// (Re)load one plugin file. Runs compilation, so call it off the request path.
+    /// Returns whether the file is now serving.
+    pub fn reload_file(&self, kind: PluginKind, file: &Path) -> bool {
+        let Some(name) = plugin_name(file) else { return false };
+        let loaded = std::fs::read(file)
+            .map_err(|e| format!("cannot read file: {e}"))
+            .and_then(|bytes| {
+                let source = file.display().to_string();
+                match kind {
+                    PluginKind::Adapter => AdapterPlugin::load(&self.runtime, name, source, &bytes)
+                        .map(|p| self.install_adapter(name, Some(p))),
+                    PluginKind::Policy => PolicyPlugin::load(&self.runtime, name, source, &bytes)
+                        .map(|p| self.install_policy(name, Some(p))),
+                }
+            });
+        match loaded {
+            Ok(()) => {
+                tracing::info!(kind = ?kind, plugin = name, file = %file.display(), "plugin loaded");
+                true
+            }
+            Err(reason) => {
+                tracing::error!(kind = ?kind, plugin = name, file = %file.display(), %reason, "plugin refused; the last good version keeps serving");
+                let refusal = Refusal { kind, file: file.to_path_buf(), reason, at: SystemTime::now() };
+                (self.on_refusal)(&refusal);
+                let mut refusals = self.refusals.lock().unwrap();
+                if refusals.len() == REFUSALS_KEPT {
+                    refusals.remove(0);
+                }
+                refusals.push(refusal);
+                false
+            }
+        }
+    }
+
+    /// A plugin file was deleted: fall back to the bundled version, if any.
+    pub fn remove_file(&self, kind: PluginKind, file: &Path) {
+        let Some(name) = plugin_name(file) else { return };
+        let snapshot = self.snapshot();
+        let from_file = match kind {
+            PluginKind::Adapter => snapshot.adapters.get(name).map(|p| p.source != "bundled"),
+            PluginKind::Policy => snapshot.policies.get(name).map(|p| p.source != "bundled"),
+        };
+        if from_file != Some(true) {
+            return;
+        }
+        let bundled = match kind {
+            PluginKind::Adapter => self.bundled_adapters,
+            PluginKind::Policy => self.bundled_policies,
+        };
+        let fallback = bundled.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes);
+        match (kind, fallback) {
+            (PluginKind::Adapter, Some(bytes)) => {
+                self.install_adapter(name, AdapterPlugin::load(&self.runtime, name, "bundled".into(), bytes).ok())
+            }
+            (PluginKind::Policy, Some(bytes)) => {
+                self.install_policy(name, PolicyPlugin::load(&self.runtime, name, "bundled".into(), bytes).ok())
+            }
+            (PluginKind::Adapter, None) => self.install_adapter(name, None),
+            (PluginKind::Policy, None) => self.install_policy(name, None),
+        }
+        tracing::info!(kind = ?kind, plugin = name, file = %file.display(), "plugin file removed; unloaded");
+    }
+
+    fn install_adapter(&self, name: &str, plugin: Option<AdapterPlugin>) {
+        let plugin = plugin.map(Arc::new);
+        self.current.rcu(|set| {
+            let mut next = PluginSet::clone(set);
+            match &plugin {
+                Some(p) => next.adapters.insert(name.to_string(), p.clone()),
+                None => next.adapters.remove(name),
+            };
+            next
+        });
+    }
+
+    fn install_policy(&self, name: &str, plugin: Option<PolicyPlugin>) {
+        let plugin = plugin.map(Arc::new);
+        self.current.rcu(|set| {
+            let mut next = PluginSet::clone(set);
+            match &plugin {
+                Some(p) => next.policies.insert(name.to_string(), p.clone()),
+                None => next.policies.remove(name),
+            };
+            next
+        });
+    }
+}
+
+/// `<dir>/<name>.wasm` -> `name`; anything else is not a plugin file.
+pub fn plugin_name(file: &Path) -> Option<&str> {
+    if file.extension()? != "wasm" {
+        return None;
+    }
+    file.file_stem()?.to_str().filter(|s| !s.is_empty() && !s.starts_with('.'))
+}
+
+mod unix_seconds {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    pub fn serialize<S: serde::Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+    }
+}

@@ -1,0 +1,157 @@
+//! The engine every plugin runs on and the sandbox each call gets: an empty
+//! WASI (no environment, files or sockets), a memory cap and a deadline.
+
+use super::PluginError;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, Trap,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// How often the epoch advances; plugin deadlines are whole ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(2);
+/// How much of a guest's stderr (panic messages) is kept for the error.
+const STDERR_CAPTURE: usize = 4096;
+
+/// Resource limits of every plugin call.
+#[derive(Clone, Debug)]
+pub struct SandboxLimits {
+    /// Linear memory cap per plugin instance.
+    pub memory_bytes: usize,
+    /// Wall-clock budget of one call.
+    pub call_timeout: Duration,
+    /// Plugin instances alive at once (each stream holds one).
+    pub max_instances: u32,
+}
+
+/// State of one plugin store.
+pub struct Sandbox {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    stderr: MemoryOutputPipe,
+}
+
+impl WasiView for Sandbox {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// The shared engine and linker, plus the epoch ticker that enforces deadlines.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<Sandbox>,
+    limits: SandboxLimits,
+    deadline_ticks: u64,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl PluginRuntime {
+    pub fn new(limits: SandboxLimits) -> wasmtime::Result<Self> {
+        let mut pool = PoolingAllocationConfig::new();
+        let instances = limits.max_instances.max(1);
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(4))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(4))
+            .max_memories_per_component(4)
+            .max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .memory_reservation(limits.memory_bytes as u64)
+            .memory_guard_size(64 * 1024)
+            .memory_reservation_for_growth(0)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (weak_engine, stop) = (engine.weak(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .expect("spawn epoch ticker");
+        let deadline_ticks = (limits.call_timeout.as_millis() as u64)
+            .div_ceil(EPOCH_TICK.as_millis() as u64)
+            .max(1);
+        Ok(PluginRuntime { engine, linker, limits, deadline_ticks, ticker_stop })
+    }
+
+    pub fn linker(&self) -> &Linker<Sandbox> {
+        &self.linker
+    }
+
+    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+        Component::new(&self.engine, bytes)
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// A fresh store for one plugin call (or one stream), with the memory cap
+    /// and the call deadline armed.
+    pub fn store(&self) -> Store<Sandbox> {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        let wasi = WasiCtx::builder()
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store =
+            Store::new(&self.engine, Sandbox { wasi, table: ResourceTable::new(), limits, stderr });
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.deadline_ticks);
+        store
+    }
+
+    /// Re-arm the deadline before another call on a long-lived store.
+    pub fn rearm(&self, store: &mut Store<Sandbox>) {
+        store.set_epoch_deadline(self.deadline_ticks);
+    }
+
+    /// Turn a wasmtime failure of a call into a typed plugin error.
+    pub fn call_error(&self, plugin: &str, store: &Store<Sandbox>, error: wasmtime::Error) -> PluginError {
+        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return PluginError::Deadline {
+                plugin: plugin.to_string(),
+                limit_ms: self.limits.call_timeout.as_millis() as u64,
+            };
+        }
+        let stderr = store.data().stderr.contents();
+        let stderr = String::from_utf8_lossy(&stderr);
+        let stderr = stderr.trim();
+        let mut detail = format!("{error:#}");
+        if !stderr.is_empty() {
+            detail = format!("{detail}; guest stderr: {stderr}");
+        }
+        PluginError::Trap { plugin: plugin.to_string(), detail }
+    }
+}
+
+impl Drop for PluginRuntime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,154 @@
+//! Turns a request into a plan: the route's candidates that can take it,
+//! with live health, ordered by the route's policy (or, if the policy fails,
+//! by the configured order).
+
+use crate::api::ApiError;
+use crate::facts::Facts;
+use crate::gateway::Gateway;
+use crate::metrics::PluginLabels;
+use crate::plugin::PluginSet;
+use crate::plugin::policy_wit::{Candidate, Capabilities, CircuitState};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// One planned attempt: an index into the route's targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedAttempt {
+    pub target: usize,
+    pub timeout: Option<Duration>,
+}
+
+pub fn plan(gw: &Gateway, plugins: &PluginSet, route_index: usize, facts: &Facts) -> Result<Vec<PlannedAttempt>, ApiError> {
+    let route = &gw.config.routes[route_index];
+    let now = Instant::now();
+    let candidates = candidates(gw, route_index, facts, now)?;
+
+    let from_policy = match plugins.policies.get(&route.policy) {
+        None => Err("not loaded"),
+        Some(policy) => policy
+            .plan(&facts.to_wit(&route.name), &candidates, &route.policy_config_json)
+            .map_err(|error| {
+                tracing::warn!(route = %route.name, %error, "policy failed; using the configured order");
+                gw.metrics
+                    .plugin_failures
+                    .get_or_create(&PluginLabels { plugin: policy.name.clone(), reason: error.kind() })
+                    .inc();
+                error.kind()
+            }),
+    };
+    let attempts: Vec<PlannedAttempt> = match from_policy {
+        Ok(attempts) => attempts
+            .into_iter()
+            .map(|a| PlannedAttempt {
+                target: a.candidate as usize,
+                timeout: a.timeout_ms.map(Duration::from_millis),
+            })
+            .collect(),
+        Err(reason) => {
+            gw.metrics
+                .policy_fallbacks
+                .get_or_create(&PluginLabels { plugin: route.policy.clone(), reason })
+                .inc();
+            candidates
+                .iter()
+                .filter(|c| c.health.rate_limited_for_ms == 0 && c.health.circuit != CircuitState::Open)
+                .map(|c| PlannedAttempt { target: c.index as usize, timeout: None })
+                .collect()
+        }
+    };
+    if attempts.is_empty() {
+        let cooldown = candidates.iter().map(|c| c.health.rate_limited_for_ms).filter(|ms| *ms > 0).min();
+        return Err(match cooldown {
+            Some(ms) => ApiError::rate_limited(
+                format!("Every provider of `{}` is rate-limited right now; retry later.", route.name),
+                Duration::from_millis(ms),
+            ),
+            None => ApiError::unavailable(format!(
+                "No provider of `{}` is available right now (circuits open after repeated failures).",
+                route.name
+            )),
+        });
+    }
+    Ok(attempts)
+}
+
+/// The route's targets that can take this request, with their health.
+fn candidates(gw: &Gateway, route_index: usize, facts: &Facts, now: Instant) -> Result<Vec<Candidate>, ApiError> {
+    let route = &gw.config.routes[route_index];
+    let needed_tokens = facts.estimated_prompt_tokens as u64 + facts.max_output_tokens.unwrap_or(0) as u64;
+    let (mut disabled, mut lacking, mut too_small) = (Vec::new(), Capabilities::empty(), 0u32);
+    let mut out = Vec::new();
+    for (index, target) in gw.routes[route_index].iter().enumerate() {
+        let provider = &gw.config.providers[target.provider];
+        if let Some(reason) = &provider.disabled {
+            disabled.push(format!("{}: {reason}", provider.name));
+            continue;
+        }
+        let model = &provider.models[&target.model];
+        let capabilities = capabilities(&model.capabilities);
+        if !capabilities.contains(facts.needs) {
+            for (flag, _) in FLAG_NAMES.iter().filter(|(f, _)| facts.needs.contains(*f) && !capabilities.contains(*f)) {
+                lacking |= *flag;
+            }
+            continue;
+        }
+        if needed_tokens > model.context_window as u64 {
+            too_small += 1;
+            continue;
+        }
+        out.push(Candidate {
+            index: index as u32,
+            provider: provider.name.clone(),
+            model: target.model.clone(),
+            input_price_per_mtok: model.input_price,
+            output_price_per_mtok: model.output_price,
+            context_window: model.context_window,
+            capabilities,
+            health: target.health.view(now),
+        });
+    }
+    if !out.is_empty() {
+        return Ok(out);
+    }
+    Err(if too_small > 0 {
+        ApiError::context_length(format!(
+            "The request needs about {needed_tokens} tokens (prompt estimate plus max_tokens), more than any model of `{}` accepts.",
+            route.name
+        ))
+    } else if lacking != Capabilities::empty() {
+        ApiError::invalid_request(format!(
+            "No model of `{}` supports what this request needs: {}.",
+            route.name,
+            names(lacking).join(", ")
+        ))
+    } else {
+        ApiError::unavailable(format!(
+            "No provider of `{}` is configured: {}.",
+            route.name,
+            disabled.join("; ")
+        ))
+    })
+}
+
+pub fn capabilities(list: &[crate::config::Capability]) -> Capabilities {
+    use crate::config::Capability::*;
+    list.iter().fold(Capabilities::empty(), |acc, c| {
+        acc | match c {
+            Tools => Capabilities::TOOLS,
+            Images => Capabilities::IMAGES,
+            JsonSchema => Capabilities::JSON_SCHEMA,
+            Streaming => Capabilities::STREAMING,
+        }
+    })
+}
+
+const FLAG_NAMES: [(Capabilities, &str); 4] = [
+    (Capabilities::TOOLS, "tools"),
+    (Capabilities::IMAGES, "images"),
+    (Capabilities::JSON_SCHEMA, "json_schema"),
+    (Capabilities::STREAMING, "streaming"),
+];
+
+fn names(caps: Capabilities) -> Vec<&'static str> {
+    FLAG_NAMES.iter().filter(|(c, _)| caps.contains(*c)).map(|(_, n)| *n).collect()
+}

@@ -1,0 +1,130 @@
+//! The HTTP server: accepts connections, dispatches by path, stamps request
+//! ids, counts requests, and drains in-flight work on shutdown.
+
+use crate::api::{self, ApiError, Body, full, json_response};
+use crate::gateway::Gateway;
+use crate::metrics::RequestLabels;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+/// Serve until `shutdown` resolves, then give requests in flight `grace` to finish.
+pub async fn serve(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+    grace: Duration,
+) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = gw.clone();
+        let service = service_fn(move |req| {
+            let gw = gw.clone();
+            async move { Ok::<_, Infallible>(dispatch(gw, req).await) }
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    tracing::info!("shutting down; draining requests in flight");
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still in flight after the grace period; closing");
+    }
+}
+
+async fn dispatch(gw: Arc<Gateway>, req: http::Request<Incoming>) -> http::Response<Body> {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+    let span = tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.uri().path());
+    let mut response = route(&gw, req).instrument(span).await;
+    if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+async fn route(gw: &Arc<Gateway>, req: http::Request<Incoming>) -> http::Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let result = match (method, path.as_str()) {
+        (http::Method::POST, "/v1/chat/completions") => {
+            let (route, result) = api::chat::handle(gw, req).await;
+            let status = result.as_ref().map_or_else(|e| e.status, |r| r.status());
+            let route = route.map_or("-".to_string(), |i| gw.config.routes[i].name.clone());
+            gw.metrics.requests.get_or_create(&RequestLabels { route, status: status.as_u16() }).inc();
+            if let Err(error) = &result {
+                tracing::info!(status = status.as_u16(), error = %error, "request refused");
+            }
+            result
+        }
+        (http::Method::GET, "/v1/models") => api::models::list(gw, req.headers()),
+        (http::Method::GET, "/healthz") => Ok(json_response(http::StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        (http::Method::GET, "/readyz") => Ok(ready(gw)),
+        (http::Method::GET, "/metrics") => Ok(http::Response::builder()
+            .header(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(full(gw.metrics.render()))
+            .expect("valid response")),
+        (http::Method::GET, "/admin/plugins") => api::admin::plugins(gw, req.headers()),
+        (http::Method::GET, "/admin/targets") => api::admin::targets(gw, req.headers()),
+        (_, "/v1/chat/completions" | "/v1/models" | "/healthz" | "/readyz" | "/metrics") => {
+            Err(ApiError::method_not_allowed())
+        }
+        _ => Err(ApiError::not_found()),
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+/// Ready when every route's policy and every provider's adapter is loaded.
+fn ready(gw: &Gateway) -> http::Response<Body> {
+    let plugins = gw.registry.snapshot();
+    let missing: Vec<String> = gw
+        .config
+        .providers
+        .iter()
+        .filter(|p| !plugins.adapters.contains_key(&p.adapter))
+        .map(|p| format!("adapter {}", p.adapter))
+        .chain(
+            gw.config
+                .routes
+                .iter()
+                .filter(|r| !plugins.policies.contains_key(&r.policy))
+                .map(|r| format!("policy {}", r.policy)),
+        )
+        .collect();
+    if missing.is_empty() {
+        json_response(http::StatusCode::OK, &serde_json::json!({"status": "ready"}))
+    } else {
+        json_response(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"status": "not ready", "missing": missing}),
+        )
+    }
+}

@@ -1,0 +1,270 @@
+//! Streaming answers. Before the first chunk reaches the caller, a failing
+//! target is abandoned for the next one; after it, there is no silent
+//! failover: a stream that breaks ends with an in-band error event and never
+//! with `[DONE]`, so it is never mistaken for a complete answer.
+
+use crate::api::{ApiError, Body};
+use crate::attempt::{Attempt, Attempts, Failure, answered, canonical, record_success};
+use crate::gateway::Gateway;
+use crate::plugin::adapter_wit::{InboundResponse, SseEvent, Usage};
+use crate::plugin::{PluginSet, StreamSession};
+use crate::routing::PlannedAttempt;
+use crate::sse::{Event, SseParser};
+use crate::upstream::{TransportError, header_pairs};
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Map, Value};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// Chunks buffered between the upstream reader and a slow caller.
+const CHANNEL_DEPTH: usize = 32;
+
+type Head = Result<http::Response<Body>, ApiError>;
+
+/// Serve a streaming request. The stream runs in its own task, which hands
+/// back the response head once the first chunk is ready (or the error).
+pub async fn serve(
+    gw: Arc<Gateway>,
+    plugins: Arc<PluginSet>,
+    route: usize,
+    plan: Vec<PlannedAttempt>,
+    request: Map<String, Value>,
+    include_usage: bool,
+    started: Instant,
+) -> Head {
+    let (head_tx, head_rx) = oneshot::channel();
+    tokio::spawn(run(gw, plugins, route, plan, request, include_usage, started, head_tx).in_current_span());
+    head_rx.await.unwrap_or_else(|_| Err(ApiError::internal("the stream ended before it started")))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    gw: Arc<Gateway>,
+    plugins: Arc<PluginSet>,
+    route: usize,
+    plan: Vec<PlannedAttempt>,
+    mut request: Map<String, Value>,
+    include_usage: bool,
+    started: Instant,
+    mut head_tx: oneshot::Sender<Head>,
+) {
+    let gw = &*gw;
+    let mut attempts = Attempts::new(gw, &plugins, route, plan, started);
+    let opened = tokio::select! {
+        biased;
+        // The caller went away before the first chunk: stop trying.
+        _ = head_tx.closed() => return,
+        opened = open(&mut attempts, &mut request, include_usage) => opened,
+    };
+    let (attempt, mut pump, first) = match opened {
+        Ok(opened) => opened,
+        Err(error) => {
+            let _ = head_tx.send(Err(error));
+            return;
+        }
+    };
+    let ttft = attempt.started.elapsed();
+    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), rx))
+    }));
+    let head = answered(http::Response::builder(), &attempt, attempts.made())
+        .header(http::header::CONTENT_TYPE, "text/event-stream")
+        .header(http::header::CACHE_CONTROL, "no-cache")
+        .body(BodyExt::boxed(body))
+        .expect("valid response");
+    if head_tx.send(Ok(head)).is_err() {
+        return;
+    }
+
+    let idle = attempt.provider.idle_timeout;
+    let mut delivered = 0usize;
+    let mut batch = Ok(Batch::Chunks(first));
+    let end = loop {
+        match batch {
+            Ok(Batch::Chunks(chunks)) => {
+                for chunk in chunks {
+                    if tx.send(sse_data(&chunk)).await.is_err() {
+                        break;
+                    }
+                    delivered += 1;
+                }
+                if tx.is_closed() {
+                    break End::CallerGone;
+                }
+            }
+            Ok(Batch::Done) => {
+                let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+                break End::Complete;
+            }
+            Err(failure) => break End::Broken(failure),
+        }
+        batch = match tokio::time::timeout(idle, pump.next()).await {
+            Ok(next) => next,
+            Err(_) => Err(Failure::Stream(format!("no event from the provider for {} ms", idle.as_millis()))),
+        };
+    };
+    match end {
+        End::Complete => record_success(gw, &attempt, pump.usage, Some(ttft)),
+        End::CallerGone => attempts.cancelled(attempt),
+        End::Broken(failure) => {
+            let error = ApiError::bad_gateway(format!(
+                "The stream from {}/{} broke after {delivered} chunk(s); the answer is incomplete: {}",
+                attempt.provider.name,
+                attempt.target.model,
+                failure_text(&failure),
+            ));
+            let _ = tx.send(sse_data(error.to_json().to_string().as_bytes())).await;
+            let _ = attempts.failed(attempt, failure);
+        }
+    }
+}
+
+enum End {
+    Complete,
+    CallerGone,
+    Broken(Failure),
+}
+
+fn failure_text(failure: &Failure) -> String {
+    match failure {
+        Failure::Provider(e) => e.message.clone(),
+        Failure::Stream(reason) | Failure::Malformed(reason) => reason.clone(),
+        Failure::Transport(e) => e.to_string(),
+        Failure::Plugin(e) => e.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn sse_data(json: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(json.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// Try targets until one produces its first chunk.
+async fn open<'g>(
+    attempts: &mut Attempts<'g>,
+    request: &mut Map<String, Value>,
+    include_usage: bool,
+) -> Result<(Attempt<'g>, Pump, Vec<Vec<u8>>), ApiError> {
+    while let Some(attempt) = attempts.next().await {
+        let first_token_deadline = (attempt.started + attempt.provider.first_token_timeout).min(attempts.deadline);
+        let started = tokio::time::timeout_at(first_token_deadline, start(&attempt, request, include_usage)).await;
+        let failure = match started {
+            Ok(Ok((pump, first))) => return Ok((attempt, pump, first)),
+            Ok(Err(failure)) => failure,
+            Err(_) => Failure::Transport(TransportError::Timeout),
+        };
+        if let Some(stop) = attempts.failed(attempt, failure) {
+            return Err(stop);
+        }
+    }
+    Err(attempts.exhausted())
+}
+
+async fn start(
+    attempt: &Attempt<'_>,
+    request: &mut Map<String, Value>,
+    include_usage: bool,
+) -> Result<(Pump, Vec<Vec<u8>>), Failure> {
+    let body = canonical(request, &attempt.target.model);
+    let outbound = attempt.adapter.build_request(&body, &attempt.wit_target).map_err(Failure::Plugin)?;
+    let response = attempt
+        .upstream
+        .send(&outbound, attempt.provider.credential.as_ref())
+        .await
+        .map_err(Failure::Transport)?;
+    let (parts, body) = response.into_parts();
+    if !parts.status.is_success() {
+        let bytes = attempt.upstream.read_body(body, attempt.deadline).await.map_err(Failure::Transport)?;
+        let inbound = InboundResponse {
+            status: parts.status.as_u16(),
+            headers: header_pairs(&parts.headers),
+            body: bytes.to_vec(),
+        };
+        let error = attempt.adapter.classify_error(&inbound, &attempt.wit_target).map_err(Failure::Plugin)?;
+        return Err(Failure::Provider(error));
+    }
+    let session = attempt.adapter.open_stream(&attempt.wit_target, include_usage).map_err(Failure::Plugin)?;
+    let mut pump = Pump {
+        body,
+        parser: SseParser::default(),
+        pending: VecDeque::new(),
+        session,
+        usage: None,
+        eof: false,
+        finished: false,
+    };
+    match pump.next().await? {
+        Batch::Chunks(first) => Ok((pump, first)),
+        Batch::Done => Err(Failure::Stream("the provider's stream ended without any content".into())),
+    }
+}
+
+enum Batch {
+    /// One or more canonical chunks (JSON).
+    Chunks(Vec<Vec<u8>>),
+    /// The provider marked the normal end of the answer.
+    Done,
+}
+
+/// Reads the provider stream, frames events and runs them through the
+/// adapter's decoder.
+struct Pump {
+    body: Incoming,
+    parser: SseParser,
+    pending: VecDeque<Event>,
+    session: StreamSession,
+    usage: Option<Usage>,
+    eof: bool,
+    finished: bool,
+}
+
+impl Pump {
+    async fn next(&mut self) -> Result<Batch, Failure> {
+        loop {
+            if self.finished {
+                return Ok(Batch::Done);
+            }
+            if let Some(event) = self.pending.pop_front() {
+                let event = SseEvent { event: event.event, data: event.data };
+                let decoded = self.session.feed(&event).map_err(Failure::Plugin)?.map_err(Failure::Provider)?;
+                if decoded.usage.is_some() {
+                    self.usage = decoded.usage;
+                }
+                self.finished = decoded.done;
+                if !decoded.chunks.is_empty() {
+                    return Ok(Batch::Chunks(decoded.chunks));
+                }
+                continue;
+            }
+            if self.eof {
+                return Err(Failure::Stream("the provider's stream ended before the answer was complete".into()));
+            }
+            let mut events = Vec::new();
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.parser.push(&data, &mut events).map_err(|e| Failure::Stream(e.to_string()))?;
+                    }
+                }
+                Some(Err(e)) => return Err(Failure::Transport(TransportError::Io(e.to_string()))),
+                None => {
+                    self.eof = true;
+                    self.parser.finish(&mut events).map_err(|e| Failure::Stream(e.to_string()))?;
+                }
+            }
+            self.pending.extend(events);
+        }
+    }
+}
+
