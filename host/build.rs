@@ -16,7 +16,7 @@ const BUNDLED: &[(&str, &str, &str)] = &[
 ];
 
 /// Guests used only by the tests.
-const TEST_GUESTS: &[&str] = &["switchboard-test-misbehave"];
+const TEST_GUESTS: &[&str] = &["switchboard-test-misbehave", "switchboard-test-future"];
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());

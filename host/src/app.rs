@@ -42,13 +42,7 @@ pub async fn run(
         }),
     ));
     let (adapter_dir, policy_dir) = (config.plugins.adapter_dir.clone(), config.plugins.policy_dir.clone());
-    {
-        let registry = registry.clone();
-        let (a, p) = (adapter_dir.clone(), policy_dir.clone());
-        tokio::task::spawn_blocking(move || registry.load_all(&a, &p))
-            .await
-            .map_err(|e| e.to_string())??;
-    }
+    registry.load_all(&adapter_dir, &policy_dir).await?;
 
     let simulator_url = if config.providers.iter().any(|p| matches!(p.endpoint, Endpoint::Simulated)) {
         let url = simulator::start().await.map_err(|e| format!("cannot start the simulator: {e}"))?;
@@ -66,7 +60,7 @@ pub async fn run(
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let listen = listen.unwrap_or(config.server.listen);
     let gw = Arc::new(Gateway::new(config, registry.clone(), metrics, simulator_url.as_deref())?);
-    gw.check_plugins()?;
+    gw.check_plugins().await?;
     let _watch = if watch {
         Some(watch_folders(registry, &adapter_dir, &policy_dir)?)
     } else {

@@ -352,7 +352,7 @@ pub async fn complete(
 
 async fn once(attempt: &Attempt<'_>, request: &mut Map<String, Value>) -> Result<Completion, Failure> {
     let body = canonical(request, &attempt.target.model);
-    let outbound = attempt.adapter.build_request(&body, &attempt.wit_target).map_err(Failure::Plugin)?;
+    let outbound = attempt.adapter.build_request(&body, &attempt.wit_target).await.map_err(Failure::Plugin)?;
     let response = tokio::time::timeout_at(
         attempt.deadline,
         attempt.upstream.send(&outbound, attempt.provider.credential.as_ref()),
@@ -367,10 +367,12 @@ async fn once(attempt: &Attempt<'_>, request: &mut Map<String, Value>) -> Result
         attempt
             .adapter
             .parse_response(&inbound, &attempt.wit_target)
+            .await
             .map_err(Failure::Plugin)?
             .map_err(Failure::Malformed)
     } else {
-        Err(Failure::Provider(attempt.adapter.classify_error(&inbound, &attempt.wit_target).map_err(Failure::Plugin)?))
+        let error = attempt.adapter.classify_error(&inbound, &attempt.wit_target).await;
+        Err(Failure::Provider(error.map_err(Failure::Plugin)?))
     }
 }
 

@@ -74,7 +74,7 @@ impl Gateway {
 
     /// Check that every route's policy and every provider's adapter is loaded
     /// and that each policy accepts its route's configuration.
-    pub fn check_plugins(&self) -> Result<(), String> {
+    pub async fn check_plugins(&self) -> Result<(), String> {
         let plugins = self.registry.snapshot();
         for provider in &self.config.providers {
             if !plugins.adapters.contains_key(&provider.adapter) {
@@ -100,6 +100,7 @@ impl Gateway {
             })?;
             policy
                 .validate_config(&route.policy_config_json)
+                .await
                 .map_err(|e| format!("routes.{}.policy_config: {e}", route.name))?;
         }
         Ok(())

@@ -18,7 +18,7 @@ pub struct PlannedAttempt {
     pub timeout: Option<Duration>,
 }
 
-pub fn plan(gw: &Gateway, plugins: &PluginSet, route_index: usize, facts: &Facts) -> Result<Vec<PlannedAttempt>, ApiError> {
+pub async fn plan(gw: &Gateway, plugins: &PluginSet, route_index: usize, facts: &Facts) -> Result<Vec<PlannedAttempt>, ApiError> {
     let route = &gw.config.routes[route_index];
     let now = Instant::now();
     let candidates = candidates(gw, route_index, facts, now)?;
@@ -27,6 +27,7 @@ pub fn plan(gw: &Gateway, plugins: &PluginSet, route_index: usize, facts: &Facts
         None => Err("not loaded"),
         Some(policy) => policy
             .plan(&facts.to_wit(&route.name), &candidates, &route.policy_config_json)
+            .await
             .map_err(|error| {
                 tracing::warn!(route = %route.name, %error, "policy failed; using the configured order");
                 gw.metrics

@@ -177,7 +177,7 @@ async fn start(
     include_usage: bool,
 ) -> Result<(Pump, Vec<Vec<u8>>), Failure> {
     let body = canonical(request, &attempt.target.model);
-    let outbound = attempt.adapter.build_request(&body, &attempt.wit_target).map_err(Failure::Plugin)?;
+    let outbound = attempt.adapter.build_request(&body, &attempt.wit_target).await.map_err(Failure::Plugin)?;
     let response = attempt
         .upstream
         .send(&outbound, attempt.provider.credential.as_ref())
@@ -191,10 +191,10 @@ async fn start(
             headers: header_pairs(&parts.headers),
             body: bytes.to_vec(),
         };
-        let error = attempt.adapter.classify_error(&inbound, &attempt.wit_target).map_err(Failure::Plugin)?;
+        let error = attempt.adapter.classify_error(&inbound, &attempt.wit_target).await.map_err(Failure::Plugin)?;
         return Err(Failure::Provider(error));
     }
-    let session = attempt.adapter.open_stream(&attempt.wit_target, include_usage).map_err(Failure::Plugin)?;
+    let session = attempt.adapter.open_stream(&attempt.wit_target, include_usage).await.map_err(Failure::Plugin)?;
     let mut pump = Pump {
         body,
         parser: SseParser::default(),
@@ -237,7 +237,7 @@ impl Pump {
             }
             if let Some(event) = self.pending.pop_front() {
                 let event = SseEvent { event: event.event, data: event.data };
-                let decoded = self.session.feed(&event).map_err(Failure::Plugin)?.map_err(Failure::Provider)?;
+                let decoded = self.session.feed(&event).await.map_err(Failure::Plugin)?.map_err(Failure::Provider)?;
                 if decoded.usage.is_some() {
                     self.usage = decoded.usage;
                 }

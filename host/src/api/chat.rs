@@ -5,7 +5,7 @@ use crate::facts::Facts;
 use crate::gateway::Gateway;
 use crate::{attempt, auth, routing, streaming};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -37,7 +37,7 @@ async fn serve(
     let facts = Facts::derive(&body, &parts.headers);
     // Requests finish on the plugin versions they started with.
     let plugins = gw.registry.snapshot();
-    let plan = routing::plan(gw, &plugins, route_index, &facts)?;
+    let plan = routing::plan(gw, &plugins, route_index, &facts).await?;
     if facts.stream {
         streaming::serve(gw.clone(), plugins, route_index, plan, body, facts.include_usage, started).await
     } else {
@@ -45,19 +45,40 @@ async fn serve(
     }
 }
 
-async fn read_body(headers: &http::HeaderMap, body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+/// Bytes of an oversized body read and thrown away before answering 413, so
+/// the caller can finish sending and read the error instead of a reset.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn read_body(headers: &http::HeaderMap, mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    let mut buffer = bytes::BytesMut::new();
+    let mut too_large = declared.is_some_and(|n| n > limit as u64);
+    let mut drained = 0usize;
+    let drain_until = Instant::now() + DRAIN_TIME;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::invalid_request(format!("Could not read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if !too_large && buffer.len() + data.len() > limit {
+            too_large = true;
+            buffer = bytes::BytesMut::new();
+        }
+        if too_large {
+            drained += data.len();
+            if drained > DRAIN_LIMIT || Instant::now() > drain_until {
+                break;
+            }
+        } else {
+            buffer.extend_from_slice(&data);
+        }
+    }
+    if too_large {
         return Err(ApiError::too_large(limit));
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(limit)),
-        Err(e) => Err(ApiError::invalid_request(format!("Could not read the request body: {e}"))),
-    }
+    Ok(buffer.freeze())
 }
 
 /// Parse the body once and check what every route relies on.

@@ -6,9 +6,13 @@ use std::sync::Arc;
 
 /// Host bindings of the `policy` world.
 pub mod wit {
-    wasmtime::component::bindgen!({ world: "policy", path: "../wit" });
+    wasmtime::component::bindgen!({
+        world: "policy",
+        path: "../wit",
+        exports: { default: async },
+    });
     pub use exports::switchboard::plugin::router::*;
-    pub use switchboard::plugin::types::Capabilities;
+    pub use self::switchboard::plugin::types::Capabilities;
 }
 
 /// One loaded version of a policy, pre-instantiated.
@@ -21,8 +25,8 @@ pub struct PolicyPlugin {
 
 impl PolicyPlugin {
     /// Compile, check the contract, pre-instantiate and smoke-call it.
-    pub fn load(runtime: &Arc<PluginRuntime>, name: &str, source: String, bytes: &[u8]) -> Result<Self, String> {
-        let component = runtime.compile(bytes).map_err(|e| format!("not a valid Wasm component: {e:#}"))?;
+    pub async fn load(runtime: &Arc<PluginRuntime>, name: &str, source: String, bytes: Vec<u8>) -> Result<Self, String> {
+        let component = runtime.compile(bytes).await.map_err(|e| format!("not a valid Wasm component: {e:#}"))?;
         contract::check(runtime.engine(), &component, "router")?;
         let pre = runtime
             .linker()
@@ -31,40 +35,42 @@ impl PolicyPlugin {
             .map_err(|e| format!("it needs imports the sandbox does not provide: {e:#}"))?;
         let plugin = PolicyPlugin { name: name.to_string(), source, pre, runtime: runtime.clone() };
         // A policy must at least answer; whether it likes `{}` is its own business.
-        match plugin.validate_config("{}") {
+        match plugin.validate_config("{}").await {
             Ok(()) | Err(PluginError::Refused { .. }) => {}
             Err(e) => return Err(format!("smoke call failed: {e}")),
         }
         Ok(plugin)
     }
 
-    fn call<R>(
+    async fn call<R>(
         &self,
-        f: impl FnOnce(&wit::Guest, &mut wasmtime::Store<Sandbox>) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(&wit::Guest, &mut wasmtime::Store<Sandbox>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         let mut store = self.runtime.store();
-        let instance = self.pre.instantiate(&mut store).map_err(|e| PluginError::Instantiate {
+        let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| PluginError::Instantiate {
             plugin: self.name.clone(),
             detail: format!("{e:#}"),
         })?;
-        f(instance.switchboard_plugin_router(), &mut store)
-            .map_err(|e| self.runtime.call_error(&self.name, &store, e))
+        let result = f(instance.switchboard_plugin_router(), &mut store).await;
+        result.map_err(|e| self.runtime.call_error(&self.name, &store, e))
     }
 
-    pub fn validate_config(&self, config: &str) -> Result<(), PluginError> {
-        self.call(|guest, store| guest.call_validate_config(store, config))?
+    pub async fn validate_config(&self, config: &str) -> Result<(), PluginError> {
+        self.call(async |guest, store| guest.call_validate_config(store, config).await)
+            .await?
             .map_err(|reason| PluginError::Refused { plugin: self.name.clone(), reason })
     }
 
     /// Ask for a plan; every attempt must name one of the candidates.
-    pub fn plan(
+    pub async fn plan(
         &self,
         facts: &wit::RequestFacts,
         candidates: &[wit::Candidate],
         config: &str,
     ) -> Result<Vec<wit::Attempt>, PluginError> {
         let plan = self
-            .call(|guest, store| guest.call_plan(store, facts, candidates, config))?
+            .call(async |guest, store| guest.call_plan(store, facts, candidates, config).await)
+            .await?
             .map_err(|reason| PluginError::Refused { plugin: self.name.clone(), reason })?;
         if let Some(bad) = plan.iter().find(|a| !candidates.iter().any(|c| c.index == a.candidate)) {
             return Err(PluginError::Contract {

@@ -68,14 +68,16 @@ impl Registry {
 
     /// Load the bundled plugins, then every `.wasm` file of the folders.
     /// A bundled plugin that fails to load is a build defect, so it is fatal.
-    pub fn load_all(&self, adapter_dir: &Path, policy_dir: &Path) -> Result<(), String> {
+    pub async fn load_all(&self, adapter_dir: &Path, policy_dir: &Path) -> Result<(), String> {
         for (name, bytes) in self.bundled_adapters {
-            let plugin = AdapterPlugin::load(&self.runtime, name, "bundled".into(), bytes)
+            let plugin = AdapterPlugin::load(&self.runtime, name, "bundled".into(), bytes.to_vec())
+                .await
                 .map_err(|e| format!("bundled adapter `{name}`: {e}"))?;
             self.install_adapter(name, Some(plugin));
         }
         for (name, bytes) in self.bundled_policies {
-            let plugin = PolicyPlugin::load(&self.runtime, name, "bundled".into(), bytes)
+            let plugin = PolicyPlugin::load(&self.runtime, name, "bundled".into(), bytes.to_vec())
+                .await
                 .map_err(|e| format!("bundled policy `{name}`: {e}"))?;
             self.install_policy(name, Some(plugin));
         }
@@ -84,7 +86,7 @@ impl Registry {
             let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
             files.sort();
             for file in files.iter().filter(|f| plugin_name(f).is_some()) {
-                self.reload_file(kind, file);
+                self.reload_file(kind, file).await;
             }
         }
         Ok(())
@@ -99,21 +101,22 @@ impl Registry {
         self.refusals.lock().unwrap().clone()
     }
 
-    /// (Re)load one plugin file. Runs compilation, so call it off the request path.
+    /// (Re)load one plugin file; compilation runs on the blocking pool.
     /// Returns whether the file is now serving.
-    pub fn reload_file(&self, kind: PluginKind, file: &Path) -> bool {
+    pub async fn reload_file(&self, kind: PluginKind, file: &Path) -> bool {
         let Some(name) = plugin_name(file) else { return false };
-        let loaded = std::fs::read(file)
-            .map_err(|e| format!("cannot read file: {e}"))
-            .and_then(|bytes| {
-                let source = file.display().to_string();
-                match kind {
-                    PluginKind::Adapter => AdapterPlugin::load(&self.runtime, name, source, &bytes)
-                        .map(|p| self.install_adapter(name, Some(p))),
-                    PluginKind::Policy => PolicyPlugin::load(&self.runtime, name, source, &bytes)
-                        .map(|p| self.install_policy(name, Some(p))),
-                }
-            });
+        let source = file.display().to_string();
+        let loaded = match tokio::fs::read(file).await {
+            Err(e) => Err(format!("cannot read file: {e}")),
+            Ok(bytes) => match kind {
+                PluginKind::Adapter => AdapterPlugin::load(&self.runtime, name, source, bytes)
+                    .await
+                    .map(|p| self.install_adapter(name, Some(p))),
+                PluginKind::Policy => PolicyPlugin::load(&self.runtime, name, source, bytes)
+                    .await
+                    .map(|p| self.install_policy(name, Some(p))),
+            },
+        };
         match loaded {
             Ok(()) => {
                 tracing::info!(kind = ?kind, plugin = name, file = %file.display(), "plugin loaded");
@@ -134,7 +137,7 @@ impl Registry {
     }
 
     /// A plugin file was deleted: fall back to the bundled version, if any.
-    pub fn remove_file(&self, kind: PluginKind, file: &Path) {
+    pub async fn remove_file(&self, kind: PluginKind, file: &Path) {
         let Some(name) = plugin_name(file) else { return };
         let snapshot = self.snapshot();
         let from_file = match kind {
@@ -151,10 +154,12 @@ impl Registry {
         let fallback = bundled.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes);
         match (kind, fallback) {
             (PluginKind::Adapter, Some(bytes)) => {
-                self.install_adapter(name, AdapterPlugin::load(&self.runtime, name, "bundled".into(), bytes).ok())
+                let plugin = AdapterPlugin::load(&self.runtime, name, "bundled".into(), bytes.to_vec()).await;
+                self.install_adapter(name, plugin.ok())
             }
             (PluginKind::Policy, Some(bytes)) => {
-                self.install_policy(name, PolicyPlugin::load(&self.runtime, name, "bundled".into(), bytes).ok())
+                let plugin = PolicyPlugin::load(&self.runtime, name, "bundled".into(), bytes.to_vec()).await;
+                self.install_policy(name, plugin.ok())
             }
             (PluginKind::Adapter, None) => self.install_adapter(name, None),
             (PluginKind::Policy, None) => self.install_policy(name, None),

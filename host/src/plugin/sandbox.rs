@@ -8,7 +8,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, Trap,
+    StoreLimitsBuilder, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -35,6 +35,8 @@ pub struct Sandbox {
     table: ResourceTable,
     limits: StoreLimits,
     stderr: MemoryOutputPipe,
+    /// Epoch ticks the current call may still run before it is interrupted.
+    ticks_left: u64,
 }
 
 impl WasiView for Sandbox {
@@ -60,6 +62,7 @@ impl PluginRuntime {
             .total_core_instances(instances.saturating_mul(4))
             .total_memories(instances.saturating_mul(2))
             .total_tables(instances.saturating_mul(4))
+            .total_stacks(instances)
             .max_memories_per_component(4)
             .max_memory_size(limits.memory_bytes);
         let mut config = Config::new();
@@ -71,7 +74,7 @@ impl PluginRuntime {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (weak_engine, stop) = (engine.weak(), ticker_stop.clone());
@@ -97,8 +100,12 @@ impl PluginRuntime {
         &self.linker
     }
 
-    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
-        Component::new(&self.engine, bytes)
+    /// Compile off the async runtime: it takes tens to hundreds of milliseconds.
+    pub async fn compile(&self, bytes: Vec<u8>) -> wasmtime::Result<Component> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|e| wasmtime::Error::msg(format!("compilation did not finish: {e}")))?
     }
 
     pub fn engine(&self) -> &Engine {
@@ -106,7 +113,9 @@ impl PluginRuntime {
     }
 
     /// A fresh store for one plugin call (or one stream), with the memory cap
-    /// and the call deadline armed.
+    /// and the call deadline armed. Calls run on the async runtime: a long
+    /// call yields at every epoch tick and is interrupted when its budget of
+    /// ticks is spent, so even a looping plugin never holds a worker thread.
     pub fn store(&self) -> Store<Sandbox> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let wasi = WasiCtx::builder()
@@ -119,16 +128,25 @@ impl PluginRuntime {
             .memory_size(self.limits.memory_bytes)
             .trap_on_grow_failure(true)
             .build();
-        let mut store =
-            Store::new(&self.engine, Sandbox { wasi, table: ResourceTable::new(), limits, stderr });
+        let sandbox = Sandbox { wasi, table: ResourceTable::new(), limits, stderr, ticks_left: self.deadline_ticks };
+        let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.deadline_ticks);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            let sandbox = ctx.data_mut();
+            if sandbox.ticks_left == 0 {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            sandbox.ticks_left -= 1;
+            Ok(UpdateDeadline::Yield(1))
+        });
         store
     }
 
     /// Re-arm the deadline before another call on a long-lived store.
     pub fn rearm(&self, store: &mut Store<Sandbox>) {
-        store.set_epoch_deadline(self.deadline_ticks);
+        store.data_mut().ticks_left = self.deadline_ticks;
+        store.set_epoch_deadline(1);
     }
 
     /// Turn a wasmtime failure of a call into a typed plugin error.

@@ -1,5 +1,5 @@
 //! Watches the plugin folders and reloads changed `.wasm` files off the
-//! request path.
+//! request path, one change at a time.
 
 use super::registry::{PluginKind, Registry, plugin_name};
 use notify_debouncer_mini::notify::RecursiveMode;
@@ -16,9 +16,18 @@ pub struct FolderWatch {
     _debouncer: Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
 }
 
+/// Watch both folders; must be called inside the Tokio runtime.
 pub fn watch_folders(registry: Arc<Registry>, adapter_dir: &Path, policy_dir: &Path) -> Result<FolderWatch, String> {
-    let (tx, rx) = std::sync::mpsc::channel::<DebounceEventResult>();
-    let mut debouncer = new_debouncer(DEBOUNCE, tx).map_err(|e| format!("cannot watch plugin folders: {e}"))?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+    let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| match result {
+        Ok(events) => {
+            for event in events {
+                let _ = tx.send(event.path);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "plugin folder watch error"),
+    })
+    .map_err(|e| format!("cannot watch plugin folders: {e}"))?;
     let adapter_dir = canonical(adapter_dir);
     let policy_dir = canonical(policy_dir);
     for dir in [&adapter_dir, &policy_dir] {
@@ -27,39 +36,26 @@ pub fn watch_folders(registry: Arc<Registry>, adapter_dir: &Path, policy_dir: &P
             .watch(dir, RecursiveMode::NonRecursive)
             .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
     }
-    std::thread::Builder::new()
-        .name("plugin-reload".into())
-        .spawn(move || {
-            for result in rx {
-                let events = match result {
-                    Ok(events) => events,
-                    Err(error) => {
-                        tracing::warn!(%error, "plugin folder watch error");
-                        continue;
-                    }
-                };
-                for event in events {
-                    let path = event.path;
-                    if plugin_name(&path).is_none() {
-                        continue;
-                    }
-                    let parent = path.parent().map(canonical);
-                    let kind = if parent.as_deref() == Some(adapter_dir.as_path()) {
-                        PluginKind::Adapter
-                    } else if parent.as_deref() == Some(policy_dir.as_path()) {
-                        PluginKind::Policy
-                    } else {
-                        continue;
-                    };
-                    if path.exists() {
-                        registry.reload_file(kind, &path);
-                    } else {
-                        registry.remove_file(kind, &path);
-                    }
-                }
+    tokio::spawn(async move {
+        while let Some(path) = rx.recv().await {
+            if plugin_name(&path).is_none() {
+                continue;
             }
-        })
-        .map_err(|e| format!("cannot start the reload thread: {e}"))?;
+            let parent = path.parent().map(canonical);
+            let kind = if parent.as_deref() == Some(adapter_dir.as_path()) {
+                PluginKind::Adapter
+            } else if parent.as_deref() == Some(policy_dir.as_path()) {
+                PluginKind::Policy
+            } else {
+                continue;
+            };
+            if path.exists() {
+                registry.reload_file(kind, &path).await;
+            } else {
+                registry.remove_file(kind, &path).await;
+            }
+        }
+    });
     Ok(FolderWatch { _debouncer: debouncer })
 }
 

@@ -1,0 +1,234 @@
+//! Failure handling: fallback, rate limits, deadlines, broken streams.
+
+use crate::support::*;
+use serde_json::json;
+use std::time::Duration;
+use tokio::time::Instant;
+
+fn status(code: u16, body: &str) -> Script {
+    Script::Status(code, vec![], body.to_string())
+}
+
+#[tokio::test]
+async fn falls_back_from_a_failing_first_target() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(status(500, r#"{"error":{"message":"boom","type":"server_error"}}"#));
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["choices"][0]["message"]["content"], "b");
+    assert_eq!(reply.header("x-switchboard-provider"), "b");
+    assert_eq!(reply.header("x-switchboard-attempts"), "2");
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+    assert_eq!(b.seen()[0].headers["authorization"], "Bearer secret-key-b");
+}
+
+#[tokio::test]
+async fn exhausted_plan_is_a_clear_502_naming_each_attempt() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(status(500, r#"{"error":{"message":"a is down"}}"#));
+    b.set_default(status(502, "bad gateway upstream"));
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.status, 502);
+    let error = &reply.json()["error"];
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("a/model-a: a is down") && message.contains("b/model-b: bad gateway upstream"), "{message}");
+    assert_eq!(error["type"], "api_error");
+}
+
+#[tokio::test]
+async fn honours_retry_after_and_does_not_hammer_a_rate_limited_target() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::Status(429, vec![("retry-after", "30".into())], r#"{"error":{"message":"slow down","type":"requests"}}"#.into()));
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    for _ in 0..3 {
+        let reply = post(&gw.chat_url(), &chat("chat")).await;
+        assert_eq!(reply.header("x-switchboard-provider"), "b");
+    }
+    assert_eq!(a.hits(), 1, "a said wait 30 s: it is not asked again meanwhile");
+    assert_eq!(b.hits(), 3);
+    let targets = get(&format!("{}/admin/targets", gw.url), &[]).await.json();
+    let a_health = targets["targets"].as_array().unwrap().iter().find(|t| t["provider"] == "a").unwrap().clone();
+    assert!(a_health["rate_limited_for_ms"].as_u64().unwrap() > 25_000, "{a_health}");
+}
+
+#[tokio::test]
+async fn answers_429_with_retry_after_when_every_target_is_rate_limited() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    for mock in [&a, &b] {
+        mock.set_default(Script::Status(429, vec![("retry-after-ms", "4500".into())], "{}".into()));
+    }
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.json()["error"]["type"], "rate_limit_error");
+    let wait: u64 = reply.header("retry-after").parse().unwrap();
+    assert!((4..=5).contains(&wait), "Retry-After {wait}");
+    // While both cool down, the gateway answers 429 itself without calling anyone.
+    let again = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(again.status, 429);
+    assert!(!again.header("retry-after").is_empty());
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_hung_upstream_ends_at_its_timeout_and_the_next_target_answers() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::Hang);
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let started = Instant::now();
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-switchboard-provider"), "b");
+    assert!(took >= Duration::from_millis(1000), "a had 1 s: {took:?}");
+    assert!(took < Duration::from_secs(10), "the deadline fired: {took:?}");
+}
+
+#[tokio::test]
+async fn a_route_deadline_bounds_the_whole_request_with_a_504() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::Hang);
+    b.set_default(Script::Hang);
+    let gw = Gateway::start(&two_providers(&a, &b, "timeout_ms = 1500"), KEYS);
+    let started = Instant::now();
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["code"], "upstream_timeout");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn a_bad_request_is_not_retried_elsewhere() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(status(400, r#"{"error":{"message":"Invalid 'temperature': must be <= 2","type":"invalid_request_error","code":null}}"#));
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.status, 400);
+    assert!(reply.json()["error"]["message"].as_str().unwrap().contains("Invalid 'temperature'"));
+    assert_eq!(b.hits(), 0);
+}
+
+#[tokio::test]
+async fn context_length_and_content_filter_errors_keep_their_codes() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.script([
+        status(400, r#"{"error":{"message":"This model's maximum context length is 8192 tokens","type":"invalid_request_error","code":"context_length_exceeded"}}"#),
+        status(400, r#"{"error":{"message":"flagged","type":"invalid_request_error","code":"content_filter"}}"#),
+    ]);
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let first = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!((first.status, first.json()["error"]["code"].clone()), (400, json!("context_length_exceeded")));
+    let second = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!((second.status, second.json()["error"]["code"].clone()), (400, json!("content_filter")));
+    assert_eq!(b.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_malformed_answer_costs_one_attempt() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::Malformed);
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-switchboard-provider"), "b");
+}
+
+#[tokio::test]
+async fn the_provider_auth_error_never_echoes_the_key() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    for mock in [&a, &b] {
+        mock.set_default(status(401, r#"{"error":{"message":"Incorrect API key provided: secret-key","type":"invalid_request_error","code":"invalid_api_key"}}"#));
+    }
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.status, 502);
+    assert!(!reply.text().contains("secret-key"), "{}", reply.text());
+    assert!(reply.text().contains("rejected the gateway's credential"));
+}
+
+fn stream_request() -> serde_json::Value {
+    let mut request = chat("chat");
+    request["stream"] = json!(true);
+    request
+}
+
+#[tokio::test]
+async fn a_stream_fails_over_before_its_first_byte() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::StreamEmpty);
+    b.set_default(Script::Answer("from b"));
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let reply = post(&gw.chat_url(), &stream_request()).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-switchboard-provider"), "b");
+    assert_eq!(reply.streamed_text(), "from b");
+    assert_eq!(reply.sse_data().last().unwrap(), "[DONE]");
+}
+
+#[tokio::test]
+async fn a_silent_stream_fails_over_at_its_first_token_deadline() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::Hang);
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let started = Instant::now();
+    let reply = post(&gw.chat_url(), &stream_request()).await;
+    assert_eq!(reply.header("x-switchboard-provider"), "b");
+    assert_eq!(reply.streamed_text(), "b");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1000) && took < Duration::from_secs(10), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_stream_cut_midway_ends_with_an_error_event_not_done() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::StreamCut(vec!["The answer", " is"]));
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let reply = post(&gw.chat_url(), &stream_request()).await;
+    assert_eq!(reply.status, 200, "headers went out with the first chunk");
+    assert_eq!(reply.streamed_text(), "The answer is");
+    let data = reply.sse_data();
+    assert!(!data.contains(&"[DONE]".to_string()), "a cut stream is never complete");
+    let error: serde_json::Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("incomplete"), "{error}");
+    assert_eq!(b.hits(), 0, "no silent failover after bytes reached the caller");
+}
+
+#[tokio::test]
+async fn a_stalled_stream_ends_at_the_idle_deadline_with_an_error_event() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::StreamStall(vec!["partial"]));
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let started = Instant::now();
+    let reply = post(&gw.chat_url(), &stream_request()).await;
+    let took = started.elapsed();
+    assert_eq!(reply.streamed_text(), "partial");
+    assert!(reply.sse_data().last().unwrap().contains("no event from the provider"));
+    assert!(took >= Duration::from_millis(1000) && took < Duration::from_secs(10), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_malformed_event_mid_stream_ends_with_an_error_event() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let good = r#"{"id":"x","object":"chat.completion.chunk","created":1,"model":"model-a","choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":null}]}"#;
+    a.set_default(Script::RawStream(format!("data: {good}\n\ndata: {{not json\n\ndata: [DONE]\n\n")));
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let reply = post(&gw.chat_url(), &stream_request()).await;
+    let data = reply.sse_data();
+    assert_eq!(reply.streamed_text(), "ok");
+    assert!(data.last().unwrap().contains("malformed stream event"), "{data:?}");
+    assert!(!data.contains(&"[DONE]".to_string()));
+}
+
+#[tokio::test]
+async fn a_stream_without_done_is_not_passed_off_as_complete() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let good = r#"{"id":"x","object":"chat.completion.chunk","created":1,"model":"model-a","choices":[{"index":0,"delta":{"content":"half"},"finish_reason":null}]}"#;
+    a.set_default(Script::RawStream(format!("data: {good}\n\n")));
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let reply = post(&gw.chat_url(), &stream_request()).await;
+    let data = reply.sse_data();
+    assert_eq!(reply.streamed_text(), "half");
+    assert!(data.last().unwrap().contains("ended before the answer was complete"), "{data:?}");
+}

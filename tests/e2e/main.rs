@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `switchboard` binary with real Wasm plugins,
+//! against mock providers on loopback. One binary, a module per area.
+
+mod failover;
+mod input;
+mod plugins;
+mod proxy;
+mod sdk;
+mod support;
+mod tls;

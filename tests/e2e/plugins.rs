@@ -1,0 +1,166 @@
+//! Plugins: hot reload under load, refusal of broken files, the contract
+//! version check, and the sandbox containing misbehaving guests.
+
+use crate::support::*;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const PRIORITY: &str = "switchboard_policy_priority";
+const OPENAI: &str = "switchboard_adapter_openai";
+const MISBEHAVE: &str = "switchboard_test_misbehave";
+
+/// A route whose policy is `custom`, served from the policy folder.
+fn custom_policy(a: &MockProvider, b: &MockProvider, config: &str) -> String {
+    two_providers(a, b, &format!("policy = \"custom\"\npolicy_config = {config}"))
+}
+
+/// Replace a plugin file atomically, as the README recommends.
+fn install(dir: &std::path::Path, name: &str, bytes: &[u8]) {
+    let staging = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&staging, bytes).unwrap();
+    std::fs::rename(&staging, dir.join(name)).unwrap();
+}
+
+async fn plugins_admin(gw: &Gateway) -> serde_json::Value {
+    get(&format!("{}/admin/plugins", gw.url), &[]).await.json()
+}
+
+#[tokio::test]
+async fn a_policy_swapped_on_disk_takes_over_without_failing_a_request() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let gw = Gateway::start_with_files(&custom_policy(&a, &b, "{}"), KEYS, &[("policies", "custom.wasm", wasm(PRIORITY))]);
+    assert_eq!(post(&gw.chat_url(), &chat("chat")).await.header("x-switchboard-provider"), "a");
+
+    // Keep requests running while the file is replaced.
+    let url = gw.chat_url();
+    let load = tokio::spawn(async move {
+        let mut providers = Vec::new();
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            let request = chat("chat");
+            let replies = futures_util::future::join_all((0..4).map(|_| post(&url, &request))).await;
+            for reply in replies {
+                assert_eq!(reply.status, 200, "no request fails during a swap: {}", reply.text());
+                providers.push(reply.header("x-switchboard-provider").to_string());
+            }
+        }
+        providers
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The misbehave guest, in its default mode, is a well-behaved last-first policy.
+    install(&gw.policy_dir(), "custom.wasm", &std::fs::read(wasm(MISBEHAVE)).unwrap());
+    let providers = load.await.unwrap();
+    assert_eq!(providers.first().map(String::as_str), Some("a"));
+    assert_eq!(providers.last().map(String::as_str), Some("b"), "the new policy is serving");
+    assert!(gw.logs().contains("plugin loaded"));
+}
+
+#[tokio::test]
+async fn a_broken_or_foreign_file_is_refused_and_the_last_good_version_keeps_serving() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let gw = Gateway::start_with_files(&custom_policy(&a, &b, "{}"), KEYS, &[("policies", "custom.wasm", wasm(PRIORITY))]);
+
+    install(&gw.policy_dir(), "custom.wasm", b"\0asm\x01\0\0\0 truncated garbage");
+    assert!(gw.wait_for_log("plugin refused", Duration::from_secs(10)).await, "{}", gw.logs());
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!((reply.status, reply.header("x-switchboard-provider")), (200, "a"), "the last good version serves");
+
+    // An adapter is not a policy: refused with the contract named.
+    install(&gw.policy_dir(), "custom.wasm", &std::fs::read(wasm(OPENAI)).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let refused = plugins_admin(&gw).await["refused"].as_array().unwrap().clone();
+        if refused.len() >= 2 || Instant::now() > deadline {
+            break refused;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused[0]["file"].as_str().unwrap().ends_with("custom.wasm"));
+    assert!(refused[0]["reason"].as_str().unwrap().contains("not a valid Wasm component"), "{refused:?}");
+    assert!(refused[1]["reason"].as_str().unwrap().contains("does not export `switchboard:plugin/router@0.1.x`"), "{refused:?}");
+    assert_eq!(post(&gw.chat_url(), &chat("chat")).await.header("x-switchboard-provider"), "a");
+    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    assert!(metrics.contains("switchboard_plugin_refusals_total 2"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_plugin_built_for_another_contract_version_is_refused_with_a_clear_message() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    install(&gw.policy_dir(), "future.wasm", &std::fs::read(wasm("switchboard_test_future")).unwrap());
+    assert!(gw.wait_for_log("plugin refused", Duration::from_secs(10)).await);
+    let refused = plugins_admin(&gw).await["refused"][0]["reason"].as_str().unwrap().to_string();
+    assert!(refused.contains("built for switchboard:plugin@0.2.0") && refused.contains("0.1.x"), "{refused}");
+}
+
+#[tokio::test]
+async fn a_new_adapter_dropped_in_serves_a_provider_without_a_restart() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    // Provider `a` uses adapter `shiny`, which does not exist yet: its attempts fail over to `b`.
+    let config = two_providers(&a, &b, "").replacen("adapter = \"openai\"", "adapter = \"shiny\"", 1);
+    let gw = Gateway::start_with_files(&config, KEYS, &[("adapters", "shiny.wasm", wasm(OPENAI))]);
+    assert_eq!(post(&gw.chat_url(), &chat("chat")).await.header("x-switchboard-provider"), "a");
+    std::fs::remove_file(gw.adapter_dir().join("shiny.wasm")).unwrap();
+    assert!(gw.wait_for_log("plugin file removed", Duration::from_secs(10)).await);
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.header("x-switchboard-provider"), "b", "without its adapter `a` is skipped");
+    install(&gw.adapter_dir(), "shiny.wasm", &std::fs::read(wasm(OPENAI)).unwrap());
+    assert!(gw.wait_for_log("\"plugin\":\"shiny\"", Duration::from_secs(10)).await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while post(&gw.chat_url(), &chat("chat")).await.header("x-switchboard-provider") != "a" {
+        assert!(Instant::now() < deadline, "the dropped-in adapter serves again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_misbehaving_policy_never_fails_the_request() {
+    for mode in ["panic", "loop", "alloc", "garbage"] {
+        let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+        let config = custom_policy(&a, &b, &format!("{{ mode = \"{mode}\" }}"));
+        let gw = Gateway::start_with_files(&config, KEYS, &[("policies", "custom.wasm", wasm(MISBEHAVE))]);
+        let started = Instant::now();
+        let reply = post(&gw.chat_url(), &chat("chat")).await;
+        assert_eq!(reply.status, 200, "{mode}: {}", reply.text());
+        assert_eq!(reply.header("x-switchboard-provider"), "a", "{mode}: the configured order serves");
+        assert!(started.elapsed() < Duration::from_secs(5), "{mode}: the sandbox deadline fired");
+        let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+        assert!(metrics.contains("switchboard_policy_fallbacks_total{plugin=\"custom\""), "{mode}: {metrics}");
+    }
+}
+
+#[tokio::test]
+async fn a_misbehaving_adapter_costs_one_attempt_and_nothing_else() {
+    for mode in ["panic", "loop", "alloc"] {
+        let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+        let config = two_providers(&a, &b, "").replacen(
+            "adapter = \"openai\"",
+            &format!("adapter = \"misbehave\"\noptions = {{ mode = \"{mode}\" }}"),
+            1,
+        );
+        let mut gw = Gateway::start_with_files(&config, KEYS, &[("adapters", "misbehave.wasm", wasm(MISBEHAVE))]);
+        let reply = post(&gw.chat_url(), &chat("chat")).await;
+        assert_eq!(reply.status, 200, "{mode}: {}", reply.text());
+        assert_eq!(reply.header("x-switchboard-provider"), "b");
+        assert_eq!(a.hits(), 0, "{mode}: the broken adapter never built a request");
+        let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+        assert!(metrics.contains("switchboard_plugin_failures_total{plugin=\"misbehave\""), "{mode}: {metrics}");
+        assert!(gw.is_running());
+    }
+}
+
+#[tokio::test]
+async fn an_adapter_returning_garbage_is_caught_by_the_host() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let config = two_providers(&a, &b, "").replacen(
+        "adapter = \"openai\"",
+        "adapter = \"misbehave\"\noptions = { mode = \"garbage\" }",
+        1,
+    );
+    let gw = Gateway::start_with_files(&config, KEYS, &[("adapters", "misbehave.wasm", wasm(MISBEHAVE))]);
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-switchboard-provider"), "b");
+    assert_eq!(a.hits(), 1, "the request went out; its translation was refused");
+}

@@ -1,0 +1,117 @@
+//! Runs the real `switchboard` binary on an ephemeral port with a config
+//! written for the test, and stops it when the test ends.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub struct Gateway {
+    child: Child,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gateway {
+    /// Start with `config` (TOML without `[server] listen`/`[plugins]` folders,
+    /// which are filled in) and the given environment.
+    pub fn start(config: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::start_with_files(config, env, &[])
+    }
+
+    /// As `start`, with plugin files placed before start-up:
+    /// (`adapters` or `policies`, file name, source file).
+    pub fn start_with_files(config: &str, env: &[(&str, &str)], files: &[(&str, &str, PathBuf)]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["adapters", "policies"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        for (sub, name, source) in files {
+            std::fs::copy(source, dir.path().join(sub).join(name)).unwrap();
+        }
+        let config_path = dir.path().join("switchboard.toml");
+        let full = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 1000\n\n[plugins]\nadapter_dir = \"adapters\"\npolicy_dir = \"policies\"\n\n{config}"
+        );
+        std::fs::write(&config_path, full).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--log-format")
+            .arg("json")
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start switchboard");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                    && event["message"] == "listening"
+                {
+                    let _ = addr_tx.send(event["addr"].as_str().unwrap_or_default().to_string());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("switchboard did not start:\n{}", logs.lock().unwrap().join("\n"));
+            }
+        };
+        Gateway { child, url: format!("http://{addr}"), dir, logs }
+    }
+
+    pub fn chat_url(&self) -> String {
+        format!("{}/v1/chat/completions", self.url)
+    }
+
+    pub fn policy_dir(&self) -> PathBuf {
+        self.dir.path().join("policies")
+    }
+
+    pub fn adapter_dir(&self) -> PathBuf {
+        self.dir.path().join("adapters")
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Wait until a log line contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if self.logs.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- switchboard log ---\n{}", self.logs());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,219 @@
+//! A mock OpenAI-compatible provider on loopback. Each request takes the
+//! next scripted behaviour (or the default one) and is recorded.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// What the mock does with one request.
+#[derive(Clone, Debug)]
+pub enum Script {
+    /// A chat completion (or, for a streaming request, a complete stream) whose text is given.
+    Answer(&'static str),
+    /// A status with headers and a body.
+    Status(u16, Vec<(&'static str, String)>, String),
+    /// Accept the request and never answer.
+    Hang,
+    /// Stream these pieces, then reset the connection.
+    StreamCut(Vec<&'static str>),
+    /// Stream these pieces, then go silent.
+    StreamStall(Vec<&'static str>),
+    /// Send 200 stream headers, then close without any event.
+    StreamEmpty,
+    /// A 200 whose body is not a chat completion.
+    Malformed,
+    /// Send this raw SSE body.
+    RawStream(String),
+}
+
+/// A request the mock received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body: Value,
+}
+
+#[derive(Clone)]
+pub struct MockProvider {
+    pub addr: std::net::SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    script: Arc<Mutex<VecDeque<Script>>>,
+    default: Arc<Mutex<Script>>,
+}
+
+impl MockProvider {
+    /// Start a mock whose default behaviour is to answer with its own name.
+    pub async fn start(name: &'static str) -> MockProvider {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mock = MockProvider {
+            addr: listener.local_addr().unwrap(),
+            seen: Default::default(),
+            script: Default::default(),
+            default: Arc::new(Mutex::new(Script::Answer(name))),
+        };
+        let server = mock.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let mock = server.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let mock = mock.clone();
+                        async move { Ok::<_, Infallible>(mock.handle(req).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        mock
+    }
+
+    /// The base URL to configure (`http://127.0.0.1:PORT/v1`).
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Queue behaviours for the next requests.
+    pub fn script(&self, steps: impl IntoIterator<Item = Script>) {
+        self.script.lock().unwrap().extend(steps);
+    }
+
+    /// Behaviour once the script is used up.
+    pub fn set_default(&self, script: Script) {
+        *self.default.lock().unwrap() = script;
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn hits(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    async fn handle(&self, req: http::Request<Incoming>) -> http::Response<BoxBody> {
+        let (parts, body) = req.into_parts();
+        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        self.seen.lock().unwrap().push(Seen {
+            path: parts.uri.path().to_string(),
+            headers: parts.headers.clone(),
+            body: body.clone(),
+        });
+        let step = self.script.lock().unwrap().pop_front();
+        let step = step.unwrap_or_else(|| self.default.lock().unwrap().clone());
+        let model = body["model"].as_str().unwrap_or("unknown").to_string();
+        let streaming = body["stream"].as_bool() == Some(true);
+        let include_usage = body["stream_options"]["include_usage"].as_bool() == Some(true);
+        match step {
+            Script::Answer(text) if streaming => {
+                let mut events: Vec<String> = stream_events(&model, &split(text));
+                events.push(chunk(&model, json!({}), json!("stop")));
+                if include_usage {
+                    events.push(usage_chunk(&model));
+                }
+                events.push("[DONE]".into());
+                sse(events.into_iter().map(Ok).collect(), false)
+            }
+            Script::Answer(text) => json_reply(200, &[], completion(&model, text).to_string()),
+            Script::Status(status, headers, body) => json_reply(status, &headers, body),
+            Script::Hang => {
+                std::future::pending::<()>().await;
+                unreachable!()
+            }
+            Script::StreamCut(pieces) => {
+                let mut events: Vec<Result<String, ()>> = stream_events(&model, &pieces).into_iter().map(Ok).collect();
+                events.push(Err(()));
+                sse(events, false)
+            }
+            Script::StreamStall(pieces) => {
+                sse(stream_events(&model, &pieces).into_iter().map(Ok).collect(), true)
+            }
+            Script::StreamEmpty => sse(Vec::new(), false),
+            Script::Malformed => json_reply(200, &[], "this is not a chat completion".into()),
+            Script::RawStream(raw) => {
+                let body = http_body_util::Full::new(Bytes::from(raw)).map_err(|e| match e {}).boxed();
+                http::Response::builder().header("content-type", "text/event-stream").body(body).unwrap()
+            }
+        }
+    }
+}
+
+fn split(text: &'static str) -> Vec<&'static str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for (i, _) in text.match_indices(' ') {
+        pieces.push(&text[start..i]);
+        start = i;
+    }
+    pieces.push(&text[start..]);
+    pieces
+}
+
+pub fn completion(model: &str, text: &str) -> Value {
+    json!({
+        "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18,
+                  "prompt_tokens_details": {"cached_tokens": 3}}
+    })
+}
+
+fn chunk(model: &str, delta: Value, finish: Value) -> String {
+    json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": model,
+           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    .to_string()
+}
+
+fn usage_chunk(model: &str) -> String {
+    json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [],
+           "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}})
+    .to_string()
+}
+
+fn stream_events(model: &str, pieces: &[&str]) -> Vec<String> {
+    let mut events = vec![chunk(model, json!({"role": "assistant", "content": ""}), Value::Null)];
+    events.extend(pieces.iter().map(|p| chunk(model, json!({"content": p}), Value::Null)));
+    events
+}
+
+fn json_reply(status: u16, headers: &[(&str, String)], body: String) -> http::Response<BoxBody> {
+    let mut response = http::Response::builder().status(status).header("content-type", "application/json");
+    for (name, value) in headers {
+        response = response.header(*name, value);
+    }
+    response.body(http_body_util::Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed()).unwrap()
+}
+
+/// An SSE response sending each event with a short pause; `Err` resets the
+/// connection; `stall` keeps it open and silent after the last event.
+fn sse(events: Vec<Result<String, ()>>, stall: bool) -> http::Response<BoxBody> {
+    let stream = futures_util::stream::unfold((events.into_iter(), stall), |(mut events, stall)| async move {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        match events.next() {
+            Some(Ok(data)) => Some((Ok(Frame::data(Bytes::from(format!("data: {data}\n\n")))), (events, stall))),
+            Some(Err(())) => Some((Err(std::io::Error::other("cut")), (events, stall))),
+            None if stall => {
+                std::future::pending::<()>().await;
+                None
+            }
+            None => None,
+        }
+    });
+    http::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .unwrap()
+}

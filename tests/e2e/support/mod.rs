@@ -1,0 +1,52 @@
+//! What every end-to-end test uses: the real `switchboard` binary, mock
+//! providers on loopback, and a small HTTP client.
+
+pub mod client;
+pub mod gateway;
+pub mod mock;
+
+pub use client::{Reply, get, post, post_with};
+pub use gateway::Gateway;
+pub use mock::{MockProvider, Script};
+
+/// Folder holding the freshly built Wasm guests (see host/build.rs).
+pub fn wasm(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("SWITCHBOARD_WASM_DIR")).join(format!("{name}.wasm"))
+}
+
+/// A minimal chat request for `model`.
+pub fn chat(model: &str) -> serde_json::Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]})
+}
+
+/// Config with providers `a` and `b` (keys from `KEY_A`/`KEY_B`, 1 s
+/// timeouts) and a route `chat` over both, in that order. `route_extra` is
+/// appended to the route table.
+pub fn two_providers(a: &MockProvider, b: &MockProvider, route_extra: &str) -> String {
+    let provider = |name: &str, url: String| {
+        format!(
+            r#"
+[providers.{name}]
+adapter = "openai"
+base_url = "{url}"
+api_key_env = "KEY_{upper}"
+timeout_ms = 1000
+first_token_timeout_ms = 1000
+idle_timeout_ms = 1000
+
+[providers.{name}.models.model-{name}]
+input_price = 1.0
+output_price = 2.0
+context_window = 8000
+"#,
+            upper = name.to_uppercase()
+        )
+    };
+    format!(
+        "{}{}\n[routes.chat]\ntargets = [\"a/model-a\", \"b/model-b\"]\n{route_extra}\n",
+        provider("a", a.url()),
+        provider("b", b.url())
+    )
+}
+
+pub const KEYS: &[(&str, &str)] = &[("KEY_A", "secret-key-a"), ("KEY_B", "secret-key-b")];
