@@ -34,7 +34,12 @@ fn main() {
         writeln!(code, "pub const {}: &[(&str, &[u8])] = &[", kind.to_uppercase()).unwrap();
         for (_, name, package) in BUNDLED.iter().filter(|(k, _, _)| *k == kind) {
             let file = dist.join(format!("{}.wasm", package.replace('-', "_")));
-            writeln!(code, "    ({name:?}, include_bytes!({:?})),", file.display().to_string()).unwrap();
+            writeln!(
+                code,
+                "    ({name:?}, include_bytes!({:?})),",
+                file.display().to_string()
+            )
+            .unwrap();
         }
         writeln!(code, "];").unwrap();
     }
@@ -47,13 +52,29 @@ fn build_guests(root: &Path, target_dir: &Path) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args(["build", "--target", "wasm32-wasip2", "--profile", "plugin", "--target-dir"])
+        .args([
+            "build",
+            "--target",
+            "wasm32-wasip2",
+            "--profile",
+            "plugin",
+            "--target-dir",
+        ])
         .arg(target_dir);
-    for package in BUNDLED.iter().map(|(_, _, p)| *p).chain(TEST_GUESTS.iter().copied()) {
+    for package in BUNDLED
+        .iter()
+        .map(|(_, _, p)| *p)
+        .chain(TEST_GUESTS.iter().copied())
+    {
         cmd.args(["-p", package]);
     }
     // Flags meant for the host build must not leak into the guest build.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+    ] {
         cmd.env_remove(var);
     }
     let output = cmd.output().expect("failed to run cargo for the Wasm plugins");

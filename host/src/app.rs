@@ -23,7 +23,7 @@ pub async fn run(
     for dir in [&config.plugins.adapter_dir, &config.plugins.policy_dir] {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let runtime = Arc::new(
         PluginRuntime::new(SandboxLimits {
             memory_bytes: config.plugins.memory_limit_mib * 1024 * 1024,
@@ -41,11 +41,20 @@ pub async fn run(
             refusals.inc();
         }),
     ));
-    let (adapter_dir, policy_dir) = (config.plugins.adapter_dir.clone(), config.plugins.policy_dir.clone());
+    let (adapter_dir, policy_dir) = (
+        config.plugins.adapter_dir.clone(),
+        config.plugins.policy_dir.clone(),
+    );
     registry.load_all(&adapter_dir, &policy_dir).await?;
 
-    let simulator_url = if config.providers.iter().any(|p| matches!(p.endpoint, Endpoint::Simulated)) {
-        let url = simulator::start().await.map_err(|e| format!("cannot start the simulator: {e}"))?;
+    let simulator_url = if config
+        .providers
+        .iter()
+        .any(|p| matches!(p.endpoint, Endpoint::Simulated))
+    {
+        let url = simulator::start()
+            .await
+            .map_err(|e| format!("cannot start the simulator: {e}"))?;
         tracing::warn!(%url, "simulated provider running: its answers are not from a real model");
         Some(url)
     } else {
@@ -59,7 +68,12 @@ pub async fn run(
     let watch = config.plugins.watch;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let listen = listen.unwrap_or(config.server.listen);
-    let gw = Arc::new(Gateway::new(config, registry.clone(), metrics, simulator_url.as_deref())?);
+    let gw = Arc::new(Gateway::new(
+        config,
+        registry.clone(),
+        metrics,
+        simulator_url.as_deref(),
+    )?);
     gw.check_plugins().await?;
     let _watch = if watch {
         Some(watch_folders(registry, &adapter_dir, &policy_dir)?)

@@ -125,7 +125,13 @@ pub struct Attempts<'g> {
 }
 
 impl<'g> Attempts<'g> {
-    pub fn new(gw: &'g Gateway, plugins: &'g PluginSet, route: usize, plan: Vec<PlannedAttempt>, started: Instant) -> Self {
+    pub fn new(
+        gw: &'g Gateway,
+        plugins: &'g PluginSet,
+        route: usize,
+        plan: Vec<PlannedAttempt>,
+        started: Instant,
+    ) -> Self {
         Attempts {
             gw,
             plugins,
@@ -202,18 +208,26 @@ impl<'g> Attempts<'g> {
     /// the request itself is at fault and no other target would do better.
     pub fn failed(&mut self, attempt: Attempt<'g>, failure: Failure) -> Option<ApiError> {
         let now = Instant::now();
-        attempt.target.health.record(now, failure.outcome(), now - attempt.started, None);
+        attempt
+            .target
+            .health
+            .record(now, failure.outcome(), now - attempt.started, None);
         if let Failure::Provider(e) = &failure
             && e.class == ErrorClass::RateLimited
         {
-            let wait = e.retry_after_ms.map_or(DEFAULT_RATE_LIMIT_COOLDOWN, Duration::from_millis);
+            let wait = e
+                .retry_after_ms
+                .map_or(DEFAULT_RATE_LIMIT_COOLDOWN, Duration::from_millis);
             attempt.target.health.rate_limited(now, wait);
         }
         if let Failure::Plugin(e) = &failure {
             self.gw
                 .metrics
                 .plugin_failures
-                .get_or_create(&PluginLabels { plugin: attempt.adapter.name.clone(), reason: e.kind() })
+                .get_or_create(&PluginLabels {
+                    plugin: attempt.adapter.name.clone(),
+                    reason: e.kind(),
+                })
                 .inc();
         }
         self.gw
@@ -235,7 +249,10 @@ impl<'g> Attempts<'g> {
             "attempt failed"
         );
         if let Failure::Provider(e) = &failure {
-            let message = format!("{} ({}/{})", e.message, attempt.provider.name, attempt.target.model);
+            let message = format!(
+                "{} ({}/{})",
+                e.message, attempt.provider.name, attempt.target.model
+            );
             match e.class {
                 ErrorClass::BadRequest => return Some(ApiError::invalid_request(message)),
                 ErrorClass::ContentFilter => return Some(ApiError::content_filter(message)),
@@ -263,7 +280,8 @@ impl<'g> Attempts<'g> {
 
     fn note(&mut self, target: &RouteTarget, failure: Failure) {
         let provider = &self.gw.config.providers[target.provider].name;
-        self.summaries.push(format!("{provider}/{}: {}", target.model, failure.summary()));
+        self.summaries
+            .push(format!("{provider}/{}: {}", target.model, failure.summary()));
         self.last = Some(failure);
     }
 
@@ -271,7 +289,10 @@ impl<'g> Attempts<'g> {
     pub fn exhausted(&self) -> ApiError {
         let route = &self.gw.config.routes[self.route];
         let message = if self.summaries.is_empty() {
-            format!("No provider of `{}` could be tried before the deadline.", route.name)
+            format!(
+                "No provider of `{}` could be tried before the deadline.",
+                route.name
+            )
         } else {
             format!(
                 "No provider of `{}` could answer after {} attempt(s): {}",
@@ -282,7 +303,10 @@ impl<'g> Attempts<'g> {
         };
         let now = Instant::now();
         match &self.last {
-            Some(Failure::Provider(ProviderError { class: ErrorClass::RateLimited, .. }))
+            Some(Failure::Provider(ProviderError {
+                class: ErrorClass::RateLimited,
+                ..
+            }))
             | Some(Failure::CoolingDown(_)) => {
                 let wait = self.gw.routes[self.route]
                     .iter()
@@ -292,7 +316,10 @@ impl<'g> Attempts<'g> {
                     .unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN);
                 ApiError::rate_limited(message, wait)
             }
-            Some(Failure::Provider(ProviderError { class: ErrorClass::Overloaded, .. })) => ApiError::unavailable(message),
+            Some(Failure::Provider(ProviderError {
+                class: ErrorClass::Overloaded,
+                ..
+            })) => ApiError::unavailable(message),
             Some(failure) if failure.is_timeout() => ApiError::gateway_timeout(message),
             None => ApiError::gateway_timeout(message),
             Some(_) => ApiError::bad_gateway(message),
@@ -352,17 +379,31 @@ pub async fn complete(
 
 async fn once(attempt: &Attempt<'_>, request: &mut Map<String, Value>) -> Result<Completion, Failure> {
     let body = canonical(request, &attempt.target.model);
-    let outbound = attempt.adapter.build_request(&body, &attempt.wit_target).await.map_err(Failure::Plugin)?;
+    let outbound = attempt
+        .adapter
+        .build_request(&body, &attempt.wit_target)
+        .await
+        .map_err(Failure::Plugin)?;
     let response = tokio::time::timeout_at(
         attempt.deadline,
-        attempt.upstream.send(&outbound, attempt.provider.credential.as_ref()),
+        attempt
+            .upstream
+            .send(&outbound, attempt.provider.credential.as_ref()),
     )
     .await
     .map_err(|_| Failure::Transport(TransportError::Timeout))?
     .map_err(Failure::Transport)?;
     let (parts, body) = response.into_parts();
-    let bytes = attempt.upstream.read_body(body, attempt.deadline).await.map_err(Failure::Transport)?;
-    let inbound = InboundResponse { status: parts.status.as_u16(), headers: header_pairs(&parts.headers), body: bytes.to_vec() };
+    let bytes = attempt
+        .upstream
+        .read_body(body, attempt.deadline)
+        .await
+        .map_err(Failure::Transport)?;
+    let inbound = InboundResponse {
+        status: parts.status.as_u16(),
+        headers: header_pairs(&parts.headers),
+        body: bytes.to_vec(),
+    };
     if parts.status.is_success() {
         attempt
             .adapter
@@ -371,13 +412,20 @@ async fn once(attempt: &Attempt<'_>, request: &mut Map<String, Value>) -> Result
             .map_err(Failure::Plugin)?
             .map_err(Failure::Malformed)
     } else {
-        let error = attempt.adapter.classify_error(&inbound, &attempt.wit_target).await;
+        let error = attempt
+            .adapter
+            .classify_error(&inbound, &attempt.wit_target)
+            .await;
         Err(Failure::Provider(error.map_err(Failure::Plugin)?))
     }
 }
 
 /// Headers that say who answered and after how many attempts.
-pub fn answered(builder: http::response::Builder, attempt: &Attempt<'_>, attempts: u32) -> http::response::Builder {
+pub fn answered(
+    builder: http::response::Builder,
+    attempt: &Attempt<'_>,
+    attempts: u32,
+) -> http::response::Builder {
     let value = |s: &str| http::HeaderValue::from_str(s).unwrap_or(http::HeaderValue::from_static("invalid"));
     builder
         .header("x-switchboard-provider", value(&attempt.provider.name))
@@ -395,12 +443,25 @@ pub fn record_success(gw: &Gateway, attempt: &Attempt<'_>, usage: Option<Usage>,
     let metrics = &gw.metrics;
     metrics
         .attempts
-        .get_or_create(&AttemptLabels { provider: provider.clone(), model: model.clone(), outcome: "success".into() })
+        .get_or_create(&AttemptLabels {
+            provider: provider.clone(),
+            model: model.clone(),
+            outcome: "success".into(),
+        })
         .inc();
-    let target = TargetLabels { provider: provider.clone(), model: model.clone() };
-    metrics.attempt_seconds.get_or_create(&target).observe(latency.as_secs_f64());
+    let target = TargetLabels {
+        provider: provider.clone(),
+        model: model.clone(),
+    };
+    metrics
+        .attempt_seconds
+        .get_or_create(&target)
+        .observe(latency.as_secs_f64());
     if let Some(ttft) = ttft {
-        metrics.ttft_seconds.get_or_create(&target).observe(ttft.as_secs_f64());
+        metrics
+            .ttft_seconds
+            .get_or_create(&target)
+            .observe(ttft.as_secs_f64());
     }
     if let Some(usage) = usage {
         let prices = &attempt.provider.models[&attempt.target.model];
@@ -411,7 +472,11 @@ pub fn record_success(gw: &Gateway, attempt: &Attempt<'_>, usage: Option<Usage>,
         ] {
             metrics
                 .tokens
-                .get_or_create(&TokenLabels { provider: provider.clone(), model: model.clone(), kind })
+                .get_or_create(&TokenLabels {
+                    provider: provider.clone(),
+                    model: model.clone(),
+                    kind,
+                })
                 .inc_by(n as u64);
         }
         let cost = usage.prompt_tokens as f64 * prices.input_price / 1e6

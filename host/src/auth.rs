@@ -17,9 +17,16 @@ impl Caller<'_> {
 
     pub fn may_use(&self, route: &Route) -> Result<(), ApiError> {
         match self.key.and_then(|k| k.models.as_ref()) {
-            Some(models) if !models.iter().any(|m| *m == route.name || route.aliases.contains(m)) => Err(
-                ApiError::forbidden(format!("This gateway key may not use the model `{}`.", route.name)),
-            ),
+            Some(models)
+                if !models
+                    .iter()
+                    .any(|m| *m == route.name || route.aliases.contains(m)) =>
+            {
+                Err(ApiError::forbidden(format!(
+                    "This gateway key may not use the model `{}`.",
+                    route.name
+                )))
+            }
             _ => Ok(()),
         }
     }

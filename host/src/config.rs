@@ -270,7 +270,11 @@ impl Config {
         Self::parse(&text, file, env)
     }
 
-    pub fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn parse(
+        text: &str,
+        file: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let fail = |key: &str, reason: String| ConfigError {
             file: file.display().to_string(),
             key: key.to_string(),
@@ -307,18 +311,31 @@ impl Config {
             let value = env(&key.key_env)
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| fail(&at, format!("environment variable {} is not set", key.key_env)))?;
-            keys.push(GatewayKey { name: key.name, secret: Secret::new(value), models: key.models, admin: key.admin });
+            keys.push(GatewayKey {
+                name: key.name,
+                secret: Secret::new(value),
+                models: key.models,
+                admin: key.admin,
+            });
         }
 
         let mut providers = Vec::new();
         for (name, p) in raw.providers {
             let at = |k: &str| format!("providers.{name}.{k}");
             if name.contains('/') || name.is_empty() {
-                return Err(fail(&format!("providers.{name}"), "provider names may not be empty or contain '/'".into()));
+                return Err(fail(
+                    &format!("providers.{name}"),
+                    "provider names may not be empty or contain '/'".into(),
+                ));
             }
             let endpoint = match (p.simulated, p.base_url) {
                 (true, None) => Endpoint::Simulated,
-                (true, Some(_)) => return Err(fail(&at("base_url"), "a simulated provider has no base_url".into())),
+                (true, Some(_)) => {
+                    return Err(fail(
+                        &at("base_url"),
+                        "a simulated provider has no base_url".into(),
+                    ));
+                }
                 (false, Some(url)) => {
                     let parsed: http::Uri = url.parse().map_err(|e| fail(&at("base_url"), format!("{e}")))?;
                     if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
@@ -326,7 +343,9 @@ impl Config {
                     }
                     Endpoint::Url(url.trim_end_matches('/').to_string())
                 }
-                (false, None) => return Err(fail(&at("base_url"), "missing (or set simulated = true)".into())),
+                (false, None) => {
+                    return Err(fail(&at("base_url"), "missing (or set simulated = true)".into()));
+                }
             };
             let (credential, disabled) = match &p.api_key_env {
                 None => (None, None),
@@ -359,7 +378,10 @@ impl Config {
                         capabilities: m.capabilities,
                     };
                     if m.input_price < 0.0 || m.output_price < 0.0 {
-                        return Err(fail(&at(&format!("models.{model}")), "prices may not be negative".into()));
+                        return Err(fail(
+                            &at(&format!("models.{model}")),
+                            "prices may not be negative".into(),
+                        ));
                     }
                     Ok((model, m))
                 })
@@ -389,7 +411,10 @@ impl Config {
                 return Err(fail(&at("targets"), "at least one target is needed".into()));
             }
             if r.max_attempts == 0 || r.timeout_ms == 0 {
-                return Err(fail(&at("max_attempts"), "max_attempts and timeout_ms must be above 0".into()));
+                return Err(fail(
+                    &at("max_attempts"),
+                    "max_attempts and timeout_ms must be above 0".into(),
+                ));
             }
             let mut targets = Vec::new();
             for (i, target) in r.targets.iter().enumerate() {
@@ -402,7 +427,10 @@ impl Config {
                     .position(|p| p.name == provider)
                     .ok_or_else(|| fail(&key, format!("unknown provider {provider:?}")))?;
                 if !providers[index].models.contains_key(model) {
-                    return Err(fail(&key, format!("provider {provider:?} has no model {model:?} in its models table")));
+                    return Err(fail(
+                        &key,
+                        format!("provider {provider:?} has no model {model:?} in its models table"),
+                    ));
                 }
                 targets.push((index, model.to_string()));
             }
@@ -412,7 +440,8 @@ impl Config {
                 }
             }
             routes.push(Route {
-                policy_config_json: serde_json::to_string(&r.policy_config).expect("TOML tables are valid JSON"),
+                policy_config_json: serde_json::to_string(&r.policy_config)
+                    .expect("TOML tables are valid JSON"),
                 policy: r.policy,
                 targets,
                 aliases: r.aliases,
@@ -424,7 +453,10 @@ impl Config {
         for (i, key) in keys.iter().enumerate() {
             for model in key.models.iter().flatten() {
                 if !route_names.contains_key(model) {
-                    return Err(fail(&format!("gateway_keys[{i}].models"), format!("unknown route {model:?}")));
+                    return Err(fail(
+                        &format!("gateway_keys[{i}].models"),
+                        format!("unknown route {model:?}"),
+                    ));
                 }
             }
         }

@@ -28,19 +28,32 @@ impl Facts {
         if stream {
             needs |= Capabilities::STREAMING;
         }
-        if body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) {
+        if body
+            .get("tools")
+            .and_then(Value::as_array)
+            .is_some_and(|t| !t.is_empty())
+        {
             needs |= Capabilities::TOOLS;
         }
-        if let Some(kind) = body.get("response_format").and_then(|f| f.get("type")).and_then(Value::as_str)
+        if let Some(kind) = body
+            .get("response_format")
+            .and_then(|f| f.get("type"))
+            .and_then(Value::as_str)
             && (kind == "json_schema" || kind == "json_object")
         {
             needs |= Capabilities::JSON_SCHEMA;
         }
         let mut chars: usize = 0;
         let mut images: u32 = 0;
-        let messages = body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+        let messages = body
+            .get("messages")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         for message in messages {
-            if message.get("role").and_then(Value::as_str) == Some("tool") || message.get("tool_calls").is_some() {
+            if message.get("role").and_then(Value::as_str) == Some("tool")
+                || message.get("tool_calls").is_some()
+            {
                 needs |= Capabilities::TOOLS;
             }
             match message.get("content") {
@@ -66,9 +79,8 @@ impl Facts {
             chars += tools.to_string().len();
         }
         // ~4 characters per token is the usual estimate for English text and JSON.
-        let estimated = (chars / 4) as u32
-            + images * IMAGE_TOKENS
-            + messages.len() as u32 * MESSAGE_OVERHEAD_TOKENS;
+        let estimated =
+            (chars / 4) as u32 + images * IMAGE_TOKENS + messages.len() as u32 * MESSAGE_OVERHEAD_TOKENS;
         let max_output_tokens = ["max_completion_tokens", "max_tokens"]
             .iter()
             .find_map(|k| body.get(*k).and_then(Value::as_u64))
@@ -88,7 +100,14 @@ impl Facts {
         if let Some(user) = body.get("user").and_then(Value::as_str) {
             tags.push(("user".into(), user.to_string()));
         }
-        Facts { estimated_prompt_tokens: estimated, max_output_tokens, needs, stream, include_usage, tags }
+        Facts {
+            estimated_prompt_tokens: estimated,
+            max_output_tokens,
+            needs,
+            stream,
+            include_usage,
+            tags,
+        }
     }
 
     pub fn to_wit(&self, route: &str) -> RequestFacts {
@@ -129,7 +148,10 @@ mod tests {
         assert!(f.stream && f.include_usage);
         assert_eq!(f.max_output_tokens, Some(50));
         assert!(f.estimated_prompt_tokens >= IMAGE_TOKENS);
-        assert_eq!(f.tags, vec![("team".into(), "search".into()), ("user".into(), "u1".into())]);
+        assert_eq!(
+            f.tags,
+            vec![("team".into(), "search".into()), ("user".into(), "u1".into())]
+        );
     }
 
     #[test]

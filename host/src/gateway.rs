@@ -69,7 +69,14 @@ impl Gateway {
                     .collect()
             })
             .collect();
-        Ok(Gateway { config, registry, metrics, upstreams, routes, health })
+        Ok(Gateway {
+            config,
+            registry,
+            metrics,
+            upstreams,
+            routes,
+            health,
+        })
     }
 
     /// Check that every route's policy and every provider's adapter is loaded

@@ -80,7 +80,8 @@ impl TargetHealth {
     /// Time left in the provider's rate-limit cooldown.
     pub fn cooldown(&self, now: Instant) -> Duration {
         let s = self.state.lock().unwrap();
-        s.rate_limited_until.map_or(Duration::ZERO, |until| until.saturating_duration_since(now))
+        s.rate_limited_until
+            .map_or(Duration::ZERO, |until| until.saturating_duration_since(now))
     }
 
     pub fn record(&self, now: Instant, outcome: Outcome, latency: Duration, ttft: Option<Duration>) {
@@ -118,7 +119,11 @@ impl TargetHealth {
 }
 
 fn ewma(previous: f64, sample: f64) -> f64 {
-    if previous == 0.0 { sample } else { previous + EWMA_ALPHA * (sample - previous) }
+    if previous == 0.0 {
+        sample
+    } else {
+        previous + EWMA_ALPHA * (sample - previous)
+    }
 }
 
 fn ewma_rate(previous: f64, sample: f64) -> f64 {

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use switchboard::config::Config;
 
 #[derive(Parser)]
-#[command(version, about = "Multi-provider LLM gateway with WebAssembly adapters and routing policies")]
+#[command(
+    version,
+    about = "Multi-provider LLM gateway with WebAssembly adapters and routing policies"
+)]
 struct Cli {
     /// Configuration file (TOML).
     #[arg(long, short, env = "SWITCHBOARD_CONFIG", default_value = "switchboard.toml")]
@@ -32,7 +35,9 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => subscriber.init(),
         LogFormat::Json => subscriber.json().flatten_event(true).init(),
@@ -45,10 +50,18 @@ fn main() -> std::process::ExitCode {
         }
     };
     if cli.check {
-        println!("{}: ok ({} providers, {} routes)", cli.config.display(), config.providers.len(), config.routes.len());
+        println!(
+            "{}: ok ({} providers, {} routes)",
+            cli.config.display(),
+            config.providers.len(),
+            config.routes.len()
+        );
         return std::process::ExitCode::SUCCESS;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(switchboard::app::run(config, cli.listen, shutdown_signal())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -62,7 +75,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -57,8 +57,8 @@ fn latency_histogram() -> Histogram {
     Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0])
 }
 
-impl Metrics {
-    pub fn new() -> Self {
+impl Default for Metrics {
+    fn default() -> Self {
         let mut registry = Registry::with_prefix("switchboard");
         let requests = Family::default();
         let attempts = Family::default();
@@ -69,15 +69,51 @@ impl Metrics {
         let plugin_failures = Family::default();
         let plugin_refusals = Counter::default();
         let policy_fallbacks = Family::default();
-        registry.register("requests", "Client requests by route and HTTP status", requests.clone());
-        registry.register("attempts", "Provider attempts by target and outcome", attempts.clone());
-        registry.register("attempt_duration_seconds", "Duration of successful attempts", attempt_seconds.clone());
-        registry.register("time_to_first_token_seconds", "Time to the first streamed token", ttft_seconds.clone());
-        registry.register("tokens", "Tokens billed by target and kind (prompt, completion, cached)", tokens.clone());
-        registry.register("cost_usd", "Cost in USD by target, from configured prices", cost_usd.clone());
-        registry.register("plugin_failures", "Plugin calls that trapped, timed out or broke the contract", plugin_failures.clone());
-        registry.register("plugin_refusals", "Plugin files refused at load", plugin_refusals.clone());
-        registry.register("policy_fallbacks", "Requests routed in configured order because the policy failed", policy_fallbacks.clone());
+        registry.register(
+            "requests",
+            "Client requests by route and HTTP status",
+            requests.clone(),
+        );
+        registry.register(
+            "attempts",
+            "Provider attempts by target and outcome",
+            attempts.clone(),
+        );
+        registry.register(
+            "attempt_duration_seconds",
+            "Duration of successful attempts",
+            attempt_seconds.clone(),
+        );
+        registry.register(
+            "time_to_first_token_seconds",
+            "Time to the first streamed token",
+            ttft_seconds.clone(),
+        );
+        registry.register(
+            "tokens",
+            "Tokens billed by target and kind (prompt, completion, cached)",
+            tokens.clone(),
+        );
+        registry.register(
+            "cost_usd",
+            "Cost in USD by target, from configured prices",
+            cost_usd.clone(),
+        );
+        registry.register(
+            "plugin_failures",
+            "Plugin calls that trapped, timed out or broke the contract",
+            plugin_failures.clone(),
+        );
+        registry.register(
+            "plugin_refusals",
+            "Plugin files refused at load",
+            plugin_refusals.clone(),
+        );
+        registry.register(
+            "policy_fallbacks",
+            "Requests routed in configured order because the policy failed",
+            policy_fallbacks.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -92,6 +128,9 @@ impl Metrics {
         }
     }
 
+}
+
+impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");

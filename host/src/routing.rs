@@ -18,7 +18,12 @@ pub struct PlannedAttempt {
     pub timeout: Option<Duration>,
 }
 
-pub async fn plan(gw: &Gateway, plugins: &PluginSet, route_index: usize, facts: &Facts) -> Result<Vec<PlannedAttempt>, ApiError> {
+pub async fn plan(
+    gw: &Gateway,
+    plugins: &PluginSet,
+    route_index: usize,
+    facts: &Facts,
+) -> Result<Vec<PlannedAttempt>, ApiError> {
     let route = &gw.config.routes[route_index];
     let now = Instant::now();
     let candidates = candidates(gw, route_index, facts, now)?;
@@ -32,7 +37,10 @@ pub async fn plan(gw: &Gateway, plugins: &PluginSet, route_index: usize, facts: 
                 tracing::warn!(route = %route.name, %error, "policy failed; using the configured order");
                 gw.metrics
                     .plugin_failures
-                    .get_or_create(&PluginLabels { plugin: policy.name.clone(), reason: error.kind() })
+                    .get_or_create(&PluginLabels {
+                        plugin: policy.name.clone(),
+                        reason: error.kind(),
+                    })
                     .inc();
                 error.kind()
             }),
@@ -48,20 +56,33 @@ pub async fn plan(gw: &Gateway, plugins: &PluginSet, route_index: usize, facts: 
         Err(reason) => {
             gw.metrics
                 .policy_fallbacks
-                .get_or_create(&PluginLabels { plugin: route.policy.clone(), reason })
+                .get_or_create(&PluginLabels {
+                    plugin: route.policy.clone(),
+                    reason,
+                })
                 .inc();
             candidates
                 .iter()
                 .filter(|c| c.health.rate_limited_for_ms == 0 && c.health.circuit != CircuitState::Open)
-                .map(|c| PlannedAttempt { target: c.index as usize, timeout: None })
+                .map(|c| PlannedAttempt {
+                    target: c.index as usize,
+                    timeout: None,
+                })
                 .collect()
         }
     };
     if attempts.is_empty() {
-        let cooldown = candidates.iter().map(|c| c.health.rate_limited_for_ms).filter(|ms| *ms > 0).min();
+        let cooldown = candidates
+            .iter()
+            .map(|c| c.health.rate_limited_for_ms)
+            .filter(|ms| *ms > 0)
+            .min();
         return Err(match cooldown {
             Some(ms) => ApiError::rate_limited(
-                format!("Every provider of `{}` is rate-limited right now; retry later.", route.name),
+                format!(
+                    "Every provider of `{}` is rate-limited right now; retry later.",
+                    route.name
+                ),
                 Duration::from_millis(ms),
             ),
             None => ApiError::unavailable(format!(
@@ -74,7 +95,12 @@ pub async fn plan(gw: &Gateway, plugins: &PluginSet, route_index: usize, facts: 
 }
 
 /// The route's targets that can take this request, with their health.
-fn candidates(gw: &Gateway, route_index: usize, facts: &Facts, now: Instant) -> Result<Vec<Candidate>, ApiError> {
+fn candidates(
+    gw: &Gateway,
+    route_index: usize,
+    facts: &Facts,
+    now: Instant,
+) -> Result<Vec<Candidate>, ApiError> {
     let route = &gw.config.routes[route_index];
     let needed_tokens = facts.estimated_prompt_tokens as u64 + facts.max_output_tokens.unwrap_or(0) as u64;
     let (mut disabled, mut lacking, mut too_small) = (Vec::new(), Capabilities::empty(), 0u32);
@@ -88,7 +114,10 @@ fn candidates(gw: &Gateway, route_index: usize, facts: &Facts, now: Instant) -> 
         let model = &provider.models[&target.model];
         let capabilities = capabilities(&model.capabilities);
         if !capabilities.contains(facts.needs) {
-            for (flag, _) in FLAG_NAMES.iter().filter(|(f, _)| facts.needs.contains(*f) && !capabilities.contains(*f)) {
+            for (flag, _) in FLAG_NAMES
+                .iter()
+                .filter(|(f, _)| facts.needs.contains(*f) && !capabilities.contains(*f))
+            {
                 lacking |= *flag;
             }
             continue;
@@ -151,5 +180,9 @@ const FLAG_NAMES: [(Capabilities, &str); 4] = [
 ];
 
 fn names(caps: Capabilities) -> Vec<&'static str> {
-    FLAG_NAMES.iter().filter(|(c, _)| caps.contains(*c)).map(|(_, n)| *n).collect()
+    FLAG_NAMES
+        .iter()
+        .filter(|(c, _)| caps.contains(*c))
+        .map(|(_, n)| *n)
+        .collect()
 }

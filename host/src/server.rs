@@ -63,7 +63,8 @@ async fn dispatch(gw: Arc<Gateway>, req: http::Request<Incoming>) -> http::Respo
         .filter(|v| v.len() <= 128)
         .map(str::to_string)
         .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
-    let span = tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.uri().path());
+    let span =
+        tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.uri().path());
     let mut response = route(&gw, req).instrument(span).await;
     if let Ok(value) = http::HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
@@ -79,17 +80,29 @@ async fn route(gw: &Arc<Gateway>, req: http::Request<Incoming>) -> http::Respons
             let (route, result) = api::chat::handle(gw, req).await;
             let status = result.as_ref().map_or_else(|e| e.status, |r| r.status());
             let route = route.map_or("-".to_string(), |i| gw.config.routes[i].name.clone());
-            gw.metrics.requests.get_or_create(&RequestLabels { route, status: status.as_u16() }).inc();
+            gw.metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    route,
+                    status: status.as_u16(),
+                })
+                .inc();
             if let Err(error) = &result {
                 tracing::info!(status = status.as_u16(), error = %error, "request refused");
             }
             result
         }
         (http::Method::GET, "/v1/models") => api::models::list(gw, req.headers()),
-        (http::Method::GET, "/healthz") => Ok(json_response(http::StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        (http::Method::GET, "/healthz") => Ok(json_response(
+            http::StatusCode::OK,
+            &serde_json::json!({"status": "ok"}),
+        )),
         (http::Method::GET, "/readyz") => Ok(ready(gw)),
         (http::Method::GET, "/metrics") => Ok(http::Response::builder()
-            .header(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
             .body(full(gw.metrics.render()))
             .expect("valid response")),
         (http::Method::GET, "/admin/plugins") => api::admin::plugins(gw, req.headers()),

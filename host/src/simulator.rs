@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
-const NOTICE: &str = "[simulated answer: Switchboard's built-in simulator replied because no provider key is set]";
+const NOTICE: &str =
+    "[simulated answer: Switchboard's built-in simulator replied because no provider key is set]";
 
 /// Start the simulator on an ephemeral loopback port; returns its base URL.
 pub async fn start() -> std::io::Result<String> {
@@ -19,7 +20,9 @@ pub async fn start() -> std::io::Result<String> {
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let service = service_fn(|req| async move { Ok::<_, Infallible>(answer(req).await) });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -40,16 +43,33 @@ async fn answer(req: http::Request<Incoming>) -> http::Response<Full<Bytes>> {
             .expect("valid response")
     };
     if req.uri().path() != "/v1/chat/completions" {
-        return reply(404, "application/json", br#"{"error":{"message":"not found","type":"invalid_request_error"}}"#.to_vec());
+        return reply(
+            404,
+            "application/json",
+            br#"{"error":{"message":"not found","type":"invalid_request_error"}}"#.to_vec(),
+        );
     }
     let body = match Limited::new(req.into_body(), 16 * 1024 * 1024).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return reply(400, "application/json", br#"{"error":{"message":"unreadable body","type":"invalid_request_error"}}"#.to_vec()),
+        Err(_) => {
+            return reply(
+                400,
+                "application/json",
+                br#"{"error":{"message":"unreadable body","type":"invalid_request_error"}}"#.to_vec(),
+            );
+        }
     };
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
-        return reply(400, "application/json", br#"{"error":{"message":"invalid JSON","type":"invalid_request_error"}}"#.to_vec());
+        return reply(
+            400,
+            "application/json",
+            br#"{"error":{"message":"invalid JSON","type":"invalid_request_error"}}"#.to_vec(),
+        );
     };
-    let model = request["model"].as_str().unwrap_or("switchboard-simulator").to_string();
+    let model = request["model"]
+        .as_str()
+        .unwrap_or("switchboard-simulator")
+        .to_string();
     let said = last_user_text(&request);
     let text = format!("{NOTICE} You said: {said}");
     let prompt_tokens = (body.len() / 4) as u64;
@@ -71,12 +91,18 @@ async fn answer(req: http::Request<Incoming>) -> http::Response<Full<Bytes>> {
     let mut push = |v: Value| out.push_str(&format!("data: {v}\n\n"));
     push(chunk(json!({"role": "assistant", "content": ""}), Value::Null));
     for (i, word) in text.split(' ').enumerate() {
-        let piece = if i == 0 { word.to_string() } else { format!(" {word}") };
+        let piece = if i == 0 {
+            word.to_string()
+        } else {
+            format!(" {word}")
+        };
         push(chunk(json!({"content": piece}), Value::Null));
     }
     push(chunk(json!({}), json!("stop")));
     if request["stream_options"]["include_usage"].as_bool() == Some(true) {
-        push(json!({"id": "chatcmpl-simulated", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [], "usage": usage}));
+        push(
+            json!({"id": "chatcmpl-simulated", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [], "usage": usage}),
+        );
     }
     out.push_str("data: [DONE]\n\n");
     reply(200, "text/event-stream", out.into_bytes())
@@ -89,7 +115,11 @@ fn last_user_text(request: &Value) -> String {
     };
     let text = match &message["content"] {
         Value::String(s) => s.clone(),
-        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(" "),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
         _ => String::new(),
     };
     text.chars().take(200).collect()

@@ -68,7 +68,10 @@ impl SseParser {
     fn line(&mut self, line: &str, out: &mut Vec<Event>) {
         if line.is_empty() {
             if self.has_data {
-                out.push(Event { event: self.event.take(), data: std::mem::take(&mut self.data) });
+                out.push(Event {
+                    event: self.event.take(),
+                    data: std::mem::take(&mut self.data),
+                });
             }
             self.event = None;
             self.has_data = false;
@@ -112,8 +115,20 @@ mod tests {
     #[test]
     fn frames_events_with_names_and_multiline_data() {
         let events = parse(&[b"event: ping\ndata: {}\n\n: comment\ndata: a\ndata: b\n\n"]);
-        assert_eq!(events[0], Event { event: Some("ping".into()), data: "{}".into() });
-        assert_eq!(events[1], Event { event: None, data: "a\nb".into() });
+        assert_eq!(
+            events[0],
+            Event {
+                event: Some("ping".into()),
+                data: "{}".into()
+            }
+        );
+        assert_eq!(
+            events[1],
+            Event {
+                event: None,
+                data: "a\nb".into()
+            }
+        );
     }
 
     #[test]
@@ -121,13 +136,22 @@ mod tests {
         let text = "data: {\"t\":\"héllo 世界\"}\n\n".as_bytes();
         let split = text.iter().position(|&b| b >= 0x80).unwrap() + 1;
         let events = parse(&[&text[..split], &text[split..]]);
-        assert_eq!(events, vec![Event { event: None, data: "{\"t\":\"héllo 世界\"}".into() }]);
+        assert_eq!(
+            events,
+            vec![Event {
+                event: None,
+                data: "{\"t\":\"héllo 世界\"}".into()
+            }]
+        );
     }
 
     #[test]
     fn handles_crlf_split_between_reads_and_cr_only() {
         let events = parse(&[b"data: x\r", b"\n\r\ndata: y\r\r"]);
-        assert_eq!(events.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), vec!["x", "y"]);
+        assert_eq!(
+            events.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
+            vec!["x", "y"]
+        );
     }
 
     #[test]
@@ -138,6 +162,9 @@ mod tests {
     #[test]
     fn rejects_invalid_utf8() {
         let mut parser = SseParser::default();
-        assert_eq!(parser.push(b"data: \xff\xfe\n", &mut Vec::new()), Err(SseError::InvalidUtf8));
+        assert_eq!(
+            parser.push(b"data: \xff\xfe\n", &mut Vec::new()),
+            Err(SseError::InvalidUtf8)
+        );
     }
 }

@@ -40,7 +40,9 @@ pub async fn serve(
 ) -> Head {
     let (head_tx, head_rx) = oneshot::channel();
     tokio::spawn(run(gw, plugins, route, plan, request, include_usage, started, head_tx).in_current_span());
-    head_rx.await.unwrap_or_else(|_| Err(ApiError::internal("the stream ended before it started")))
+    head_rx
+        .await
+        .unwrap_or_else(|_| Err(ApiError::internal("the stream ended before it started")))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -72,7 +74,9 @@ async fn run(
     let ttft = attempt.started.elapsed();
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
     let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), rx))
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), rx))
     }));
     let head = answered(http::Response::builder(), &attempt, attempts.made())
         .header(http::header::CONTENT_TYPE, "text/event-stream")
@@ -107,7 +111,10 @@ async fn run(
         }
         batch = match tokio::time::timeout(idle, pump.next()).await {
             Ok(next) => next,
-            Err(_) => Err(Failure::Stream(format!("no event from the provider for {} ms", idle.as_millis()))),
+            Err(_) => Err(Failure::Stream(format!(
+                "no event from the provider for {} ms",
+                idle.as_millis()
+            ))),
         };
     };
     match end {
@@ -157,8 +164,10 @@ async fn open<'g>(
     include_usage: bool,
 ) -> Result<(Attempt<'g>, Pump, Vec<Vec<u8>>), ApiError> {
     while let Some(attempt) = attempts.next().await {
-        let first_token_deadline = (attempt.started + attempt.provider.first_token_timeout).min(attempts.deadline);
-        let started = tokio::time::timeout_at(first_token_deadline, start(&attempt, request, include_usage)).await;
+        let first_token_deadline =
+            (attempt.started + attempt.provider.first_token_timeout).min(attempts.deadline);
+        let started =
+            tokio::time::timeout_at(first_token_deadline, start(&attempt, request, include_usage)).await;
         let failure = match started {
             Ok(Ok((pump, first))) => return Ok((attempt, pump, first)),
             Ok(Err(failure)) => failure,
@@ -177,7 +186,11 @@ async fn start(
     include_usage: bool,
 ) -> Result<(Pump, Vec<Vec<u8>>), Failure> {
     let body = canonical(request, &attempt.target.model);
-    let outbound = attempt.adapter.build_request(&body, &attempt.wit_target).await.map_err(Failure::Plugin)?;
+    let outbound = attempt
+        .adapter
+        .build_request(&body, &attempt.wit_target)
+        .await
+        .map_err(Failure::Plugin)?;
     let response = attempt
         .upstream
         .send(&outbound, attempt.provider.credential.as_ref())
@@ -185,16 +198,28 @@ async fn start(
         .map_err(Failure::Transport)?;
     let (parts, body) = response.into_parts();
     if !parts.status.is_success() {
-        let bytes = attempt.upstream.read_body(body, attempt.deadline).await.map_err(Failure::Transport)?;
+        let bytes = attempt
+            .upstream
+            .read_body(body, attempt.deadline)
+            .await
+            .map_err(Failure::Transport)?;
         let inbound = InboundResponse {
             status: parts.status.as_u16(),
             headers: header_pairs(&parts.headers),
             body: bytes.to_vec(),
         };
-        let error = attempt.adapter.classify_error(&inbound, &attempt.wit_target).await.map_err(Failure::Plugin)?;
+        let error = attempt
+            .adapter
+            .classify_error(&inbound, &attempt.wit_target)
+            .await
+            .map_err(Failure::Plugin)?;
         return Err(Failure::Provider(error));
     }
-    let session = attempt.adapter.open_stream(&attempt.wit_target, include_usage).await.map_err(Failure::Plugin)?;
+    let session = attempt
+        .adapter
+        .open_stream(&attempt.wit_target, include_usage)
+        .await
+        .map_err(Failure::Plugin)?;
     let mut pump = Pump {
         body,
         parser: SseParser::default(),
@@ -206,7 +231,9 @@ async fn start(
     };
     match pump.next().await? {
         Batch::Chunks(first) => Ok((pump, first)),
-        Batch::Done => Err(Failure::Stream("the provider's stream ended without any content".into())),
+        Batch::Done => Err(Failure::Stream(
+            "the provider's stream ended without any content".into(),
+        )),
     }
 }
 
@@ -236,8 +263,16 @@ impl Pump {
                 return Ok(Batch::Done);
             }
             if let Some(event) = self.pending.pop_front() {
-                let event = SseEvent { event: event.event, data: event.data };
-                let decoded = self.session.feed(&event).await.map_err(Failure::Plugin)?.map_err(Failure::Provider)?;
+                let event = SseEvent {
+                    event: event.event,
+                    data: event.data,
+                };
+                let decoded = self
+                    .session
+                    .feed(&event)
+                    .await
+                    .map_err(Failure::Plugin)?
+                    .map_err(Failure::Provider)?;
                 if decoded.usage.is_some() {
                     self.usage = decoded.usage;
                 }
@@ -248,23 +283,28 @@ impl Pump {
                 continue;
             }
             if self.eof {
-                return Err(Failure::Stream("the provider's stream ended before the answer was complete".into()));
+                return Err(Failure::Stream(
+                    "the provider's stream ended before the answer was complete".into(),
+                ));
             }
             let mut events = Vec::new();
             match self.body.frame().await {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        self.parser.push(&data, &mut events).map_err(|e| Failure::Stream(e.to_string()))?;
+                        self.parser
+                            .push(&data, &mut events)
+                            .map_err(|e| Failure::Stream(e.to_string()))?;
                     }
                 }
                 Some(Err(e)) => return Err(Failure::Transport(TransportError::Io(e.to_string()))),
                 None => {
                     self.eof = true;
-                    self.parser.finish(&mut events).map_err(|e| Failure::Stream(e.to_string()))?;
+                    self.parser
+                        .finish(&mut events)
+                        .map_err(|e| Failure::Stream(e.to_string()))?;
                 }
             }
             self.pending.extend(events);
         }
     }
 }
-

@@ -17,7 +17,13 @@ use std::time::Duration;
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// Headers an adapter may not set: the host owns framing and credentials.
-const RESERVED: &[&str] = &["host", "content-length", "transfer-encoding", "connection", "authorization"];
+const RESERVED: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "authorization",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -53,14 +59,17 @@ impl Upstream {
             let pem = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
                 let cert = cert.map_err(|e| format!("bad certificate in {}: {e}", file.display()))?;
-                roots.add(cert).map_err(|e| format!("bad certificate in {}: {e}", file.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("bad certificate in {}: {e}", file.display()))?;
             }
         }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -75,7 +84,11 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .build(connector);
-        Ok(Upstream { client, base_url, max_response_bytes })
+        Ok(Upstream {
+            client,
+            base_url,
+            max_response_bytes,
+        })
     }
 
     /// Send the request; resolves when the response headers arrive.
@@ -86,7 +99,10 @@ impl Upstream {
     ) -> Result<http::Response<Incoming>, TransportError> {
         let invalid = |e: &dyn std::fmt::Display| TransportError::InvalidRequest(e.to_string());
         if !request.path.starts_with('/') {
-            return Err(invalid(&format!("path {:?} does not start with '/'", request.path)));
+            return Err(invalid(&format!(
+                "path {:?} does not start with '/'",
+                request.path
+            )));
         }
         let mut uri = format!("{}{}", self.base_url, request.path);
         let mut builder = http::Request::builder()
@@ -101,15 +117,18 @@ impl Upstream {
         if let Some(secret) = credential {
             match &request.credential {
                 CredentialPlacement::Bearer => {
-                    let mut value = HeaderValue::from_str(&format!("Bearer {}", secret.expose()))
-                        .map_err(|_| TransportError::InvalidRequest("credential is not a valid header value".into()))?;
+                    let mut value =
+                        HeaderValue::from_str(&format!("Bearer {}", secret.expose())).map_err(|_| {
+                            TransportError::InvalidRequest("credential is not a valid header value".into())
+                        })?;
                     value.set_sensitive(true);
                     builder = builder.header(http::header::AUTHORIZATION, value);
                 }
                 CredentialPlacement::Header(name) => {
                     let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(&e))?;
-                    let mut value = HeaderValue::from_str(secret.expose())
-                        .map_err(|_| TransportError::InvalidRequest("credential is not a valid header value".into()))?;
+                    let mut value = HeaderValue::from_str(secret.expose()).map_err(|_| {
+                        TransportError::InvalidRequest("credential is not a valid header value".into())
+                    })?;
                     value.set_sensitive(true);
                     builder = builder.header(name, value);
                 }
@@ -137,7 +156,11 @@ impl Upstream {
     }
 
     /// Read a whole response body, bounded in size and time.
-    pub async fn read_body(&self, body: Incoming, deadline: tokio::time::Instant) -> Result<Bytes, TransportError> {
+    pub async fn read_body(
+        &self,
+        body: Incoming,
+        deadline: tokio::time::Instant,
+    ) -> Result<Bytes, TransportError> {
         let limited = Limited::new(body, self.max_response_bytes);
         match tokio::time::timeout_at(deadline, limited.collect()).await {
             Err(_) => Err(TransportError::Timeout),

@@ -12,7 +12,10 @@ fn status(code: u16, body: &str) -> Script {
 #[tokio::test]
 async fn falls_back_from_a_failing_first_target() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
-    a.set_default(status(500, r#"{"error":{"message":"boom","type":"server_error"}}"#));
+    a.set_default(status(
+        500,
+        r#"{"error":{"message":"boom","type":"server_error"}}"#,
+    ));
     let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
     let reply = post(&gw.chat_url(), &chat("chat")).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -33,14 +36,21 @@ async fn exhausted_plan_is_a_clear_502_naming_each_attempt() {
     assert_eq!(reply.status, 502);
     let error = &reply.json()["error"];
     let message = error["message"].as_str().unwrap();
-    assert!(message.contains("a/model-a: a is down") && message.contains("b/model-b: bad gateway upstream"), "{message}");
+    assert!(
+        message.contains("a/model-a: a is down") && message.contains("b/model-b: bad gateway upstream"),
+        "{message}"
+    );
     assert_eq!(error["type"], "api_error");
 }
 
 #[tokio::test]
 async fn honours_retry_after_and_does_not_hammer_a_rate_limited_target() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
-    a.set_default(Script::Status(429, vec![("retry-after", "30".into())], r#"{"error":{"message":"slow down","type":"requests"}}"#.into()));
+    a.set_default(Script::Status(
+        429,
+        vec![("retry-after", "30".into())],
+        r#"{"error":{"message":"slow down","type":"requests"}}"#.into(),
+    ));
     let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
     for _ in 0..3 {
         let reply = post(&gw.chat_url(), &chat("chat")).await;
@@ -49,15 +59,28 @@ async fn honours_retry_after_and_does_not_hammer_a_rate_limited_target() {
     assert_eq!(a.hits(), 1, "a said wait 30 s: it is not asked again meanwhile");
     assert_eq!(b.hits(), 3);
     let targets = get(&format!("{}/admin/targets", gw.url), &[]).await.json();
-    let a_health = targets["targets"].as_array().unwrap().iter().find(|t| t["provider"] == "a").unwrap().clone();
-    assert!(a_health["rate_limited_for_ms"].as_u64().unwrap() > 25_000, "{a_health}");
+    let a_health = targets["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["provider"] == "a")
+        .unwrap()
+        .clone();
+    assert!(
+        a_health["rate_limited_for_ms"].as_u64().unwrap() > 25_000,
+        "{a_health}"
+    );
 }
 
 #[tokio::test]
 async fn answers_429_with_retry_after_when_every_target_is_rate_limited() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     for mock in [&a, &b] {
-        mock.set_default(Script::Status(429, vec![("retry-after-ms", "4500".into())], "{}".into()));
+        mock.set_default(Script::Status(
+            429,
+            vec![("retry-after-ms", "4500".into())],
+            "{}".into(),
+        ));
     }
     let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
     let reply = post(&gw.chat_url(), &chat("chat")).await;
@@ -106,7 +129,12 @@ async fn a_bad_request_is_not_retried_elsewhere() {
     let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
     let reply = post(&gw.chat_url(), &chat("chat")).await;
     assert_eq!(reply.status, 400);
-    assert!(reply.json()["error"]["message"].as_str().unwrap().contains("Invalid 'temperature'"));
+    assert!(
+        reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid 'temperature'")
+    );
     assert_eq!(b.hits(), 0);
 }
 
@@ -119,9 +147,15 @@ async fn context_length_and_content_filter_errors_keep_their_codes() {
     ]);
     let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
     let first = post(&gw.chat_url(), &chat("chat")).await;
-    assert_eq!((first.status, first.json()["error"]["code"].clone()), (400, json!("context_length_exceeded")));
+    assert_eq!(
+        (first.status, first.json()["error"]["code"].clone()),
+        (400, json!("context_length_exceeded"))
+    );
     let second = post(&gw.chat_url(), &chat("chat")).await;
-    assert_eq!((second.status, second.json()["error"]["code"].clone()), (400, json!("content_filter")));
+    assert_eq!(
+        (second.status, second.json()["error"]["code"].clone()),
+        (400, json!("content_filter"))
+    );
     assert_eq!(b.hits(), 0);
 }
 
@@ -177,7 +211,10 @@ async fn a_silent_stream_fails_over_at_its_first_token_deadline() {
     assert_eq!(reply.header("x-switchboard-provider"), "b");
     assert_eq!(reply.streamed_text(), "b");
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(1000) && took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(1000) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
 }
 
 #[tokio::test]
@@ -189,9 +226,15 @@ async fn a_stream_cut_midway_ends_with_an_error_event_not_done() {
     assert_eq!(reply.status, 200, "headers went out with the first chunk");
     assert_eq!(reply.streamed_text(), "The answer is");
     let data = reply.sse_data();
-    assert!(!data.contains(&"[DONE]".to_string()), "a cut stream is never complete");
+    assert!(
+        !data.contains(&"[DONE]".to_string()),
+        "a cut stream is never complete"
+    );
     let error: serde_json::Value = serde_json::from_str(data.last().unwrap()).unwrap();
-    assert!(error["error"]["message"].as_str().unwrap().contains("incomplete"), "{error}");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("incomplete"),
+        "{error}"
+    );
     assert_eq!(b.hits(), 0, "no silent failover after bytes reached the caller");
 }
 
@@ -204,20 +247,34 @@ async fn a_stalled_stream_ends_at_the_idle_deadline_with_an_error_event() {
     let reply = post(&gw.chat_url(), &stream_request()).await;
     let took = started.elapsed();
     assert_eq!(reply.streamed_text(), "partial");
-    assert!(reply.sse_data().last().unwrap().contains("no event from the provider"));
-    assert!(took >= Duration::from_millis(1000) && took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        reply
+            .sse_data()
+            .last()
+            .unwrap()
+            .contains("no event from the provider")
+    );
+    assert!(
+        took >= Duration::from_millis(1000) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_malformed_event_mid_stream_ends_with_an_error_event() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     let good = r#"{"id":"x","object":"chat.completion.chunk","created":1,"model":"model-a","choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":null}]}"#;
-    a.set_default(Script::RawStream(format!("data: {good}\n\ndata: {{not json\n\ndata: [DONE]\n\n")));
+    a.set_default(Script::RawStream(format!(
+        "data: {good}\n\ndata: {{not json\n\ndata: [DONE]\n\n"
+    )));
     let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
     let reply = post(&gw.chat_url(), &stream_request()).await;
     let data = reply.sse_data();
     assert_eq!(reply.streamed_text(), "ok");
-    assert!(data.last().unwrap().contains("malformed stream event"), "{data:?}");
+    assert!(
+        data.last().unwrap().contains("malformed stream event"),
+        "{data:?}"
+    );
     assert!(!data.contains(&"[DONE]".to_string()));
 }
 
@@ -230,5 +287,10 @@ async fn a_stream_without_done_is_not_passed_off_as_complete() {
     let reply = post(&gw.chat_url(), &stream_request()).await;
     let data = reply.sse_data();
     assert_eq!(reply.streamed_text(), "half");
-    assert!(data.last().unwrap().contains("ended before the answer was complete"), "{data:?}");
+    assert!(
+        data.last()
+            .unwrap()
+            .contains("ended before the answer was complete"),
+        "{data:?}"
+    );
 }

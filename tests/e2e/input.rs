@@ -10,11 +10,19 @@ fn keyed(a: &MockProvider, b: &MockProvider) -> String {
     )
 }
 
-const ENV: &[(&str, &str)] = &[("KEY_A", "ka"), ("KEY_B", "kb"), ("GW_FULL", "sk-gw-full"), ("GW_LIMITED", "sk-gw-limited")];
+const ENV: &[(&str, &str)] = &[
+    ("KEY_A", "ka"),
+    ("KEY_B", "kb"),
+    ("GW_FULL", "sk-gw-full"),
+    ("GW_LIMITED", "sk-gw-limited"),
+];
 
 fn error_of(reply: &Reply) -> serde_json::Value {
     let body = reply.json();
-    assert!(body["error"]["message"].is_string(), "OpenAI error format: {body}");
+    assert!(
+        body["error"]["message"].is_string(),
+        "OpenAI error format: {body}"
+    );
     assert!(body["error"]["type"].is_string(), "OpenAI error format: {body}");
     body["error"].clone()
 }
@@ -27,10 +35,18 @@ async fn bad_requests_get_clear_errors_and_the_gateway_stays_up() {
 
     let reply = post_with(&url, b"{\"model\": \"chat\", \"messages\": [".to_vec(), &[]).await;
     assert_eq!(reply.status, 400);
-    assert!(error_of(&reply)["message"].as_str().unwrap().contains("parse the JSON"));
+    assert!(
+        error_of(&reply)["message"]
+            .as_str()
+            .unwrap()
+            .contains("parse the JSON")
+    );
 
     let reply = post_with(&url, br#"{"model":"chat"}"#.to_vec(), &[]).await;
-    assert_eq!((reply.status, error_of(&reply)["param"].as_str()), (400, Some("messages")));
+    assert_eq!(
+        (reply.status, error_of(&reply)["param"].as_str()),
+        (400, Some("messages"))
+    );
 
     let reply = post(&url, &chat("no-such-model")).await;
     assert_eq!(reply.status, 404);
@@ -70,7 +86,10 @@ async fn a_request_no_target_can_take_is_refused_before_any_attempt() {
     let mut request = chat("chat");
     request["max_tokens"] = serde_json::json!(100_000);
     let reply = post(&gw.chat_url(), &request).await;
-    assert_eq!((reply.status, error_of(&reply)["code"].as_str()), (400, Some("context_length_exceeded")));
+    assert_eq!(
+        (reply.status, error_of(&reply)["code"].as_str()),
+        (400, Some("context_length_exceeded"))
+    );
     assert_eq!(a.hits() + b.hits(), 0);
 }
 
@@ -82,28 +101,67 @@ async fn gateway_keys_are_required_and_scoped() {
     let body = chat("chat").to_string().into_bytes();
 
     let reply = post_with(&url, body.clone(), &[]).await;
-    assert_eq!((reply.status, error_of(&reply)["code"].as_str()), (401, Some("invalid_api_key")));
+    assert_eq!(
+        (reply.status, error_of(&reply)["code"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
     let reply = post_with(&url, body.clone(), &[("authorization", "Bearer sk-wrong")]).await;
     assert_eq!(reply.status, 401);
     let reply = post_with(&url, body.clone(), &[("authorization", "Bearer sk-gw-limited")]).await;
     assert_eq!(reply.status, 403, "the limited key may not use `chat`");
     let reply = post_with(&url, body, &[("authorization", "Bearer sk-gw-full")]).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(a.seen()[0].headers["authorization"], "Bearer ka", "the caller's key is never forwarded");
+    assert_eq!(
+        a.seen()[0].headers["authorization"],
+        "Bearer ka",
+        "the caller's key is never forwarded"
+    );
 
-    let models = get(&format!("{}/v1/models", gw.url), &[("authorization", "Bearer sk-gw-limited")]).await.json();
-    assert_eq!(models["data"].as_array().unwrap().len(), 1, "a key sees only its routes");
+    let models = get(
+        &format!("{}/v1/models", gw.url),
+        &[("authorization", "Bearer sk-gw-limited")],
+    )
+    .await
+    .json();
+    assert_eq!(
+        models["data"].as_array().unwrap().len(),
+        1,
+        "a key sees only its routes"
+    );
     assert_eq!(get(&format!("{}/v1/models", gw.url), &[]).await.status, 401);
-    assert_eq!(get(&format!("{}/admin/plugins", gw.url), &[("authorization", "Bearer sk-gw-limited")]).await.status, 403);
-    assert_eq!(get(&format!("{}/admin/plugins", gw.url), &[("authorization", "Bearer sk-gw-full")]).await.status, 200);
-    assert!(!gw.logs().contains("sk-gw-full") && !gw.logs().contains("sk-wrong"), "keys are never logged");
+    assert_eq!(
+        get(
+            &format!("{}/admin/plugins", gw.url),
+            &[("authorization", "Bearer sk-gw-limited")]
+        )
+        .await
+        .status,
+        403
+    );
+    assert_eq!(
+        get(
+            &format!("{}/admin/plugins", gw.url),
+            &[("authorization", "Bearer sk-gw-full")]
+        )
+        .await
+        .status,
+        200
+    );
+    assert!(
+        !gw.logs().contains("sk-gw-full") && !gw.logs().contains("sk-wrong"),
+        "keys are never logged"
+    );
 }
 
 #[tokio::test]
 async fn config_errors_name_the_file_the_key_and_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
-    std::fs::write(&file, "[providers.x]\nadapter = \"openai\"\nbase_url = \"ftp://nope\"\n[providers.x.models.m]\n").unwrap();
+    std::fs::write(
+        &file,
+        "[providers.x]\nadapter = \"openai\"\nbase_url = \"ftp://nope\"\n[providers.x.models.m]\n",
+    )
+    .unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["--check", "--config"])
         .arg(&file)
@@ -112,5 +170,10 @@ async fn config_errors_name_the_file_the_key_and_the_reason() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("bad.toml") && stderr.contains("providers.x.base_url") && stderr.contains("not an http(s) URL"), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml")
+            && stderr.contains("providers.x.base_url")
+            && stderr.contains("not an http(s) URL"),
+        "{stderr}"
+    );
 }

@@ -28,8 +28,17 @@ async fn plugins_admin(gw: &Gateway) -> serde_json::Value {
 #[tokio::test]
 async fn a_policy_swapped_on_disk_takes_over_without_failing_a_request() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
-    let gw = Gateway::start_with_files(&custom_policy(&a, &b, "{}"), KEYS, &[("policies", "custom.wasm", wasm(PRIORITY))]);
-    assert_eq!(post(&gw.chat_url(), &chat("chat")).await.header("x-switchboard-provider"), "a");
+    let gw = Gateway::start_with_files(
+        &custom_policy(&a, &b, "{}"),
+        KEYS,
+        &[("policies", "custom.wasm", wasm(PRIORITY))],
+    );
+    assert_eq!(
+        post(&gw.chat_url(), &chat("chat"))
+            .await
+            .header("x-switchboard-provider"),
+        "a"
+    );
 
     // Keep requests running while the file is replaced.
     let url = gw.chat_url();
@@ -40,7 +49,12 @@ async fn a_policy_swapped_on_disk_takes_over_without_failing_a_request() {
             let request = chat("chat");
             let replies = futures_util::future::join_all((0..4).map(|_| post(&url, &request))).await;
             for reply in replies {
-                assert_eq!(reply.status, 200, "no request fails during a swap: {}", reply.text());
+                assert_eq!(
+                    reply.status,
+                    200,
+                    "no request fails during a swap: {}",
+                    reply.text()
+                );
                 providers.push(reply.header("x-switchboard-provider").to_string());
             }
         }
@@ -48,25 +62,53 @@ async fn a_policy_swapped_on_disk_takes_over_without_failing_a_request() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The misbehave guest, in its default mode, is a well-behaved last-first policy.
-    install(&gw.policy_dir(), "custom.wasm", &std::fs::read(wasm(MISBEHAVE)).unwrap());
+    install(
+        &gw.policy_dir(),
+        "custom.wasm",
+        &std::fs::read(wasm(MISBEHAVE)).unwrap(),
+    );
     let providers = load.await.unwrap();
     assert_eq!(providers.first().map(String::as_str), Some("a"));
-    assert_eq!(providers.last().map(String::as_str), Some("b"), "the new policy is serving");
+    assert_eq!(
+        providers.last().map(String::as_str),
+        Some("b"),
+        "the new policy is serving"
+    );
     assert!(gw.logs().contains("plugin loaded"));
 }
 
 #[tokio::test]
 async fn a_broken_or_foreign_file_is_refused_and_the_last_good_version_keeps_serving() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
-    let gw = Gateway::start_with_files(&custom_policy(&a, &b, "{}"), KEYS, &[("policies", "custom.wasm", wasm(PRIORITY))]);
+    let gw = Gateway::start_with_files(
+        &custom_policy(&a, &b, "{}"),
+        KEYS,
+        &[("policies", "custom.wasm", wasm(PRIORITY))],
+    );
 
-    install(&gw.policy_dir(), "custom.wasm", b"\0asm\x01\0\0\0 truncated garbage");
-    assert!(gw.wait_for_log("plugin refused", Duration::from_secs(10)).await, "{}", gw.logs());
+    install(
+        &gw.policy_dir(),
+        "custom.wasm",
+        b"\0asm\x01\0\0\0 truncated garbage",
+    );
+    assert!(
+        gw.wait_for_log("plugin refused", Duration::from_secs(10)).await,
+        "{}",
+        gw.logs()
+    );
     let reply = post(&gw.chat_url(), &chat("chat")).await;
-    assert_eq!((reply.status, reply.header("x-switchboard-provider")), (200, "a"), "the last good version serves");
+    assert_eq!(
+        (reply.status, reply.header("x-switchboard-provider")),
+        (200, "a"),
+        "the last good version serves"
+    );
 
     // An adapter is not a policy: refused with the contract named.
-    install(&gw.policy_dir(), "custom.wasm", &std::fs::read(wasm(OPENAI)).unwrap());
+    install(
+        &gw.policy_dir(),
+        "custom.wasm",
+        &std::fs::read(wasm(OPENAI)).unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = loop {
         let refused = plugins_admin(&gw).await["refused"].as_array().unwrap().clone();
@@ -77,21 +119,51 @@ async fn a_broken_or_foreign_file_is_refused_and_the_last_good_version_keeps_ser
     };
     assert_eq!(refused.len(), 2, "{refused:?}");
     assert!(refused[0]["file"].as_str().unwrap().ends_with("custom.wasm"));
-    assert!(refused[0]["reason"].as_str().unwrap().contains("not a valid Wasm component"), "{refused:?}");
-    assert!(refused[1]["reason"].as_str().unwrap().contains("does not export `switchboard:plugin/router@0.1.x`"), "{refused:?}");
-    assert_eq!(post(&gw.chat_url(), &chat("chat")).await.header("x-switchboard-provider"), "a");
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid Wasm component"),
+        "{refused:?}"
+    );
+    assert!(
+        refused[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not export `switchboard:plugin/router@0.1.x`"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        post(&gw.chat_url(), &chat("chat"))
+            .await
+            .header("x-switchboard-provider"),
+        "a"
+    );
     let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
-    assert!(metrics.contains("switchboard_plugin_refusals_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("switchboard_plugin_refusals_total 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn a_plugin_built_for_another_contract_version_is_refused_with_a_clear_message() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
-    install(&gw.policy_dir(), "future.wasm", &std::fs::read(wasm("switchboard_test_future")).unwrap());
+    install(
+        &gw.policy_dir(),
+        "future.wasm",
+        &std::fs::read(wasm("switchboard_test_future")).unwrap(),
+    );
     assert!(gw.wait_for_log("plugin refused", Duration::from_secs(10)).await);
-    let refused = plugins_admin(&gw).await["refused"][0]["reason"].as_str().unwrap().to_string();
-    assert!(refused.contains("built for switchboard:plugin@0.2.0") && refused.contains("0.1.x"), "{refused}");
+    let refused = plugins_admin(&gw).await["refused"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        refused.contains("built for switchboard:plugin@0.2.0") && refused.contains("0.1.x"),
+        "{refused}"
+    );
 }
 
 #[tokio::test]
@@ -100,15 +172,38 @@ async fn a_new_adapter_dropped_in_serves_a_provider_without_a_restart() {
     // Provider `a` uses adapter `shiny`, which does not exist yet: its attempts fail over to `b`.
     let config = two_providers(&a, &b, "").replacen("adapter = \"openai\"", "adapter = \"shiny\"", 1);
     let gw = Gateway::start_with_files(&config, KEYS, &[("adapters", "shiny.wasm", wasm(OPENAI))]);
-    assert_eq!(post(&gw.chat_url(), &chat("chat")).await.header("x-switchboard-provider"), "a");
+    assert_eq!(
+        post(&gw.chat_url(), &chat("chat"))
+            .await
+            .header("x-switchboard-provider"),
+        "a"
+    );
     std::fs::remove_file(gw.adapter_dir().join("shiny.wasm")).unwrap();
-    assert!(gw.wait_for_log("plugin file removed", Duration::from_secs(10)).await);
+    assert!(
+        gw.wait_for_log("plugin file removed", Duration::from_secs(10))
+            .await
+    );
     let reply = post(&gw.chat_url(), &chat("chat")).await;
-    assert_eq!(reply.header("x-switchboard-provider"), "b", "without its adapter `a` is skipped");
-    install(&gw.adapter_dir(), "shiny.wasm", &std::fs::read(wasm(OPENAI)).unwrap());
-    assert!(gw.wait_for_log("\"plugin\":\"shiny\"", Duration::from_secs(10)).await);
+    assert_eq!(
+        reply.header("x-switchboard-provider"),
+        "b",
+        "without its adapter `a` is skipped"
+    );
+    install(
+        &gw.adapter_dir(),
+        "shiny.wasm",
+        &std::fs::read(wasm(OPENAI)).unwrap(),
+    );
+    assert!(
+        gw.wait_for_log("\"plugin\":\"shiny\"", Duration::from_secs(10))
+            .await
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while post(&gw.chat_url(), &chat("chat")).await.header("x-switchboard-provider") != "a" {
+    while post(&gw.chat_url(), &chat("chat"))
+        .await
+        .header("x-switchboard-provider")
+        != "a"
+    {
         assert!(Instant::now() < deadline, "the dropped-in adapter serves again");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -123,10 +218,20 @@ async fn a_misbehaving_policy_never_fails_the_request() {
         let started = Instant::now();
         let reply = post(&gw.chat_url(), &chat("chat")).await;
         assert_eq!(reply.status, 200, "{mode}: {}", reply.text());
-        assert_eq!(reply.header("x-switchboard-provider"), "a", "{mode}: the configured order serves");
-        assert!(started.elapsed() < Duration::from_secs(5), "{mode}: the sandbox deadline fired");
+        assert_eq!(
+            reply.header("x-switchboard-provider"),
+            "a",
+            "{mode}: the configured order serves"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{mode}: the sandbox deadline fired"
+        );
         let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
-        assert!(metrics.contains("switchboard_policy_fallbacks_total{plugin=\"custom\""), "{mode}: {metrics}");
+        assert!(
+            metrics.contains("switchboard_policy_fallbacks_total{plugin=\"custom\""),
+            "{mode}: {metrics}"
+        );
     }
 }
 
@@ -139,13 +244,17 @@ async fn a_misbehaving_adapter_costs_one_attempt_and_nothing_else() {
             &format!("adapter = \"misbehave\"\noptions = {{ mode = \"{mode}\" }}"),
             1,
         );
-        let mut gw = Gateway::start_with_files(&config, KEYS, &[("adapters", "misbehave.wasm", wasm(MISBEHAVE))]);
+        let mut gw =
+            Gateway::start_with_files(&config, KEYS, &[("adapters", "misbehave.wasm", wasm(MISBEHAVE))]);
         let reply = post(&gw.chat_url(), &chat("chat")).await;
         assert_eq!(reply.status, 200, "{mode}: {}", reply.text());
         assert_eq!(reply.header("x-switchboard-provider"), "b");
         assert_eq!(a.hits(), 0, "{mode}: the broken adapter never built a request");
         let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
-        assert!(metrics.contains("switchboard_plugin_failures_total{plugin=\"misbehave\""), "{mode}: {metrics}");
+        assert!(
+            metrics.contains("switchboard_plugin_failures_total{plugin=\"misbehave\""),
+            "{mode}: {metrics}"
+        );
         assert!(gw.is_running());
     }
 }

@@ -22,9 +22,15 @@ async fn answers_through_the_first_target_with_its_credential() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].path, "/v1/chat/completions");
     assert_eq!(seen[0].headers["authorization"], "Bearer secret-key-a");
-    assert_eq!(seen[0].body["model"], "model-a", "the route name is replaced by the target model");
+    assert_eq!(
+        seen[0].body["model"], "model-a",
+        "the route name is replaced by the target model"
+    );
     assert_eq!(b.hits(), 0);
-    assert!(!gw.logs().contains("secret-key-a"), "credentials never reach the logs");
+    assert!(
+        !gw.logs().contains("secret-key-a"),
+        "credentials never reach the logs"
+    );
 }
 
 #[tokio::test]
@@ -53,7 +59,14 @@ async fn passes_tools_images_and_response_format_through_unchanged() {
     let reply = post(&gw.chat_url(), &request).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let sent = &a.seen()[0].body;
-    for field in ["messages", "tools", "tool_choice", "response_format", "temperature", "some_future_field"] {
+    for field in [
+        "messages",
+        "tools",
+        "tool_choice",
+        "response_format",
+        "temperature",
+        "some_future_field",
+    ] {
         assert_eq!(sent[field], request[field], "{field} passes through");
     }
 }
@@ -72,7 +85,10 @@ async fn streams_chunks_and_usage_only_when_asked() {
     assert_eq!(reply.streamed_text(), "Hello from a stream");
     let data = reply.sse_data();
     assert_eq!(data.last().unwrap(), "[DONE]");
-    assert!(!reply.text().contains("\"usage\""), "no usage chunk unless the caller asked");
+    assert!(
+        !reply.text().contains("\"usage\""),
+        "no usage chunk unless the caller asked"
+    );
     // The gateway always asks upstream for usage, to account the stream.
     assert_eq!(a.seen()[0].body["stream_options"]["include_usage"], true);
 
@@ -83,7 +99,10 @@ async fn streams_chunks_and_usage_only_when_asked() {
     assert_eq!(usage["usage"]["completion_tokens"], 7);
 
     let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
-    assert!(metrics.contains(r#"switchboard_tokens_total{provider="a",model="model-a",kind="completion"} 14"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"switchboard_tokens_total{provider="a",model="model-a",kind="completion"} 14"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -110,7 +129,12 @@ async fn lists_models_and_reports_health_and_readiness() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     let gw = Gateway::start(&two_providers(&a, &b, "aliases = [\"default\"]"), KEYS);
     let models = get(&format!("{}/v1/models", gw.url), &[]).await.json();
-    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["chat", "default"]);
     assert_eq!(get(&format!("{}/healthz", gw.url), &[]).await.status, 200);
     assert_eq!(get(&format!("{}/readyz", gw.url), &[]).await.status, 200);
@@ -128,5 +152,10 @@ async fn the_default_config_answers_without_any_provider_key() {
     let reply = post(&gw.chat_url(), &chat("gpt-4o-mini")).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("x-switchboard-provider"), "simulated");
-    assert!(reply.json()["choices"][0]["message"]["content"].as_str().unwrap().contains("simulated"));
+    assert!(
+        reply.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("simulated")
+    );
 }

@@ -6,12 +6,19 @@ use crate::support::*;
 async fn the_official_python_sdk_works_unchanged() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     a.set_default(Script::Answer("Hello from the mock"));
-    let config = format!("{}\n[[gateway_keys]]\nname = \"sdk\"\nkey_env = \"GW_KEY\"\n", two_providers(&a, &b, ""));
+    let config = format!(
+        "{}\n[[gateway_keys]]\nname = \"sdk\"\nkey_env = \"GW_KEY\"\n",
+        two_providers(&a, &b, "")
+    );
     let gw = Gateway::start(&config, &[("KEY_A", "ka"), ("KEY_B", "kb"), ("GW_KEY", "sk-sdk")]);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sdk/openai_sdk.py");
     let url = gw.url.clone();
     let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3").arg(script).arg(url).arg("sk-sdk").output()
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(url)
+            .arg("sk-sdk")
+            .output()
     })
     .await
     .unwrap()
@@ -19,7 +26,13 @@ async fn the_official_python_sdk_works_unchanged() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "SDK checks failed:\n{stdout}\n{stderr}");
-    for check in ["non-streaming: ok", "streaming: ok", "models: ok", "not found: ok", "auth: ok"] {
+    for check in [
+        "non-streaming: ok",
+        "streaming: ok",
+        "models: ok",
+        "not found: ok",
+        "auth: ok",
+    ] {
         assert!(stdout.contains(check), "{check} missing:\n{stdout}");
     }
 }

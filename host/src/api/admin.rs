@@ -13,7 +13,9 @@ fn authorize(gw: &Gateway, headers: &http::HeaderMap) -> Result<(), ApiError> {
     if caller.is_admin() {
         Ok(())
     } else {
-        Err(ApiError::forbidden("This gateway key may not use the admin endpoints."))
+        Err(ApiError::forbidden(
+            "This gateway key may not use the admin endpoints.",
+        ))
     }
 }
 
@@ -25,7 +27,11 @@ pub fn plugins(gw: &Gateway, headers: &http::HeaderMap) -> Result<http::Response
         .values()
         .map(|a| json!({"name": a.name, "version": a.version, "source": a.source}))
         .collect();
-    let mut policies: Vec<_> = set.policies.values().map(|p| json!({"name": p.name, "source": p.source})).collect();
+    let mut policies: Vec<_> = set
+        .policies
+        .values()
+        .map(|p| json!({"name": p.name, "source": p.source}))
+        .collect();
     adapters.sort_by_key(|v| v["name"].as_str().unwrap_or_default().to_string());
     policies.sort_by_key(|v| v["name"].as_str().unwrap_or_default().to_string());
     Ok(json_response(

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 /// Handle one chat completion; returns the route it resolved to (for metrics).
-pub async fn handle(gw: &Arc<Gateway>, request: http::Request<Incoming>) -> (Option<usize>, Result<http::Response<Body>, ApiError>) {
+pub async fn handle(
+    gw: &Arc<Gateway>,
+    request: http::Request<Incoming>,
+) -> (Option<usize>, Result<http::Response<Body>, ApiError>) {
     let started = Instant::now();
     let mut route = None;
     let result = serve(gw, request, started, &mut route).await;
@@ -30,7 +33,11 @@ async fn serve(
     let bytes = read_body(&parts.headers, body, gw.config.server.max_body_bytes).await?;
     let mut body = parse(&bytes)?;
     let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
-    let route_index = *gw.config.route_names.get(model).ok_or_else(|| ApiError::unknown_model(model))?;
+    let route_index = *gw
+        .config
+        .route_names
+        .get(model)
+        .ok_or_else(|| ApiError::unknown_model(model))?;
     *resolved = Some(route_index);
     caller.may_use(&gw.config.routes[route_index])?;
 
@@ -39,7 +46,16 @@ async fn serve(
     let plugins = gw.registry.snapshot();
     let plan = routing::plan(gw, &plugins, route_index, &facts).await?;
     if facts.stream {
-        streaming::serve(gw.clone(), plugins, route_index, plan, body, facts.include_usage, started).await
+        streaming::serve(
+            gw.clone(),
+            plugins,
+            route_index,
+            plan,
+            body,
+            facts.include_usage,
+            started,
+        )
+        .await
     } else {
         attempt::complete(gw, &plugins, route_index, plan, &mut body, started).await
     }
@@ -60,7 +76,8 @@ async fn read_body(headers: &http::HeaderMap, mut body: Incoming, limit: usize) 
     let mut drained = 0usize;
     let drain_until = Instant::now() + DRAIN_TIME;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::invalid_request(format!("Could not read the request body: {e}")))?;
+        let frame =
+            frame.map_err(|e| ApiError::invalid_request(format!("Could not read the request body: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
         if !too_large && buffer.len() + data.len() > limit {
             too_large = true;
@@ -87,20 +104,41 @@ fn parse(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
         ApiError::invalid_request(format!("We could not parse the JSON body of your request: {e}"))
     })?;
     let Value::Object(body) = value else {
-        return Err(ApiError::invalid_request("The request body must be a JSON object."));
+        return Err(ApiError::invalid_request(
+            "The request body must be a JSON object.",
+        ));
     };
     match body.get("model") {
         Some(Value::String(m)) if !m.is_empty() => {}
-        _ => return Err(ApiError::invalid_param("model", "You must provide a model parameter.")),
+        _ => {
+            return Err(ApiError::invalid_param(
+                "model",
+                "You must provide a model parameter.",
+            ));
+        }
     }
     let messages = match body.get("messages") {
         Some(Value::Array(messages)) if !messages.is_empty() => messages,
-        _ => return Err(ApiError::invalid_param("messages", "`messages` must be a non-empty array.")),
+        _ => {
+            return Err(ApiError::invalid_param(
+                "messages",
+                "`messages` must be a non-empty array.",
+            ));
+        }
     };
-    if let Some(i) = messages.iter().position(|m| m.get("role").and_then(Value::as_str).is_none()) {
-        return Err(ApiError::invalid_param("messages", format!("messages[{i}] must be an object with a string `role`.")));
+    if let Some(i) = messages
+        .iter()
+        .position(|m| m.get("role").and_then(Value::as_str).is_none())
+    {
+        return Err(ApiError::invalid_param(
+            "messages",
+            format!("messages[{i}] must be an object with a string `role`."),
+        ));
     }
-    if body.get("stream").is_some_and(|s| !s.is_boolean() && !s.is_null()) {
+    if body
+        .get("stream")
+        .is_some_and(|s| !s.is_boolean() && !s.is_null())
+    {
         return Err(ApiError::invalid_param("stream", "`stream` must be a boolean."));
     }
     Ok(body)
@@ -115,14 +153,24 @@ mod tests {
         for (body, needle) in [
             (&b"{not json"[..], "could not parse"),
             (b"[1]", "JSON object"),
-            (b"{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", "model"),
+            (
+                b"{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+                "model",
+            ),
             (b"{\"model\":\"m\",\"messages\":[]}", "messages"),
             (b"{\"model\":\"m\",\"messages\":[{\"content\":\"hi\"}]}", "role"),
-            (b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"stream\":\"yes\"}", "stream"),
+            (
+                b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"stream\":\"yes\"}",
+                "stream",
+            ),
         ] {
             let error = parse(body).unwrap_err();
             assert_eq!(error.status, 400);
-            assert!(error.message.contains(needle), "{} should mention {needle}", error.message);
+            assert!(
+                error.message.contains(needle),
+                "{} should mention {needle}",
+                error.message
+            );
         }
         assert!(parse(b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}").is_ok());
     }

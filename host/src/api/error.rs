@@ -20,8 +20,20 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, code: Option<&'static str>, message: impl Into<String>) -> Self {
-        ApiError { status, kind, code, param: None, message: message.into(), retry_after: None }
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: Option<&'static str>,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            kind,
+            code,
+            param: None,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     pub fn invalid_request(message: impl Into<String>) -> Self {
@@ -29,15 +41,28 @@ impl ApiError {
     }
 
     pub fn invalid_param(param: &'static str, message: impl Into<String>) -> Self {
-        ApiError { param: Some(param), ..Self::invalid_request(message) }
+        ApiError {
+            param: Some(param),
+            ..Self::invalid_request(message)
+        }
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", Some("invalid_api_key"), message)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            message,
+        )
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "permission_error", Some("model_not_allowed"), message)
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            Some("model_not_allowed"),
+            message,
+        )
     }
 
     pub fn unknown_model(model: &str) -> Self {
@@ -47,17 +72,29 @@ impl ApiError {
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
                 Some("model_not_found"),
-                format!("The model `{model}` does not exist on this gateway. GET /v1/models lists the models you can use."),
+                format!(
+                    "The model `{model}` does not exist on this gateway. GET /v1/models lists the models you can use."
+                ),
             )
         }
     }
 
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", Some("unknown_url"), "Unknown endpoint.")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("unknown_url"),
+            "Unknown endpoint.",
+        )
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", None, "Method not allowed for this endpoint.")
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            None,
+            "Method not allowed for this endpoint.",
+        )
     }
 
     pub fn too_large(limit: usize) -> Self {
@@ -70,30 +107,60 @@ impl ApiError {
     }
 
     pub fn context_length(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", Some("context_length_exceeded"), message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("context_length_exceeded"),
+            message,
+        )
     }
 
     pub fn content_filter(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", Some("content_filter"), message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("content_filter"),
+            message,
+        )
     }
 
     pub fn rate_limited(message: impl Into<String>, retry_after: Duration) -> Self {
         ApiError {
             retry_after: Some(retry_after),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("rate_limit_exceeded"), message)
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
+                message,
+            )
         }
     }
 
     pub fn bad_gateway(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_GATEWAY, "api_error", Some("upstream_error"), message)
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "api_error",
+            Some("upstream_error"),
+            message,
+        )
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", Some("upstream_unavailable"), message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            Some("upstream_unavailable"),
+            message,
+        )
     }
 
     pub fn gateway_timeout(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::GATEWAY_TIMEOUT, "api_error", Some("upstream_timeout"), message)
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "api_error",
+            Some("upstream_timeout"),
+            message,
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -110,7 +177,10 @@ impl ApiError {
             .status(self.status)
             .header(http::header::CONTENT_TYPE, "application/json");
         if let Some(wait) = self.retry_after {
-            builder = builder.header(http::header::RETRY_AFTER, wait.as_secs_f64().ceil().max(1.0).to_string());
+            builder = builder.header(
+                http::header::RETRY_AFTER,
+                wait.as_secs_f64().ceil().max(1.0).to_string(),
+            );
         }
         builder
             .body(full(serde_json::to_vec(&self.to_json()).expect("serialisable")))

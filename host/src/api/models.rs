@@ -15,5 +15,8 @@ pub fn list(gw: &Gateway, headers: &http::HeaderMap) -> Result<http::Response<Bo
         .flat_map(|route| std::iter::once(&route.name).chain(&route.aliases))
         .map(|name| json!({"id": name, "object": "model", "created": 0, "owned_by": "switchboard"}))
         .collect();
-    Ok(json_response(http::StatusCode::OK, &json!({"object": "list", "data": data})))
+    Ok(json_response(
+        http::StatusCode::OK,
+        &json!({"object": "list", "data": data}),
+    ))
 }

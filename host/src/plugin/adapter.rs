@@ -13,8 +13,8 @@ pub mod wit {
         path: "../wit",
         exports: { default: async },
     });
-    pub use exports::switchboard::plugin::provider::*;
     pub use self::switchboard::plugin::types::{Capabilities, Usage};
+    pub use exports::switchboard::plugin::provider::*;
 }
 
 /// One loaded version of an adapter, pre-instantiated; each call gets a fresh
@@ -30,8 +30,16 @@ pub struct AdapterPlugin {
 
 impl AdapterPlugin {
     /// Compile, check the contract, pre-instantiate and smoke-call `describe`.
-    pub async fn load(runtime: &Arc<PluginRuntime>, name: &str, source: String, bytes: Vec<u8>) -> Result<Self, String> {
-        let component = runtime.compile(bytes).await.map_err(|e| format!("not a valid Wasm component: {e:#}"))?;
+    pub async fn load(
+        runtime: &Arc<PluginRuntime>,
+        name: &str,
+        source: String,
+        bytes: Vec<u8>,
+    ) -> Result<Self, String> {
+        let component = runtime
+            .compile(bytes)
+            .await
+            .map_err(|e| format!("not a valid Wasm component: {e:#}"))?;
         contract::check(runtime.engine(), &component, "provider")?;
         let pre = runtime
             .linker()
@@ -46,7 +54,10 @@ impl AdapterPlugin {
             pre,
             runtime: runtime.clone(),
         };
-        let info = plugin.describe().await.map_err(|e| format!("smoke call failed: {e}"))?;
+        let info = plugin
+            .describe()
+            .await
+            .map_err(|e| format!("smoke call failed: {e}"))?;
         plugin.version = info.version;
         plugin.capabilities = info.capabilities;
         Ok(plugin)
@@ -54,10 +65,14 @@ impl AdapterPlugin {
 
     async fn instantiate(&self) -> Result<(Store<Sandbox>, wit::Adapter), PluginError> {
         let mut store = self.runtime.store();
-        let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| PluginError::Instantiate {
-            plugin: self.name.clone(),
-            detail: format!("{e:#}"),
-        })?;
+        let instance =
+            self.pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| PluginError::Instantiate {
+                    plugin: self.name.clone(),
+                    detail: format!("{e:#}"),
+                })?;
         Ok((store, instance))
     }
 
@@ -71,13 +86,21 @@ impl AdapterPlugin {
     }
 
     pub async fn describe(&self) -> Result<wit::AdapterInfo, PluginError> {
-        self.call(async |guest, store| guest.call_describe(store).await).await
+        self.call(async |guest, store| guest.call_describe(store).await)
+            .await
     }
 
-    pub async fn build_request(&self, request: &[u8], target: &wit::Target) -> Result<wit::OutboundRequest, PluginError> {
+    pub async fn build_request(
+        &self,
+        request: &[u8],
+        target: &wit::Target,
+    ) -> Result<wit::OutboundRequest, PluginError> {
         self.call(async |guest, store| guest.call_build_request(store, request, target).await)
             .await?
-            .map_err(|reason| PluginError::Refused { plugin: self.name.clone(), reason })
+            .map_err(|reason| PluginError::Refused {
+                plugin: self.name.clone(),
+                reason,
+            })
     }
 
     /// The outer error is the plugin failing; the inner one the adapter's
@@ -123,7 +146,12 @@ impl AdapterPlugin {
             .call_constructor(&mut store, target, include_usage)
             .await
             .map_err(|e| self.runtime.call_error(&self.name, &store, e))?;
-        Ok(StreamSession { store, instance, decoder, plugin: self.clone() })
+        Ok(StreamSession {
+            store,
+            instance,
+            decoder,
+            plugin: self.clone(),
+        })
     }
 }
 
@@ -138,7 +166,10 @@ pub struct StreamSession {
 impl StreamSession {
     /// Feed one upstream event. The outer error is the plugin failing; the
     /// inner one a provider error the adapter found in the stream.
-    pub async fn feed(&mut self, event: &wit::SseEvent) -> Result<Result<wit::Decoded, wit::ProviderError>, PluginError> {
+    pub async fn feed(
+        &mut self,
+        event: &wit::SseEvent,
+    ) -> Result<Result<wit::Decoded, wit::ProviderError>, PluginError> {
         self.plugin.runtime.rearm(&mut self.store);
         let decoded = self
             .instance
@@ -148,7 +179,10 @@ impl StreamSession {
             .await
             .map_err(|e| self.plugin.runtime.call_error(&self.plugin.name, &self.store, e))?;
         if let Ok(decoded) = &decoded
-            && decoded.chunks.iter().any(|c| serde_json::from_slice::<serde::de::IgnoredAny>(c).is_err())
+            && decoded
+                .chunks
+                .iter()
+                .any(|c| serde_json::from_slice::<serde::de::IgnoredAny>(c).is_err())
         {
             return Err(PluginError::Contract {
                 plugin: self.plugin.name.clone(),

@@ -38,6 +38,10 @@ pub fn check(engine: &Engine, component: &Component, interface: &str) -> Result<
         "it does not export `{prefix}@{}.{}.x` (exports: {})",
         CONTRACT_VERSION.0,
         CONTRACT_VERSION.1,
-        if others.is_empty() { "none".to_string() } else { others.join(", ") }
+        if others.is_empty() {
+            "none".to_string()
+        } else {
+            others.join(", ")
+        }
     ))
 }

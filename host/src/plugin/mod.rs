@@ -8,8 +8,8 @@ mod registry;
 mod sandbox;
 mod watch;
 
-pub use adapter::{AdapterPlugin, StreamSession};
 pub use adapter::wit as adapter_wit;
+pub use adapter::{AdapterPlugin, StreamSession};
 pub use policy::PolicyPlugin;
 pub use policy::wit as policy_wit;
 pub use registry::{PluginKind, PluginSet, Refusal, Registry};

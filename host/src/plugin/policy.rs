@@ -11,8 +11,8 @@ pub mod wit {
         path: "../wit",
         exports: { default: async },
     });
-    pub use exports::switchboard::plugin::router::*;
     pub use self::switchboard::plugin::types::Capabilities;
+    pub use exports::switchboard::plugin::router::*;
 }
 
 /// One loaded version of a policy, pre-instantiated.
@@ -25,15 +25,28 @@ pub struct PolicyPlugin {
 
 impl PolicyPlugin {
     /// Compile, check the contract, pre-instantiate and smoke-call it.
-    pub async fn load(runtime: &Arc<PluginRuntime>, name: &str, source: String, bytes: Vec<u8>) -> Result<Self, String> {
-        let component = runtime.compile(bytes).await.map_err(|e| format!("not a valid Wasm component: {e:#}"))?;
+    pub async fn load(
+        runtime: &Arc<PluginRuntime>,
+        name: &str,
+        source: String,
+        bytes: Vec<u8>,
+    ) -> Result<Self, String> {
+        let component = runtime
+            .compile(bytes)
+            .await
+            .map_err(|e| format!("not a valid Wasm component: {e:#}"))?;
         contract::check(runtime.engine(), &component, "router")?;
         let pre = runtime
             .linker()
             .instantiate_pre(&component)
             .and_then(wit::PolicyPre::new)
             .map_err(|e| format!("it needs imports the sandbox does not provide: {e:#}"))?;
-        let plugin = PolicyPlugin { name: name.to_string(), source, pre, runtime: runtime.clone() };
+        let plugin = PolicyPlugin {
+            name: name.to_string(),
+            source,
+            pre,
+            runtime: runtime.clone(),
+        };
         // A policy must at least answer; whether it likes `{}` is its own business.
         match plugin.validate_config("{}").await {
             Ok(()) | Err(PluginError::Refused { .. }) => {}
@@ -47,10 +60,14 @@ impl PolicyPlugin {
         f: impl AsyncFnOnce(&wit::Guest, &mut wasmtime::Store<Sandbox>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         let mut store = self.runtime.store();
-        let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| PluginError::Instantiate {
-            plugin: self.name.clone(),
-            detail: format!("{e:#}"),
-        })?;
+        let instance =
+            self.pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| PluginError::Instantiate {
+                    plugin: self.name.clone(),
+                    detail: format!("{e:#}"),
+                })?;
         let result = f(instance.switchboard_plugin_router(), &mut store).await;
         result.map_err(|e| self.runtime.call_error(&self.name, &store, e))
     }
@@ -58,7 +75,10 @@ impl PolicyPlugin {
     pub async fn validate_config(&self, config: &str) -> Result<(), PluginError> {
         self.call(async |guest, store| guest.call_validate_config(store, config).await)
             .await?
-            .map_err(|reason| PluginError::Refused { plugin: self.name.clone(), reason })
+            .map_err(|reason| PluginError::Refused {
+                plugin: self.name.clone(),
+                reason,
+            })
     }
 
     /// Ask for a plan; every attempt must name one of the candidates.
@@ -71,8 +91,14 @@ impl PolicyPlugin {
         let plan = self
             .call(async |guest, store| guest.call_plan(store, facts, candidates, config).await)
             .await?
-            .map_err(|reason| PluginError::Refused { plugin: self.name.clone(), reason })?;
-        if let Some(bad) = plan.iter().find(|a| !candidates.iter().any(|c| c.index == a.candidate)) {
+            .map_err(|reason| PluginError::Refused {
+                plugin: self.name.clone(),
+                reason,
+            })?;
+        if let Some(bad) = plan
+            .iter()
+            .find(|a| !candidates.iter().any(|c| c.index == a.candidate))
+        {
             return Err(PluginError::Contract {
                 plugin: self.name.clone(),
                 detail: format!("plan names candidate {} which was not offered", bad.candidate),

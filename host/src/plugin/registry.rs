@@ -81,8 +81,12 @@ impl Registry {
                 .map_err(|e| format!("bundled policy `{name}`: {e}"))?;
             self.install_policy(name, Some(plugin));
         }
-        for (kind, dir) in [(PluginKind::Adapter, adapter_dir), (PluginKind::Policy, policy_dir)] {
-            let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        for (kind, dir) in [
+            (PluginKind::Adapter, adapter_dir),
+            (PluginKind::Policy, policy_dir),
+        ] {
+            let entries =
+                std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
             let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
             files.sort();
             for file in files.iter().filter(|f| plugin_name(f).is_some()) {
@@ -104,7 +108,9 @@ impl Registry {
     /// (Re)load one plugin file; compilation runs on the blocking pool.
     /// Returns whether the file is now serving.
     pub async fn reload_file(&self, kind: PluginKind, file: &Path) -> bool {
-        let Some(name) = plugin_name(file) else { return false };
+        let Some(name) = plugin_name(file) else {
+            return false;
+        };
         let source = file.display().to_string();
         let loaded = match tokio::fs::read(file).await {
             Err(e) => Err(format!("cannot read file: {e}")),
@@ -124,7 +130,12 @@ impl Registry {
             }
             Err(reason) => {
                 tracing::error!(kind = ?kind, plugin = name, file = %file.display(), %reason, "plugin refused; the last good version keeps serving");
-                let refusal = Refusal { kind, file: file.to_path_buf(), reason, at: SystemTime::now() };
+                let refusal = Refusal {
+                    kind,
+                    file: file.to_path_buf(),
+                    reason,
+                    at: SystemTime::now(),
+                };
                 (self.on_refusal)(&refusal);
                 let mut refusals = self.refusals.lock().unwrap();
                 if refusals.len() == REFUSALS_KEPT {
@@ -197,7 +208,9 @@ pub fn plugin_name(file: &Path) -> Option<&str> {
     if file.extension()? != "wasm" {
         return None;
     }
-    file.file_stem()?.to_str().filter(|s| !s.is_empty() && !s.starts_with('.'))
+    file.file_stem()?
+        .to_str()
+        .filter(|s| !s.is_empty() && !s.starts_with('.'))
 }
 
 mod unix_seconds {

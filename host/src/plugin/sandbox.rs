@@ -41,7 +41,10 @@ pub struct Sandbox {
 
 impl WasiView for Sandbox {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -93,7 +96,13 @@ impl PluginRuntime {
         let deadline_ticks = (limits.call_timeout.as_millis() as u64)
             .div_ceil(EPOCH_TICK.as_millis() as u64)
             .max(1);
-        Ok(PluginRuntime { engine, linker, limits, deadline_ticks, ticker_stop })
+        Ok(PluginRuntime {
+            engine,
+            linker,
+            limits,
+            deadline_ticks,
+            ticker_stop,
+        })
     }
 
     pub fn linker(&self) -> &Linker<Sandbox> {
@@ -128,7 +137,13 @@ impl PluginRuntime {
             .memory_size(self.limits.memory_bytes)
             .trap_on_grow_failure(true)
             .build();
-        let sandbox = Sandbox { wasi, table: ResourceTable::new(), limits, stderr, ticks_left: self.deadline_ticks };
+        let sandbox = Sandbox {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            stderr,
+            ticks_left: self.deadline_ticks,
+        };
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
@@ -164,7 +179,10 @@ impl PluginRuntime {
         if !stderr.is_empty() {
             detail = format!("{detail}; guest stderr: {stderr}");
         }
-        PluginError::Trap { plugin: plugin.to_string(), detail }
+        PluginError::Trap {
+            plugin: plugin.to_string(),
+            detail,
+        }
     }
 }
 

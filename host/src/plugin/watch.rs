@@ -17,7 +17,11 @@ pub struct FolderWatch {
 }
 
 /// Watch both folders; must be called inside the Tokio runtime.
-pub fn watch_folders(registry: Arc<Registry>, adapter_dir: &Path, policy_dir: &Path) -> Result<FolderWatch, String> {
+pub fn watch_folders(
+    registry: Arc<Registry>,
+    adapter_dir: &Path,
+    policy_dir: &Path,
+) -> Result<FolderWatch, String> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| match result {
         Ok(events) => {
@@ -56,7 +60,9 @@ pub fn watch_folders(registry: Arc<Registry>, adapter_dir: &Path, policy_dir: &P
             }
         }
     });
-    Ok(FolderWatch { _debouncer: debouncer })
+    Ok(FolderWatch {
+        _debouncer: debouncer,
+    })
 }
 
 fn canonical(path: &Path) -> PathBuf {

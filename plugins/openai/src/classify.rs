@@ -37,7 +37,11 @@ pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> Provi
     let message = detail.message.clone().unwrap_or_else(|| {
         let text = String::from_utf8_lossy(body);
         let text = text.trim();
-        if text.is_empty() { format!("HTTP {status}") } else { truncate(text, 500) }
+        if text.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            truncate(text, 500)
+        }
     });
     let mut error = error_from_detail(status, &detail, message);
     if error.class == ErrorClass::RateLimited || matches!(status, 429 | 503) {
@@ -67,10 +71,7 @@ fn error_from_detail(status: u16, detail: &ErrorDetail, message: String) -> Prov
         || lower.contains("context window")
     {
         ErrorClass::ContextLength
-    } else if code == "content_filter"
-        || code == "content_policy_violation"
-        || kind == "content_filter"
-    {
+    } else if code == "content_filter" || code == "content_policy_violation" || kind == "content_filter" {
         ErrorClass::ContentFilter
     } else {
         match status {
@@ -84,7 +85,11 @@ fn error_from_detail(status: u16, detail: &ErrorDetail, message: String) -> Prov
             _ => ErrorClass::Server,
         }
     };
-    ProviderError { class, message, retry_after_ms: None }
+    ProviderError {
+        class,
+        message,
+        retry_after_ms: None,
+    }
 }
 
 /// The wait the provider asked for: `retry-after-ms`, then `retry-after`

@@ -14,8 +14,8 @@ wit_bindgen::generate!({
 });
 
 use exports::switchboard::plugin::provider::{
-    AdapterInfo, Completion, CredentialPlacement, Guest, InboundResponse, OutboundRequest,
-    ProviderError, Target,
+    AdapterInfo, Completion, CredentialPlacement, Guest, InboundResponse, OutboundRequest, ProviderError,
+    Target,
 };
 use options::Options;
 use serde::Deserialize;

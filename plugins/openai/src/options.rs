@@ -69,7 +69,9 @@ impl Options {
         }
         let path = raw.path.unwrap_or_else(|| "/chat/completions".into());
         if !path.starts_with('/') {
-            return Err(format!("invalid openai adapter option path = {path:?}: must start with /"));
+            return Err(format!(
+                "invalid openai adapter option path = {path:?}: must start with /"
+            ));
         }
         Ok(Options {
             path,
@@ -84,7 +86,11 @@ impl Options {
     /// Adjust a canonical request body to what this host accepts.
     pub fn rewrite(&self, body: &mut Map<String, Value>, streaming: bool) {
         if let Some(field) = &self.max_tokens_field {
-            let other = if field == "max_tokens" { "max_completion_tokens" } else { "max_tokens" };
+            let other = if field == "max_tokens" {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
             if let Some(value) = body.remove(other) {
                 body.entry(field.clone()).or_insert(value);
             }

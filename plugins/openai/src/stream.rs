@@ -26,17 +26,28 @@ struct Chunk {
 
 impl GuestStreamDecoder for Decoder {
     fn new(_target: Target, include_usage: bool) -> Self {
-        Decoder { include_usage, done: Cell::new(false) }
+        Decoder {
+            include_usage,
+            done: Cell::new(false),
+        }
     }
 
     fn feed(&self, event: SseEvent) -> Result<Decoded, ProviderError> {
         let data = event.data.trim();
         if data == "[DONE]" {
             self.done.set(true);
-            return Ok(Decoded { chunks: Vec::new(), usage: None, done: true });
+            return Ok(Decoded {
+                chunks: Vec::new(),
+                usage: None,
+                done: true,
+            });
         }
         if data.is_empty() || self.done.get() {
-            return Ok(Decoded { chunks: Vec::new(), usage: None, done: false });
+            return Ok(Decoded {
+                chunks: Vec::new(),
+                usage: None,
+                done: false,
+            });
         }
         let chunk: Chunk = serde_json::from_str(data).map_err(|e| ProviderError {
             class: ErrorClass::Server,
@@ -54,6 +65,10 @@ impl GuestStreamDecoder for Decoder {
         } else {
             vec![data.as_bytes().to_vec()]
         };
-        Ok(Decoded { chunks, usage, done: false })
+        Ok(Decoded {
+            chunks,
+            usage,
+            done: false,
+        })
     }
 }

@@ -7,9 +7,7 @@ wit_bindgen::generate!({
     path: "../../wit",
 });
 
-use exports::switchboard::plugin::router::{
-    Attempt, Candidate, CircuitState, Guest, RequestFacts,
-};
+use exports::switchboard::plugin::router::{Attempt, Candidate, CircuitState, Guest, RequestFacts};
 use serde::Deserialize;
 
 /// The route's `policy_config` for this policy.
@@ -64,7 +62,10 @@ impl Guest for Priority {
         candidates.sort_by_key(|c| c.health.error_rate >= config.max_error_rate);
         Ok(candidates
             .into_iter()
-            .map(|c| Attempt { candidate: c.index, timeout_ms: config.attempt_timeout_ms })
+            .map(|c| Attempt {
+                candidate: c.index,
+                timeout_ms: config.attempt_timeout_ms,
+            })
             .collect())
     }
 }

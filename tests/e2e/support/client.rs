@@ -65,7 +65,11 @@ pub async fn send(request: http::Request<Full<Bytes>>) -> Reply {
         .expect("body finished within 60 s")
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
 }
 
 pub async fn post(url: &str, body: &serde_json::Value) -> Reply {

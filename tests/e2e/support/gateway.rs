@@ -69,7 +69,12 @@ impl Gateway {
                 panic!("switchboard did not start:\n{}", logs.lock().unwrap().join("\n"));
             }
         };
-        Gateway { child, url: format!("http://{addr}"), dir, logs }
+        Gateway {
+            child,
+            url: format!("http://{addr}"),
+            dir,
+            logs,
+        }
     }
 
     pub fn chat_url(&self) -> String {

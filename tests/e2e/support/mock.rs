@@ -64,7 +64,9 @@ impl MockProvider {
         let server = mock.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let mock = server.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
@@ -134,7 +136,8 @@ impl MockProvider {
                 unreachable!()
             }
             Script::StreamCut(pieces) => {
-                let mut events: Vec<Result<String, ()>> = stream_events(&model, &pieces).into_iter().map(Ok).collect();
+                let mut events: Vec<Result<String, ()>> =
+                    stream_events(&model, &pieces).into_iter().map(Ok).collect();
                 events.push(Err(()));
                 sse(events, false)
             }
@@ -144,8 +147,13 @@ impl MockProvider {
             Script::StreamEmpty => sse(Vec::new(), false),
             Script::Malformed => json_reply(200, &[], "this is not a chat completion".into()),
             Script::RawStream(raw) => {
-                let body = http_body_util::Full::new(Bytes::from(raw)).map_err(|e| match e {}).boxed();
-                http::Response::builder().header("content-type", "text/event-stream").body(body).unwrap()
+                let body = http_body_util::Full::new(Bytes::from(raw))
+                    .map_err(|e| match e {})
+                    .boxed();
+                http::Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(body)
+                    .unwrap()
             }
         }
     }
@@ -184,34 +192,54 @@ fn usage_chunk(model: &str) -> String {
 }
 
 fn stream_events(model: &str, pieces: &[&str]) -> Vec<String> {
-    let mut events = vec![chunk(model, json!({"role": "assistant", "content": ""}), Value::Null)];
-    events.extend(pieces.iter().map(|p| chunk(model, json!({"content": p}), Value::Null)));
+    let mut events = vec![chunk(
+        model,
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    events.extend(
+        pieces
+            .iter()
+            .map(|p| chunk(model, json!({"content": p}), Value::Null)),
+    );
     events
 }
 
 fn json_reply(status: u16, headers: &[(&str, String)], body: String) -> http::Response<BoxBody> {
-    let mut response = http::Response::builder().status(status).header("content-type", "application/json");
+    let mut response = http::Response::builder()
+        .status(status)
+        .header("content-type", "application/json");
     for (name, value) in headers {
         response = response.header(*name, value);
     }
-    response.body(http_body_util::Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed()).unwrap()
+    response
+        .body(
+            http_body_util::Full::new(Bytes::from(body))
+                .map_err(|e| match e {})
+                .boxed(),
+        )
+        .unwrap()
 }
 
 /// An SSE response sending each event with a short pause; `Err` resets the
 /// connection; `stall` keeps it open and silent after the last event.
 fn sse(events: Vec<Result<String, ()>>, stall: bool) -> http::Response<BoxBody> {
-    let stream = futures_util::stream::unfold((events.into_iter(), stall), |(mut events, stall)| async move {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        match events.next() {
-            Some(Ok(data)) => Some((Ok(Frame::data(Bytes::from(format!("data: {data}\n\n")))), (events, stall))),
-            Some(Err(())) => Some((Err(std::io::Error::other("cut")), (events, stall))),
-            None if stall => {
-                std::future::pending::<()>().await;
-                None
+    let stream =
+        futures_util::stream::unfold((events.into_iter(), stall), |(mut events, stall)| async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            match events.next() {
+                Some(Ok(data)) => Some((
+                    Ok(Frame::data(Bytes::from(format!("data: {data}\n\n")))),
+                    (events, stall),
+                )),
+                Some(Err(())) => Some((Err(std::io::Error::other("cut")), (events, stall))),
+                None if stall => {
+                    std::future::pending::<()>().await;
+                    None
+                }
+                None => None,
             }
-            None => None,
-        }
-    });
+        });
     http::Response::builder()
         .header("content-type", "text/event-stream")
         .body(BodyExt::boxed(StreamBody::new(stream)))

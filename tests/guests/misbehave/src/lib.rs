@@ -64,12 +64,21 @@ impl router::Guest for Misbehave {
         let mode = mode(&config);
         misbehave(&mode);
         if mode == "garbage" {
-            return Ok(vec![Attempt { candidate: 9999, timeout_ms: None }]);
+            return Ok(vec![Attempt {
+                candidate: 9999,
+                timeout_ms: None,
+            }]);
         }
         let mut order: Vec<u32> = candidates.iter().map(|c| c.index).collect();
         order.sort_unstable();
         order.reverse();
-        Ok(order.into_iter().map(|candidate| Attempt { candidate, timeout_ms: None }).collect())
+        Ok(order
+            .into_iter()
+            .map(|candidate| Attempt {
+                candidate,
+                timeout_ms: None,
+            })
+            .collect())
     }
 }
 
@@ -86,8 +95,7 @@ impl provider::Guest for Misbehave {
 
     fn build_request(request: Vec<u8>, target: Target) -> Result<OutboundRequest, String> {
         misbehave(&mode(&target.options));
-        let mut body: serde_json::Value =
-            serde_json::from_slice(&request).map_err(|e| e.to_string())?;
+        let mut body: serde_json::Value = serde_json::from_slice(&request).map_err(|e| e.to_string())?;
         body["model"] = target.model.into();
         Ok(OutboundRequest {
             method: "POST".into(),
@@ -101,9 +109,15 @@ impl provider::Guest for Misbehave {
 
     fn parse_response(response: InboundResponse, target: Target) -> Result<Completion, String> {
         if mode(&target.options) == "garbage" {
-            return Ok(Completion { body: b"\xff not json".to_vec(), usage: None });
+            return Ok(Completion {
+                body: b"\xff not json".to_vec(),
+                usage: None,
+            });
         }
-        Ok(Completion { body: response.body, usage: None })
+        Ok(Completion {
+            body: response.body,
+            usage: None,
+        })
     }
 
     fn classify_error(response: InboundResponse, _target: Target) -> ProviderError {
@@ -124,8 +138,16 @@ impl provider::GuestStreamDecoder for StreamDecoder {
 
     fn feed(&self, event: SseEvent) -> Result<Decoded, ProviderError> {
         let done = event.data.trim() == "[DONE]";
-        let chunks = if done { vec![] } else { vec![event.data.into_bytes()] };
-        Ok(Decoded { chunks, usage: None, done })
+        let chunks = if done {
+            vec![]
+        } else {
+            vec![event.data.into_bytes()]
+        };
+        Ok(Decoded {
+            chunks,
+            usage: None,
+            done,
+        })
     }
 }
 
