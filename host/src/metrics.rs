@@ -127,7 +127,6 @@ impl Default for Metrics {
             policy_fallbacks,
         }
     }
-
 }
 
 impl Metrics {

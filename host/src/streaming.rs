@@ -109,12 +109,13 @@ async fn run(
             }
             Err(failure) => break End::Broken(failure),
         }
-        batch = match tokio::time::timeout(idle, pump.next()).await {
-            Ok(next) => next,
-            Err(_) => Err(Failure::Stream(format!(
-                "no event from the provider for {} ms",
-                idle.as_millis()
-            ))),
+        batch = tokio::select! {
+            // The caller went away: drop the upstream stream now, not at its next event.
+            _ = tx.closed() => break End::CallerGone,
+            next = tokio::time::timeout(idle, pump.next()) => match next {
+                Ok(next) => next,
+                Err(_) => Err(Failure::Stream(format!("no event from the provider for {} ms", idle.as_millis()))),
+            },
         };
     };
     match end {

@@ -294,3 +294,38 @@ async fn a_stream_without_done_is_not_passed_off_as_complete() {
         "{data:?}"
     );
 }
+
+#[tokio::test]
+async fn a_caller_that_goes_away_cancels_the_upstream_stream() {
+    use http_body_util::BodyExt;
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::StreamStall(vec!["first", "second"]));
+    let gw = Gateway::start(
+        &two_providers(&a, &b, "").replace("idle_timeout_ms = 1000", "idle_timeout_ms = 60000"),
+        KEYS,
+    );
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let request = http::Request::post(gw.chat_url())
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            stream_request().to_string(),
+        )))
+        .unwrap();
+    let mut response = client.request(request).await.unwrap();
+    let first = response.body_mut().frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    drop(response);
+    drop(client);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.streams_dropped() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream stream was not dropped after the caller left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    assert!(metrics.contains(r#"outcome="cancelled"} 1"#), "{metrics}");
+    assert_eq!(b.hits(), 0);
+}

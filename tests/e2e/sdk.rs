@@ -5,7 +5,11 @@ use crate::support::*;
 #[tokio::test]
 async fn the_official_python_sdk_works_unchanged() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
-    a.set_default(Script::Answer("Hello from the mock"));
+    a.script([
+        Script::Answer("Hello from the mock"),
+        Script::Answer("Hello from the mock"),
+        Script::StreamCut(vec!["Hello", " from"]),
+    ]);
     let config = format!(
         "{}\n[[gateway_keys]]\nname = \"sdk\"\nkey_env = \"GW_KEY\"\n",
         two_providers(&a, &b, "")

@@ -1,7 +1,8 @@
 """Drives a running Switchboard with the official `openai` Python SDK.
 
 Usage: python3 openai_sdk.py BASE_URL GATEWAY_KEY
-The gateway's route `chat` must answer "Hello from the mock" from provider `a`.
+The gateway's route `chat` must answer "Hello from the mock" from provider `a`
+twice, then cut its third (streamed) answer after "Hello from".
 Prints one line per check and exits non-zero on the first failure.
 """
 
@@ -57,3 +58,16 @@ try:
 except openai.AuthenticationError:
     pass
 print("auth: ok")
+
+# A stream cut after its first chunks raises instead of ending quietly.
+stream = client.chat.completions.create(model="chat", messages=messages, stream=True)
+received = ""
+try:
+    for chunk in stream:
+        if chunk.choices:
+            received += chunk.choices[0].delta.content or ""
+    raise AssertionError(f"a broken stream ended quietly after {received!r}")
+except openai.APIError as e:
+    assert "incomplete" in str(e.message), e
+assert received == "Hello from", received
+print("broken stream: ok")

@@ -9,6 +9,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +50,16 @@ pub struct MockProvider {
     seen: Arc<Mutex<Vec<Seen>>>,
     script: Arc<Mutex<VecDeque<Script>>>,
     default: Arc<Mutex<Script>>,
+    streams_dropped: Arc<AtomicUsize>,
+}
+
+/// Counts a response stream as dropped when the gateway lets go of it.
+struct DropCount(Arc<AtomicUsize>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl MockProvider {
@@ -60,6 +71,7 @@ impl MockProvider {
             seen: Default::default(),
             script: Default::default(),
             default: Arc::new(Mutex::new(Script::Answer(name))),
+            streams_dropped: Default::default(),
         };
         let server = mock.clone();
         tokio::spawn(async move {
@@ -101,6 +113,11 @@ impl MockProvider {
         self.seen.lock().unwrap().clone()
     }
 
+    /// Streamed responses the gateway has let go of (finished or cancelled).
+    pub fn streams_dropped(&self) -> usize {
+        self.streams_dropped.load(Ordering::SeqCst)
+    }
+
     pub fn hits(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
@@ -127,7 +144,7 @@ impl MockProvider {
                     events.push(usage_chunk(&model));
                 }
                 events.push("[DONE]".into());
-                sse(events.into_iter().map(Ok).collect(), false)
+                self.sse(events.into_iter().map(Ok).collect(), false)
             }
             Script::Answer(text) => json_reply(200, &[], completion(&model, text).to_string()),
             Script::Status(status, headers, body) => json_reply(status, &headers, body),
@@ -139,12 +156,12 @@ impl MockProvider {
                 let mut events: Vec<Result<String, ()>> =
                     stream_events(&model, &pieces).into_iter().map(Ok).collect();
                 events.push(Err(()));
-                sse(events, false)
+                self.sse(events, false)
             }
             Script::StreamStall(pieces) => {
-                sse(stream_events(&model, &pieces).into_iter().map(Ok).collect(), true)
+                self.sse(stream_events(&model, &pieces).into_iter().map(Ok).collect(), true)
             }
-            Script::StreamEmpty => sse(Vec::new(), false),
+            Script::StreamEmpty => self.sse(Vec::new(), false),
             Script::Malformed => json_reply(200, &[], "this is not a chat completion".into()),
             Script::RawStream(raw) => {
                 let body = http_body_util::Full::new(Bytes::from(raw))
@@ -221,18 +238,20 @@ fn json_reply(status: u16, headers: &[(&str, String)], body: String) -> http::Re
         .unwrap()
 }
 
-/// An SSE response sending each event with a short pause; `Err` resets the
-/// connection; `stall` keeps it open and silent after the last event.
-fn sse(events: Vec<Result<String, ()>>, stall: bool) -> http::Response<BoxBody> {
-    let stream =
-        futures_util::stream::unfold((events.into_iter(), stall), |(mut events, stall)| async move {
+impl MockProvider {
+    /// An SSE response sending each event with a short pause; `Err` resets the
+    /// connection; `stall` keeps it open and silent after the last event.
+    fn sse(&self, events: Vec<Result<String, ()>>, stall: bool) -> http::Response<BoxBody> {
+        let guard = DropCount(self.streams_dropped.clone());
+        let state = (events.into_iter(), stall, guard);
+        let stream = futures_util::stream::unfold(state, |(mut events, stall, guard)| async move {
             tokio::time::sleep(Duration::from_millis(5)).await;
             match events.next() {
                 Some(Ok(data)) => Some((
                     Ok(Frame::data(Bytes::from(format!("data: {data}\n\n")))),
-                    (events, stall),
+                    (events, stall, guard),
                 )),
-                Some(Err(())) => Some((Err(std::io::Error::other("cut")), (events, stall))),
+                Some(Err(())) => Some((Err(std::io::Error::other("cut")), (events, stall, guard))),
                 None if stall => {
                     std::future::pending::<()>().await;
                     None
@@ -240,8 +259,9 @@ fn sse(events: Vec<Result<String, ()>>, stall: bool) -> http::Response<BoxBody> 
                 None => None,
             }
         });
-    http::Response::builder()
-        .header("content-type", "text/event-stream")
-        .body(BodyExt::boxed(StreamBody::new(stream)))
-        .unwrap()
+        http::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(BodyExt::boxed(StreamBody::new(stream)))
+            .unwrap()
+    }
 }
