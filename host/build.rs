@@ -12,6 +12,7 @@ use std::process::Command;
 /// (kind, plugin name, cargo package) of every plugin bundled into the binary.
 const BUNDLED: &[(&str, &str, &str)] = &[
     ("adapter", "openai", "switchboard-adapter-openai"),
+    ("adapter", "anthropic", "switchboard-adapter-anthropic"),
     ("policy", "priority", "switchboard-policy-priority"),
 ];
 

@@ -91,6 +91,7 @@ pub async fn plan(
             )),
         });
     }
+    tracing::debug!(route = %route.name, plan = ?attempts, "plan");
     Ok(attempts)
 }
 

@@ -329,3 +329,59 @@ async fn a_caller_that_goes_away_cancels_the_upstream_stream() {
     assert!(metrics.contains(r#"outcome="cancelled"} 1"#), "{metrics}");
     assert_eq!(b.hits(), 0);
 }
+
+#[tokio::test]
+async fn retries_on_the_same_target_wait_out_a_retry_after_that_fits() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.script([
+        Script::Status(500, vec![], "{}".into()),
+        Script::Status(429, vec![("retry-after", "1".into())], "{}".into()),
+    ]);
+    let gw = Gateway::start(
+        &two_providers(
+            &a,
+            &b,
+            "policy_config = { retries_per_target = 2 }\nmax_attempts = 3",
+        ),
+        KEYS,
+    );
+    let started = Instant::now();
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.header("x-switchboard-provider"),
+        "a",
+        "the third try on `a` answered"
+    );
+    assert_eq!(reply.header("x-switchboard-attempts"), "3");
+    assert_eq!((a.hits(), b.hits()), (3, 0));
+    assert!(
+        took >= Duration::from_millis(1000),
+        "the 1 s Retry-After was honoured: {took:?}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_retry_after_past_the_deadline_moves_on_at_once() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::Status(
+        429,
+        vec![("retry-after", "60".into())],
+        "{}".into(),
+    ));
+    let gw = Gateway::start(
+        &two_providers(
+            &a,
+            &b,
+            "policy_config = { retries_per_target = 1 }\ntimeout_ms = 5000",
+        ),
+        KEYS,
+    );
+    let started = Instant::now();
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.header("x-switchboard-provider"), "b");
+    assert_eq!(a.hits(), 1, "a is not hit again inside its cooldown");
+    assert!(started.elapsed() < Duration::from_secs(4));
+}

@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `switchboard` binary with real Wasm plugins,
 //! against mock providers on loopback. One binary, a module per area.
 
+mod anthropic;
+mod compat;
 mod failover;
 mod input;
 mod plugins;

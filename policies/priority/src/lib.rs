@@ -19,6 +19,10 @@ struct Config {
     /// A target whose recent error rate is at or above this goes last.
     #[serde(default = "default_max_error_rate")]
     max_error_rate: f64,
+    /// Extra attempts on the same target before moving on (the host backs
+    /// off between them and waits out a `Retry-After` that fits the deadline).
+    #[serde(default)]
+    retries_per_target: u32,
 }
 
 fn default_max_error_rate() -> f64 {
@@ -35,6 +39,9 @@ impl Config {
                 "invalid priority policy config: max_error_rate = {} is not between 0 and 1",
                 config.max_error_rate
             ));
+        }
+        if config.retries_per_target > 10 {
+            return Err("invalid priority policy config: retries_per_target is at most 10".into());
         }
         if config.attempt_timeout_ms == Some(0) {
             return Err("invalid priority policy config: attempt_timeout_ms must be above 0".into());
@@ -60,10 +67,12 @@ impl Guest for Priority {
         candidates.sort_by_key(|c| c.index);
         // Stable: healthy targets keep their order, degraded ones follow in theirs.
         candidates.sort_by_key(|c| c.health.error_rate >= config.max_error_rate);
+        let tries = 1 + config.retries_per_target as usize;
         Ok(candidates
             .into_iter()
-            .map(|c| Attempt {
-                candidate: c.index,
+            .flat_map(|c| std::iter::repeat_n(c.index, tries))
+            .map(|candidate| Attempt {
+                candidate,
                 timeout_ms: config.attempt_timeout_ms,
             })
             .collect())

@@ -2,6 +2,7 @@
 //! next scripted behaviour (or the default one) and is recorded.
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
@@ -34,12 +35,15 @@ pub enum Script {
     Malformed,
     /// Send this raw SSE body.
     RawStream(String),
+    /// Send these bytes as separate writes of an SSE body (to split characters).
+    RawFrames(Vec<Vec<u8>>),
 }
 
 /// A request the mock received.
 #[derive(Clone, Debug)]
 pub struct Seen {
     pub path: String,
+    pub query: String,
     pub headers: http::HeaderMap,
     pub body: Value,
 }
@@ -128,6 +132,7 @@ impl MockProvider {
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         self.seen.lock().unwrap().push(Seen {
             path: parts.uri.path().to_string(),
+            query: parts.uri.query().unwrap_or_default().to_string(),
             headers: parts.headers.clone(),
             body: body.clone(),
         });
@@ -163,6 +168,16 @@ impl MockProvider {
             }
             Script::StreamEmpty => self.sse(Vec::new(), false),
             Script::Malformed => json_reply(200, &[], "this is not a chat completion".into()),
+            Script::RawFrames(frames) => {
+                let stream = futures_util::stream::iter(frames).then(|frame| async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    Ok::<_, std::io::Error>(Frame::data(Bytes::from(frame)))
+                });
+                http::Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(BodyExt::boxed(StreamBody::new(stream)))
+                    .unwrap()
+            }
             Script::RawStream(raw) => {
                 let body = http_body_util::Full::new(Bytes::from(raw))
                     .map_err(|e| match e {})

@@ -1,0 +1,71 @@
+//! Classifies a failed Anthropic response (HTTP status or an `error` event).
+
+use crate::exports::switchboard::plugin::provider::{ErrorClass, ProviderError};
+use serde_json::Value;
+
+pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> ProviderError {
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let error = parsed.get("error").cloned().unwrap_or(Value::Null);
+    let mut classified = from_error(Some(status), &error, body);
+    if matches!(classified.class, ErrorClass::RateLimited | ErrorClass::Overloaded) {
+        classified.retry_after_ms = retry_after_ms(headers);
+    }
+    classified
+}
+
+/// Classify an `error` object (from a body or a stream `error` event).
+pub fn from_error(status: Option<u16>, error: &Value, raw: &[u8]) -> ProviderError {
+    let kind = error.get("type").and_then(Value::as_str).unwrap_or("");
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(raw)
+                .trim()
+                .chars()
+                .take(500)
+                .collect::<String>();
+            if text.is_empty() {
+                format!("HTTP {}", status.unwrap_or(0))
+            } else {
+                text
+            }
+        });
+    let lower = message.to_lowercase();
+    let class = if lower.contains("prompt is too long")
+        || lower.contains("context window")
+        || lower.contains("too many tokens")
+    {
+        ErrorClass::ContextLength
+    } else {
+        match (kind, status) {
+            ("rate_limit_error", _) | (_, Some(429)) => ErrorClass::RateLimited,
+            ("overloaded_error", _) | (_, Some(529)) | (_, Some(503)) => ErrorClass::Overloaded,
+            ("authentication_error", _) | ("permission_error", _) | (_, Some(401 | 403)) => ErrorClass::Auth,
+            ("not_found_error", _) | (_, Some(404)) => ErrorClass::NotFound,
+            ("request_too_large", _) | (_, Some(413)) => ErrorClass::ContextLength,
+            ("timeout_error", _) | (_, Some(408 | 504)) => ErrorClass::Timeout,
+            ("invalid_request_error", _) | (_, Some(400..=499)) => ErrorClass::BadRequest,
+            _ => ErrorClass::Server,
+        }
+    };
+    ProviderError {
+        class,
+        message,
+        retry_after_ms: None,
+    }
+}
+
+/// `retry-after` (seconds), else the earliest `anthropic-ratelimit-*-reset` (RFC 3339) is not
+/// computable without a clock, so only the relative header counts.
+fn retry_after_ms(headers: &[(String, String)]) -> Option<u64> {
+    let value = headers
+        .iter()
+        .find(|(k, _)| k == "retry-after")
+        .map(|(_, v)| v.trim())?;
+    value
+        .parse::<f64>()
+        .ok()
+        .map(|secs| (secs.max(0.0) * 1000.0).ceil() as u64)
+}

@@ -1,0 +1,331 @@
+//! OpenAI Chat Completions request -> Anthropic Messages request.
+
+use crate::options::Options;
+use serde_json::{Map, Value, json};
+
+/// Default name of the tool that carries structured output.
+const JSON_TOOL: &str = "json_output";
+
+pub struct Translated {
+    pub body: Value,
+    pub stream: bool,
+}
+
+pub fn json_tool_name(options: &Options) -> String {
+    options.json_tool_name.clone().unwrap_or_else(|| JSON_TOOL.into())
+}
+
+pub fn translate(openai: &Value, model: &str, options: &Options) -> Result<Translated, String> {
+    let request = openai.as_object().ok_or("request body is not a JSON object")?;
+    let mut body = Map::new();
+    body.insert("model".into(), json!(model));
+
+    let (system, messages) = messages(
+        request
+            .get("messages")
+            .and_then(Value::as_array)
+            .ok_or("`messages` is missing")?,
+    )?;
+    if !system.is_empty() {
+        body.insert("system".into(), Value::Array(system));
+    }
+    body.insert("messages".into(), Value::Array(messages));
+
+    let thinking = thinking(request);
+    let budget = thinking
+        .as_ref()
+        .and_then(|t| t.get("budget_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let max_tokens = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| request.get(*k).and_then(Value::as_u64))
+        .unwrap_or_else(|| {
+            // Anthropic requires max_tokens, and above any thinking budget.
+            let default = options
+                .max_tokens_by_model
+                .get(model)
+                .copied()
+                .unwrap_or(options.default_max_tokens);
+            budget + default as u64
+        });
+    body.insert("max_tokens".into(), json!(max_tokens));
+    for key in ["temperature", "top_p", "top_k"] {
+        if let Some(v) = request.get(key).filter(|v| !v.is_null()) {
+            body.insert(key.into(), v.clone());
+        }
+    }
+    match request.get("stop") {
+        Some(Value::String(s)) => {
+            body.insert("stop_sequences".into(), json!([s]));
+        }
+        Some(Value::Array(list)) if !list.is_empty() => {
+            body.insert("stop_sequences".into(), Value::Array(list.clone()));
+        }
+        _ => {}
+    }
+    if let Some(user) = request.get("user").and_then(Value::as_str) {
+        body.insert("metadata".into(), json!({"user_id": user}));
+    }
+    let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if stream {
+        body.insert("stream".into(), json!(true));
+    }
+
+    let mut tools: Vec<Value> = match request.get("tools").and_then(Value::as_array) {
+        Some(list) => list.iter().map(tool).collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
+    let mut tool_choice = request
+        .get("tool_choice")
+        .map(|c| tool_choice(c, request))
+        .transpose()?
+        .flatten();
+    if let Some((name, schema)) = structured_output(request, options)? {
+        tools.push(json!({"name": name, "description": "Respond with the answer as this tool's input.", "input_schema": schema}));
+        tool_choice = Some(json!({"type": "tool", "name": name}));
+    }
+    if !tools.is_empty() {
+        body.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(mut choice) = tool_choice {
+        if request.get("parallel_tool_calls") == Some(&Value::Bool(false))
+            && let Some(choice) = choice.as_object_mut()
+            && choice.get("type").and_then(Value::as_str) != Some("none")
+        {
+            choice.insert("disable_parallel_tool_use".into(), json!(true));
+        }
+        body.insert("tool_choice".into(), choice);
+    }
+    if let Some(thinking) = thinking {
+        body.insert("thinking".into(), thinking);
+    }
+    Ok(Translated {
+        body: Value::Object(body),
+        stream,
+    })
+}
+
+/// System and developer messages become `system`; the rest become alternating
+/// user/assistant turns, tool results folded into the following user turn.
+fn messages(list: &[Value]) -> Result<(Vec<Value>, Vec<Value>), String> {
+    let mut system = Vec::new();
+    let mut turns: Vec<(String, Vec<Value>)> = Vec::new();
+    for (i, message) in list.iter().enumerate() {
+        let role = message.get("role").and_then(Value::as_str).unwrap_or("");
+        let (turn_role, blocks) = match role {
+            "system" | "developer" => {
+                system.extend(text_blocks(message.get("content"), i)?);
+                continue;
+            }
+            "user" => ("user", content_blocks(message.get("content"), i)?),
+            "assistant" => ("assistant", assistant_blocks(message, i)?),
+            "tool" => ("user", vec![tool_result(message, i)?]),
+            "function" => {
+                return Err(format!(
+                    "messages[{i}]: the legacy `function` role is not supported; use tools"
+                ));
+            }
+            other => return Err(format!("messages[{i}]: unknown role {other:?}")),
+        };
+        if blocks.is_empty() {
+            continue;
+        }
+        match turns.last_mut() {
+            // Anthropic needs alternating turns: merge consecutive same-role messages.
+            Some((last, existing)) if last == turn_role => existing.extend(blocks),
+            _ => turns.push((turn_role.to_string(), blocks)),
+        }
+    }
+    let messages = turns
+        .into_iter()
+        .map(|(role, content)| json!({"role": role, "content": content}))
+        .collect();
+    Ok((system, messages))
+}
+
+fn text_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
+    Ok(match content {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(text)) if text.is_empty() => Vec::new(),
+        Some(Value::String(text)) => vec![json!({"type": "text", "text": text})],
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .filter(|t| !t.is_empty())
+            .map(|t| json!({"type": "text", "text": t}))
+            .collect(),
+        Some(_) => return Err(format!("messages[{i}].content must be a string or an array")),
+    })
+}
+
+fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
+    let Some(Value::Array(parts)) = content else {
+        return text_blocks(content, i);
+    };
+    let mut blocks = Vec::new();
+    for (j, part) in parts.iter().enumerate() {
+        match part.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                let text = part.get("text").and_then(Value::as_str).unwrap_or("");
+                if !text.is_empty() {
+                    blocks.push(json!({"type": "text", "text": text}));
+                }
+            }
+            Some("image_url") => {
+                let url = part
+                    .get("image_url")
+                    .and_then(|u| u.get("url").or(Some(u)))
+                    .and_then(Value::as_str)
+                    .ok_or(format!("messages[{i}].content[{j}].image_url.url is missing"))?;
+                blocks.push(image(url).map_err(|e| format!("messages[{i}].content[{j}]: {e}"))?);
+            }
+            other => {
+                return Err(format!(
+                    "messages[{i}].content[{j}]: content part {other:?} is not supported by Anthropic"
+                ));
+            }
+        }
+    }
+    Ok(blocks)
+}
+
+/// A data URL becomes a base64 source; an http(s) URL a url source.
+fn image(url: &str) -> Result<Value, String> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (meta, data) = rest.split_once(',').ok_or("malformed data URL")?;
+        let media_type = meta
+            .strip_suffix(";base64")
+            .ok_or("only base64 data URLs are supported")?;
+        return Ok(
+            json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}),
+        );
+    }
+    if url.starts_with("https://") || url.starts_with("http://") {
+        return Ok(json!({"type": "image", "source": {"type": "url", "url": url}}));
+    }
+    Err("image URLs must be data: or http(s): URLs".into())
+}
+
+fn assistant_blocks(message: &Value, i: usize) -> Result<Vec<Value>, String> {
+    let mut blocks = Vec::new();
+    // Thinking from an earlier answer must go back first, signature intact.
+    if let Some(thinking) = message.get("thinking_blocks").and_then(Value::as_array) {
+        blocks.extend(thinking.iter().cloned());
+    }
+    blocks.extend(text_blocks(message.get("content"), i)?);
+    if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
+        for (j, call) in calls.iter().enumerate() {
+            let function = call
+                .get("function")
+                .ok_or(format!("messages[{i}].tool_calls[{j}].function is missing"))?;
+            let arguments = function.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+            let input: Value = if arguments.trim().is_empty() {
+                json!({})
+            } else {
+                serde_json::from_str(arguments).map_err(|e| {
+                    format!("messages[{i}].tool_calls[{j}].function.arguments is not JSON: {e}")
+                })?
+            };
+            blocks.push(json!({
+                "type": "tool_use",
+                "id": call.get("id").and_then(Value::as_str).unwrap_or_default(),
+                "name": function.get("name").and_then(Value::as_str).unwrap_or_default(),
+                "input": input,
+            }));
+        }
+    }
+    Ok(blocks)
+}
+
+fn tool_result(message: &Value, i: usize) -> Result<Value, String> {
+    let id = message
+        .get("tool_call_id")
+        .and_then(Value::as_str)
+        .ok_or(format!("messages[{i}].tool_call_id is missing"))?;
+    let content = match message.get("content") {
+        Some(Value::String(text)) => json!(text),
+        other => Value::Array(text_blocks(other, i)?),
+    };
+    Ok(json!({"type": "tool_result", "tool_use_id": id, "content": content}))
+}
+
+fn tool(tool: &Value) -> Result<Value, String> {
+    let function = tool.get("function").ok_or("every tool needs a `function`")?;
+    let name = function
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or("every tool function needs a `name`")?;
+    let mut out = json!({
+        "name": name,
+        "input_schema": function.get("parameters").cloned().unwrap_or(json!({"type": "object", "properties": {}})),
+    });
+    if let Some(description) = function.get("description").and_then(Value::as_str) {
+        out["description"] = json!(description);
+    }
+    Ok(out)
+}
+
+fn tool_choice(choice: &Value, request: &Map<String, Value>) -> Result<Option<Value>, String> {
+    if request
+        .get("tools")
+        .and_then(Value::as_array)
+        .is_none_or(|t| t.is_empty())
+    {
+        return Ok(None);
+    }
+    Ok(Some(match choice {
+        Value::String(s) if s == "auto" => json!({"type": "auto"}),
+        Value::String(s) if s == "none" => json!({"type": "none"}),
+        Value::String(s) if s == "required" => json!({"type": "any"}),
+        Value::Object(o) => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or("tool_choice.function.name is missing")?;
+            json!({"type": "tool", "name": name})
+        }
+        other => return Err(format!("unsupported tool_choice {other}")),
+    }))
+}
+
+/// `response_format` json_schema/json_object: Anthropic's way is a tool whose
+/// input schema is the wanted output, forced with `tool_choice`.
+fn structured_output(
+    request: &Map<String, Value>,
+    options: &Options,
+) -> Result<Option<(String, Value)>, String> {
+    let Some(format) = request.get("response_format") else {
+        return Ok(None);
+    };
+    let name = json_tool_name(options);
+    match format.get("type").and_then(Value::as_str) {
+        Some("json_schema") => {
+            let schema = format
+                .get("json_schema")
+                .and_then(|s| s.get("schema"))
+                .cloned()
+                .ok_or("response_format.json_schema.schema is missing")?;
+            Ok(Some((name, schema)))
+        }
+        Some("json_object") => Ok(Some((name, json!({"type": "object"})))),
+        Some("text") | None => Ok(None),
+        Some(other) => Err(format!("unsupported response_format type {other:?}")),
+    }
+}
+
+/// Anthropic's own `thinking` passes through; OpenAI's `reasoning_effort`
+/// maps to a thinking budget.
+fn thinking(request: &Map<String, Value>) -> Option<Value> {
+    if let Some(thinking) = request.get("thinking").filter(|t| t.is_object()) {
+        return Some(thinking.clone());
+    }
+    let budget = match request.get("reasoning_effort").and_then(Value::as_str)? {
+        "minimal" | "low" => 1024,
+        "medium" => 4096,
+        "high" => 16384,
+        _ => return None,
+    };
+    Some(json!({"type": "enabled", "budget_tokens": budget}))
+}

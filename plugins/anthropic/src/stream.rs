@@ -1,0 +1,212 @@
+//! Decodes Anthropic's streaming events into OpenAI `chat.completion.chunk`s:
+//! text, tool calls with incremental arguments, thinking, the finish reason
+//! and a final usage chunk.
+
+use crate::exports::switchboard::plugin::provider::{
+    Decoded, ErrorClass, GuestStreamDecoder, ProviderError, SseEvent, Target,
+};
+use crate::options::Options;
+use crate::switchboard::plugin::types::Usage;
+use crate::{classify, finish_reason, request, usage_from, usage_json};
+use serde_json::{Value, json};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+enum Block {
+    Text,
+    Thinking,
+    /// A tool call, by its OpenAI `tool_calls` index.
+    Tool(u32),
+    /// The structured-output tool: its arguments are the answer's text.
+    Json,
+}
+
+#[derive(Default)]
+struct State {
+    id: String,
+    model: String,
+    blocks: HashMap<u64, Block>,
+    tools: u32,
+    used_json_tool: bool,
+    usage: Option<Usage>,
+    cache_creation: u32,
+}
+
+pub struct Decoder {
+    include_usage: bool,
+    json_tool: String,
+    state: RefCell<State>,
+}
+
+fn malformed(detail: impl std::fmt::Display) -> ProviderError {
+    ProviderError {
+        class: ErrorClass::Server,
+        message: format!("malformed stream event from provider: {detail}"),
+        retry_after_ms: None,
+    }
+}
+
+impl Decoder {
+    fn chunk(&self, state: &State, delta: Value, finish: Option<&str>) -> Vec<u8> {
+        json!({
+            "id": state.id, "object": "chat.completion.chunk", "created": 0, "model": state.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        })
+        .to_string()
+        .into_bytes()
+    }
+}
+
+impl GuestStreamDecoder for Decoder {
+    fn new(target: Target, include_usage: bool) -> Self {
+        let json_tool = Options::parse(&target.options)
+            .map(|o| request::json_tool_name(&o))
+            .unwrap_or_default();
+        Decoder {
+            include_usage,
+            json_tool,
+            state: RefCell::new(State::default()),
+        }
+    }
+
+    fn feed(&self, event: SseEvent) -> Result<Decoded, ProviderError> {
+        let data: Value = serde_json::from_str(&event.data).map_err(malformed)?;
+        let kind = event
+            .event
+            .as_deref()
+            .or(data.get("type").and_then(Value::as_str))
+            .unwrap_or("");
+        let mut state = self.state.borrow_mut();
+        let mut chunks = Vec::new();
+        let mut done = false;
+        match kind {
+            "message_start" => {
+                let message = data
+                    .get("message")
+                    .ok_or_else(|| malformed("message_start without message"))?;
+                state.id = message
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("msg")
+                    .to_string();
+                state.model = message
+                    .get("model")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                if let Some(usage) = message.get("usage") {
+                    state.usage = Some(usage_from(usage, state.usage));
+                    state.cache_creation = usage
+                        .get("cache_creation_input_tokens")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0) as u32;
+                }
+                chunks.push(self.chunk(&state, json!({"role": "assistant", "content": ""}), None));
+            }
+            "content_block_start" => {
+                let index = data
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| malformed("block without index"))?;
+                let block = data
+                    .get("content_block")
+                    .ok_or_else(|| malformed("block without content_block"))?;
+                match block.get("type").and_then(Value::as_str) {
+                    Some("tool_use") => {
+                        let name = block.get("name").and_then(Value::as_str).unwrap_or("");
+                        if name == self.json_tool {
+                            state.used_json_tool = true;
+                            state.blocks.insert(index, Block::Json);
+                        } else {
+                            let tool = state.tools;
+                            state.tools += 1;
+                            state.blocks.insert(index, Block::Tool(tool));
+                            let id = block.get("id").and_then(Value::as_str).unwrap_or("");
+                            let delta = json!({"tool_calls": [{"index": tool, "id": id, "type": "function",
+                                "function": {"name": name, "arguments": ""}}]});
+                            chunks.push(self.chunk(&state, delta, None));
+                        }
+                    }
+                    Some("thinking") | Some("redacted_thinking") => {
+                        state.blocks.insert(index, Block::Thinking);
+                    }
+                    _ => {
+                        state.blocks.insert(index, Block::Text);
+                        if let Some(text) = block
+                            .get("text")
+                            .and_then(Value::as_str)
+                            .filter(|t| !t.is_empty())
+                        {
+                            chunks.push(self.chunk(&state, json!({"content": text}), None));
+                        }
+                    }
+                }
+            }
+            "content_block_delta" => {
+                let index = data
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| malformed("delta without index"))?;
+                let delta = data
+                    .get("delta")
+                    .ok_or_else(|| malformed("delta without delta"))?;
+                let text = |key: &str| delta.get(key).and_then(Value::as_str).unwrap_or("").to_string();
+                let out = match (
+                    delta.get("type").and_then(Value::as_str),
+                    state.blocks.get(&index),
+                ) {
+                    (Some("text_delta"), _) => json!({"content": text("text")}),
+                    (Some("input_json_delta"), Some(Block::Json)) => json!({"content": text("partial_json")}),
+                    (Some("input_json_delta"), Some(Block::Tool(tool))) => {
+                        json!({"tool_calls": [{"index": tool, "function": {"arguments": text("partial_json")}}]})
+                    }
+                    (Some("thinking_delta"), _) => json!({"reasoning_content": text("thinking")}),
+                    (Some("signature_delta"), _) => json!({"thinking_signature": text("signature")}),
+                    _ => Value::Null,
+                };
+                if !out.is_null() {
+                    chunks.push(self.chunk(&state, out, None));
+                }
+            }
+            "message_delta" => {
+                if let Some(usage) = data.get("usage") {
+                    state.usage = Some(usage_from(usage, state.usage));
+                }
+                let stop = data
+                    .get("delta")
+                    .and_then(|d| d.get("stop_reason"))
+                    .and_then(Value::as_str);
+                if stop.is_some() {
+                    let mut finish = finish_reason(stop);
+                    if finish == "tool_calls" && state.used_json_tool && state.tools == 0 {
+                        finish = "stop";
+                    }
+                    chunks.push(self.chunk(&state, json!({}), Some(finish)));
+                }
+            }
+            "message_stop" => {
+                done = true;
+                if self.include_usage
+                    && let Some(usage) = &state.usage
+                {
+                    let chunk = json!({
+                        "id": state.id, "object": "chat.completion.chunk", "created": 0, "model": state.model,
+                        "choices": [], "usage": usage_json(usage, state.cache_creation),
+                    });
+                    chunks.push(chunk.to_string().into_bytes());
+                }
+            }
+            "error" => {
+                let error = data.get("error").cloned().unwrap_or(Value::Null);
+                return Err(classify::from_error(None, &error, event.data.as_bytes()));
+            }
+            // `ping` and event types added later carry nothing to translate.
+            _ => {}
+        }
+        Ok(Decoded {
+            chunks,
+            usage: state.usage,
+            done,
+        })
+    }
+}
