@@ -21,12 +21,16 @@ fn with_options(a: &MockProvider, b: &MockProvider, options: &str) -> String {
 #[tokio::test]
 async fn azure_style_header_auth_custom_path_and_static_headers() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
-    let options = r#"{ auth = "header:api-key", path = "/deployments/gpt4o/chat/completions?api-version=2024-10-21", headers = { "x-tenant" = "blue" } }"#;
+    let options = r#"{ auth = "header:api-key", path = "/deployments/{model}/chat/completions?api-version=2024-10-21", headers = { "x-tenant" = "blue" } }"#;
     let gw = Gateway::start(&with_options(&a, &b, options), KEYS);
     let reply = post(&gw.chat_url(), &chat("chat")).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let seen = &a.seen()[0];
-    assert_eq!(seen.path, "/v1/deployments/gpt4o/chat/completions");
+    assert_eq!(
+        seen.path, "/v1/deployments/model-a/chat/completions",
+        "the deployment is the target model"
+    );
+    assert_eq!(seen.query, "api-version=2024-10-21");
     assert_eq!(seen.headers["api-key"], "secret-key-a");
     assert!(seen.headers.get("authorization").is_none());
     assert_eq!(seen.headers["x-tenant"], "blue");

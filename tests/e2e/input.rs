@@ -177,3 +177,21 @@ async fn config_errors_name_the_file_the_key_and_the_reason() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_shipped_configs_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    for file in ["switchboard.toml", "examples/providers.toml"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["--check", "--config"])
+            .arg(root.join(file))
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

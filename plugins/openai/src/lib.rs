@@ -39,6 +39,8 @@ impl Guest for OpenAi {
         let options = Options::parse(&target.options)?;
         let mut body: Map<String, Value> = serde_json::from_slice(&request)
             .map_err(|e| format!("request body is not a JSON object: {e}"))?;
+        // `{model}` in the path names the deployment (Azure OpenAI).
+        let path = options.path.replace("{model}", &target.model);
         body.insert("model".into(), Value::String(target.model));
         let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
         options.rewrite(&mut body, streaming);
@@ -50,7 +52,7 @@ impl Guest for OpenAi {
         headers.extend(options.headers.iter().map(|(k, v)| (k.to_lowercase(), v.clone())));
         Ok(OutboundRequest {
             method: "POST".into(),
-            path: options.path.clone(),
+            path,
             headers,
             body: serde_json::to_vec(&body).map_err(|e| e.to_string())?,
             credential: options.credential(),
