@@ -11,6 +11,7 @@ use crate::plugin::adapter_wit::{Completion, ErrorClass, InboundResponse, Provid
 use crate::plugin::{AdapterPlugin, PluginError, PluginSet};
 use crate::routing::PlannedAttempt;
 use crate::upstream::{TransportError, Upstream, header_pairs};
+use hyper::body::Incoming;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -230,15 +231,7 @@ impl<'g> Attempts<'g> {
                 })
                 .inc();
         }
-        self.gw
-            .metrics
-            .attempts
-            .get_or_create(&AttemptLabels {
-                provider: attempt.provider.name.clone(),
-                model: attempt.target.model.clone(),
-                outcome: failure.label().to_string(),
-            })
-            .inc();
+        attempt.count(&self.gw.metrics, failure.label());
         tracing::warn!(
             route = %self.gw.config.routes[self.route].name,
             provider = %attempt.provider.name,
@@ -266,15 +259,7 @@ impl<'g> Attempts<'g> {
 
     /// The caller went away mid-answer: not the target's fault, not billed.
     pub fn cancelled(&mut self, attempt: Attempt<'g>) {
-        self.gw
-            .metrics
-            .attempts
-            .get_or_create(&AttemptLabels {
-                provider: attempt.provider.name.clone(),
-                model: attempt.target.model.clone(),
-                outcome: "cancelled".into(),
-            })
-            .inc();
+        attempt.count(&self.gw.metrics, "cancelled");
         tracing::info!(provider = %attempt.provider.name, model = %attempt.target.model, "caller went away; upstream stream dropped");
     }
 
@@ -378,45 +363,68 @@ pub async fn complete(
 }
 
 async fn once(attempt: &Attempt<'_>, request: &mut Map<String, Value>) -> Result<Completion, Failure> {
-    let body = canonical(request, &attempt.target.model);
-    let outbound = attempt
+    let response = attempt.send(request).await?;
+    let inbound = attempt.read(response).await?;
+    if !(200..300).contains(&inbound.status) {
+        return Err(attempt.classify(&inbound).await);
+    }
+    attempt
         .adapter
-        .build_request(&body, &attempt.wit_target)
+        .parse_response(&inbound, &attempt.wit_target)
         .await
-        .map_err(Failure::Plugin)?;
-    let response = tokio::time::timeout_at(
-        attempt.deadline,
-        attempt
-            .upstream
-            .send(&outbound, attempt.provider.credential.as_ref()),
-    )
-    .await
-    .map_err(|_| Failure::Transport(TransportError::Timeout))?
-    .map_err(Failure::Transport)?;
-    let (parts, body) = response.into_parts();
-    let bytes = attempt
-        .upstream
-        .read_body(body, attempt.deadline)
-        .await
-        .map_err(Failure::Transport)?;
-    let inbound = InboundResponse {
-        status: parts.status.as_u16(),
-        headers: header_pairs(&parts.headers),
-        body: bytes.to_vec(),
-    };
-    if parts.status.is_success() {
-        attempt
+        .map_err(Failure::Plugin)?
+        .map_err(Failure::Malformed)
+}
+
+impl Attempt<'_> {
+    /// Build the provider request with the adapter and send it; resolves
+    /// with the response head.
+    pub async fn send(&self, request: &mut Map<String, Value>) -> Result<http::Response<Incoming>, Failure> {
+        let body = canonical(request, &self.target.model);
+        let outbound = self
             .adapter
-            .parse_response(&inbound, &attempt.wit_target)
+            .build_request(&body, &self.wit_target)
             .await
-            .map_err(Failure::Plugin)?
-            .map_err(Failure::Malformed)
-    } else {
-        let error = attempt
-            .adapter
-            .classify_error(&inbound, &attempt.wit_target)
-            .await;
-        Err(Failure::Provider(error.map_err(Failure::Plugin)?))
+            .map_err(Failure::Plugin)?;
+        let sent = self.upstream.send(&outbound, self.provider.credential.as_ref());
+        match tokio::time::timeout_at(self.deadline, sent).await {
+            Err(_) => Err(Failure::Transport(TransportError::Timeout)),
+            Ok(response) => response.map_err(Failure::Transport),
+        }
+    }
+
+    /// Read a whole response, bounded in size and by the attempt's deadline.
+    pub async fn read(&self, response: http::Response<Incoming>) -> Result<InboundResponse, Failure> {
+        let (parts, body) = response.into_parts();
+        let bytes = self
+            .upstream
+            .read_body(body, self.deadline)
+            .await
+            .map_err(Failure::Transport)?;
+        Ok(InboundResponse {
+            status: parts.status.as_u16(),
+            headers: header_pairs(&parts.headers),
+            body: bytes.to_vec(),
+        })
+    }
+
+    /// The adapter's verdict on a failed response.
+    pub async fn classify(&self, inbound: &InboundResponse) -> Failure {
+        match self.adapter.classify_error(inbound, &self.wit_target).await {
+            Ok(error) => Failure::Provider(error),
+            Err(error) => Failure::Plugin(error),
+        }
+    }
+
+    fn count(&self, metrics: &crate::metrics::Metrics, outcome: &str) {
+        metrics
+            .attempts
+            .get_or_create(&AttemptLabels {
+                provider: self.provider.name.clone(),
+                model: self.target.model.clone(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 }
 
@@ -441,14 +449,7 @@ pub fn record_success(gw: &Gateway, attempt: &Attempt<'_>, usage: Option<Usage>,
     let provider = attempt.provider.name.clone();
     let model = attempt.target.model.clone();
     let metrics = &gw.metrics;
-    metrics
-        .attempts
-        .get_or_create(&AttemptLabels {
-            provider: provider.clone(),
-            model: model.clone(),
-            outcome: "success".into(),
-        })
-        .inc();
+    attempt.count(metrics, "success");
     let target = TargetLabels {
         provider: provider.clone(),
         model: model.clone(),

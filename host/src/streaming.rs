@@ -4,13 +4,13 @@
 //! with `[DONE]`, so it is never mistaken for a complete answer.
 
 use crate::api::{ApiError, Body};
-use crate::attempt::{Attempt, Attempts, Failure, answered, canonical, record_success};
+use crate::attempt::{Attempt, Attempts, Failure, answered, record_success};
 use crate::gateway::Gateway;
-use crate::plugin::adapter_wit::{InboundResponse, SseEvent, Usage};
+use crate::plugin::adapter_wit::{SseEvent, Usage};
 use crate::plugin::{PluginSet, StreamSession};
 use crate::routing::PlannedAttempt;
 use crate::sse::{Event, SseParser};
-use crate::upstream::{TransportError, header_pairs};
+use crate::upstream::TransportError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -186,36 +186,12 @@ async fn start(
     request: &mut Map<String, Value>,
     include_usage: bool,
 ) -> Result<(Pump, Vec<Vec<u8>>), Failure> {
-    let body = canonical(request, &attempt.target.model);
-    let outbound = attempt
-        .adapter
-        .build_request(&body, &attempt.wit_target)
-        .await
-        .map_err(Failure::Plugin)?;
-    let response = attempt
-        .upstream
-        .send(&outbound, attempt.provider.credential.as_ref())
-        .await
-        .map_err(Failure::Transport)?;
-    let (parts, body) = response.into_parts();
-    if !parts.status.is_success() {
-        let bytes = attempt
-            .upstream
-            .read_body(body, attempt.deadline)
-            .await
-            .map_err(Failure::Transport)?;
-        let inbound = InboundResponse {
-            status: parts.status.as_u16(),
-            headers: header_pairs(&parts.headers),
-            body: bytes.to_vec(),
-        };
-        let error = attempt
-            .adapter
-            .classify_error(&inbound, &attempt.wit_target)
-            .await
-            .map_err(Failure::Plugin)?;
-        return Err(Failure::Provider(error));
+    let response = attempt.send(request).await?;
+    if !response.status().is_success() {
+        let inbound = attempt.read(response).await?;
+        return Err(attempt.classify(&inbound).await);
     }
+    let body = response.into_body();
     let session = attempt
         .adapter
         .open_stream(&attempt.wit_target, include_usage)

@@ -1,7 +1,7 @@
 //! Typed calls into a provider adapter component.
 
+use super::PluginError;
 use super::sandbox::{PluginRuntime, Sandbox};
-use super::{PluginError, contract};
 use std::sync::Arc;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
@@ -36,16 +36,10 @@ impl AdapterPlugin {
         source: String,
         bytes: Vec<u8>,
     ) -> Result<Self, String> {
-        let component = runtime
-            .compile(bytes)
-            .await
-            .map_err(|e| format!("not a valid Wasm component: {e:#}"))?;
-        contract::check(runtime.engine(), &component, "provider")?;
-        let pre = runtime
-            .linker()
-            .instantiate_pre(&component)
-            .and_then(wit::AdapterPre::new)
-            .map_err(|e| format!("it needs imports the sandbox does not provide: {e:#}"))?;
+        let pre = runtime.prepare(bytes, "provider").await.and_then(|pre| {
+            wit::AdapterPre::new(pre)
+                .map_err(|e| format!("it does not match the `provider` interface: {e:#}"))
+        })?;
         let mut plugin = AdapterPlugin {
             name: name.to_string(),
             version: String::new(),

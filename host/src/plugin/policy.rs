@@ -1,7 +1,7 @@
 //! Typed calls into a routing policy component.
 
+use super::PluginError;
 use super::sandbox::{PluginRuntime, Sandbox};
-use super::{PluginError, contract};
 use std::sync::Arc;
 
 /// Host bindings of the `policy` world.
@@ -31,16 +31,9 @@ impl PolicyPlugin {
         source: String,
         bytes: Vec<u8>,
     ) -> Result<Self, String> {
-        let component = runtime
-            .compile(bytes)
-            .await
-            .map_err(|e| format!("not a valid Wasm component: {e:#}"))?;
-        contract::check(runtime.engine(), &component, "router")?;
-        let pre = runtime
-            .linker()
-            .instantiate_pre(&component)
-            .and_then(wit::PolicyPre::new)
-            .map_err(|e| format!("it needs imports the sandbox does not provide: {e:#}"))?;
+        let pre = runtime.prepare(bytes, "router").await.and_then(|pre| {
+            wit::PolicyPre::new(pre).map_err(|e| format!("it does not match the `router` interface: {e:#}"))
+        })?;
         let plugin = PolicyPlugin {
             name: name.to_string(),
             source,

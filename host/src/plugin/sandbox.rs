@@ -1,11 +1,11 @@
 //! The engine every plugin runs on and the sandbox each call gets: an empty
 //! WASI (no environment, files or sockets), a memory cap and a deadline.
 
-use super::PluginError;
+use super::{PluginError, contract};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
     StoreLimitsBuilder, Trap, UpdateDeadline,
@@ -105,20 +105,25 @@ impl PluginRuntime {
         })
     }
 
-    pub fn linker(&self) -> &Linker<Sandbox> {
-        &self.linker
+    /// Compile a component, check it exports `interface` of this contract
+    /// version, and resolve its imports against the sandbox.
+    pub async fn prepare(&self, bytes: Vec<u8>, interface: &str) -> Result<InstancePre<Sandbox>, String> {
+        let component = self
+            .compile(bytes)
+            .await
+            .map_err(|e| format!("not a valid Wasm component: {e:#}"))?;
+        contract::check(&self.engine, &component, interface)?;
+        self.linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("it needs imports the sandbox does not provide: {e:#}"))
     }
 
     /// Compile off the async runtime: it takes tens to hundreds of milliseconds.
-    pub async fn compile(&self, bytes: Vec<u8>) -> wasmtime::Result<Component> {
+    async fn compile(&self, bytes: Vec<u8>) -> wasmtime::Result<Component> {
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
             .await
             .map_err(|e| wasmtime::Error::msg(format!("compilation did not finish: {e}")))?
-    }
-
-    pub fn engine(&self) -> &Engine {
-        &self.engine
     }
 
     /// A fresh store for one plugin call (or one stream), with the memory cap
