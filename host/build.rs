@@ -13,6 +13,7 @@ use std::process::Command;
 const BUNDLED: &[(&str, &str, &str)] = &[
     ("adapter", "openai", "switchboard-adapter-openai"),
     ("adapter", "anthropic", "switchboard-adapter-anthropic"),
+    ("adapter", "gemini", "switchboard-adapter-gemini"),
     ("policy", "priority", "switchboard-policy-priority"),
 ];
 

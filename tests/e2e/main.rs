@@ -4,6 +4,7 @@
 mod anthropic;
 mod compat;
 mod failover;
+mod gemini;
 mod input;
 mod plugins;
 mod proxy;

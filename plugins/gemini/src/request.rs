@@ -1,0 +1,304 @@
+//! OpenAI Chat Completions request -> Gemini `GenerateContentRequest`.
+
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+
+pub fn translate(openai: &Value) -> Result<Value, String> {
+    let request = openai.as_object().ok_or("request body is not a JSON object")?;
+    let messages = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or("`messages` is missing")?;
+    let mut body = Map::new();
+
+    let (system, contents) = contents(messages)?;
+    if !system.is_empty() {
+        body.insert("systemInstruction".into(), json!({"parts": system}));
+    }
+    body.insert("contents".into(), Value::Array(contents));
+
+    let mut config = Map::new();
+    for (from, to) in [
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("top_k", "topK"),
+        ("seed", "seed"),
+        ("n", "candidateCount"),
+    ] {
+        if let Some(v) = request.get(from).filter(|v| !v.is_null()) {
+            config.insert(to.into(), v.clone());
+        }
+    }
+    if let Some(max) = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| request.get(*k).filter(|v| v.is_u64()))
+    {
+        config.insert("maxOutputTokens".into(), max.clone());
+    }
+    match request.get("stop") {
+        Some(Value::String(s)) => {
+            config.insert("stopSequences".into(), json!([s]));
+        }
+        Some(Value::Array(list)) if !list.is_empty() => {
+            config.insert("stopSequences".into(), Value::Array(list.clone()));
+        }
+        _ => {}
+    }
+    match request
+        .get("response_format")
+        .and_then(|f| f.get("type"))
+        .and_then(Value::as_str)
+    {
+        Some("json_object") => {
+            config.insert("responseMimeType".into(), json!("application/json"));
+        }
+        Some("json_schema") => {
+            let schema = request["response_format"]
+                .get("json_schema")
+                .and_then(|s| s.get("schema"))
+                .ok_or("response_format.json_schema.schema is missing")?;
+            config.insert("responseMimeType".into(), json!("application/json"));
+            config.insert("responseSchema".into(), openapi_schema(schema));
+        }
+        Some("text") | None => {}
+        Some(other) => return Err(format!("unsupported response_format type {other:?}")),
+    }
+    if let Some(effort) = request.get("reasoning_effort").and_then(Value::as_str) {
+        let budget = match effort {
+            "minimal" | "low" => 1024,
+            "medium" => 8192,
+            _ => 24576,
+        };
+        config.insert(
+            "thinkingConfig".into(),
+            json!({"thinkingBudget": budget, "includeThoughts": true}),
+        );
+    }
+    if !config.is_empty() {
+        body.insert("generationConfig".into(), Value::Object(config));
+    }
+
+    if let Some(tools) = request
+        .get("tools")
+        .and_then(Value::as_array)
+        .filter(|t| !t.is_empty())
+    {
+        let declarations = tools.iter().map(declaration).collect::<Result<Vec<_>, _>>()?;
+        body.insert("tools".into(), json!([{"functionDeclarations": declarations}]));
+        if let Some(choice) = request.get("tool_choice") {
+            body.insert(
+                "toolConfig".into(),
+                json!({"functionCallingConfig": tool_choice(choice)?}),
+            );
+        }
+    }
+    Ok(Value::Object(body))
+}
+
+/// System/developer messages become `systemInstruction`; user and tool
+/// messages `user` turns, assistant messages `model` turns (merged when
+/// consecutive, as Gemini expects alternation).
+fn contents(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), String> {
+    let mut system = Vec::new();
+    let mut turns: Vec<(&str, Vec<Value>)> = Vec::new();
+    // Tool results name their function; OpenAI's only carry the call id.
+    let mut call_names: HashMap<String, String> = HashMap::new();
+    for (i, message) in messages.iter().enumerate() {
+        let role = message.get("role").and_then(Value::as_str).unwrap_or("");
+        let (turn, parts) = match role {
+            "system" | "developer" => {
+                system.extend(text_parts(message.get("content"), i)?);
+                continue;
+            }
+            "user" => ("user", user_parts(message.get("content"), i)?),
+            "assistant" => {
+                let mut parts = text_parts(message.get("content"), i)?;
+                for (j, call) in message
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[])
+                    .iter()
+                    .enumerate()
+                {
+                    let function = call
+                        .get("function")
+                        .ok_or(format!("messages[{i}].tool_calls[{j}].function is missing"))?;
+                    let name = function.get("name").and_then(Value::as_str).unwrap_or_default();
+                    let arguments = function.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+                    let args: Value = if arguments.trim().is_empty() {
+                        json!({})
+                    } else {
+                        serde_json::from_str(arguments).map_err(|e| {
+                            format!("messages[{i}].tool_calls[{j}].function.arguments is not JSON: {e}")
+                        })?
+                    };
+                    if let Some(id) = call.get("id").and_then(Value::as_str) {
+                        call_names.insert(id.to_string(), name.to_string());
+                    }
+                    parts.push(json!({"functionCall": {"name": name, "args": args}}));
+                }
+                ("model", parts)
+            }
+            "tool" => {
+                let id = message
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let name = call_names.get(id).ok_or(format!(
+                    "messages[{i}]: tool_call_id {id:?} answers no earlier tool call"
+                ))?;
+                let text = match message.get("content") {
+                    Some(Value::String(s)) => s.clone(),
+                    other => text_parts(other, i)?
+                        .iter()
+                        .filter_map(|p| p["text"].as_str())
+                        .collect(),
+                };
+                // functionResponse.response must be an object.
+                let response = match serde_json::from_str::<Value>(&text) {
+                    Ok(Value::Object(object)) => Value::Object(object),
+                    _ => json!({"content": text}),
+                };
+                (
+                    "user",
+                    vec![json!({"functionResponse": {"name": name, "response": response}})],
+                )
+            }
+            other => return Err(format!("messages[{i}]: unknown role {other:?}")),
+        };
+        if parts.is_empty() {
+            continue;
+        }
+        match turns.last_mut() {
+            Some((last, existing)) if *last == turn => existing.extend(parts),
+            _ => turns.push((turn, parts)),
+        }
+    }
+    let contents = turns
+        .into_iter()
+        .map(|(role, parts)| json!({"role": role, "parts": parts}))
+        .collect();
+    Ok((system, contents))
+}
+
+fn text_parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
+    Ok(match content {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(text)) if text.is_empty() => Vec::new(),
+        Some(Value::String(text)) => vec![json!({"text": text})],
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .filter(|t| !t.is_empty())
+            .map(|t| json!({"text": t}))
+            .collect(),
+        Some(_) => return Err(format!("messages[{i}].content must be a string or an array")),
+    })
+}
+
+fn user_parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
+    let Some(Value::Array(parts)) = content else {
+        return text_parts(content, i);
+    };
+    let mut out = Vec::new();
+    for (j, part) in parts.iter().enumerate() {
+        match part.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                if let Some(text) = part.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                    out.push(json!({"text": text}));
+                }
+            }
+            Some("image_url") => {
+                let url = part
+                    .get("image_url")
+                    .and_then(|u| u.get("url").or(Some(u)))
+                    .and_then(Value::as_str)
+                    .ok_or(format!("messages[{i}].content[{j}].image_url.url is missing"))?;
+                out.push(image(url).map_err(|e| format!("messages[{i}].content[{j}]: {e}"))?);
+            }
+            other => {
+                return Err(format!(
+                    "messages[{i}].content[{j}]: content part {other:?} is not supported by Gemini"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Data URLs become `inlineData`; other URLs `fileData`.
+fn image(url: &str) -> Result<Value, String> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (meta, data) = rest.split_once(',').ok_or("malformed data URL")?;
+        let mime = meta
+            .strip_suffix(";base64")
+            .ok_or("only base64 data URLs are supported")?;
+        return Ok(json!({"inlineData": {"mimeType": mime, "data": data}}));
+    }
+    let lower = url.to_lowercase();
+    let path = lower.split(['?', '#']).next().unwrap_or("");
+    let mime = match path.rsplit('.').next() {
+        Some("png") => "image/png",
+        Some("webp") => "image/webp",
+        Some("gif") => "image/gif",
+        Some("heic") => "image/heic",
+        _ => "image/jpeg",
+    };
+    Ok(json!({"fileData": {"mimeType": mime, "fileUri": url}}))
+}
+
+fn declaration(tool: &Value) -> Result<Value, String> {
+    let function = tool.get("function").ok_or("every tool needs a `function`")?;
+    let name = function
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or("every tool function needs a `name`")?;
+    let mut out = json!({"name": name});
+    if let Some(description) = function.get("description").and_then(Value::as_str) {
+        out["description"] = json!(description);
+    }
+    if let Some(parameters) = function.get("parameters") {
+        out["parameters"] = openapi_schema(parameters);
+    }
+    Ok(out)
+}
+
+fn tool_choice(choice: &Value) -> Result<Value, String> {
+    Ok(match choice {
+        Value::String(s) if s == "auto" => json!({"mode": "AUTO"}),
+        Value::String(s) if s == "none" => json!({"mode": "NONE"}),
+        Value::String(s) if s == "required" => json!({"mode": "ANY"}),
+        Value::Object(o) => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or("tool_choice.function.name is missing")?;
+            json!({"mode": "ANY", "allowedFunctionNames": [name]})
+        }
+        other => return Err(format!("unsupported tool_choice {other}")),
+    })
+}
+
+/// Gemini takes the OpenAPI subset of JSON Schema: drop the keywords it rejects.
+fn openapi_schema(schema: &Value) -> Value {
+    const UNSUPPORTED: &[&str] = &[
+        "$schema",
+        "additionalProperties",
+        "strict",
+        "$id",
+        "$defs",
+        "definitions",
+    ];
+    match schema {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| !UNSUPPORTED.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), openapi_schema(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(openapi_schema).collect()),
+        other => other.clone(),
+    }
+}

@@ -1,0 +1,124 @@
+//! Decodes Gemini's SSE stream (each event a partial `GenerateContentResponse`)
+//! into OpenAI chunks. The event carrying a `finishReason` ends the answer.
+
+use crate::exports::switchboard::plugin::provider::{
+    Decoded, ErrorClass, GuestStreamDecoder, ProviderError, SseEvent, Target,
+};
+use crate::{finish_reason, response, usage_from, usage_json};
+use serde_json::{Value, json};
+use std::cell::Cell;
+
+pub struct Decoder {
+    model: String,
+    include_usage: bool,
+    started: Cell<bool>,
+    /// Tool calls sent so far, for their OpenAI indices.
+    tools: Cell<u32>,
+}
+
+fn failure(class: ErrorClass, message: String) -> ProviderError {
+    ProviderError {
+        class,
+        message,
+        retry_after_ms: None,
+    }
+}
+
+impl GuestStreamDecoder for Decoder {
+    fn new(target: Target, include_usage: bool) -> Self {
+        Decoder {
+            model: target.model,
+            include_usage,
+            started: Cell::new(false),
+            tools: Cell::new(0),
+        }
+    }
+
+    fn feed(&self, event: SseEvent) -> Result<Decoded, ProviderError> {
+        let answer: Value = serde_json::from_str(&event.data).map_err(|e| {
+            failure(
+                ErrorClass::Server,
+                format!("malformed stream event from provider: {e}"),
+            )
+        })?;
+        if let Some(error) = answer.get("error") {
+            let body = json!({"error": error}).to_string();
+            let status = error.get("code").and_then(Value::as_u64).unwrap_or(500) as u16;
+            return Err(crate::classify::classify(status, &[], body.as_bytes()));
+        }
+        let id = answer
+            .get("responseId")
+            .and_then(Value::as_str)
+            .unwrap_or("gemini")
+            .to_string();
+        let model = answer
+            .get("modelVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(&self.model)
+            .to_string();
+        let chunk = |delta: Value, finish: Option<&str>| {
+            json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            .to_string()
+            .into_bytes()
+        };
+        let mut chunks = Vec::new();
+        if !self.started.replace(true) {
+            chunks.push(chunk(json!({"role": "assistant", "content": ""}), None));
+        }
+        let candidate = answer.get("candidates").and_then(|c| c.get(0));
+        let mut done = false;
+        match candidate {
+            None => {
+                if let Some(reason) = answer
+                    .get("promptFeedback")
+                    .and_then(|f| f.get("blockReason"))
+                    .and_then(Value::as_str)
+                {
+                    chunks.push(chunk(
+                        json!({"refusal": format!("prompt blocked: {reason}")}),
+                        Some("content_filter"),
+                    ));
+                    done = true;
+                }
+            }
+            Some(candidate) => {
+                let (text, reasoning, calls) = response::parts(candidate, 0, self.tools.get());
+                if !reasoning.is_empty() {
+                    chunks.push(chunk(json!({"reasoning_content": reasoning}), None));
+                }
+                if !text.is_empty() {
+                    chunks.push(chunk(json!({"content": text}), None));
+                }
+                for call in calls {
+                    // Gemini sends each call whole: one chunk with id, name and arguments.
+                    let index = self.tools.get();
+                    self.tools.set(index + 1);
+                    let mut call = call;
+                    call["index"] = json!(index);
+                    chunks.push(chunk(json!({"tool_calls": [call]}), None));
+                }
+                if let Some(reason) = candidate.get("finishReason").and_then(Value::as_str) {
+                    let finish = finish_reason(reason, self.tools.get() > 0)
+                        .map_err(|m| failure(ErrorClass::Server, m))?;
+                    chunks.push(chunk(json!({}), Some(finish)));
+                    done = true;
+                }
+            }
+        }
+        let metadata = answer.get("usageMetadata");
+        if done
+            && self.include_usage
+            && let Some(metadata) = metadata
+        {
+            let usage = json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": model,
+                               "choices": [], "usage": usage_json(metadata)});
+            chunks.push(usage.to_string().into_bytes());
+        }
+        Ok(Decoded {
+            chunks,
+            usage: metadata.map(usage_from),
+            done,
+        })
+    }
+}
