@@ -1,42 +1,139 @@
-//! The official `openai` Python SDK against the gateway, unchanged.
+//! The official `openai` Python SDK against the gateway, unchanged, and the
+//! same client-side behaviour whichever provider answers.
 
+use crate::support::mock::Wire;
 use crate::support::*;
+use serde_json::{Value, json};
 
-#[tokio::test]
-async fn the_official_python_sdk_works_unchanged() {
-    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
-    a.script([
-        Script::Answer("Hello from the mock"),
-        Script::Answer("Hello from the mock"),
-        Script::StreamCut(vec!["Hello", " from"]),
-    ]);
-    let config = format!(
-        "{}\n[[gateway_keys]]\nname = \"sdk\"\nkey_env = \"GW_KEY\"\n",
-        two_providers(&a, &b, "")
-    );
-    let gw = Gateway::start(&config, &[("KEY_A", "ka"), ("KEY_B", "kb"), ("GW_KEY", "sk-sdk")]);
+/// The five answers `tests/sdk/openai_sdk.py` expects, in `wire`'s format.
+fn sdk_script(wire: Wire) -> Vec<Script> {
+    vec![
+        Script::Wire(wire, "Hello from the mock"),
+        Script::Wire(wire, "Hello from the mock"),
+        Script::WireTool(wire, "get_weather", r#"{"city":"Paris"}"#),
+        Script::Wire(wire, "It is sunny"),
+        Script::WireCut(wire, vec!["Hello", " from"]),
+    ]
+}
+
+async fn run_sdk(url: &str, route: &str) -> Value {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sdk/openai_sdk.py");
-    let url = gw.url.clone();
+    let (url, route) = (url.to_string(), route.to_string());
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")
             .arg(script)
             .arg(url)
             .arg("sk-sdk")
+            .arg(route)
             .output()
     })
     .await
     .unwrap()
-    .expect("python3 runs (the test set-up installs it with the openai package)");
+    .expect("python3 runs (tests/run installs the openai package)");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "SDK checks failed:\n{stdout}\n{stderr}");
-    for check in [
-        "non-streaming: ok",
-        "streaming: ok",
-        "models: ok",
-        "not found: ok",
-        "auth: ok",
+    assert!(
+        output.status.success(),
+        "SDK checks failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SUMMARY "))
+        .expect("summary line");
+    serde_json::from_str(summary).unwrap()
+}
+
+#[tokio::test]
+async fn the_official_python_sdk_sees_the_same_behaviour_from_every_provider() {
+    let (openai, anthropic, gemini) = (
+        MockProvider::start("openai").await,
+        MockProvider::start("anthropic").await,
+        MockProvider::start("gemini").await,
+    );
+    openai.script(sdk_script(Wire::OpenAi));
+    anthropic.script(sdk_script(Wire::Anthropic));
+    gemini.script(sdk_script(Wire::Gemini));
+    let config = format!(
+        r#"
+[[gateway_keys]]
+name = "sdk"
+key_env = "GW_KEY"
+
+[providers.oai]
+adapter = "openai"
+base_url = "{}"
+api_key_env = "OPENAI_KEY"
+[providers.oai.models.gpt-4o]
+
+[providers.ant]
+adapter = "anthropic"
+base_url = "http://{}"
+api_key_env = "ANTHROPIC_KEY"
+[providers.ant.models.claude-sonnet-4-5]
+
+[providers.goo]
+adapter = "gemini"
+base_url = "http://{}"
+api_key_env = "GEMINI_KEY"
+[providers.goo.models."gemini-2.5-flash"]
+
+[routes.via-openai]
+targets = ["oai/gpt-4o"]
+[routes.via-anthropic]
+targets = ["ant/claude-sonnet-4-5"]
+[routes.via-gemini]
+targets = ["goo/gemini-2.5-flash"]
+"#,
+        openai.url(),
+        anthropic.addr,
+        gemini.addr
+    );
+    let env = [
+        ("GW_KEY", "sk-sdk"),
+        ("OPENAI_KEY", "k1"),
+        ("ANTHROPIC_KEY", "k2"),
+        ("GEMINI_KEY", "k3"),
+    ];
+    let gw = Gateway::start(&config, &env);
+
+    let mut summaries = Vec::new();
+    for (route, provider, model) in [
+        ("via-openai", "oai", "gpt-4o"),
+        ("via-anthropic", "ant", "claude-sonnet-4-5"),
+        ("via-gemini", "goo", "gemini-2.5-flash"),
     ] {
-        assert!(stdout.contains(check), "{check} missing:\n{stdout}");
+        let mut summary = run_sdk(&gw.url, route).await;
+        assert_eq!(
+            summary["model"], model,
+            "{route}: the body names the model that answered"
+        );
+        assert_eq!(summary["provider_header"], provider);
+        let object = summary.as_object_mut().unwrap();
+        object.remove("model");
+        object.remove("provider_header");
+        summaries.push((route, summary));
     }
+    let expected = json!({
+        "text": "Hello from the mock", "finish_reason": "stop", "usage": [11, 7, 18], "object": "chat.completion",
+        "stream_text": "Hello from the mock", "stream_finish_reason": "stop", "stream_usage": [11, 7],
+        "tool_finish_reason": "tool_calls", "tool_call": ["function", "get_weather", {"city": "Paris"}],
+        "tool_answer": "It is sunny", "listed": true, "unknown_model": "model_not_found", "wrong_key": 401,
+        "broken_stream": "raised", "broken_stream_text": "Hello from",
+    });
+    for (route, summary) in &summaries {
+        assert_eq!(summary, &expected, "{route}");
+    }
+
+    // The tool result went back to each provider in its own format.
+    assert_eq!(openai.seen()[3].body["messages"][2]["role"], "tool");
+    let anthropic_turn = &anthropic.seen()[3].body["messages"][2]["content"][0];
+    assert_eq!(
+        (
+            anthropic_turn["type"].clone(),
+            anthropic_turn["tool_use_id"].clone()
+        ),
+        (json!("tool_result"), json!("toolu_mock"))
+    );
+    let gemini_turn = &gemini.seen()[3].body["contents"][2]["parts"][0];
+    assert_eq!(gemini_turn["functionResponse"]["name"], "get_weather");
 }

@@ -37,6 +37,20 @@ pub enum Script {
     RawStream(String),
     /// Send these bytes as separate writes of an SSE body (to split characters).
     RawFrames(Vec<Vec<u8>>),
+    /// Answer (or stream) this text in a provider's own wire format.
+    Wire(Wire, &'static str),
+    /// Answer with one call of tool `name` with these JSON arguments, in a provider's format.
+    WireTool(Wire, &'static str, &'static str),
+    /// Stream these pieces in a provider's format, then reset the connection.
+    WireCut(Wire, Vec<&'static str>),
+}
+
+/// The wire formats the mock speaks.
+#[derive(Clone, Copy, Debug)]
+pub enum Wire {
+    OpenAi,
+    Anthropic,
+    Gemini,
 }
 
 /// A request the mock received.
@@ -138,8 +152,20 @@ impl MockProvider {
         });
         let step = self.script.lock().unwrap().pop_front();
         let step = step.unwrap_or_else(|| self.default.lock().unwrap().clone());
-        let model = body["model"].as_str().unwrap_or("unknown").to_string();
-        let streaming = body["stream"].as_bool() == Some(true);
+        // Gemini names the model in the path (`/models/<model>:generateContent`).
+        let model = match body["model"].as_str() {
+            Some(model) => model.to_string(),
+            None => parts
+                .uri
+                .path()
+                .split("/models/")
+                .nth(1)
+                .and_then(|m| m.split(':').next())
+                .unwrap_or("unknown")
+                .to_string(),
+        };
+        let streaming =
+            body["stream"].as_bool() == Some(true) || parts.uri.path().contains("streamGenerateContent");
         let include_usage = body["stream_options"]["include_usage"].as_bool() == Some(true);
         match step {
             Script::Answer(text) if streaming => {
@@ -168,6 +194,37 @@ impl MockProvider {
             }
             Script::StreamEmpty => self.sse(Vec::new(), false),
             Script::Malformed => json_reply(200, &[], "this is not a chat completion".into()),
+            Script::Wire(Wire::OpenAi, text) if streaming => {
+                let mut events: Vec<String> = stream_events(&model, &split(text));
+                events.push(chunk(&model, json!({}), json!("stop")));
+                if include_usage {
+                    events.push(usage_chunk(&model));
+                }
+                events.push("[DONE]".into());
+                self.sse(events.into_iter().map(Ok).collect(), false)
+            }
+            Script::Wire(wire, text) if streaming => self.sse(
+                wire_stream(wire, &model, &split(text), true)
+                    .into_iter()
+                    .map(Ok)
+                    .collect(),
+                false,
+            ),
+            Script::Wire(wire, text) => json_reply(200, &[], wire_answer(wire, &model, text).to_string()),
+            Script::WireTool(wire, name, arguments) => {
+                json_reply(200, &[], wire_tool(wire, &model, name, arguments).to_string())
+            }
+            Script::WireCut(wire, pieces) => {
+                let mut events: Vec<Result<String, ()>> = match wire {
+                    Wire::OpenAi => stream_events(&model, &pieces),
+                    _ => wire_stream(wire, &model, &pieces, false),
+                }
+                .into_iter()
+                .map(Ok)
+                .collect();
+                events.push(Err(()));
+                self.sse(events, false)
+            }
             Script::RawFrames(frames) => {
                 let stream = futures_util::stream::iter(frames).then(|frame| async move {
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -278,5 +335,81 @@ impl MockProvider {
             .header("content-type", "text/event-stream")
             .body(BodyExt::boxed(StreamBody::new(stream)))
             .unwrap()
+    }
+}
+
+/// A complete answer with `text` in `wire`'s format (11 prompt, 7 completion tokens).
+fn wire_answer(wire: Wire, model: &str, text: &str) -> Value {
+    match wire {
+        Wire::OpenAi => completion(model, text),
+        Wire::Anthropic => json!({
+            "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 11, "output_tokens": 7}
+        }),
+        Wire::Gemini => json!({
+            "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 11, "candidatesTokenCount": 7, "totalTokenCount": 18},
+            "modelVersion": model
+        }),
+    }
+}
+
+/// A tool call answer in `wire`'s format.
+fn wire_tool(wire: Wire, model: &str, name: &str, arguments: &str) -> Value {
+    let args: Value = serde_json::from_str(arguments).unwrap();
+    match wire {
+        Wire::OpenAi => json!({
+            "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "call_mock", "type": "function", "function": {"name": name, "arguments": arguments}}]}}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+        }),
+        Wire::Anthropic => json!({
+            "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "tool_use", "id": "toolu_mock", "name": name, "input": args}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 11, "output_tokens": 7}
+        }),
+        Wire::Gemini => json!({
+            "candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"name": name, "args": args}}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 11, "candidatesTokenCount": 7, "totalTokenCount": 18},
+            "modelVersion": model
+        }),
+    }
+}
+
+/// The events of a streamed answer in Anthropic's or Gemini's format;
+/// `complete` adds the closing events.
+fn wire_stream(wire: Wire, model: &str, pieces: &[&str], complete: bool) -> Vec<String> {
+    match wire {
+        Wire::OpenAi => unreachable!("OpenAI streams are built by stream_events"),
+        Wire::Anthropic => {
+            let mut events = vec![
+                json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [], "usage": {"input_tokens": 11, "output_tokens": 1}}}),
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ];
+            events.extend(pieces.iter().map(|p| json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}})));
+            if complete {
+                events.push(json!({"type": "content_block_stop", "index": 0}));
+                events.push(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 7}}));
+                events.push(json!({"type": "message_stop"}));
+            }
+            events.into_iter().map(|e| e.to_string()).collect()
+        }
+        Wire::Gemini => {
+            let last = pieces.len().saturating_sub(1);
+            pieces
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let mut event = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": p}]}, "index": 0}], "modelVersion": model});
+                    if complete && i == last {
+                        event["candidates"][0]["finishReason"] = json!("STOP");
+                        event["usageMetadata"] = json!({"promptTokenCount": 11, "candidatesTokenCount": 7, "totalTokenCount": 18});
+                    }
+                    event.to_string()
+                })
+                .collect()
+        }
     }
 }
