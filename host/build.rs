@@ -15,6 +15,9 @@ const BUNDLED: &[(&str, &str, &str)] = &[
     ("adapter", "anthropic", "switchboard-adapter-anthropic"),
     ("adapter", "gemini", "switchboard-adapter-gemini"),
     ("policy", "priority", "switchboard-policy-priority"),
+    ("policy", "weighted", "switchboard-policy-weighted"),
+    ("policy", "cost", "switchboard-policy-cost"),
+    ("policy", "latency", "switchboard-policy-latency"),
 ];
 
 /// Guests used only by the tests.

@@ -8,6 +8,7 @@ mod failover;
 mod gemini;
 mod input;
 mod plugins;
+mod policies;
 mod proxy;
 mod sdk;
 mod support;

@@ -25,6 +25,8 @@ pub enum Script {
     Status(u16, Vec<(&'static str, String)>, String),
     /// Accept the request and never answer.
     Hang,
+    /// Answer like `Answer`, after a delay in milliseconds.
+    Slow(u64, &'static str),
     /// Stream these pieces, then reset the connection.
     StreamCut(Vec<&'static str>),
     /// Stream these pieces, then go silent.
@@ -179,6 +181,10 @@ impl MockProvider {
             }
             Script::Answer(text) => json_reply(200, &[], completion(&model, text).to_string()),
             Script::Status(status, headers, body) => json_reply(status, &headers, body),
+            Script::Slow(ms, text) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                json_reply(200, &[], completion(&model, text).to_string())
+            }
             Script::Hang => {
                 std::future::pending::<()>().await;
                 unreachable!()

@@ -1,0 +1,123 @@
+//! The `cost` routing policy: the cheapest target that can take the request,
+//! with tiers that send routine work to small models and hard work to strong
+//! ones.
+//!
+//! A request's estimated cost on a target is its estimated prompt tokens at
+//! the input price plus its `max_tokens` (or `expected_output_tokens`) at the
+//! output price. The first tier whose conditions the request meets puts its
+//! targets first, cheapest first; every other target follows, cheapest first.
+
+wit_bindgen::generate!({
+    world: "policy",
+    path: "../../wit",
+});
+
+use exports::switchboard::plugin::router::{
+    Attempt, Candidate, Capabilities, CircuitState, Guest, RequestFacts,
+};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tier {
+    /// For the operator's logs and docs.
+    #[allow(dead_code)]
+    name: Option<String>,
+    /// The request's estimated prompt tokens are at most this.
+    max_prompt_tokens: Option<u32>,
+    /// Whether requests with tools may use this tier (default true).
+    #[serde(default = "yes")]
+    tools: bool,
+    /// Whether requests with images may use this tier (default true).
+    #[serde(default = "yes")]
+    images: bool,
+    /// The tier's targets, `"provider/model"`.
+    targets: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    tiers: Vec<Tier>,
+    /// Output tokens assumed when the request gives no `max_tokens`.
+    #[serde(default = "default_output")]
+    expected_output_tokens: u32,
+    attempt_timeout_ms: Option<u64>,
+}
+
+fn default_output() -> u32 {
+    500
+}
+
+impl Config {
+    fn parse(json: &str) -> Result<Self, String> {
+        let config: Config =
+            serde_json::from_str(json).map_err(|e| format!("invalid cost policy config: {e}"))?;
+        for (i, tier) in config.tiers.iter().enumerate() {
+            if tier.targets.is_empty() {
+                return Err(format!("invalid cost policy config: tiers[{i}] has no targets"));
+            }
+        }
+        Ok(config)
+    }
+
+    fn tier(&self, facts: &RequestFacts) -> Option<&Tier> {
+        self.tiers.iter().find(|tier| {
+            tier.max_prompt_tokens
+                .is_none_or(|max| facts.estimated_prompt_tokens <= max)
+                && (tier.tools || !facts.needs.contains(Capabilities::TOOLS))
+                && (tier.images || !facts.needs.contains(Capabilities::IMAGES))
+        })
+    }
+}
+
+fn cost(candidate: &Candidate, facts: &RequestFacts, config: &Config) -> f64 {
+    let output = facts.max_output_tokens.unwrap_or(config.expected_output_tokens) as f64;
+    facts.estimated_prompt_tokens as f64 * candidate.input_price_per_mtok
+        + output * candidate.output_price_per_mtok
+}
+
+struct Cost;
+
+impl Guest for Cost {
+    fn validate_config(config: String) -> Result<(), String> {
+        Config::parse(&config).map(|_| ())
+    }
+
+    fn plan(
+        facts: RequestFacts,
+        mut candidates: Vec<Candidate>,
+        config: String,
+    ) -> Result<Vec<Attempt>, String> {
+        let config = Config::parse(&config)?;
+        candidates.retain(|c| c.health.rate_limited_for_ms == 0 && c.health.circuit != CircuitState::Open);
+        let tier = config.tier(&facts);
+        let in_tier = |c: &Candidate| {
+            tier.is_some_and(|t| {
+                t.targets
+                    .iter()
+                    .any(|target| *target == format!("{}/{}", c.provider, c.model))
+            })
+        };
+        candidates.sort_by(|a, b| {
+            in_tier(b)
+                .cmp(&in_tier(a))
+                .then(cost(a, &facts, &config).total_cmp(&cost(b, &facts, &config)))
+                .then(a.index.cmp(&b.index))
+        });
+        Ok(candidates
+            .into_iter()
+            .map(|c| Attempt {
+                candidate: c.index,
+                timeout_ms: config.attempt_timeout_ms,
+            })
+            .collect())
+    }
+}
+
+export!(Cost);

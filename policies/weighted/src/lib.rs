@@ -1,0 +1,120 @@
+//! The `weighted` routing policy: split traffic by percentage for canaries,
+//! A/B tests and migrations, optionally sticky per caller.
+//!
+//! The first attempt is drawn by weight among the targets that can take the
+//! request now; the others follow by descending weight as fallbacks.
+
+wit_bindgen::generate!({
+    world: "policy",
+    path: "../../wit",
+});
+
+use exports::switchboard::plugin::router::{Attempt, Candidate, CircuitState, Guest, RequestFacts};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+
+/// The route's `policy_config` for this policy.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// Relative weight per target, keyed `"provider/model"`; unlisted targets weigh 0
+    /// (they serve only as fallbacks).
+    weights: BTreeMap<String, u32>,
+    /// Keep a caller on one target: the name of a caller tag (`user` for the
+    /// request's `user` field, or `<name>` for an `x-switchboard-tag-<name>` header).
+    sticky: Option<String>,
+    /// Deadline of each attempt; the host's default when absent.
+    attempt_timeout_ms: Option<u64>,
+}
+
+impl Config {
+    fn parse(json: &str) -> Result<Self, String> {
+        let config: Config =
+            serde_json::from_str(json).map_err(|e| format!("invalid weighted policy config: {e}"))?;
+        if config.weights.values().all(|w| *w == 0) {
+            return Err(
+                "invalid weighted policy config: `weights` needs at least one positive weight".into(),
+            );
+        }
+        if let Some(bad) = config.weights.keys().find(|k| !k.contains('/')) {
+            return Err(format!(
+                "invalid weighted policy config: weight key {bad:?} is not \"provider/model\""
+            ));
+        }
+        Ok(config)
+    }
+
+    fn weight(&self, candidate: &Candidate) -> u32 {
+        self.weights
+            .get(&format!("{}/{}", candidate.provider, candidate.model))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// A number in `0..bound`: from the sticky key when there is one, else random.
+fn draw(bound: u64, key: Option<&str>) -> u64 {
+    let mut hasher = match key {
+        // A fixed hasher: the same key lands on the same target on every instance.
+        Some(_) => std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .build_hasher(),
+        // RandomState is seeded from the host's random source for each instance.
+        None => std::collections::hash_map::RandomState::new().build_hasher(),
+    };
+    key.unwrap_or("").hash(&mut hasher);
+    hasher.finish() % bound
+}
+
+struct Weighted;
+
+impl Guest for Weighted {
+    fn validate_config(config: String) -> Result<(), String> {
+        Config::parse(&config).map(|_| ())
+    }
+
+    fn plan(
+        facts: RequestFacts,
+        mut candidates: Vec<Candidate>,
+        config: String,
+    ) -> Result<Vec<Attempt>, String> {
+        let config = Config::parse(&config)?;
+        candidates.retain(|c| c.health.rate_limited_for_ms == 0 && c.health.circuit != CircuitState::Open);
+        // Fallback order: heaviest first, then configured order.
+        candidates.sort_by_key(|c| (std::cmp::Reverse(config.weight(c)), c.index));
+        let total: u64 = candidates.iter().map(|c| config.weight(c) as u64).sum();
+        if total > 0 {
+            let key = config.sticky.as_ref().and_then(|tag| {
+                facts
+                    .tags
+                    .iter()
+                    .find(|(name, _)| name == tag)
+                    .map(|(_, value)| value.as_str())
+            });
+            let mut ticket = draw(total, key);
+            let chosen = candidates
+                .iter()
+                .position(|c| {
+                    let weight = config.weight(c) as u64;
+                    if ticket < weight {
+                        true
+                    } else {
+                        ticket -= weight;
+                        false
+                    }
+                })
+                .unwrap_or(0);
+            let first = candidates.remove(chosen);
+            candidates.insert(0, first);
+        }
+        Ok(candidates
+            .into_iter()
+            .map(|c| Attempt {
+                candidate: c.index,
+                timeout_ms: config.attempt_timeout_ms,
+            })
+            .collect())
+    }
+}
+
+export!(Weighted);
