@@ -8,6 +8,7 @@ use crate::gateway::{Gateway, RouteTarget};
 use crate::health::{InFlight, Outcome};
 use crate::metrics::{AttemptLabels, PluginLabels, TargetLabels, TokenLabels};
 use crate::plugin::adapter_wit::{Completion, ErrorClass, InboundResponse, ProviderError, Target, Usage};
+use crate::plugin::policy_wit::CircuitState;
 use crate::plugin::{AdapterPlugin, PluginError, PluginSet};
 use crate::routing::PlannedAttempt;
 use crate::upstream::{TransportError, Upstream, header_pairs};
@@ -36,6 +37,8 @@ pub enum Failure {
     Stream(String),
     /// The target is cooling down past the request's deadline.
     CoolingDown(Duration),
+    /// The target's circuit is open (or its one half-open probe is out).
+    CircuitOpen,
 }
 
 impl Failure {
@@ -49,7 +52,10 @@ impl Failure {
                 _ => Outcome::Failure,
             },
             Failure::Malformed(_) | Failure::Transport(_) | Failure::Stream(_) => Outcome::Failure,
-            Failure::Plugin(_) | Failure::AdapterMissing(_) | Failure::CoolingDown(_) => Outcome::Neutral,
+            Failure::Plugin(_)
+            | Failure::AdapterMissing(_)
+            | Failure::CoolingDown(_)
+            | Failure::CircuitOpen => Outcome::Neutral,
         }
     }
 
@@ -72,6 +78,7 @@ impl Failure {
             Failure::Plugin(_) | Failure::AdapterMissing(_) => "plugin",
             Failure::Stream(_) => "stream",
             Failure::CoolingDown(_) => "cooling_down",
+            Failure::CircuitOpen => "circuit_open",
         }
     }
 
@@ -88,6 +95,7 @@ impl Failure {
             Failure::AdapterMissing(name) => format!("adapter `{name}` is not loaded"),
             Failure::Stream(reason) => reason.clone(),
             Failure::CoolingDown(wait) => format!("rate-limited for another {} ms", wait.as_millis()),
+            Failure::CircuitOpen => "circuit open after repeated failures".into(),
         }
     }
 
@@ -123,6 +131,10 @@ pub struct Attempts<'g> {
     same_target_retries: u32,
     summaries: Vec<String>,
     last: Option<Failure>,
+    /// Targets not to try again in this request (they went silent).
+    skip: Vec<usize>,
+    /// After a context-length failure: only targets with a larger window.
+    min_context_window: Option<u32>,
 }
 
 impl<'g> Attempts<'g> {
@@ -144,6 +156,8 @@ impl<'g> Attempts<'g> {
             same_target_retries: 0,
             summaries: Vec::new(),
             last: None,
+            skip: Vec::new(),
+            min_context_window: None,
         }
     }
 
@@ -166,6 +180,17 @@ impl<'g> Attempts<'g> {
             let now = Instant::now();
             if now >= self.deadline {
                 return None;
+            }
+            if self.skip.contains(&planned.target)
+                || self
+                    .min_context_window
+                    .is_some_and(|min| self.context_window(target) <= min)
+            {
+                continue;
+            }
+            if target.health.circuit(now) == CircuitState::Open {
+                self.note(target, Failure::CircuitOpen);
+                continue;
             }
             let mut wait = target.health.cooldown(now);
             if self.last_target == Some(planned.target) {
@@ -200,7 +225,7 @@ impl<'g> Attempts<'g> {
                 },
                 started,
                 deadline: (started + timeout).min(self.deadline),
-                _in_flight: target.health.begin(),
+                _in_flight: target.health.begin(started),
             });
         }
     }
@@ -249,12 +274,33 @@ impl<'g> Attempts<'g> {
             match e.class {
                 ErrorClass::BadRequest => return Some(ApiError::invalid_request(message)),
                 ErrorClass::ContentFilter => return Some(ApiError::content_filter(message)),
-                ErrorClass::ContextLength => return Some(ApiError::context_length(message)),
+                ErrorClass::ContextLength => {
+                    // A target with a larger window may still take it.
+                    let window = self.context_window(attempt.target);
+                    let routes = &self.gw.routes[self.route];
+                    if !self
+                        .plan
+                        .as_slice()
+                        .iter()
+                        .any(|p| self.context_window(&routes[p.target]) > window)
+                    {
+                        return Some(ApiError::context_length(message));
+                    }
+                    self.min_context_window = Some(window);
+                }
                 _ => {}
             }
         }
+        if failure.is_timeout() {
+            // A silent target is not asked again; the next one is.
+            self.skip.push(attempt.index);
+        }
         self.note(attempt.target, failure);
         None
+    }
+
+    fn context_window(&self, target: &RouteTarget) -> u32 {
+        self.gw.config.providers[target.provider].models[&target.model].context_window
     }
 
     /// The caller went away mid-answer: not the target's fault, not billed.
@@ -304,7 +350,8 @@ impl<'g> Attempts<'g> {
             Some(Failure::Provider(ProviderError {
                 class: ErrorClass::Overloaded,
                 ..
-            })) => ApiError::unavailable(message),
+            }))
+            | Some(Failure::CircuitOpen) => ApiError::unavailable(message),
             Some(failure) if failure.is_timeout() => ApiError::gateway_timeout(message),
             None => ApiError::gateway_timeout(message),
             Some(_) => ApiError::bad_gateway(message),

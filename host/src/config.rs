@@ -24,6 +24,8 @@ struct RawConfig {
     #[serde(default)]
     plugins: PluginsConfig,
     #[serde(default)]
+    circuit: CircuitConfig,
+    #[serde(default)]
     gateway_keys: Vec<RawGatewayKey>,
     #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
@@ -78,6 +80,24 @@ impl Default for PluginsConfig {
             call_timeout_ms: 100,
             memory_limit_mib: 64,
             max_instances: 1000,
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitConfig {
+    /// Consecutive failures of a target that open its circuit.
+    pub failures: u32,
+    /// How long an open circuit stays open before one probe is let through.
+    pub cool_down_ms: u64,
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        CircuitConfig {
+            failures: 5,
+            cool_down_ms: 30_000,
         }
     }
 }
@@ -252,6 +272,7 @@ pub struct Config {
     pub file: PathBuf,
     pub server: ServerConfig,
     pub plugins: PluginsConfig,
+    pub circuit: CircuitConfig,
     pub keys: Vec<GatewayKey>,
     pub providers: Vec<Provider>,
     pub routes: Vec<Route>,
@@ -300,6 +321,12 @@ impl Config {
         }
         if plugins.memory_limit_mib == 0 {
             return Err(fail("plugins.memory_limit_mib", "must be above 0".into()));
+        }
+        if raw.circuit.failures == 0 || raw.circuit.cool_down_ms == 0 {
+            return Err(fail(
+                "circuit",
+                "failures and cool_down_ms must be above 0".into(),
+            ));
         }
         if raw.server.max_body_bytes == 0 {
             return Err(fail("server.max_body_bytes", "must be above 0".into()));
@@ -464,6 +491,7 @@ impl Config {
             file: file.to_path_buf(),
             server: raw.server,
             plugins,
+            circuit: raw.circuit,
             keys,
             providers,
             routes,

@@ -2,7 +2,7 @@
 //! per-target health and metrics. Built once at start-up.
 
 use crate::config::{Config, Endpoint};
-use crate::health::TargetHealth;
+use crate::health::{CircuitSettings, TargetHealth};
 use crate::metrics::Metrics;
 use crate::plugin::Registry;
 use crate::upstream::Upstream;
@@ -53,6 +53,10 @@ impl Gateway {
             .map_err(|e| format!("provider {}: {e}", provider.name))?;
             upstreams.push(upstream);
         }
+        let circuit = CircuitSettings {
+            failures: config.circuit.failures,
+            cool_down: std::time::Duration::from_millis(config.circuit.cool_down_ms),
+        };
         let mut health: HashMap<(usize, String), Arc<TargetHealth>> = HashMap::new();
         let routes = config
             .routes
@@ -64,7 +68,10 @@ impl Gateway {
                     .map(|(provider, model)| RouteTarget {
                         provider: *provider,
                         model: model.clone(),
-                        health: health.entry((*provider, model.clone())).or_default().clone(),
+                        health: health
+                            .entry((*provider, model.clone()))
+                            .or_insert_with(|| Arc::new(TargetHealth::new(circuit)))
+                            .clone(),
                     })
                     .collect()
             })

@@ -205,6 +205,7 @@ async fn start(
         usage: None,
         eof: false,
         finished: false,
+        answer_finished: false,
     };
     match pump.next().await? {
         Batch::Chunks(first) => Ok((pump, first)),
@@ -231,6 +232,8 @@ struct Pump {
     usage: Option<Usage>,
     eof: bool,
     finished: bool,
+    /// A chunk carried a finish reason.
+    answer_finished: bool,
 }
 
 impl Pump {
@@ -244,12 +247,14 @@ impl Pump {
                     event: event.event,
                     data: event.data,
                 };
-                let decoded = self
+                let fed = self
                     .session
                     .feed(&event)
                     .await
                     .map_err(Failure::Plugin)?
                     .map_err(Failure::Provider)?;
+                self.answer_finished |= fed.finished;
+                let decoded = fed.decoded;
                 if decoded.usage.is_some() {
                     self.usage = decoded.usage;
                 }
@@ -260,6 +265,11 @@ impl Pump {
                 continue;
             }
             if self.eof {
+                // Ended cleanly without the provider's end marker: complete
+                // if the answer had finished, else cut short.
+                if self.answer_finished {
+                    return Ok(Batch::Done);
+                }
                 return Err(Failure::Stream(
                     "the provider's stream ended before the answer was complete".into(),
                 ));

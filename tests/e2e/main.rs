@@ -6,6 +6,7 @@ mod classes;
 mod compat;
 mod failover;
 mod gemini;
+mod health;
 mod input;
 mod plugins;
 mod policies;

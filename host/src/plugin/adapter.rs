@@ -163,7 +163,7 @@ impl StreamSession {
     pub async fn feed(
         &mut self,
         event: &wit::SseEvent,
-    ) -> Result<Result<wit::Decoded, wit::ProviderError>, PluginError> {
+    ) -> Result<Result<Fed, wit::ProviderError>, PluginError> {
         self.plugin.runtime.rearm(&mut self.store);
         let decoded = self
             .instance
@@ -172,17 +172,38 @@ impl StreamSession {
             .call_feed(&mut self.store, self.decoder, event)
             .await
             .map_err(|e| self.plugin.runtime.call_error(&self.plugin.name, &self.store, e))?;
-        if let Ok(decoded) = &decoded
-            && decoded
-                .chunks
-                .iter()
-                .any(|c| serde_json::from_slice::<serde::de::IgnoredAny>(c).is_err())
-        {
-            return Err(PluginError::Contract {
+        let decoded = match decoded {
+            Ok(decoded) => decoded,
+            Err(provider_error) => return Ok(Err(provider_error)),
+        };
+        // Checking that each chunk is JSON also tells whether the answer
+        // has finished (a choice with a finish_reason).
+        let mut finished = false;
+        for chunk in &decoded.chunks {
+            let shape: ChunkShape = serde_json::from_slice(chunk).map_err(|_| PluginError::Contract {
                 plugin: self.plugin.name.clone(),
-                detail: "stream chunk is not valid JSON".into(),
-            });
+                detail: "stream chunk is not a valid chat.completion.chunk".into(),
+            })?;
+            finished |= shape.choices.iter().any(|c| c.finish_reason.is_some());
         }
-        Ok(decoded)
+        Ok(Ok(Fed { decoded, finished }))
     }
+}
+
+/// One decoded event, and whether its chunks carried a finish reason.
+pub struct Fed {
+    pub decoded: wit::Decoded,
+    pub finished: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct ChunkShape {
+    #[serde(default)]
+    choices: Vec<ChoiceShape>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChoiceShape {
+    #[serde(default)]
+    finish_reason: Option<String>,
 }

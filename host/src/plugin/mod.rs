@@ -9,7 +9,7 @@ mod sandbox;
 mod watch;
 
 pub use adapter::wit as adapter_wit;
-pub use adapter::{AdapterPlugin, StreamSession};
+pub use adapter::{AdapterPlugin, Fed, StreamSession};
 pub use policy::PolicyPlugin;
 pub use policy::wit as policy_wit;
 pub use registry::{PluginKind, PluginSet, Refusal, Registry};

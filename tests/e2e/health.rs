@@ -1,0 +1,173 @@
+//! Health-aware attempts: circuits that open, probe and close; silent
+//! targets not retried; context-length errors moving to a larger window;
+//! streams that end without their marker.
+
+use crate::support::*;
+use serde_json::json;
+use std::time::Duration;
+
+async fn circuit_of(gw: &Gateway, provider: &str) -> String {
+    let targets = get(&format!("{}/admin/targets", gw.url), &[]).await.json();
+    targets["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["provider"] == provider)
+        .unwrap()["circuit"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_primary_that_is_down_for_a_while_opens_its_circuit_then_is_probed_and_serves_again() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::Status(500, vec![], "{}".into()));
+    let config = format!(
+        "[circuit]\nfailures = 2\ncool_down_ms = 700\n{}",
+        two_providers(&a, &b, "")
+    );
+    let gw = Gateway::start(&config, KEYS);
+    for _ in 0..2 {
+        assert_eq!(
+            post(&gw.chat_url(), &chat("chat"))
+                .await
+                .header("x-switchboard-provider"),
+            "b"
+        );
+    }
+    assert_eq!(circuit_of(&gw, "a").await, "open");
+    // While open, the fallback serves without touching the primary.
+    for _ in 0..3 {
+        let reply = post(&gw.chat_url(), &chat("chat")).await;
+        assert_eq!(
+            (
+                reply.header("x-switchboard-provider"),
+                reply.header("x-switchboard-attempts")
+            ),
+            ("b", "1")
+        );
+    }
+    assert_eq!(a.hits(), 2);
+
+    a.set_default(Script::Answer("a"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(circuit_of(&gw, "a").await, "half_open");
+    assert_eq!(
+        post(&gw.chat_url(), &chat("chat"))
+            .await
+            .header("x-switchboard-provider"),
+        "a",
+        "the probe"
+    );
+    assert_eq!(circuit_of(&gw, "a").await, "closed");
+    assert_eq!(
+        post(&gw.chat_url(), &chat("chat"))
+            .await
+            .header("x-switchboard-provider"),
+        "a",
+        "traffic returns"
+    );
+    assert_eq!(a.hits(), 4);
+}
+
+#[tokio::test]
+async fn a_failed_probe_opens_the_circuit_again() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::Status(503, vec![], "{}".into()));
+    let config = format!(
+        "[circuit]\nfailures = 1\ncool_down_ms = 300\n{}",
+        two_providers(&a, &b, "")
+    );
+    let gw = Gateway::start(&config, KEYS);
+    post(&gw.chat_url(), &chat("chat")).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        post(&gw.chat_url(), &chat("chat"))
+            .await
+            .header("x-switchboard-provider"),
+        "b"
+    );
+    assert_eq!(a.hits(), 2, "one probe went to a");
+    assert_eq!(circuit_of(&gw, "a").await, "open");
+    post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(a.hits(), 2, "open again: a is left alone");
+}
+
+#[tokio::test]
+async fn a_silent_target_is_not_retried_even_when_retries_are_allowed() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::Hang);
+    let gw = Gateway::start(
+        &two_providers(&a, &b, "policy_config = { retries_per_target = 2 }"),
+        KEYS,
+    );
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.header("x-switchboard-provider"), "b");
+    assert_eq!(a.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_context_length_error_moves_to_a_target_with_a_larger_window() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::Status(
+        400,
+        vec![],
+        json!({"error": {"message": "This model's maximum context length is 8000 tokens", "code": "context_length_exceeded"}}).to_string(),
+    ));
+    // b's window is larger: it gets the request.
+    let config = two_providers(&a, &b, "").replacen("context_window = 8000", "context_window = 8000", 1);
+    let config = {
+        let second = config.rfind("context_window = 8000").unwrap();
+        format!(
+            "{}context_window = 200000{}",
+            &config[..second],
+            &config[second + "context_window = 8000".len()..]
+        )
+    };
+    let gw = Gateway::start(&config, KEYS);
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!((reply.status, reply.header("x-switchboard-provider")), (200, "b"));
+
+    // With no larger window left, the caller gets the provider's reason.
+    let (c, d) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    c.set_default(Script::Status(
+        400,
+        vec![],
+        json!({"error": {"message": "maximum context length is 8000", "code": "context_length_exceeded"}})
+            .to_string(),
+    ));
+    let gw = Gateway::start(&two_providers(&c, &d, ""), KEYS);
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(
+        (reply.status, reply.json()["error"]["code"].clone()),
+        (400, json!("context_length_exceeded"))
+    );
+    assert_eq!(d.hits(), 0, "same window: no point trying");
+}
+
+#[tokio::test]
+async fn a_stream_that_finished_but_lacks_done_is_finalised_at_once_with_usage() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let chunk = |delta: serde_json::Value, finish: serde_json::Value| json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "model-a", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    let usage = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "model-a", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}});
+    a.set_default(Script::RawStream(format!(
+        "data: {}\n\ndata: {}\n\ndata: {usage}\n\n",
+        chunk(json!({"content": "done"}), json!(null)),
+        chunk(json!({}), json!("stop"))
+    )));
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let mut request = chat("chat");
+    request["stream"] = json!(true);
+    request["stream_options"] = json!({"include_usage": true});
+    let reply = post(&gw.chat_url(), &request).await;
+    let data = reply.sse_data();
+    assert_eq!(reply.streamed_text(), "done");
+    assert_eq!(data.last().unwrap(), "[DONE]", "{data:?}");
+    assert!(data[data.len() - 2].contains("\"usage\""));
+    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    assert!(
+        metrics.contains(r#"switchboard_tokens_total{provider="a",model="model-a",kind="completion"} 2"#),
+        "{metrics}"
+    );
+}
