@@ -116,7 +116,7 @@ async fn a_context_length_error_moves_to_a_target_with_a_larger_window() {
         json!({"error": {"message": "This model's maximum context length is 8000 tokens", "code": "context_length_exceeded"}}).to_string(),
     ));
     // b's window is larger: it gets the request.
-    let config = two_providers(&a, &b, "").replacen("context_window = 8000", "context_window = 8000", 1);
+    let config = two_providers(&a, &b, "");
     let config = {
         let second = config.rfind("context_window = 8000").unwrap();
         format!(
