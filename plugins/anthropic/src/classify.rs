@@ -2,13 +2,14 @@
 
 use crate::exports::switchboard::plugin::provider::{ErrorClass, ProviderError};
 use serde_json::Value;
+use switchboard_guest::response;
 
 pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> ProviderError {
     let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let error = parsed.get("error").cloned().unwrap_or(Value::Null);
     let mut classified = from_error(Some(status), &error, body);
     if matches!(classified.class, ErrorClass::RateLimited | ErrorClass::Overloaded) {
-        classified.retry_after_ms = retry_after_ms(headers);
+        classified.retry_after_ms = response::retry_after_ms(headers);
     }
     classified
 }
@@ -20,18 +21,7 @@ pub fn from_error(status: Option<u16>, error: &Value, raw: &[u8]) -> ProviderErr
         .get("message")
         .and_then(Value::as_str)
         .map(str::to_string)
-        .unwrap_or_else(|| {
-            let text = String::from_utf8_lossy(raw)
-                .trim()
-                .chars()
-                .take(500)
-                .collect::<String>();
-            if text.is_empty() {
-                format!("HTTP {}", status.unwrap_or(0))
-            } else {
-                text
-            }
-        });
+        .unwrap_or_else(|| response::body_text(raw, status.unwrap_or(0), 500));
     let lower = message.to_lowercase();
     let class = if lower.contains("prompt is too long")
         || lower.contains("context window")
@@ -55,17 +45,4 @@ pub fn from_error(status: Option<u16>, error: &Value, raw: &[u8]) -> ProviderErr
         message,
         retry_after_ms: None,
     }
-}
-
-/// `retry-after` (seconds), else the earliest `anthropic-ratelimit-*-reset` (RFC 3339) is not
-/// computable without a clock, so only the relative header counts.
-fn retry_after_ms(headers: &[(String, String)]) -> Option<u64> {
-    let value = headers
-        .iter()
-        .find(|(k, _)| k == "retry-after")
-        .map(|(_, v)| v.trim())?;
-    value
-        .parse::<f64>()
-        .ok()
-        .map(|secs| (secs.max(0.0) * 1000.0).ceil() as u64)
 }

@@ -2,6 +2,7 @@
 
 use crate::options::Options;
 use serde_json::{Map, Value, json};
+use switchboard_guest::canonical::{self, Image, ToolChoice};
 
 /// Default name of the tool that carries structured output.
 const JSON_TOOL: &str = "json_output";
@@ -37,32 +38,23 @@ pub fn translate(openai: &Value, model: &str, options: &Options) -> Result<Trans
         .and_then(|t| t.get("budget_tokens"))
         .and_then(Value::as_u64)
         .unwrap_or(0);
-    let max_tokens = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| request.get(*k).and_then(Value::as_u64))
-        .unwrap_or_else(|| {
-            // Anthropic requires max_tokens, and above any thinking budget.
-            let default = options
-                .max_tokens_by_model
-                .get(model)
-                .copied()
-                .unwrap_or(options.default_max_tokens);
-            budget + default as u64
-        });
+    let max_tokens = canonical::max_tokens(request).unwrap_or_else(|| {
+        // Anthropic requires max_tokens, and above any thinking budget.
+        let default = options
+            .max_tokens_by_model
+            .get(model)
+            .copied()
+            .unwrap_or(options.default_max_tokens);
+        budget + default as u64
+    });
     body.insert("max_tokens".into(), json!(max_tokens));
     for key in ["temperature", "top_p", "top_k"] {
         if let Some(v) = request.get(key).filter(|v| !v.is_null()) {
             body.insert(key.into(), v.clone());
         }
     }
-    match request.get("stop") {
-        Some(Value::String(s)) => {
-            body.insert("stop_sequences".into(), json!([s]));
-        }
-        Some(Value::Array(list)) if !list.is_empty() => {
-            body.insert("stop_sequences".into(), Value::Array(list.clone()));
-        }
-        _ => {}
+    if let Some(stop) = canonical::stop_sequences(request) {
+        body.insert("stop_sequences".into(), Value::Array(stop));
     }
     if let Some(user) = request.get("user").and_then(Value::as_str) {
         body.insert("metadata".into(), json!({"user_id": user}));
@@ -145,18 +137,10 @@ fn messages(list: &[Value]) -> Result<(Vec<Value>, Vec<Value>), String> {
 }
 
 fn text_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
-    Ok(match content {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(text)) if text.is_empty() => Vec::new(),
-        Some(Value::String(text)) => vec![json!({"type": "text", "text": text})],
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .filter(|t| !t.is_empty())
-            .map(|t| json!({"type": "text", "text": t}))
-            .collect(),
-        Some(_) => return Err(format!("messages[{i}].content must be a string or an array")),
-    })
+    Ok(canonical::texts(content, i)?
+        .into_iter()
+        .map(|t| json!({"type": "text", "text": t}))
+        .collect())
 }
 
 fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
@@ -167,19 +151,17 @@ fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, Strin
     for (j, part) in parts.iter().enumerate() {
         match part.get("type").and_then(Value::as_str) {
             Some("text") => {
-                let text = part.get("text").and_then(Value::as_str).unwrap_or("");
-                if !text.is_empty() {
+                if let Some(text) = part.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
                     blocks.push(json!({"type": "text", "text": text}));
                 }
             }
-            Some("image_url") => {
-                let url = part
-                    .get("image_url")
-                    .and_then(|u| u.get("url").or(Some(u)))
-                    .and_then(Value::as_str)
-                    .ok_or(format!("messages[{i}].content[{j}].image_url.url is missing"))?;
-                blocks.push(image(url).map_err(|e| format!("messages[{i}].content[{j}]: {e}"))?);
-            }
+            // A data URL becomes a base64 source; an http(s) URL a url source.
+            Some("image_url") => blocks.push(match canonical::image(part, i, j)? {
+                Image::Inline { media_type, data } => {
+                    json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
+                }
+                Image::Url(url) => json!({"type": "image", "source": {"type": "url", "url": url}}),
+            }),
             other => {
                 return Err(format!(
                     "messages[{i}].content[{j}]: content part {other:?} is not supported by Anthropic"
@@ -190,23 +172,6 @@ fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, Strin
     Ok(blocks)
 }
 
-/// A data URL becomes a base64 source; an http(s) URL a url source.
-fn image(url: &str) -> Result<Value, String> {
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest.split_once(',').ok_or("malformed data URL")?;
-        let media_type = meta
-            .strip_suffix(";base64")
-            .ok_or("only base64 data URLs are supported")?;
-        return Ok(
-            json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}),
-        );
-    }
-    if url.starts_with("https://") || url.starts_with("http://") {
-        return Ok(json!({"type": "image", "source": {"type": "url", "url": url}}));
-    }
-    Err("image URLs must be data: or http(s): URLs".into())
-}
-
 fn assistant_blocks(message: &Value, i: usize) -> Result<Vec<Value>, String> {
     let mut blocks = Vec::new();
     // Thinking from an earlier answer must go back first, signature intact.
@@ -214,26 +179,8 @@ fn assistant_blocks(message: &Value, i: usize) -> Result<Vec<Value>, String> {
         blocks.extend(thinking.iter().cloned());
     }
     blocks.extend(text_blocks(message.get("content"), i)?);
-    if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
-        for (j, call) in calls.iter().enumerate() {
-            let function = call
-                .get("function")
-                .ok_or(format!("messages[{i}].tool_calls[{j}].function is missing"))?;
-            let arguments = function.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-            let input: Value = if arguments.trim().is_empty() {
-                json!({})
-            } else {
-                serde_json::from_str(arguments).map_err(|e| {
-                    format!("messages[{i}].tool_calls[{j}].function.arguments is not JSON: {e}")
-                })?
-            };
-            blocks.push(json!({
-                "type": "tool_use",
-                "id": call.get("id").and_then(Value::as_str).unwrap_or_default(),
-                "name": function.get("name").and_then(Value::as_str).unwrap_or_default(),
-                "input": input,
-            }));
-        }
+    for call in canonical::tool_calls(message, i)? {
+        blocks.push(json!({"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}));
     }
     Ok(blocks)
 }
@@ -274,19 +221,11 @@ fn tool_choice(choice: &Value, request: &Map<String, Value>) -> Result<Option<Va
     {
         return Ok(None);
     }
-    Ok(Some(match choice {
-        Value::String(s) if s == "auto" => json!({"type": "auto"}),
-        Value::String(s) if s == "none" => json!({"type": "none"}),
-        Value::String(s) if s == "required" => json!({"type": "any"}),
-        Value::Object(o) => {
-            let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .ok_or("tool_choice.function.name is missing")?;
-            json!({"type": "tool", "name": name})
-        }
-        other => return Err(format!("unsupported tool_choice {other}")),
+    Ok(Some(match canonical::tool_choice(choice)? {
+        ToolChoice::Auto => json!({"type": "auto"}),
+        ToolChoice::None => json!({"type": "none"}),
+        ToolChoice::Required => json!({"type": "any"}),
+        ToolChoice::Named(name) => json!({"type": "tool", "name": name}),
     }))
 }
 

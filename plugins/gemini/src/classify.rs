@@ -2,6 +2,7 @@
 
 use crate::exports::switchboard::plugin::provider::{ErrorClass, ProviderError};
 use serde_json::Value;
+use switchboard_guest::response;
 
 pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> ProviderError {
     let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
@@ -16,14 +17,7 @@ pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> Provi
         .get("message")
         .and_then(Value::as_str)
         .map(str::to_string)
-        .unwrap_or_else(|| {
-            let text: String = String::from_utf8_lossy(body).trim().chars().take(500).collect();
-            if text.is_empty() {
-                format!("HTTP {status}")
-            } else {
-                text
-            }
-        });
+        .unwrap_or_else(|| response::body_text(body, status, 500));
     let lower = message.to_lowercase();
     let class = if lower.contains("exceeds the maximum number of tokens")
         || lower.contains("input token count")
@@ -41,7 +35,7 @@ pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> Provi
         }
     };
     let retry_after_ms = if class == ErrorClass::RateLimited || class == ErrorClass::Overloaded {
-        retry_info(&error).or_else(|| retry_after_header(headers))
+        retry_info(&error).or_else(|| response::retry_after_ms(headers))
     } else {
         None
     };
@@ -63,15 +57,4 @@ fn retry_info(error: &Value) -> Option<u64> {
         let seconds: f64 = delay.strip_suffix('s')?.parse().ok()?;
         Some((seconds.max(0.0) * 1000.0).ceil() as u64)
     })
-}
-
-fn retry_after_header(headers: &[(String, String)]) -> Option<u64> {
-    let value = headers
-        .iter()
-        .find(|(k, _)| k == "retry-after")?
-        .1
-        .trim()
-        .parse::<f64>()
-        .ok()?;
-    Some((value.max(0.0) * 1000.0).ceil() as u64)
 }

@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
+use switchboard_guest::canonical::{self, Image, ToolChoice};
 
 pub fn translate(openai: &Value) -> Result<Value, String> {
     let request = openai.as_object().ok_or("request body is not a JSON object")?;
@@ -29,20 +30,11 @@ pub fn translate(openai: &Value) -> Result<Value, String> {
             config.insert(to.into(), v.clone());
         }
     }
-    if let Some(max) = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| request.get(*k).filter(|v| v.is_u64()))
-    {
-        config.insert("maxOutputTokens".into(), max.clone());
+    if let Some(max) = canonical::max_tokens(request) {
+        config.insert("maxOutputTokens".into(), json!(max));
     }
-    match request.get("stop") {
-        Some(Value::String(s)) => {
-            config.insert("stopSequences".into(), json!([s]));
-        }
-        Some(Value::Array(list)) if !list.is_empty() => {
-            config.insert("stopSequences".into(), Value::Array(list.clone()));
-        }
-        _ => {}
+    if let Some(stop) = canonical::stop_sequences(request) {
+        config.insert("stopSequences".into(), Value::Array(stop));
     }
     match request
         .get("response_format")
@@ -113,30 +105,9 @@ fn contents(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), String> {
             "user" => ("user", user_parts(message.get("content"), i)?),
             "assistant" => {
                 let mut parts = text_parts(message.get("content"), i)?;
-                for (j, call) in message
-                    .get("tool_calls")
-                    .and_then(Value::as_array)
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[])
-                    .iter()
-                    .enumerate()
-                {
-                    let function = call
-                        .get("function")
-                        .ok_or(format!("messages[{i}].tool_calls[{j}].function is missing"))?;
-                    let name = function.get("name").and_then(Value::as_str).unwrap_or_default();
-                    let arguments = function.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-                    let args: Value = if arguments.trim().is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_str(arguments).map_err(|e| {
-                            format!("messages[{i}].tool_calls[{j}].function.arguments is not JSON: {e}")
-                        })?
-                    };
-                    if let Some(id) = call.get("id").and_then(Value::as_str) {
-                        call_names.insert(id.to_string(), name.to_string());
-                    }
-                    parts.push(json!({"functionCall": {"name": name, "args": args}}));
+                for call in canonical::tool_calls(message, i)? {
+                    call_names.insert(call.id.to_string(), call.name.to_string());
+                    parts.push(json!({"functionCall": {"name": call.name, "args": call.arguments}}));
                 }
                 ("model", parts)
             }
@@ -183,18 +154,10 @@ fn contents(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), String> {
 }
 
 fn text_parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
-    Ok(match content {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(text)) if text.is_empty() => Vec::new(),
-        Some(Value::String(text)) => vec![json!({"text": text})],
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .filter(|t| !t.is_empty())
-            .map(|t| json!({"text": t}))
-            .collect(),
-        Some(_) => return Err(format!("messages[{i}].content must be a string or an array")),
-    })
+    Ok(canonical::texts(content, i)?
+        .into_iter()
+        .map(|t| json!({"text": t}))
+        .collect())
 }
 
 fn user_parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
@@ -209,14 +172,7 @@ fn user_parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
                     out.push(json!({"text": text}));
                 }
             }
-            Some("image_url") => {
-                let url = part
-                    .get("image_url")
-                    .and_then(|u| u.get("url").or(Some(u)))
-                    .and_then(Value::as_str)
-                    .ok_or(format!("messages[{i}].content[{j}].image_url.url is missing"))?;
-                out.push(image(url).map_err(|e| format!("messages[{i}].content[{j}]: {e}"))?);
-            }
+            Some("image_url") => out.push(image(canonical::image(part, i, j)?, url_of(part))),
             other => {
                 return Err(format!(
                     "messages[{i}].content[{j}]: content part {other:?} is not supported by Gemini"
@@ -227,25 +183,30 @@ fn user_parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
     Ok(out)
 }
 
-/// Data URLs become `inlineData`; other URLs `fileData`.
-fn image(url: &str) -> Result<Value, String> {
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest.split_once(',').ok_or("malformed data URL")?;
-        let mime = meta
-            .strip_suffix(";base64")
-            .ok_or("only base64 data URLs are supported")?;
-        return Ok(json!({"inlineData": {"mimeType": mime, "data": data}}));
+fn url_of(part: &Value) -> &str {
+    part.get("image_url")
+        .and_then(|u| u.get("url").or(Some(u)))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// Data URLs become `inlineData`; other URLs `fileData`, typed by extension.
+fn image(image: Image<'_>, url: &str) -> Value {
+    match image {
+        Image::Inline { media_type, data } => json!({"inlineData": {"mimeType": media_type, "data": data}}),
+        Image::Url(_) => {
+            let lower = url.to_lowercase();
+            let path = lower.split(['?', '#']).next().unwrap_or("");
+            let mime = match path.rsplit('.').next() {
+                Some("png") => "image/png",
+                Some("webp") => "image/webp",
+                Some("gif") => "image/gif",
+                Some("heic") => "image/heic",
+                _ => "image/jpeg",
+            };
+            json!({"fileData": {"mimeType": mime, "fileUri": url}})
+        }
     }
-    let lower = url.to_lowercase();
-    let path = lower.split(['?', '#']).next().unwrap_or("");
-    let mime = match path.rsplit('.').next() {
-        Some("png") => "image/png",
-        Some("webp") => "image/webp",
-        Some("gif") => "image/gif",
-        Some("heic") => "image/heic",
-        _ => "image/jpeg",
-    };
-    Ok(json!({"fileData": {"mimeType": mime, "fileUri": url}}))
 }
 
 fn declaration(tool: &Value) -> Result<Value, String> {
@@ -265,19 +226,11 @@ fn declaration(tool: &Value) -> Result<Value, String> {
 }
 
 fn tool_choice(choice: &Value) -> Result<Value, String> {
-    Ok(match choice {
-        Value::String(s) if s == "auto" => json!({"mode": "AUTO"}),
-        Value::String(s) if s == "none" => json!({"mode": "NONE"}),
-        Value::String(s) if s == "required" => json!({"mode": "ANY"}),
-        Value::Object(o) => {
-            let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .ok_or("tool_choice.function.name is missing")?;
-            json!({"mode": "ANY", "allowedFunctionNames": [name]})
-        }
-        other => return Err(format!("unsupported tool_choice {other}")),
+    Ok(match canonical::tool_choice(choice)? {
+        ToolChoice::Auto => json!({"mode": "AUTO"}),
+        ToolChoice::None => json!({"mode": "NONE"}),
+        ToolChoice::Required => json!({"mode": "ANY"}),
+        ToolChoice::Named(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
     })
 }
 

@@ -3,6 +3,7 @@
 
 use crate::exports::switchboard::plugin::provider::{ErrorClass, ProviderError};
 use serde::Deserialize;
+use switchboard_guest::response;
 
 #[derive(Deserialize, Default)]
 struct ErrorBody {
@@ -34,15 +35,10 @@ pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> Provi
         .ok()
         .and_then(|b| b.error)
         .unwrap_or_default();
-    let message = detail.message.clone().unwrap_or_else(|| {
-        let text = String::from_utf8_lossy(body);
-        let text = text.trim();
-        if text.is_empty() {
-            format!("HTTP {status}")
-        } else {
-            truncate(text, 500)
-        }
-    });
+    let message = detail
+        .message
+        .clone()
+        .unwrap_or_else(|| response::body_text(body, status, 500));
     let mut error = error_from_detail(status, &detail, message);
     if error.class == ErrorClass::RateLimited || matches!(status, 429 | 503) {
         error.retry_after_ms = retry_after_ms(headers);
@@ -95,17 +91,12 @@ fn error_from_detail(status: u16, detail: &ErrorDetail, message: String) -> Prov
 /// The wait the provider asked for: `retry-after-ms`, then `retry-after`
 /// (seconds), then the earliest `x-ratelimit-reset-*` duration.
 fn retry_after_ms(headers: &[(String, String)]) -> Option<u64> {
-    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim());
-    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        return Some(ms.max(0.0).ceil() as u64);
-    }
-    if let Some(secs) = header("retry-after").and_then(|v| v.parse::<f64>().ok()) {
-        return Some((secs.max(0.0) * 1000.0).ceil() as u64);
-    }
-    ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
-        .iter()
-        .filter_map(|name| header(name).and_then(parse_go_duration))
-        .min()
+    response::retry_after_ms(headers).or_else(|| {
+        ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+            .iter()
+            .filter_map(|name| response::header(headers, name).and_then(parse_go_duration))
+            .min()
+    })
 }
 
 /// Parses OpenAI's reset durations such as `1s`, `6m0s`, `20ms`, `1h2m3.5s`.
@@ -132,11 +123,4 @@ fn parse_go_duration(text: &str) -> Option<u64> {
         rest = tail;
     }
     Some(total.ceil() as u64)
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text.to_string(),
-    }
 }
