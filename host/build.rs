@@ -26,7 +26,14 @@ const TEST_GUESTS: &[&str] = &["switchboard-test-misbehave", "switchboard-test-f
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.parent().unwrap();
-    for watched in ["wit", "guest", "plugins", "policies", "tests/guests", "Cargo.lock"] {
+    for watched in [
+        "wit",
+        "guest",
+        "plugins",
+        "policies",
+        "tests/guests",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
