@@ -121,6 +121,7 @@ pub struct Attempt<'g> {
 
 /// The attempts of one request.
 pub struct Attempts<'g> {
+    streaming: bool,
     gw: &'g Gateway,
     plugins: &'g PluginSet,
     route: usize,
@@ -138,7 +139,10 @@ pub struct Attempts<'g> {
 }
 
 impl<'g> Attempts<'g> {
+    /// `streaming`: each attempt's deadline is its first-token deadline
+    /// (after the first chunk, the stream's idle deadline takes over).
     pub fn new(
+        streaming: bool,
         gw: &'g Gateway,
         plugins: &'g PluginSet,
         route: usize,
@@ -146,6 +150,7 @@ impl<'g> Attempts<'g> {
         started: Instant,
     ) -> Self {
         Attempts {
+            streaming,
             gw,
             plugins,
             route,
@@ -211,7 +216,12 @@ impl<'g> Attempts<'g> {
             self.made += 1;
             self.last_target = Some(planned.target);
             let started = Instant::now();
-            let timeout = planned.timeout.unwrap_or(provider.timeout);
+            let default = if self.streaming {
+                provider.first_token_timeout
+            } else {
+                provider.timeout
+            };
+            let timeout = planned.timeout.unwrap_or(default);
             return Some(Attempt {
                 index: planned.target,
                 target,
@@ -388,7 +398,7 @@ pub async fn complete(
     request: &mut Map<String, Value>,
     started: Instant,
 ) -> Result<http::Response<Body>, ApiError> {
-    let mut attempts = Attempts::new(gw, plugins, route, plan, started);
+    let mut attempts = Attempts::new(false, gw, plugins, route, plan, started);
     while let Some(attempt) = attempts.next().await {
         match once(&attempt, request).await {
             Ok(completion) => {

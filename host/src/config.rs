@@ -164,6 +164,9 @@ struct RawRoute {
     max_attempts: u32,
     #[serde(default = "defaults::route_timeout_ms")]
     timeout_ms: u64,
+    hedge_after_ms: Option<u64>,
+    #[serde(default = "defaults::hedge_max_cost_usd")]
+    hedge_max_cost_usd: f64,
 }
 
 mod defaults {
@@ -197,6 +200,9 @@ mod defaults {
     }
     pub fn route_timeout_ms() -> u64 {
         120_000
+    }
+    pub fn hedge_max_cost_usd() -> f64 {
+        0.05
     }
 }
 
@@ -265,6 +271,10 @@ pub struct Route {
     pub aliases: Vec<String>,
     pub max_attempts: u32,
     pub timeout: Duration,
+    /// Streams: start the next target when the first is silent this long.
+    pub hedge_after: Option<Duration>,
+    /// No hedge when the request's estimated cost on the dearest target exceeds this.
+    pub hedge_max_cost_usd: f64,
 }
 
 #[derive(Debug)]
@@ -474,6 +484,8 @@ impl Config {
                 aliases: r.aliases,
                 max_attempts: r.max_attempts,
                 timeout: Duration::from_millis(r.timeout_ms),
+                hedge_after: r.hedge_after_ms.map(Duration::from_millis),
+                hedge_max_cost_usd: r.hedge_max_cost_usd,
                 name,
             });
         }

@@ -12,12 +12,14 @@ use crate::routing::PlannedAttempt;
 use crate::sse::{Event, SseParser};
 use crate::upstream::TransportError;
 use bytes::Bytes;
+use futures_util::future::Either;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -36,10 +38,22 @@ pub async fn serve(
     plan: Vec<PlannedAttempt>,
     request: Map<String, Value>,
     include_usage: bool,
+    hedge_after: Option<Duration>,
     started: Instant,
 ) -> Head {
     let (head_tx, head_rx) = oneshot::channel();
-    tokio::spawn(run(gw, plugins, route, plan, request, include_usage, started, head_tx).in_current_span());
+    let stream = run(
+        gw,
+        plugins,
+        route,
+        plan,
+        request,
+        include_usage,
+        hedge_after,
+        started,
+        head_tx,
+    );
+    tokio::spawn(stream.in_current_span());
     head_rx
         .await
         .unwrap_or_else(|_| Err(ApiError::internal("the stream ended before it started")))
@@ -53,16 +67,17 @@ async fn run(
     plan: Vec<PlannedAttempt>,
     mut request: Map<String, Value>,
     include_usage: bool,
+    hedge_after: Option<Duration>,
     started: Instant,
     mut head_tx: oneshot::Sender<Head>,
 ) {
     let gw = &*gw;
-    let mut attempts = Attempts::new(gw, &plugins, route, plan, started);
+    let mut attempts = Attempts::new(true, gw, &plugins, route, plan, started);
     let opened = tokio::select! {
         biased;
         // The caller went away before the first chunk: stop trying.
         _ = head_tx.closed() => return,
-        opened = open(&mut attempts, &mut request, include_usage) => opened,
+        opened = open(&mut attempts, &mut request, include_usage, hedge_after) => opened,
     };
     let (attempt, mut pump, first) = match opened {
         Ok(opened) => opened,
@@ -158,27 +173,116 @@ fn sse_data(json: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-/// Try targets until one produces its first chunk.
+/// Try targets until one produces its first chunk. With `hedge_after`, a
+/// first attempt still silent after that delay is raced against the next
+/// target: the first to produce a chunk wins, the other is cancelled (and
+/// not billed).
 async fn open<'g>(
     attempts: &mut Attempts<'g>,
     request: &mut Map<String, Value>,
     include_usage: bool,
+    hedge_after: Option<Duration>,
 ) -> Result<(Attempt<'g>, Pump, Vec<Vec<u8>>), ApiError> {
     while let Some(attempt) = attempts.next().await {
-        let first_token_deadline =
-            (attempt.started + attempt.provider.first_token_timeout).min(attempts.deadline);
-        let started =
-            tokio::time::timeout_at(first_token_deadline, start(&attempt, request, include_usage)).await;
-        let failure = match started {
-            Ok(Ok((pump, first))) => return Ok((attempt, pump, first)),
-            Ok(Err(failure)) => failure,
-            Err(_) => Failure::Transport(TransportError::Timeout),
+        let mut hedge_request = hedge_after.map(|_| request.clone());
+        let first = first_chunk(&attempt, request, include_usage);
+        let raced = match (hedge_after, hedge_request.as_mut()) {
+            (Some(delay), Some(hedge_request)) => {
+                race(attempts, first, delay, hedge_request, include_usage).await
+            }
+            _ => Raced::First(first.await),
+        };
+        let failure = match raced {
+            Raced::First(Ok((pump, chunks))) => return Ok((attempt, pump, chunks)),
+            Raced::First(Err(failure)) => failure,
+            Raced::Hedge(hedge, pump, chunks, first_failure) => {
+                match first_failure {
+                    Some(failure) => {
+                        let _ = attempts.failed(attempt, failure);
+                    }
+                    None => attempts.cancelled(attempt),
+                }
+                return Ok((hedge, pump, chunks));
+            }
         };
         if let Some(stop) = attempts.failed(attempt, failure) {
             return Err(stop);
         }
     }
     Err(attempts.exhausted())
+}
+
+type Started = Result<(Pump, Vec<Vec<u8>>), Failure>;
+
+/// Start an attempt and read up to its first chunk, within its first-token deadline.
+async fn first_chunk(
+    attempt: &Attempt<'_>,
+    request: &mut Map<String, Value>,
+    include_usage: bool,
+) -> Started {
+    // A streaming attempt's deadline is its first-token deadline.
+    match tokio::time::timeout_at(attempt.deadline, start(attempt, request, include_usage)).await {
+        Ok(started) => started,
+        Err(_) => Err(Failure::Transport(TransportError::Timeout)),
+    }
+}
+
+/// How a hedged start ended.
+enum Raced<'g> {
+    /// The first attempt's outcome (any hedge has been settled).
+    First(Started),
+    /// The hedge produced the first chunk; the first attempt failed (with
+    /// this failure) or is to be cancelled.
+    Hedge(Attempt<'g>, Pump, Vec<Vec<u8>>, Option<Failure>),
+}
+
+async fn race<'g>(
+    attempts: &mut Attempts<'g>,
+    first: impl std::future::Future<Output = Started>,
+    delay: Duration,
+    hedge_request: &mut Map<String, Value>,
+    include_usage: bool,
+) -> Raced<'g> {
+    let mut first = std::pin::pin!(first);
+    tokio::select! {
+        started = &mut first => return Raced::First(started),
+        _ = tokio::time::sleep(delay) => {}
+    }
+    let Some(hedge) = attempts.next().await else {
+        return Raced::First(first.await);
+    };
+    tracing::info!(provider = %hedge.provider.name, model = %hedge.target.model, "hedging a silent first attempt");
+    // Settle the race inside a block, so the futures (which borrow the hedge
+    // attempt) are gone before the attempt itself is recorded.
+    let settled = {
+        let second = Box::pin(first_chunk(&hedge, hedge_request, include_usage));
+        match futures_util::future::select(first, second).await {
+            Either::Left((Ok(started), _)) => Settled::FirstWon(started),
+            Either::Right((Ok(started), _)) => Settled::HedgeWon(started, None),
+            Either::Left((Err(first_failure), second)) => match second.await {
+                Ok(started) => Settled::HedgeWon(started, Some(first_failure)),
+                Err(hedge_failure) => Settled::HedgeFailed(hedge_failure, Err(first_failure)),
+            },
+            Either::Right((Err(hedge_failure), first)) => Settled::HedgeFailed(hedge_failure, first.await),
+        }
+    };
+    match settled {
+        Settled::FirstWon(started) => {
+            attempts.cancelled(hedge);
+            Raced::First(Ok(started))
+        }
+        Settled::HedgeWon((pump, chunks), first_failure) => Raced::Hedge(hedge, pump, chunks, first_failure),
+        Settled::HedgeFailed(hedge_failure, first) => {
+            let _ = attempts.failed(hedge, hedge_failure);
+            Raced::First(first)
+        }
+    }
+}
+
+enum Settled {
+    FirstWon((Pump, Vec<Vec<u8>>)),
+    HedgeWon((Pump, Vec<Vec<u8>>), Option<Failure>),
+    HedgeFailed(Failure, Started),
 }
 
 async fn start(

@@ -171,3 +171,60 @@ async fn a_stream_that_finished_but_lacks_done_is_finalised_at_once_with_usage()
         "{metrics}"
     );
 }
+
+fn stream_request() -> serde_json::Value {
+    let mut request = chat("chat");
+    request["stream"] = json!(true);
+    request["stream_options"] = json!({"include_usage": true});
+    request
+}
+
+#[tokio::test]
+async fn a_silent_first_stream_is_hedged_and_the_loser_is_cancelled_unbilled() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::StreamAfter(5_000, "slow a"));
+    let config = two_providers(&a, &b, "hedge_after_ms = 200")
+        .replace("first_token_timeout_ms = 1000", "first_token_timeout_ms = 3000");
+    let gw = Gateway::start(&config, KEYS);
+    let started = tokio::time::Instant::now();
+    let reply = post(&gw.chat_url(), &stream_request()).await;
+    let took = started.elapsed();
+    assert_eq!(reply.header("x-switchboard-provider"), "b");
+    assert_eq!(reply.streamed_text(), "b");
+    assert_eq!(reply.header("x-switchboard-attempts"), "2");
+    assert!(
+        took < Duration::from_millis(2_500),
+        "the hedge answered before a's 3 s first-token deadline: {took:?}"
+    );
+    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    assert!(
+        metrics.contains(r#"switchboard_attempts_total{provider="a",model="model-a",outcome="cancelled"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"tokens_total{provider="a""#),
+        "the loser is not billed"
+    );
+    assert_eq!(a.hits(), 1);
+}
+
+#[tokio::test]
+async fn no_hedge_when_it_could_cost_more_than_the_cap() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::StreamAfter(5_000, "slow a"));
+    let config = two_providers(&a, &b, "hedge_after_ms = 200\nhedge_max_cost_usd = 0.000001")
+        .replace("first_token_timeout_ms = 1000", "first_token_timeout_ms = 1500");
+    let gw = Gateway::start(&config, KEYS);
+    let started = tokio::time::Instant::now();
+    let reply = post(&gw.chat_url(), &stream_request()).await;
+    assert_eq!(reply.header("x-switchboard-provider"), "b");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_500),
+        "b came only after a's first-token deadline"
+    );
+    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    assert!(
+        metrics.contains(r#"provider="a",model="model-a",outcome="timeout"} 1"#),
+        "{metrics}"
+    );
+}

@@ -27,6 +27,8 @@ pub enum Script {
     Hang,
     /// Answer like `Answer`, after a delay in milliseconds.
     Slow(u64, &'static str),
+    /// Stream like `Answer`, after a delay in milliseconds (nothing before it).
+    StreamAfter(u64, &'static str),
     /// Stream these pieces, then reset the connection.
     StreamCut(Vec<&'static str>),
     /// Stream these pieces, then go silent.
@@ -181,6 +183,16 @@ impl MockProvider {
             }
             Script::Answer(text) => json_reply(200, &[], completion(&model, text).to_string()),
             Script::Status(status, headers, body) => json_reply(status, &headers, body),
+            Script::StreamAfter(ms, text) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let mut events: Vec<String> = stream_events(&model, &split(text));
+                events.push(chunk(&model, json!({}), json!("stop")));
+                if include_usage {
+                    events.push(usage_chunk(&model));
+                }
+                events.push("[DONE]".into());
+                self.sse(events.into_iter().map(Ok).collect(), false)
+            }
             Script::Slow(ms, text) => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 json_reply(200, &[], completion(&model, text).to_string())
