@@ -29,48 +29,43 @@ const CHANNEL_DEPTH: usize = 32;
 
 type Head = Result<http::Response<Body>, ApiError>;
 
+/// One streaming request, ready to be served.
+pub struct StreamRequest {
+    pub route: usize,
+    pub plan: Vec<PlannedAttempt>,
+    /// The canonical request body.
+    pub body: Map<String, Value>,
+    /// The caller asked for the final usage chunk.
+    pub include_usage: bool,
+    /// Race the next target when the first is silent this long.
+    pub hedge_after: Option<Duration>,
+    pub started: Instant,
+}
+
 /// Serve a streaming request. The stream runs in its own task, which hands
 /// back the response head once the first chunk is ready (or the error).
-pub async fn serve(
-    gw: Arc<Gateway>,
-    plugins: Arc<PluginSet>,
-    route: usize,
-    plan: Vec<PlannedAttempt>,
-    request: Map<String, Value>,
-    include_usage: bool,
-    hedge_after: Option<Duration>,
-    started: Instant,
-) -> Head {
+pub async fn serve(gw: Arc<Gateway>, plugins: Arc<PluginSet>, request: StreamRequest) -> Head {
     let (head_tx, head_rx) = oneshot::channel();
-    let stream = run(
-        gw,
-        plugins,
-        route,
-        plan,
-        request,
-        include_usage,
-        hedge_after,
-        started,
-        head_tx,
-    );
-    tokio::spawn(stream.in_current_span());
+    tokio::spawn(run(gw, plugins, request, head_tx).in_current_span());
     head_rx
         .await
         .unwrap_or_else(|_| Err(ApiError::internal("the stream ended before it started")))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run(
     gw: Arc<Gateway>,
     plugins: Arc<PluginSet>,
-    route: usize,
-    plan: Vec<PlannedAttempt>,
-    mut request: Map<String, Value>,
-    include_usage: bool,
-    hedge_after: Option<Duration>,
-    started: Instant,
+    stream: StreamRequest,
     mut head_tx: oneshot::Sender<Head>,
 ) {
+    let StreamRequest {
+        route,
+        plan,
+        body: mut request,
+        include_usage,
+        hedge_after,
+        started,
+    } = stream;
     let gw = &*gw;
     let mut attempts = Attempts::new(true, gw, &plugins, route, plan, started);
     let opened = tokio::select! {
@@ -182,7 +177,7 @@ async fn open<'g>(
     request: &mut Map<String, Value>,
     include_usage: bool,
     hedge_after: Option<Duration>,
-) -> Result<(Attempt<'g>, Pump, Vec<Vec<u8>>), ApiError> {
+) -> Result<(Attempt<'g>, Box<Pump>, Vec<Vec<u8>>), ApiError> {
     while let Some(attempt) = attempts.next().await {
         let mut hedge_request = hedge_after.map(|_| request.clone());
         let first = first_chunk(&attempt, request, include_usage);
@@ -195,7 +190,13 @@ async fn open<'g>(
         let failure = match raced {
             Raced::First(Ok((pump, chunks))) => return Ok((attempt, pump, chunks)),
             Raced::First(Err(failure)) => failure,
-            Raced::Hedge(hedge, pump, chunks, first_failure) => {
+            Raced::Hedge(won) => {
+                let HedgeWin {
+                    attempt: hedge,
+                    pump,
+                    chunks,
+                    first_failure,
+                } = *won;
                 match first_failure {
                     Some(failure) => {
                         let _ = attempts.failed(attempt, failure);
@@ -212,7 +213,7 @@ async fn open<'g>(
     Err(attempts.exhausted())
 }
 
-type Started = Result<(Pump, Vec<Vec<u8>>), Failure>;
+type Started = Result<(Box<Pump>, Vec<Vec<u8>>), Failure>;
 
 /// Start an attempt and read up to its first chunk, within its first-token deadline.
 async fn first_chunk(
@@ -233,7 +234,16 @@ enum Raced<'g> {
     First(Started),
     /// The hedge produced the first chunk; the first attempt failed (with
     /// this failure) or is to be cancelled.
-    Hedge(Attempt<'g>, Pump, Vec<Vec<u8>>, Option<Failure>),
+    Hedge(Box<HedgeWin<'g>>),
+}
+
+/// The hedge that produced the first chunk, and what became of the first attempt.
+struct HedgeWin<'g> {
+    attempt: Attempt<'g>,
+    pump: Box<Pump>,
+    chunks: Vec<Vec<u8>>,
+    /// The first attempt's failure; `None` if it is still running and to be cancelled.
+    first_failure: Option<Failure>,
 }
 
 async fn race<'g>(
@@ -271,7 +281,12 @@ async fn race<'g>(
             attempts.cancelled(hedge);
             Raced::First(Ok(started))
         }
-        Settled::HedgeWon((pump, chunks), first_failure) => Raced::Hedge(hedge, pump, chunks, first_failure),
+        Settled::HedgeWon((pump, chunks), first_failure) => Raced::Hedge(Box::new(HedgeWin {
+            attempt: hedge,
+            pump,
+            chunks,
+            first_failure,
+        })),
         Settled::HedgeFailed(hedge_failure, first) => {
             let _ = attempts.failed(hedge, hedge_failure);
             Raced::First(first)
@@ -280,8 +295,8 @@ async fn race<'g>(
 }
 
 enum Settled {
-    FirstWon((Pump, Vec<Vec<u8>>)),
-    HedgeWon((Pump, Vec<Vec<u8>>), Option<Failure>),
+    FirstWon((Box<Pump>, Vec<Vec<u8>>)),
+    HedgeWon((Box<Pump>, Vec<Vec<u8>>), Option<Failure>),
     HedgeFailed(Failure, Started),
 }
 
@@ -289,7 +304,7 @@ async fn start(
     attempt: &Attempt<'_>,
     request: &mut Map<String, Value>,
     include_usage: bool,
-) -> Result<(Pump, Vec<Vec<u8>>), Failure> {
+) -> Result<(Box<Pump>, Vec<Vec<u8>>), Failure> {
     let response = attempt.send(request).await?;
     if !response.status().is_success() {
         let inbound = attempt.read(response).await?;
@@ -312,7 +327,7 @@ async fn start(
         answer_finished: false,
     };
     match pump.next().await? {
-        Batch::Chunks(first) => Ok((pump, first)),
+        Batch::Chunks(first) => Ok((Box::new(pump), first)),
         Batch::Done => Err(Failure::Stream(
             "the provider's stream ended without any content".into(),
         )),

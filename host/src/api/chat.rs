@@ -47,17 +47,15 @@ async fn serve(
     let plan = routing::plan(gw, &plugins, route_index, &facts).await?;
     if facts.stream {
         let hedge_after = hedge_after(gw, route_index, &facts);
-        streaming::serve(
-            gw.clone(),
-            plugins,
-            route_index,
+        let request = streaming::StreamRequest {
+            route: route_index,
             plan,
             body,
-            facts.include_usage,
+            include_usage: facts.include_usage,
             hedge_after,
             started,
-        )
-        .await
+        };
+        streaming::serve(gw.clone(), plugins, request).await
     } else {
         attempt::complete(gw, &plugins, route_index, plan, &mut body, started).await
     }
