@@ -172,26 +172,24 @@ impl MockProvider {
             body["stream"].as_bool() == Some(true) || parts.uri.path().contains("streamGenerateContent");
         let include_usage = body["stream_options"]["include_usage"].as_bool() == Some(true);
         match step {
-            Script::Answer(text) if streaming => {
-                let mut events: Vec<String> = stream_events(&model, &split(text));
-                events.push(chunk(&model, json!({}), json!("stop")));
-                if include_usage {
-                    events.push(usage_chunk(&model));
-                }
-                events.push("[DONE]".into());
-                self.sse(events.into_iter().map(Ok).collect(), false)
-            }
+            Script::Answer(text) | Script::Wire(Wire::OpenAi, text) if streaming => self.sse(
+                complete_stream(&model, text, include_usage)
+                    .into_iter()
+                    .map(Ok)
+                    .collect(),
+                false,
+            ),
             Script::Answer(text) => json_reply(200, &[], completion(&model, text).to_string()),
             Script::Status(status, headers, body) => json_reply(status, &headers, body),
             Script::StreamAfter(ms, text) => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
-                let mut events: Vec<String> = stream_events(&model, &split(text));
-                events.push(chunk(&model, json!({}), json!("stop")));
-                if include_usage {
-                    events.push(usage_chunk(&model));
-                }
-                events.push("[DONE]".into());
-                self.sse(events.into_iter().map(Ok).collect(), false)
+                self.sse(
+                    complete_stream(&model, text, include_usage)
+                        .into_iter()
+                        .map(Ok)
+                        .collect(),
+                    false,
+                )
             }
             Script::Slow(ms, text) => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -212,15 +210,6 @@ impl MockProvider {
             }
             Script::StreamEmpty => self.sse(Vec::new(), false),
             Script::Malformed => json_reply(200, &[], "this is not a chat completion".into()),
-            Script::Wire(Wire::OpenAi, text) if streaming => {
-                let mut events: Vec<String> = stream_events(&model, &split(text));
-                events.push(chunk(&model, json!({}), json!("stop")));
-                if include_usage {
-                    events.push(usage_chunk(&model));
-                }
-                events.push("[DONE]".into());
-                self.sse(events.into_iter().map(Ok).collect(), false)
-            }
             Script::Wire(wire, text) if streaming => self.sse(
                 wire_stream(wire, &model, &split(text), true)
                     .into_iter()
@@ -296,6 +285,17 @@ fn usage_chunk(model: &str) -> String {
     json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [],
            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}})
     .to_string()
+}
+
+/// A complete OpenAI stream of `text`: chunks, the finish, usage when asked, `[DONE]`.
+fn complete_stream(model: &str, text: &'static str, include_usage: bool) -> Vec<String> {
+    let mut events = stream_events(model, &split(text));
+    events.push(chunk(model, json!({}), json!("stop")));
+    if include_usage {
+        events.push(usage_chunk(model));
+    }
+    events.push("[DONE]".into());
+    events
 }
 
 fn stream_events(model: &str, pieces: &[&str]) -> Vec<String> {
