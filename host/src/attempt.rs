@@ -6,14 +6,18 @@ use crate::api::{ApiError, Body, full};
 use crate::config::Provider;
 use crate::gateway::{Gateway, RouteTarget};
 use crate::health::{InFlight, Outcome};
-use crate::metrics::{AttemptLabels, PluginLabels, TargetLabels, TokenLabels};
+use crate::hedge::{Hedge, Start, first_success};
+use crate::metrics::{AttemptLabels, PluginLabels, RouteOutcomeLabels, TargetLabels, TokenLabels};
 use crate::plugin::adapter_wit::{Completion, ErrorClass, InboundResponse, ProviderError, Target, Usage};
 use crate::plugin::policy_wit::CircuitState;
 use crate::plugin::{AdapterPlugin, PluginError, PluginSet};
 use crate::routing::PlannedAttempt;
 use crate::upstream::{TransportError, Upstream, header_pairs};
 use hyper::body::Incoming;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde_json::{Map, Value};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -313,6 +317,33 @@ impl<'g> Attempts<'g> {
         self.gw.config.providers[target.provider].models[&target.model].context_window
     }
 
+    /// A hedge was settled; `winner` is `first`, `hedge` or `neither`.
+    pub fn hedged(&self, winner: &'static str) {
+        self.count_route(&self.gw.metrics.hedges, winner);
+    }
+
+    /// A stream broke after the caller had part of it; `outcome` is
+    /// `continued` or `error`.
+    pub fn stream_broke(&self, outcome: &'static str) {
+        self.count_route(&self.gw.metrics.stream_breaks, outcome);
+    }
+
+    fn count_route(&self, family: &Family<RouteOutcomeLabels, Counter>, outcome: &'static str) {
+        family
+            .get_or_create(&RouteOutcomeLabels {
+                route: self.gw.config.routes[self.route].name.clone(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// A continuation whose new answer did not start with what the caller
+    /// already had: dropped, not the target's fault, not billed.
+    pub fn diverged(&mut self, attempt: Attempt<'g>) {
+        attempt.count(&self.gw.metrics, "diverged");
+        tracing::info!(provider = %attempt.provider.name, model = %attempt.target.model, "continuation diverged from the delivered answer; dropped");
+    }
+
     /// The caller went away mid-answer: not the target's fault, not billed.
     pub fn cancelled(&mut self, attempt: Attempt<'g>) {
         attempt.count(&self.gw.metrics, "cancelled");
@@ -396,27 +427,31 @@ pub async fn complete(
     route: usize,
     plan: Vec<PlannedAttempt>,
     request: &mut Map<String, Value>,
+    hedge: Option<Hedge>,
     started: Instant,
 ) -> Result<http::Response<Body>, ApiError> {
     let mut attempts = Attempts::new(false, gw, plugins, route, plan, started);
-    while let Some(attempt) = attempts.next().await {
-        match once(&attempt, request).await {
-            Ok(completion) => {
-                record_success(gw, &attempt, completion.usage, None);
-                let response = answered(http::Response::builder(), &attempt, attempts.made())
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(full(completion.body))
-                    .expect("valid response");
-                return Ok(response);
-            }
-            Err(failure) => {
-                if let Some(stop) = attempts.failed(attempt, failure) {
-                    return Err(stop);
-                }
-            }
-        }
+    let (attempt, completion) = first_success(&mut attempts, request, hedge, WholeAnswer).await?;
+    record_success(gw, &attempt, completion.usage, None);
+    Ok(answered(http::Response::builder(), &attempt, attempts.made())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(full(completion.body))
+        .expect("valid response"))
+}
+
+/// A non-streaming attempt: the whole answer.
+struct WholeAnswer;
+
+impl Start for WholeAnswer {
+    type Answer = Completion;
+
+    fn start<'a>(
+        &'a self,
+        attempt: &'a Attempt<'_>,
+        request: &'a mut Map<String, Value>,
+    ) -> impl Future<Output = Result<Completion, Failure>> + Send + 'a {
+        once(attempt, request)
     }
-    Err(attempts.exhausted())
 }
 
 async fn once(attempt: &Attempt<'_>, request: &mut Map<String, Value>) -> Result<Completion, Failure> {
@@ -473,7 +508,7 @@ impl Attempt<'_> {
         }
     }
 
-    fn count(&self, metrics: &crate::metrics::Metrics, outcome: &str) {
+    pub fn count(&self, metrics: &crate::metrics::Metrics, outcome: &str) {
         metrics
             .attempts
             .get_or_create(&AttemptLabels {

@@ -89,6 +89,12 @@ impl Default for PluginsConfig {
 pub struct CircuitConfig {
     /// Consecutive failures of a target that open its circuit.
     pub failures: u32,
+    /// Failure rate over the window that opens the circuit (0 to 1).
+    pub error_rate: f64,
+    /// The window the failure rate is measured over.
+    pub window_ms: u64,
+    /// Attempts the window needs before its failure rate counts.
+    pub min_attempts: u32,
     /// How long an open circuit stays open before one probe is let through.
     pub cool_down_ms: u64,
 }
@@ -97,6 +103,9 @@ impl Default for CircuitConfig {
     fn default() -> Self {
         CircuitConfig {
             failures: 5,
+            error_rate: 0.5,
+            window_ms: 60_000,
+            min_attempts: 20,
             cool_down_ms: 30_000,
         }
     }
@@ -165,8 +174,12 @@ struct RawRoute {
     #[serde(default = "defaults::route_timeout_ms")]
     timeout_ms: u64,
     hedge_after_ms: Option<u64>,
+    #[serde(default)]
+    hedge_delay: HedgeDelay,
     #[serde(default = "defaults::hedge_max_cost_usd")]
     hedge_max_cost_usd: f64,
+    #[serde(default)]
+    on_stream_break: OnStreamBreak,
 }
 
 mod defaults {
@@ -213,6 +226,32 @@ pub enum Capability {
     Images,
     JsonSchema,
     Streaming,
+    /// Continues a final assistant message (prefill). Host-side only: it
+    /// decides how a broken stream is continued, never what a request needs.
+    Prefill,
+}
+
+/// How long a hedged request waits before racing the next target.
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HedgeDelay {
+    /// `hedge_after_ms`.
+    #[default]
+    Fixed,
+    /// The first target's observed time-to-first-token p95; `hedge_after_ms`
+    /// until enough answers have been seen.
+    TtftP95,
+}
+
+/// What a stream that breaks after the caller had part of the answer does.
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStreamBreak {
+    /// End with an in-band error event.
+    #[default]
+    Error,
+    /// Continue the answer on the next target (prefill or regenerate), else the error.
+    Continue,
 }
 
 /// A caller's key to the gateway.
@@ -271,10 +310,12 @@ pub struct Route {
     pub aliases: Vec<String>,
     pub max_attempts: u32,
     pub timeout: Duration,
-    /// Streams: start the next target when the first is silent this long.
+    /// Start the next target when the first is silent this long.
     pub hedge_after: Option<Duration>,
+    pub hedge_delay: HedgeDelay,
     /// No hedge when the request's estimated cost on the dearest target exceeds this.
     pub hedge_max_cost_usd: f64,
+    pub on_stream_break: OnStreamBreak,
 }
 
 #[derive(Debug)]
@@ -332,11 +373,14 @@ impl Config {
         if plugins.memory_limit_mib == 0 {
             return Err(fail("plugins.memory_limit_mib", "must be above 0".into()));
         }
-        if raw.circuit.failures == 0 || raw.circuit.cool_down_ms == 0 {
+        if raw.circuit.failures == 0 || raw.circuit.cool_down_ms == 0 || raw.circuit.window_ms == 0 {
             return Err(fail(
                 "circuit",
-                "failures and cool_down_ms must be above 0".into(),
+                "failures, window_ms and cool_down_ms must be above 0".into(),
             ));
+        }
+        if !(raw.circuit.error_rate > 0.0 && raw.circuit.error_rate <= 1.0) {
+            return Err(fail("circuit.error_rate", "must be above 0 and at most 1".into()));
         }
         if raw.server.max_body_bytes == 0 {
             return Err(fail("server.max_body_bytes", "must be above 0".into()));
@@ -447,6 +491,12 @@ impl Config {
             if r.targets.is_empty() {
                 return Err(fail(&at("targets"), "at least one target is needed".into()));
             }
+            if r.hedge_delay == HedgeDelay::TtftP95 && r.hedge_after_ms.is_none() {
+                return Err(fail(
+                    &at("hedge_delay"),
+                    "\"ttft_p95\" needs hedge_after_ms, the delay used until enough answers are seen".into(),
+                ));
+            }
             if r.max_attempts == 0 || r.timeout_ms == 0 {
                 return Err(fail(
                     &at("max_attempts"),
@@ -485,7 +535,9 @@ impl Config {
                 max_attempts: r.max_attempts,
                 timeout: Duration::from_millis(r.timeout_ms),
                 hedge_after: r.hedge_after_ms.map(Duration::from_millis),
+                hedge_delay: r.hedge_delay,
                 hedge_max_cost_usd: r.hedge_max_cost_usd,
+                on_stream_break: r.on_stream_break,
                 name,
             });
         }

@@ -55,6 +55,9 @@ impl Gateway {
         }
         let circuit = CircuitSettings {
             failures: config.circuit.failures,
+            error_rate: config.circuit.error_rate,
+            window: std::time::Duration::from_millis(config.circuit.window_ms),
+            min_attempts: config.circuit.min_attempts,
             cool_down: std::time::Duration::from_millis(config.circuit.cool_down_ms),
         };
         let mut health: HashMap<(usize, String), Arc<TargetHealth>> = HashMap::new();

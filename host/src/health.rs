@@ -1,6 +1,7 @@
-//! Live health of every target (provider + model): latency and TTFT EWMAs,
-//! recent error rate, in-flight count, circuit state and rate-limit cooldown.
-//! Policies see it as candidate health; the attempt loop feeds it.
+//! Live health of every target (provider + model): latency and TTFT EWMAs
+//! and p95s, failure rate over a sliding window, in-flight count, circuit
+//! state and rate-limit cooldown. Policies see it as candidate health; the
+//! attempt loop feeds it.
 
 use crate::plugin::policy_wit::{CircuitState, Health};
 use std::sync::Mutex;
@@ -10,12 +11,23 @@ use tokio::time::Instant;
 
 /// Weight of the newest sample in the moving averages.
 const EWMA_ALPHA: f64 = 0.2;
+/// Answers kept for the p95s.
+const SAMPLES: usize = 128;
+/// Answers needed before a p95 is given.
+pub const MIN_SAMPLES_FOR_P95: usize = 20;
+/// Buckets the failure-rate window slides by.
+const BUCKETS: usize = 10;
 
 /// When a target's circuit opens and for how long.
 #[derive(Clone, Copy, Debug)]
 pub struct CircuitSettings {
     /// Consecutive failures that open the circuit.
     pub failures: u32,
+    /// Failure rate over `window` that opens the circuit.
+    pub error_rate: f64,
+    pub window: Duration,
+    /// Attempts `window` needs before its failure rate counts.
+    pub min_attempts: u32,
     /// How long an open circuit stays open before one probe is let through.
     pub cool_down: Duration,
 }
@@ -24,8 +36,74 @@ impl Default for CircuitSettings {
     fn default() -> Self {
         CircuitSettings {
             failures: 5,
+            error_rate: 0.5,
+            window: Duration::from_secs(60),
+            min_attempts: 20,
             cool_down: Duration::from_secs(30),
         }
+    }
+}
+
+/// Attempts and failures over a sliding window, in buckets.
+#[derive(Default)]
+struct Window {
+    /// (bucket number since `origin`, attempts, failures).
+    buckets: [(u64, u32, u32); BUCKETS],
+}
+
+impl Window {
+    fn add(&mut self, bucket: u64, failed: bool) {
+        let slot = &mut self.buckets[(bucket % BUCKETS as u64) as usize];
+        if slot.0 != bucket {
+            *slot = (bucket, 0, 0);
+        }
+        slot.1 += 1;
+        slot.2 += u32::from(failed);
+    }
+
+    /// (attempts, failures) in the window ending at `bucket`.
+    fn totals(&self, bucket: u64) -> (u32, u32) {
+        self.buckets
+            .iter()
+            .filter(|(b, _, _)| *b + (BUCKETS as u64) > bucket && *b <= bucket)
+            .fold((0, 0), |(a, f), (_, attempts, failures)| {
+                (a + attempts, f + failures)
+            })
+    }
+}
+
+/// The latest durations, for a percentile.
+struct Samples {
+    ring: Vec<Duration>,
+    next: usize,
+}
+
+impl Default for Samples {
+    fn default() -> Self {
+        Samples {
+            ring: Vec::with_capacity(SAMPLES),
+            next: 0,
+        }
+    }
+}
+
+impl Samples {
+    fn push(&mut self, sample: Duration) {
+        if self.ring.len() < SAMPLES {
+            self.ring.push(sample);
+        } else {
+            self.ring[self.next] = sample;
+        }
+        self.next = (self.next + 1) % SAMPLES;
+    }
+
+    fn p95(&self) -> Option<Duration> {
+        if self.ring.len() < MIN_SAMPLES_FOR_P95 {
+            return None;
+        }
+        let mut sorted = self.ring.clone();
+        let rank = (sorted.len() * 95).div_ceil(100) - 1;
+        Some(*sorted.select_nth_unstable(rank).1)
     }
 }
 
@@ -43,7 +121,9 @@ pub enum Outcome {
 struct State {
     latency_ewma_ms: f64,
     ttft_ewma_ms: f64,
-    error_ewma: f64,
+    latencies: Samples,
+    ttfts: Samples,
+    window: Window,
     consecutive_failures: u32,
     open_until: Option<Instant>,
     half_open: bool,
@@ -65,11 +145,18 @@ impl State {
     }
 }
 
-#[derive(Default)]
 pub struct TargetHealth {
     state: Mutex<State>,
     in_flight: AtomicU32,
     circuit: CircuitSettings,
+    /// Where window bucket 0 starts.
+    origin: Instant,
+}
+
+impl Default for TargetHealth {
+    fn default() -> Self {
+        TargetHealth::new(CircuitSettings::default())
+    }
 }
 
 /// Decrements the in-flight count when the attempt ends, however it ends,
@@ -91,9 +178,34 @@ impl Drop for InFlight<'_> {
 impl TargetHealth {
     pub fn new(circuit: CircuitSettings) -> Self {
         TargetHealth {
+            state: Mutex::default(),
+            in_flight: AtomicU32::new(0),
             circuit,
-            ..Default::default()
+            origin: Instant::now(),
         }
+    }
+
+    fn bucket(&self, now: Instant) -> u64 {
+        let width = (self.circuit.window / BUCKETS as u32).max(Duration::from_millis(1));
+        (now.saturating_duration_since(self.origin).as_nanos() / width.as_nanos()) as u64
+    }
+
+    /// Failure rate over the window (0 when nothing was attempted).
+    fn error_rate(&self, s: &State, now: Instant) -> f64 {
+        match s.window.totals(self.bucket(now)) {
+            (0, _) => 0.0,
+            (attempts, failures) => failures as f64 / attempts as f64,
+        }
+    }
+
+    /// Observed time-to-first-token p95 of streams, once enough were seen.
+    pub fn ttft_p95(&self) -> Option<Duration> {
+        self.state.lock().unwrap().ttfts.p95()
+    }
+
+    /// Observed p95 of whole (non-streaming) answers, once enough were seen.
+    pub fn latency_p95(&self) -> Option<Duration> {
+        self.state.lock().unwrap().latencies.p95()
     }
 
     /// An attempt starts. On a half-open circuit it becomes the probe.
@@ -117,7 +229,7 @@ impl TargetHealth {
         Health {
             latency_ewma_ms: s.latency_ewma_ms,
             ttft_ewma_ms: s.ttft_ewma_ms,
-            error_rate: s.error_ewma,
+            error_rate: self.error_rate(&s, now),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             circuit,
             rate_limited_for_ms: s
@@ -139,22 +251,31 @@ impl TargetHealth {
             Outcome::Success => {
                 s.probing = false;
                 s.latency_ewma_ms = ewma(s.latency_ewma_ms, latency.as_secs_f64() * 1000.0);
-                if let Some(ttft) = ttft {
-                    s.ttft_ewma_ms = ewma(s.ttft_ewma_ms, ttft.as_secs_f64() * 1000.0);
+                match ttft {
+                    Some(ttft) => {
+                        s.ttft_ewma_ms = ewma(s.ttft_ewma_ms, ttft.as_secs_f64() * 1000.0);
+                        s.ttfts.push(ttft);
+                    }
+                    None => s.latencies.push(latency),
                 }
-                s.error_ewma = ewma_rate(s.error_ewma, 0.0);
+                s.window.add(self.bucket(now), false);
                 s.consecutive_failures = 0;
                 s.open_until = None;
                 s.half_open = false;
             }
             Outcome::Failure => {
                 s.probing = false;
-                s.error_ewma = ewma_rate(s.error_ewma, 1.0);
+                s.window.add(self.bucket(now), true);
                 s.consecutive_failures += 1;
                 let probing = s.half_open || s.open_until.is_some_and(|until| now >= until);
-                if probing || s.consecutive_failures >= self.circuit.failures {
+                let (attempts, _) = s.window.totals(self.bucket(now));
+                let failing_often = attempts >= self.circuit.min_attempts
+                    && self.error_rate(&s, now) >= self.circuit.error_rate;
+                if probing || failing_often || s.consecutive_failures >= self.circuit.failures {
                     s.open_until = Some(now + self.circuit.cool_down);
                     s.half_open = true;
+                    // The next verdict starts from the probe, not from the failures that opened it.
+                    s.window = Window::default();
                 }
             }
             Outcome::Neutral => {}
@@ -175,10 +296,6 @@ fn ewma(previous: f64, sample: f64) -> f64 {
     } else {
         previous + EWMA_ALPHA * (sample - previous)
     }
-}
-
-fn ewma_rate(previous: f64, sample: f64) -> f64 {
-    previous + EWMA_ALPHA * (sample - previous)
 }
 
 #[cfg(test)]
@@ -205,7 +322,88 @@ mod tests {
         health.record(Instant::now(), Outcome::Success, ms, None);
         let view = health.view(Instant::now());
         assert_eq!(view.circuit, CircuitState::Closed);
-        assert!(view.error_rate > 0.0 && view.error_rate < 1.0);
+        assert_eq!(
+            view.error_rate, 0.0,
+            "the window restarted when the circuit opened"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_high_failure_rate_over_the_window_opens_the_circuit_without_a_streak() {
+        let settings = CircuitSettings {
+            failures: 5,
+            error_rate: 0.5,
+            window: Duration::from_secs(10),
+            min_attempts: 10,
+            cool_down: Duration::from_secs(30),
+        };
+        let health = TargetHealth::new(settings);
+        let ms = Duration::from_millis(10);
+        // Alternating: never two failures in a row, but half of them fail.
+        for i in 0..9 {
+            let outcome = if i % 2 == 0 {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            };
+            health.record(Instant::now(), outcome, ms, None);
+        }
+        let view = health.view(Instant::now());
+        assert_eq!(view.circuit, CircuitState::Closed, "too few attempts to judge");
+        assert!((view.error_rate - 4.0 / 9.0).abs() < 1e-9, "{}", view.error_rate);
+        health.record(Instant::now(), Outcome::Failure, ms, None);
+        assert_eq!(health.view(Instant::now()).circuit, CircuitState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_failure_window_slides() {
+        let health = TargetHealth::new(CircuitSettings {
+            window: Duration::from_secs(10),
+            ..CircuitSettings::default()
+        });
+        let ms = Duration::from_millis(10);
+        health.record(Instant::now(), Outcome::Failure, ms, None);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        health.record(Instant::now(), Outcome::Success, ms, None);
+        assert_eq!(health.view(Instant::now()).error_rate, 0.5);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(
+            health.view(Instant::now()).error_rate,
+            0.0,
+            "the failure left the window"
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(health.view(Instant::now()).error_rate, 0.0);
+    }
+
+    #[test]
+    fn p95s_need_enough_answers_and_follow_the_latest_ones() {
+        let health = TargetHealth::default();
+        let now = Instant::now();
+        for ms in 1..MIN_SAMPLES_FOR_P95 as u64 {
+            health.record(
+                now,
+                Outcome::Success,
+                Duration::ZERO,
+                Some(Duration::from_millis(ms)),
+            );
+        }
+        assert_eq!(health.ttft_p95(), None);
+        for ms in 1..=100 {
+            health.record(
+                now,
+                Outcome::Success,
+                Duration::ZERO,
+                Some(Duration::from_millis(ms)),
+            );
+        }
+        // 119 answers: 1..=19 ms twice, 20..=100 ms once.
+        let p95 = health.ttft_p95().unwrap();
+        assert!(
+            (Duration::from_millis(93)..=Duration::from_millis(96)).contains(&p95),
+            "{p95:?}"
+        );
+        assert_eq!(health.latency_p95(), None, "streams say nothing of whole answers");
     }
 
     #[tokio::test(start_paused = true)]
@@ -225,6 +423,7 @@ mod tests {
         let settings = CircuitSettings {
             failures: 1,
             cool_down: Duration::from_secs(10),
+            ..CircuitSettings::default()
         };
         let health = TargetHealth::new(settings);
         health.record(Instant::now(), Outcome::Failure, Duration::ZERO, None);

@@ -40,6 +40,12 @@ pub struct PluginLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOutcomeLabels {
+    pub route: String,
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -51,6 +57,10 @@ pub struct Metrics {
     pub plugin_failures: Family<PluginLabels, Counter>,
     pub plugin_refusals: Counter,
     pub policy_fallbacks: Family<PluginLabels, Counter>,
+    /// Streams that broke after the caller had part of the answer, by how they ended.
+    pub stream_breaks: Family<RouteOutcomeLabels, Counter>,
+    /// Hedges started, by which attempt won.
+    pub hedges: Family<RouteOutcomeLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -69,6 +79,8 @@ impl Default for Metrics {
         let plugin_failures = Family::default();
         let plugin_refusals = Counter::default();
         let policy_fallbacks = Family::default();
+        let stream_breaks = Family::default();
+        let hedges = Family::default();
         registry.register(
             "requests",
             "Client requests by route and HTTP status",
@@ -114,6 +126,16 @@ impl Default for Metrics {
             "Requests routed in configured order because the policy failed",
             policy_fallbacks.clone(),
         );
+        registry.register(
+            "stream_breaks",
+            "Streams broken after the first chunk, by outcome (continued, error)",
+            stream_breaks.clone(),
+        );
+        registry.register(
+            "hedges",
+            "Hedged attempts started, by winner (first, hedge, neither)",
+            hedges.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -125,6 +147,8 @@ impl Default for Metrics {
             plugin_failures,
             plugin_refusals,
             policy_fallbacks,
+            stream_breaks,
+            hedges,
         }
     }
 }

@@ -169,6 +169,7 @@ pub fn capabilities(list: &[crate::config::Capability]) -> Capabilities {
             Images => Capabilities::IMAGES,
             JsonSchema => Capabilities::JSON_SCHEMA,
             Streaming => Capabilities::STREAMING,
+            Prefill => Capabilities::empty(),
         }
     })
 }

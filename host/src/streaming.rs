@@ -1,25 +1,27 @@
 //! Streaming answers. Before the first chunk reaches the caller, a failing
-//! target is abandoned for the next one; after it, there is no silent
-//! failover: a stream that breaks ends with an in-band error event and never
-//! with `[DONE]`, so it is never mistaken for a complete answer.
+//! target is abandoned for the next one. After it, a stream that breaks is
+//! never passed off as complete: it ends with an in-band error event and
+//! never with `[DONE]`, unless the route continues broken streams and the
+//! next target can carry the answer on (see [`crate::resume`]).
 
 use crate::api::{ApiError, Body};
 use crate::attempt::{Attempt, Attempts, Failure, answered, record_success};
+use crate::config::{Capability, OnStreamBreak};
 use crate::gateway::Gateway;
+use crate::hedge::{Hedge, Start, first_success};
 use crate::plugin::adapter_wit::{SseEvent, Usage};
 use crate::plugin::{PluginSet, StreamSession};
+use crate::resume::{Delivered, Splice, Strategy};
 use crate::routing::PlannedAttempt;
 use crate::sse::{Event, SseParser};
 use crate::upstream::TransportError;
 use bytes::Bytes;
-use futures_util::future::Either;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -37,8 +39,8 @@ pub struct StreamRequest {
     pub body: Map<String, Value>,
     /// The caller asked for the final usage chunk.
     pub include_usage: bool,
-    /// Race the next target when the first is silent this long.
-    pub hedge_after: Option<Duration>,
+    /// Race the next target against a silent first one.
+    pub hedge: Option<Hedge>,
     pub started: Instant,
 }
 
@@ -52,6 +54,9 @@ pub async fn serve(gw: Arc<Gateway>, plugins: Arc<PluginSet>, request: StreamReq
         .unwrap_or_else(|_| Err(ApiError::internal("the stream ended before it started")))
 }
 
+/// A stream being read: its attempt, its pump and the chunks it has ready.
+type Opened<'g> = (Attempt<'g>, Box<Pump>, Vec<Vec<u8>>);
+
 async fn run(
     gw: Arc<Gateway>,
     plugins: Arc<PluginSet>,
@@ -63,7 +68,7 @@ async fn run(
         plan,
         body: mut request,
         include_usage,
-        hedge_after,
+        hedge,
         started,
     } = stream;
     let gw = &*gw;
@@ -72,16 +77,16 @@ async fn run(
         biased;
         // The caller went away before the first chunk: stop trying.
         _ = head_tx.closed() => return,
-        opened = open(&mut attempts, &mut request, include_usage, hedge_after) => opened,
+        opened = open(&mut attempts, &mut request, include_usage, hedge) => opened,
     };
-    let (attempt, mut pump, first) = match opened {
+    let (mut attempt, mut pump, first) = match opened {
         Ok(opened) => opened,
         Err(error) => {
             let _ = head_tx.send(Err(error));
             return;
         }
     };
-    let ttft = attempt.started.elapsed();
+    let mut ttft = attempt.started.elapsed();
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
     let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
@@ -97,57 +102,125 @@ async fn run(
         return;
     }
 
-    let idle = attempt.provider.idle_timeout;
-    let mut delivered = 0usize;
+    let continues = gw.config.routes[route].on_stream_break == OnStreamBreak::Continue;
+    let mut relay = Relay {
+        tx,
+        sent: 0,
+        delivered: continues.then(|| Delivered::new(&request)),
+        splice: None,
+    };
     let mut batch = Ok(Batch::Chunks(first));
-    let end = loop {
-        match batch {
-            Ok(Batch::Chunks(chunks)) => {
-                for chunk in chunks {
-                    if tx.send(sse_data(&chunk)).await.is_err() {
-                        break;
-                    }
-                    delivered += 1;
-                }
-                if tx.is_closed() {
-                    break End::CallerGone;
-                }
+    loop {
+        let source = format!("{}/{}", attempt.provider.name, attempt.target.model);
+        let failure = match relay.run(&mut pump, batch, &attempt).await {
+            End::Complete => return record_success(gw, &attempt, pump.usage, Some(ttft)),
+            End::CallerGone => return attempts.cancelled(attempt),
+            End::Broken(failure) => {
+                let reason = failure_text(&failure);
+                let _ = attempts.failed(attempt, failure);
+                reason
             }
-            Ok(Batch::Done) => {
-                let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
-                break End::Complete;
+            End::Diverged => {
+                attempts.diverged(attempt);
+                "the continuing target's answer did not start with the text already delivered".into()
             }
-            Err(failure) => break End::Broken(failure),
-        }
-        batch = tokio::select! {
-            // The caller went away: drop the upstream stream now, not at its next event.
-            _ = tx.closed() => break End::CallerGone,
-            next = tokio::time::timeout(idle, pump.next()) => match next {
-                Ok(next) => next,
-                Err(_) => Err(Failure::Stream(format!("no event from the provider for {} ms", idle.as_millis()))),
+        };
+        let broken = format!("the answer from {source} is incomplete: {failure}");
+        let resumed = match &relay.delivered {
+            None => Err(broken),
+            Some(delivered) => tokio::select! {
+                _ = relay.tx.closed() => return,
+                resumed = resume(&mut attempts, delivered, &request, include_usage) => {
+                    resumed.map_err(|why| format!("{broken}; it could not be continued: {why}"))
+                }
             },
         };
-    };
-    match end {
-        End::Complete => record_success(gw, &attempt, pump.usage, Some(ttft)),
-        End::CallerGone => attempts.cancelled(attempt),
-        End::Broken(failure) => {
-            let error = ApiError::bad_gateway(format!(
-                "The stream from {}/{} broke after {delivered} chunk(s); the answer is incomplete: {}",
-                attempt.provider.name,
-                attempt.target.model,
-                failure_text(&failure),
-            ));
-            let _ = tx.send(sse_data(error.to_json().to_string().as_bytes())).await;
-            let _ = attempts.failed(attempt, failure);
+        match resumed {
+            Ok(((next, next_pump, first), splice)) => {
+                attempts.stream_broke("continued");
+                (attempt, pump, relay.splice) = (next, next_pump, Some(splice));
+                ttft = attempt.started.elapsed();
+                batch = Ok(Batch::Chunks(first));
+            }
+            Err(message) => {
+                attempts.stream_broke("error");
+                let error = ApiError::bad_gateway(format!(
+                    "The stream broke after {} chunk(s); {message}",
+                    relay.sent
+                ));
+                let _ = relay
+                    .tx
+                    .send(sse_data(error.to_json().to_string().as_bytes()))
+                    .await;
+                return;
+            }
         }
     }
+}
+
+/// Sends a stream's chunks to the caller.
+struct Relay {
+    tx: mpsc::Sender<Bytes>,
+    /// Chunks the caller has been sent.
+    sent: usize,
+    /// What the caller has, when a break may be continued.
+    delivered: Option<Delivered>,
+    /// Rewrites a continuation's chunks.
+    splice: Option<Splice>,
 }
 
 enum End {
     Complete,
     CallerGone,
     Broken(Failure),
+    /// A continuation parted from the delivered answer.
+    Diverged,
+}
+
+impl Relay {
+    /// Relay `batch` and the rest of the attempt's stream, until it ends.
+    async fn run(
+        &mut self,
+        pump: &mut Pump,
+        mut batch: Result<Batch, Failure>,
+        attempt: &Attempt<'_>,
+    ) -> End {
+        let idle = attempt.provider.idle_timeout;
+        loop {
+            match batch {
+                Ok(Batch::Chunks(chunks)) => {
+                    for chunk in chunks {
+                        let chunk = match self.splice.as_mut().map(|s| s.rewrite(&chunk)) {
+                            None => chunk,
+                            Some(Ok(Some(rewritten))) => rewritten,
+                            Some(Ok(None)) => continue,
+                            Some(Err(_)) => return End::Diverged,
+                        };
+                        if let Some(delivered) = self.delivered.as_mut() {
+                            delivered.observe(&chunk);
+                        }
+                        if self.tx.send(sse_data(&chunk)).await.is_err() {
+                            return End::CallerGone;
+                        }
+                        self.sent += 1;
+                    }
+                }
+                Ok(Batch::Done) => {
+                    let _ = self.tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+                    return End::Complete;
+                }
+                Err(failure) => return End::Broken(failure),
+            }
+            batch = tokio::select! {
+                // The caller went away: drop the upstream stream now, not at its next event.
+                _ = self.tx.closed() => return End::CallerGone,
+                next = tokio::time::timeout(idle, pump.next()) => match next {
+                    Ok(next) => next,
+                    Err(_) => Err(Failure::Stream(format!("no event from the provider for {} ms", idle.as_millis()))),
+                },
+            };
+        }
+    }
 }
 
 fn failure_text(failure: &Failure) -> String {
@@ -168,49 +241,67 @@ fn sse_data(json: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-/// Try targets until one produces its first chunk. With `hedge_after`, a
-/// first attempt still silent after that delay is raced against the next
-/// target: the first to produce a chunk wins, the other is cancelled (and
-/// not billed).
+/// Try targets until one produces its first chunk (hedging if asked).
 async fn open<'g>(
     attempts: &mut Attempts<'g>,
     request: &mut Map<String, Value>,
     include_usage: bool,
-    hedge_after: Option<Duration>,
-) -> Result<(Attempt<'g>, Box<Pump>, Vec<Vec<u8>>), ApiError> {
+    hedge: Option<Hedge>,
+) -> Result<Opened<'g>, ApiError> {
+    let (attempt, (pump, first)) =
+        first_success(attempts, request, hedge, FirstChunk { include_usage }).await?;
+    Ok((attempt, pump, first))
+}
+
+/// A streaming attempt, up to its first chunk.
+struct FirstChunk {
+    include_usage: bool,
+}
+
+impl Start for FirstChunk {
+    type Answer = (Box<Pump>, Vec<Vec<u8>>);
+
+    fn start<'a>(
+        &'a self,
+        attempt: &'a Attempt<'_>,
+        request: &'a mut Map<String, Value>,
+    ) -> impl Future<Output = Started> + Send + 'a {
+        first_chunk(attempt, request, self.include_usage)
+    }
+}
+
+/// Continue a broken answer on the next target that produces a first chunk:
+/// with the delivered text as a prefill where the target takes one, else by
+/// asking again and suppressing what was delivered. The reason when no
+/// target can.
+async fn resume<'g>(
+    attempts: &mut Attempts<'g>,
+    delivered: &Delivered,
+    request: &Map<String, Value>,
+    include_usage: bool,
+) -> Result<(Opened<'g>, Splice), String> {
+    if let Some(why) = delivered.unresumable() {
+        return Err(why.into());
+    }
     while let Some(attempt) = attempts.next().await {
-        let mut hedge_request = hedge_after.map(|_| request.clone());
-        let first = first_chunk(&attempt, request, include_usage);
-        let raced = match (hedge_after, hedge_request.as_mut()) {
-            (Some(delay), Some(hedge_request)) => {
-                race(attempts, first, delay, hedge_request, include_usage).await
-            }
-            _ => Raced::First(first.await),
+        let model = &attempt.provider.models[&attempt.target.model];
+        let strategy = if model.capabilities.contains(&Capability::Prefill) {
+            Strategy::Prefill
+        } else {
+            Strategy::Regenerate
         };
-        let failure = match raced {
-            Raced::First(Ok((pump, chunks))) => return Ok((attempt, pump, chunks)),
-            Raced::First(Err(failure)) => failure,
-            Raced::Hedge(won) => {
-                let HedgeWin {
-                    attempt: hedge,
-                    pump,
-                    chunks,
-                    first_failure,
-                } = *won;
-                match first_failure {
-                    Some(failure) => {
-                        let _ = attempts.failed(attempt, failure);
-                    }
-                    None => attempts.cancelled(attempt),
+        tracing::info!(provider = %attempt.provider.name, model = %attempt.target.model, ?strategy, "continuing a broken stream");
+        let (mut continuation, splice) = delivered.continuation(request, strategy);
+        match first_chunk(&attempt, &mut continuation, include_usage).await {
+            Ok((pump, first)) => return Ok(((attempt, pump, first), splice)),
+            Err(failure) => {
+                if let Some(stop) = attempts.failed(attempt, failure) {
+                    return Err(stop.message);
                 }
-                return Ok((hedge, pump, chunks));
             }
-        };
-        if let Some(stop) = attempts.failed(attempt, failure) {
-            return Err(stop);
         }
     }
-    Err(attempts.exhausted())
+    Err("no other target could take it up in time".into())
 }
 
 type Started = Result<(Box<Pump>, Vec<Vec<u8>>), Failure>;
@@ -226,78 +317,6 @@ async fn first_chunk(
         Ok(started) => started,
         Err(_) => Err(Failure::Transport(TransportError::Timeout)),
     }
-}
-
-/// How a hedged start ended.
-enum Raced<'g> {
-    /// The first attempt's outcome (any hedge has been settled).
-    First(Started),
-    /// The hedge produced the first chunk; the first attempt failed (with
-    /// this failure) or is to be cancelled.
-    Hedge(Box<HedgeWin<'g>>),
-}
-
-/// The hedge that produced the first chunk, and what became of the first attempt.
-struct HedgeWin<'g> {
-    attempt: Attempt<'g>,
-    pump: Box<Pump>,
-    chunks: Vec<Vec<u8>>,
-    /// The first attempt's failure; `None` if it is still running and to be cancelled.
-    first_failure: Option<Failure>,
-}
-
-async fn race<'g>(
-    attempts: &mut Attempts<'g>,
-    first: impl std::future::Future<Output = Started>,
-    delay: Duration,
-    hedge_request: &mut Map<String, Value>,
-    include_usage: bool,
-) -> Raced<'g> {
-    let mut first = std::pin::pin!(first);
-    tokio::select! {
-        started = &mut first => return Raced::First(started),
-        _ = tokio::time::sleep(delay) => {}
-    }
-    let Some(hedge) = attempts.next().await else {
-        return Raced::First(first.await);
-    };
-    tracing::info!(provider = %hedge.provider.name, model = %hedge.target.model, "hedging a silent first attempt");
-    // Settle the race inside a block, so the futures (which borrow the hedge
-    // attempt) are gone before the attempt itself is recorded.
-    let settled = {
-        let second = Box::pin(first_chunk(&hedge, hedge_request, include_usage));
-        match futures_util::future::select(first, second).await {
-            Either::Left((Ok(started), _)) => Settled::FirstWon(started),
-            Either::Right((Ok(started), _)) => Settled::HedgeWon(started, None),
-            Either::Left((Err(first_failure), second)) => match second.await {
-                Ok(started) => Settled::HedgeWon(started, Some(first_failure)),
-                Err(hedge_failure) => Settled::HedgeFailed(hedge_failure, Err(first_failure)),
-            },
-            Either::Right((Err(hedge_failure), first)) => Settled::HedgeFailed(hedge_failure, first.await),
-        }
-    };
-    match settled {
-        Settled::FirstWon(started) => {
-            attempts.cancelled(hedge);
-            Raced::First(Ok(started))
-        }
-        Settled::HedgeWon((pump, chunks), first_failure) => Raced::Hedge(Box::new(HedgeWin {
-            attempt: hedge,
-            pump,
-            chunks,
-            first_failure,
-        })),
-        Settled::HedgeFailed(hedge_failure, first) => {
-            let _ = attempts.failed(hedge, hedge_failure);
-            Raced::First(first)
-        }
-    }
-}
-
-enum Settled {
-    FirstWon((Box<Pump>, Vec<Vec<u8>>)),
-    HedgeWon((Box<Pump>, Vec<Vec<u8>>), Option<Failure>),
-    HedgeFailed(Failure, Started),
 }
 
 async fn start(

@@ -56,6 +56,8 @@ pub fn targets(gw: &Gateway, headers: &http::HeaderMap) -> Result<http::Response
                 "disabled_reason": provider.disabled,
                 "latency_ewma_ms": h.latency_ewma_ms,
                 "ttft_ewma_ms": h.ttft_ewma_ms,
+                "latency_p95_ms": health.latency_p95().map(|d| d.as_millis() as u64),
+                "ttft_p95_ms": health.ttft_p95().map(|d| d.as_millis() as u64),
                 "error_rate": h.error_rate,
                 "in_flight": h.in_flight,
                 "circuit": match h.circuit {

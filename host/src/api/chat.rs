@@ -3,6 +3,7 @@
 use super::{ApiError, Body};
 use crate::facts::Facts;
 use crate::gateway::Gateway;
+use crate::hedge::Hedge;
 use crate::{attempt, auth, routing, streaming};
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -45,19 +46,19 @@ async fn serve(
     // Requests finish on the plugin versions they started with.
     let plugins = gw.registry.snapshot();
     let plan = routing::plan(gw, &plugins, route_index, &facts).await?;
+    let hedge = Hedge::for_request(gw, route_index, &facts);
     if facts.stream {
-        let hedge_after = hedge_after(gw, route_index, &facts);
         let request = streaming::StreamRequest {
             route: route_index,
             plan,
             body,
             include_usage: facts.include_usage,
-            hedge_after,
+            hedge,
             started,
         };
         streaming::serve(gw.clone(), plugins, request).await
     } else {
-        attempt::complete(gw, &plugins, route_index, plan, &mut body, started).await
+        attempt::complete(gw, &plugins, route_index, plan, &mut body, hedge, started).await
     }
 }
 
@@ -65,22 +66,6 @@ async fn serve(
 /// the caller can finish sending and read the error instead of a reset.
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The route's hedge delay, unless a hedge could cost more than its cap:
-/// the estimate takes the dearest target's prices.
-fn hedge_after(gw: &Gateway, route: usize, facts: &Facts) -> Option<std::time::Duration> {
-    let config = &gw.config.routes[route];
-    let delay = config.hedge_after?;
-    let output = facts.max_output_tokens.unwrap_or(1000) as f64;
-    let dearest = gw.routes[route]
-        .iter()
-        .map(|t| {
-            let model = &gw.config.providers[t.provider].models[&t.model];
-            (facts.estimated_prompt_tokens as f64 * model.input_price + output * model.output_price) / 1e6
-        })
-        .fold(0.0, f64::max);
-    (dearest <= config.hedge_max_cost_usd).then_some(delay)
-}
 
 async fn read_body(headers: &http::HeaderMap, mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
     let declared = headers

@@ -1,0 +1,179 @@
+//! Trying targets until one answers, with optional hedging: a first attempt
+//! still silent after the hedge delay is raced against the next target. The
+//! first to produce a token (a stream's first chunk, or a whole answer) wins;
+//! the other is cancelled and not billed.
+
+use crate::api::ApiError;
+use crate::attempt::{Attempt, Attempts, Failure};
+use crate::config::HedgeDelay;
+use crate::facts::Facts;
+use crate::gateway::Gateway;
+use futures_util::future::Either;
+use serde_json::{Map, Value};
+use std::future::Future;
+use std::time::Duration;
+
+/// Output tokens assumed for the hedge cost estimate when the caller set no limit.
+const ASSUMED_OUTPUT_TOKENS: f64 = 1000.0;
+
+/// When to race the next target against a silent first attempt.
+#[derive(Clone, Copy, Debug)]
+pub struct Hedge {
+    /// The fixed delay, also used until a target's p95 is known.
+    after: Duration,
+    /// Use the target's observed p95 (of time to first token for streams,
+    /// of whole answers otherwise).
+    observed: bool,
+    streaming: bool,
+}
+
+impl Hedge {
+    /// The route's hedge, unless it is off or a hedge could cost more than the
+    /// route's cap (estimated at the dearest target's prices).
+    pub fn for_request(gw: &Gateway, route: usize, facts: &Facts) -> Option<Hedge> {
+        let config = &gw.config.routes[route];
+        let after = config.hedge_after?;
+        let output = facts.max_output_tokens.map_or(ASSUMED_OUTPUT_TOKENS, f64::from);
+        let dearest = gw.routes[route]
+            .iter()
+            .map(|t| {
+                let model = &gw.config.providers[t.provider].models[&t.model];
+                (facts.estimated_prompt_tokens as f64 * model.input_price + output * model.output_price) / 1e6
+            })
+            .fold(0.0, f64::max);
+        (dearest <= config.hedge_max_cost_usd).then_some(Hedge {
+            after,
+            observed: config.hedge_delay == HedgeDelay::TtftP95,
+            streaming: facts.stream,
+        })
+    }
+
+    /// How long to wait for `attempt` before hedging it.
+    fn delay(&self, attempt: &Attempt<'_>) -> Duration {
+        let health = &attempt.target.health;
+        let observed = match (self.observed, self.streaming) {
+            (false, _) => None,
+            (true, true) => health.ttft_p95(),
+            (true, false) => health.latency_p95(),
+        };
+        observed.unwrap_or(self.after)
+    }
+}
+
+/// What [`first_success`] starts on each target: a whole answer, or a
+/// stream up to its first chunk.
+pub trait Start {
+    type Answer;
+
+    fn start<'a>(
+        &'a self,
+        attempt: &'a Attempt<'_>,
+        request: &'a mut Map<String, Value>,
+    ) -> impl Future<Output = Result<Self::Answer, Failure>> + Send + 'a;
+}
+
+/// Try the plan's targets until one succeeds: `start` makes one attempt.
+/// Stops early when a failure says no other target would do better.
+pub async fn first_success<'g, S: Start>(
+    attempts: &mut Attempts<'g>,
+    request: &mut Map<String, Value>,
+    hedge: Option<Hedge>,
+    kind: S,
+) -> Result<(Attempt<'g>, S::Answer), ApiError> {
+    while let Some(attempt) = attempts.next().await {
+        let raced = match hedge {
+            Some(hedge) => {
+                let mut hedge_request = request.clone();
+                let delay = hedge.delay(&attempt);
+                let first = kind.start(&attempt, request);
+                race(attempts, first, delay, &mut hedge_request, &kind).await
+            }
+            None => Raced::First(kind.start(&attempt, request).await),
+        };
+        let failure = match raced {
+            Raced::First(Ok(answer)) => return Ok((attempt, answer)),
+            Raced::First(Err(failure)) => failure,
+            Raced::Hedge(won, first_failure) => {
+                match first_failure {
+                    Some(failure) => {
+                        let _ = attempts.failed(attempt, failure);
+                    }
+                    None => attempts.cancelled(attempt),
+                }
+                return Ok(*won);
+            }
+        };
+        if let Some(stop) = attempts.failed(attempt, failure) {
+            return Err(stop);
+        }
+    }
+    Err(attempts.exhausted())
+}
+
+/// How a hedged attempt ended.
+enum Raced<'g, T> {
+    /// The first attempt's outcome (any hedge has been settled).
+    First(Result<T, Failure>),
+    /// The hedge won; the first attempt failed (with this failure) or is to
+    /// be cancelled (`None`).
+    Hedge(Box<(Attempt<'g>, T)>, Option<Failure>),
+}
+
+async fn race<'g, S: Start>(
+    attempts: &mut Attempts<'g>,
+    first: impl Future<Output = Result<S::Answer, Failure>>,
+    delay: Duration,
+    hedge_request: &mut Map<String, Value>,
+    kind: &S,
+) -> Raced<'g, S::Answer> {
+    let mut first = std::pin::pin!(first);
+    tokio::select! {
+        answer = &mut first => return Raced::First(answer),
+        _ = tokio::time::sleep(delay) => {}
+    }
+    let Some(hedge) = attempts.next().await else {
+        return Raced::First(first.await);
+    };
+    tracing::info!(
+        provider = %hedge.provider.name,
+        model = %hedge.target.model,
+        delay_ms = delay.as_millis() as u64,
+        "hedging a silent first attempt"
+    );
+    // Settle the race inside a block, so the futures (which borrow the hedge
+    // attempt) are gone before the attempt itself is recorded.
+    let settled = {
+        let second = Box::pin(kind.start(&hedge, hedge_request));
+        match futures_util::future::select(first, second).await {
+            Either::Left((Ok(answer), _)) => Settled::FirstWon(answer),
+            Either::Right((Ok(answer), _)) => Settled::HedgeWon(answer, None),
+            Either::Left((Err(first_failure), second)) => match second.await {
+                Ok(answer) => Settled::HedgeWon(answer, Some(first_failure)),
+                Err(hedge_failure) => Settled::HedgeFailed(hedge_failure, Err(first_failure)),
+            },
+            Either::Right((Err(hedge_failure), first)) => Settled::HedgeFailed(hedge_failure, first.await),
+        }
+    };
+    match settled {
+        Settled::FirstWon(answer) => {
+            attempts.hedged("first");
+            attempts.cancelled(hedge);
+            Raced::First(Ok(answer))
+        }
+        Settled::HedgeWon(answer, first_failure) => {
+            attempts.hedged("hedge");
+            Raced::Hedge(Box::new((hedge, answer)), first_failure)
+        }
+        Settled::HedgeFailed(hedge_failure, first) => {
+            attempts.hedged(if first.is_ok() { "first" } else { "neither" });
+            let _ = attempts.failed(hedge, hedge_failure);
+            Raced::First(first)
+        }
+    }
+}
+
+enum Settled<T> {
+    FirstWon(T),
+    HedgeWon(T, Option<Failure>),
+    HedgeFailed(Failure, Result<T, Failure>),
+}

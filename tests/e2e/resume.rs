@@ -1,0 +1,167 @@
+//! Continuing a stream that broke after the caller had part of the answer
+//! (`on_stream_break = "continue"`): prefill where the next target takes
+//! one, else regenerate and suppress the delivered prefix, else the in-band
+//! error.
+
+use crate::support::mock::Wire;
+use crate::support::*;
+use serde_json::{Value, json};
+
+const CONTINUE: &str = "on_stream_break = \"continue\"";
+
+fn stream_request() -> Value {
+    let mut request = chat("chat");
+    request["stream"] = json!(true);
+    request["stream_options"] = json!({"include_usage": true});
+    request
+}
+
+fn chunks(reply: &Reply) -> Vec<Value> {
+    reply
+        .sse_data()
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cut_stream_is_regenerated_elsewhere_and_the_delivered_prefix_suppressed() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::StreamCut(vec!["The answer", " is"]));
+    b.set_default(Script::Answer("The answer is 42."));
+    let gw = Gateway::start(&two_providers(&a, &b, CONTINUE), KEYS);
+    let reply = post(&gw.chat_url(), &stream_request()).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.streamed_text(), "The answer is 42.", "{}", reply.text());
+    assert_eq!(reply.sse_data().last().unwrap(), "[DONE]", "a complete answer");
+    let chunks = chunks(&reply);
+    let roles = chunks
+        .iter()
+        .filter(|c| !c["choices"][0]["delta"]["role"].is_null())
+        .count();
+    assert_eq!(roles, 1, "one answer, one role");
+    assert_eq!(
+        chunks.iter().rev().nth(1).unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
+    assert_eq!(
+        chunks.last().unwrap()["usage"]["completion_tokens"],
+        7,
+        "usage of the answering attempt"
+    );
+    let continuation = &b.seen()[0].body;
+    assert_eq!(
+        continuation["messages"],
+        chat("chat")["messages"],
+        "no prefill for a target without it"
+    );
+    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    assert!(
+        metrics.contains(r#"switchboard_stream_breaks_total{route="chat",outcome="continued"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_regenerated_answer_that_differs_ends_with_the_in_band_error() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::StreamCut(vec!["The answer", " is"]));
+    b.set_default(Script::Answer("Something else entirely."));
+    let gw = Gateway::start(&two_providers(&a, &b, CONTINUE), KEYS);
+    let reply = post(&gw.chat_url(), &stream_request()).await;
+    assert_eq!(
+        reply.streamed_text(),
+        "The answer is",
+        "nothing of the other answer leaks"
+    );
+    let data = reply.sse_data();
+    assert!(!data.contains(&"[DONE]".to_string()), "never complete");
+    let error: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("incomplete") && message.contains("could not be continued"),
+        "{message}"
+    );
+    assert_eq!(b.hits(), 1);
+    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    assert!(
+        metrics.contains(r#"provider="b",model="model-b",outcome="diverged"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"tokens_total{provider="b""#),
+        "a dropped continuation is not billed"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_stream_continues_on_a_prefill_target_with_the_delivered_text() {
+    let (a, claude) = (
+        MockProvider::start("a").await,
+        MockProvider::start("claude").await,
+    );
+    a.set_default(Script::StreamStall(vec!["Paris is", " the "]));
+    claude.set_default(Script::Wire(Wire::Anthropic, " capital of France."));
+    let config = format!(
+        r#"
+[providers.a]
+adapter = "openai"
+base_url = "{a}"
+api_key_env = "KEY_A"
+idle_timeout_ms = 500
+
+[providers.a.models.model-a]
+
+[providers.claude]
+adapter = "anthropic"
+base_url = "http://{claude}"
+api_key_env = "KEY_B"
+
+[providers.claude.models.claude-sonnet-4-5]
+capabilities = ["tools", "images", "json_schema", "streaming", "prefill"]
+
+[routes.chat]
+targets = ["a/model-a", "claude/claude-sonnet-4-5"]
+{CONTINUE}
+"#,
+        a = a.url(),
+        claude = claude.addr,
+    );
+    let gw = Gateway::start(&config, KEYS);
+    let reply = post(&gw.chat_url(), &stream_request()).await;
+    assert_eq!(
+        reply.streamed_text(),
+        "Paris is the capital of France.",
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.sse_data().last().unwrap(), "[DONE]");
+    let ids: Vec<Value> = chunks(&reply).iter().map(|c| c["id"].clone()).collect();
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "the continuation keeps the stream's id: {ids:?}"
+    );
+    let sent = &claude.seen()[0].body;
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(
+        messages.last().unwrap(),
+        &json!({"role": "assistant", "content": [{"type": "text", "text": "Paris is the"}]}),
+        "the delivered text, trailing whitespace trimmed, as a prefill"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_already_streamed_tool_calls_is_not_continued() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let call = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "model-a",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1",
+        "type": "function", "function": {"name": "lookup", "arguments": "{\"q\":"}}]}, "finish_reason": null}]});
+    a.set_default(Script::RawStream(format!("data: {call}\n\n")));
+    let gw = Gateway::start(&two_providers(&a, &b, CONTINUE), KEYS);
+    let reply = post(&gw.chat_url(), &stream_request()).await;
+    let error: Value = serde_json::from_str(reply.sse_data().last().unwrap()).unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("tool calls were already streamed"), "{message}");
+    assert_eq!(b.hits(), 0, "half a tool call cannot be continued");
+}
