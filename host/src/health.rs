@@ -190,11 +190,14 @@ impl TargetHealth {
         (now.saturating_duration_since(self.origin).as_nanos() / width.as_nanos()) as u64
     }
 
-    /// Failure rate over the window (0 when nothing was attempted).
+    /// Failure rate over the window; 0 until the window holds enough
+    /// attempts to judge by (one failure out of one attempt is not 100 %).
     fn error_rate(&self, s: &State, now: Instant) -> f64 {
         match s.window.totals(self.bucket(now)) {
-            (0, _) => 0.0,
-            (attempts, failures) => failures as f64 / attempts as f64,
+            (attempts, failures) if attempts >= self.circuit.min_attempts.max(1) => {
+                failures as f64 / attempts as f64
+            }
+            _ => 0.0,
         }
     }
 
@@ -268,9 +271,7 @@ impl TargetHealth {
                 s.window.add(self.bucket(now), true);
                 s.consecutive_failures += 1;
                 let probing = s.half_open || s.open_until.is_some_and(|until| now >= until);
-                let (attempts, _) = s.window.totals(self.bucket(now));
-                let failing_often = attempts >= self.circuit.min_attempts
-                    && self.error_rate(&s, now) >= self.circuit.error_rate;
+                let failing_often = self.error_rate(&s, now) >= self.circuit.error_rate;
                 if probing || failing_often || s.consecutive_failures >= self.circuit.failures {
                     s.open_until = Some(now + self.circuit.cool_down);
                     s.half_open = true;
@@ -349,23 +350,42 @@ mod tests {
             health.record(Instant::now(), outcome, ms, None);
         }
         let view = health.view(Instant::now());
-        assert_eq!(view.circuit, CircuitState::Closed, "too few attempts to judge");
-        assert!((view.error_rate - 4.0 / 9.0).abs() < 1e-9, "{}", view.error_rate);
+        assert_eq!(view.circuit, CircuitState::Closed);
+        assert_eq!(view.error_rate, 0.0, "9 attempts are too few to judge by");
         health.record(Instant::now(), Outcome::Failure, ms, None);
-        assert_eq!(health.view(Instant::now()).circuit, CircuitState::Open);
+        assert_eq!(
+            health.view(Instant::now()).circuit,
+            CircuitState::Open,
+            "5 of 10 failed"
+        );
+
+        let healthy = TargetHealth::new(settings);
+        for i in 0..10 {
+            let outcome = if i % 3 == 0 {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            };
+            healthy.record(Instant::now(), outcome, ms, None);
+        }
+        let view = healthy.view(Instant::now());
+        assert_eq!((view.circuit, view.error_rate), (CircuitState::Closed, 0.4));
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_failure_window_slides() {
         let health = TargetHealth::new(CircuitSettings {
             window: Duration::from_secs(10),
+            min_attempts: 2,
+            error_rate: 0.9,
             ..CircuitSettings::default()
         });
         let ms = Duration::from_millis(10);
         health.record(Instant::now(), Outcome::Failure, ms, None);
         tokio::time::advance(Duration::from_secs(5)).await;
         health.record(Instant::now(), Outcome::Success, ms, None);
-        assert_eq!(health.view(Instant::now()).error_rate, 0.5);
+        health.record(Instant::now(), Outcome::Success, ms, None);
+        assert_eq!(health.view(Instant::now()).error_rate, 1.0 / 3.0);
         tokio::time::advance(Duration::from_secs(6)).await;
         assert_eq!(
             health.view(Instant::now()).error_rate,
@@ -373,7 +393,8 @@ mod tests {
             "the failure left the window"
         );
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(health.view(Instant::now()).error_rate, 0.0);
+        let view = health.view(Instant::now());
+        assert_eq!((view.error_rate, view.circuit), (0.0, CircuitState::Closed));
     }
 
     #[test]

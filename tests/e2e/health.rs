@@ -228,3 +228,84 @@ async fn no_hedge_when_it_could_cost_more_than_the_cap() {
         "{metrics}"
     );
 }
+
+/// Provider timeouts long enough that only a hedge can beat a slow first target.
+fn patient(config: String) -> String {
+    config
+        .replace("\ntimeout_ms = 1000", "\ntimeout_ms = 5000")
+        .replace("first_token_timeout_ms = 1000", "first_token_timeout_ms = 5000")
+}
+
+#[tokio::test]
+async fn a_slow_whole_answer_is_hedged_and_the_loser_is_cancelled_unbilled() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::Slow(4_000, "slow a"));
+    let gw = Gateway::start(&patient(two_providers(&a, &b, "hedge_after_ms = 200")), KEYS);
+    let started = tokio::time::Instant::now();
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["choices"][0]["message"]["content"], "b");
+    assert_eq!(reply.header("x-switchboard-attempts"), "2");
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_millis(3_000),
+        "b raced a after the 200 ms hedge delay, long before a's 4 s answer: {took:?}"
+    );
+    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    for line in [
+        r#"switchboard_attempts_total{provider="a",model="model-a",outcome="cancelled"} 1"#,
+        r#"switchboard_hedges_total{route="chat",outcome="hedge"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert!(
+        !metrics.contains(r#"tokens_total{provider="a""#),
+        "the loser is not billed"
+    );
+}
+
+#[tokio::test]
+async fn a_fast_first_answer_starts_no_hedge() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let gw = Gateway::start(&patient(two_providers(&a, &b, "hedge_after_ms = 500")), KEYS);
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.json()["choices"][0]["message"]["content"], "a");
+    assert_eq!((a.hits(), b.hits()), (1, 0));
+}
+
+#[tokio::test]
+async fn the_hedge_delay_follows_the_observed_p95_once_enough_answers_were_seen() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let route = "hedge_after_ms = 4000\nhedge_delay = \"ttft_p95\"";
+    let gw = Gateway::start(&patient(two_providers(&a, &b, route)), KEYS);
+    // Twenty quick answers from a: its p95 is a few milliseconds.
+    for _ in 0..20 {
+        assert_eq!(
+            post(&gw.chat_url(), &chat("chat"))
+                .await
+                .header("x-switchboard-provider"),
+            "a"
+        );
+    }
+    let targets = get(&format!("{}/admin/targets", gw.url), &[]).await.json();
+    let a_health = targets["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["provider"] == "a")
+        .unwrap()
+        .clone();
+    let p95 = a_health["latency_p95_ms"]
+        .as_u64()
+        .expect("a p95 after 20 answers");
+    assert!(p95 < 1_000, "{a_health}");
+    a.script([Script::Slow(4_500, "slow a")]);
+    let started = tokio::time::Instant::now();
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    let took = started.elapsed();
+    assert_eq!(reply.header("x-switchboard-provider"), "b");
+    assert!(
+        took < Duration::from_millis(3_000),
+        "hedged after a's p95, not after the 4 s fixed delay: {took:?}"
+    );
+}
