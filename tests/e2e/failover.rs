@@ -385,3 +385,61 @@ async fn a_retry_after_past_the_deadline_moves_on_at_once() {
     assert_eq!(a.hits(), 1, "a is not hit again inside its cooldown");
     assert!(started.elapsed() < Duration::from_secs(4));
 }
+
+#[tokio::test]
+async fn a_connection_reset_before_headers_fails_over() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::Reset);
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    for request in [chat("chat"), stream_request()] {
+        let reply = post(&gw.chat_url(), &request).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.header("x-switchboard-provider"), "b");
+        assert_eq!(reply.header("x-switchboard-attempts"), "2");
+    }
+    assert_eq!((a.hits(), b.hits()), (2, 2));
+    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    assert!(
+        metrics.contains(r#"provider="a",model="model-a",outcome="transport"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_single_500_is_retried_on_the_same_target_after_a_backoff() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.script([status(500, r#"{"error":{"message":"hiccup"}}"#)]);
+    let config = two_providers(&a, &b, "policy_config = { retries_per_target = 1 }");
+    let gw = Gateway::start(&config, KEYS);
+    let started = Instant::now();
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    let took = started.elapsed();
+    assert_eq!(reply.json()["choices"][0]["message"]["content"], "a");
+    assert_eq!(reply.header("x-switchboard-attempts"), "2");
+    assert_eq!((a.hits(), b.hits()), (2, 0));
+    assert!(
+        took >= Duration::from_millis(50) && took < Duration::from_secs(5),
+        "one backoff (100 ms with jitter down to 50 ms) between the two: {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn targets_that_stay_overloaded_end_in_a_503_after_one_attempt_each() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let overloaded = status(503, r#"{"error":{"message":"overloaded, try later"}}"#);
+    a.set_default(overloaded.clone());
+    b.set_default(overloaded);
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    let message = reply.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("a/model-a") && message.contains("b/model-b"),
+        "{message}"
+    );
+    assert_eq!(
+        (a.hits(), b.hits()),
+        (1, 1),
+        "max_attempts 3, but no target is hammered"
+    );
+}

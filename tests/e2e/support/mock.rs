@@ -25,6 +25,8 @@ pub enum Script {
     Status(u16, Vec<(&'static str, String)>, String),
     /// Accept the request and never answer.
     Hang,
+    /// Read the request, then drop the connection without a status line.
+    Reset,
     /// Answer like `Answer`, after a delay in milliseconds.
     Slow(u64, &'static str),
     /// Stream like `Answer`, after a delay in milliseconds (nothing before it).
@@ -105,7 +107,8 @@ impl MockProvider {
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let mock = mock.clone();
-                        async move { Ok::<_, Infallible>(mock.handle(req).await) }
+                        // An error drops the connection without a response.
+                        async move { mock.handle(req).await.ok_or("reset by the script") }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -144,7 +147,8 @@ impl MockProvider {
         self.seen.lock().unwrap().len()
     }
 
-    async fn handle(&self, req: http::Request<Incoming>) -> http::Response<BoxBody> {
+    /// The response to send, or `None` to reset the connection instead.
+    async fn handle(&self, req: http::Request<Incoming>) -> Option<http::Response<BoxBody>> {
         let (parts, body) = req.into_parts();
         let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -171,7 +175,8 @@ impl MockProvider {
         let streaming =
             body["stream"].as_bool() == Some(true) || parts.uri.path().contains("streamGenerateContent");
         let include_usage = body["stream_options"]["include_usage"].as_bool() == Some(true);
-        match step {
+        Some(match step {
+            Script::Reset => return None,
             Script::Answer(text) | Script::Wire(Wire::OpenAi, text) if streaming => self.sse(
                 complete_stream(&model, text, include_usage)
                     .into_iter()
@@ -251,7 +256,7 @@ impl MockProvider {
                     .body(body)
                     .unwrap()
             }
-        }
+        })
     }
 }
 
