@@ -323,15 +323,6 @@ fn documented_stream() -> String {
     ])
 }
 
-fn chunks(reply: &Reply) -> Vec<Value> {
-    reply
-        .sse_data()
-        .iter()
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn streams_text_incremental_tool_arguments_finish_and_usage() {
     let (claude, _b, gw) = start("{}").await;
@@ -344,7 +335,7 @@ async fn streams_text_incremental_tool_arguments_finish_and_usage() {
     assert_eq!(claude.seen()[0].body["stream"], true);
     assert_eq!(reply.sse_data().last().unwrap(), "[DONE]");
     assert_eq!(reply.streamed_text(), "Okay, let's check the weather.");
-    let chunks = chunks(&reply);
+    let chunks = reply.chunks();
     assert!(
         chunks
             .iter()

@@ -99,13 +99,7 @@ async fn invalid_adapter_options_fail_the_attempt_with_the_reason() {
 
 /// The cooldown `/admin/targets` reports for provider `a`, in ms.
 async fn cooldown_of_a(gw: &Gateway) -> u64 {
-    let targets = get(&format!("{}/admin/targets", gw.url), &[]).await.json();
-    targets["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["provider"] == "a")
-        .unwrap()["rate_limited_for_ms"]
+    gw.target_health("a").await["rate_limited_for_ms"]
         .as_u64()
         .unwrap()
 }

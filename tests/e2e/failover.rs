@@ -58,14 +58,7 @@ async fn honours_retry_after_and_does_not_hammer_a_rate_limited_target() {
     }
     assert_eq!(a.hits(), 1, "a said wait 30 s: it is not asked again meanwhile");
     assert_eq!(b.hits(), 3);
-    let targets = get(&format!("{}/admin/targets", gw.url), &[]).await.json();
-    let a_health = targets["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["provider"] == "a")
-        .unwrap()
-        .clone();
+    let a_health = gw.target_health("a").await;
     assert!(
         a_health["rate_limited_for_ms"].as_u64().unwrap() > 25_000,
         "{a_health}"

@@ -323,13 +323,7 @@ async fn classifies_gemini_errors_with_retry_info() {
             .header("x-switchboard-provider"),
         "b"
     );
-    let targets = get(&format!("{}/admin/targets", gw.url), &[]).await.json();
-    let cooldown = targets["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["provider"] == "google")
-        .unwrap()["rate_limited_for_ms"]
+    let cooldown = gw.target_health("google").await["rate_limited_for_ms"]
         .as_u64()
         .unwrap();
     assert!(

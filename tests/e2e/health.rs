@@ -7,13 +7,7 @@ use serde_json::json;
 use std::time::Duration;
 
 async fn circuit_of(gw: &Gateway, provider: &str) -> String {
-    let targets = get(&format!("{}/admin/targets", gw.url), &[]).await.json();
-    targets["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["provider"] == provider)
-        .unwrap()["circuit"]
+    gw.target_health(provider).await["circuit"]
         .as_str()
         .unwrap()
         .to_string()
@@ -287,14 +281,7 @@ async fn the_hedge_delay_follows_the_observed_p95_once_enough_answers_were_seen(
             "a"
         );
     }
-    let targets = get(&format!("{}/admin/targets", gw.url), &[]).await.json();
-    let a_health = targets["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["provider"] == "a")
-        .unwrap()
-        .clone();
+    let a_health = gw.target_health("a").await;
     let p95 = a_health["latency_p95_ms"]
         .as_u64()
         .expect("a p95 after 20 answers");

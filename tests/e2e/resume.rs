@@ -16,15 +16,6 @@ fn stream_request() -> Value {
     request
 }
 
-fn chunks(reply: &Reply) -> Vec<Value> {
-    reply
-        .sse_data()
-        .iter()
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn a_cut_stream_is_regenerated_elsewhere_and_the_delivered_prefix_suppressed() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
@@ -35,7 +26,7 @@ async fn a_cut_stream_is_regenerated_elsewhere_and_the_delivered_prefix_suppress
     assert_eq!(reply.status, 200);
     assert_eq!(reply.streamed_text(), "The answer is 42.", "{}", reply.text());
     assert_eq!(reply.sse_data().last().unwrap(), "[DONE]", "a complete answer");
-    let chunks = chunks(&reply);
+    let chunks = reply.chunks();
     let roles = chunks
         .iter()
         .filter(|c| !c["choices"][0]["delta"]["role"].is_null())
@@ -137,7 +128,7 @@ targets = ["a/model-a", "claude/claude-sonnet-4-5"]
         reply.text()
     );
     assert_eq!(reply.sse_data().last().unwrap(), "[DONE]");
-    let ids: Vec<Value> = chunks(&reply).iter().map(|c| c["id"].clone()).collect();
+    let ids: Vec<Value> = reply.chunks().iter().map(|c| c["id"].clone()).collect();
     assert!(
         ids.iter().all(|id| *id == ids[0]),
         "the continuation keeps the stream's id: {ids:?}"

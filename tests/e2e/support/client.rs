@@ -38,6 +38,15 @@ impl Reply {
             .collect()
     }
 
+    /// The JSON chunks of an SSE body (all but `[DONE]`).
+    pub fn chunks(&self) -> Vec<serde_json::Value> {
+        self.sse_data()
+            .iter()
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("chunk not JSON ({e}): {d}")))
+            .collect()
+    }
+
     /// The text of a streamed answer, joined from its chunks' deltas.
     pub fn streamed_text(&self) -> String {
         self.sse_data()

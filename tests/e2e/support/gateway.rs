@@ -77,6 +77,20 @@ impl Gateway {
         }
     }
 
+    /// One target's live health as `/admin/targets` reports it.
+    pub async fn target_health(&self, provider: &str) -> serde_json::Value {
+        let targets = super::get(&format!("{}/admin/targets", self.url), &[])
+            .await
+            .json();
+        targets["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["provider"] == provider)
+            .unwrap_or_else(|| panic!("no target of {provider} in {targets}"))
+            .clone()
+    }
+
     pub fn chat_url(&self) -> String {
         format!("{}/v1/chat/completions", self.url)
     }
