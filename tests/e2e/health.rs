@@ -166,13 +166,6 @@ async fn a_stream_that_finished_but_lacks_done_is_finalised_at_once_with_usage()
     );
 }
 
-fn stream_request() -> serde_json::Value {
-    let mut request = chat("chat");
-    request["stream"] = json!(true);
-    request["stream_options"] = json!({"include_usage": true});
-    request
-}
-
 #[tokio::test]
 async fn a_silent_first_stream_is_hedged_and_the_loser_is_cancelled_unbilled() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
@@ -181,7 +174,7 @@ async fn a_silent_first_stream_is_hedged_and_the_loser_is_cancelled_unbilled() {
         .replace("first_token_timeout_ms = 1000", "first_token_timeout_ms = 3000");
     let gw = Gateway::start(&config, KEYS);
     let started = tokio::time::Instant::now();
-    let reply = post(&gw.chat_url(), &stream_request()).await;
+    let reply = post(&gw.chat_url(), &streamed_chat("chat")).await;
     let took = started.elapsed();
     assert_eq!(reply.header("x-switchboard-provider"), "b");
     assert_eq!(reply.streamed_text(), "b");
@@ -210,7 +203,7 @@ async fn no_hedge_when_it_could_cost_more_than_the_cap() {
         .replace("first_token_timeout_ms = 1000", "first_token_timeout_ms = 1500");
     let gw = Gateway::start(&config, KEYS);
     let started = tokio::time::Instant::now();
-    let reply = post(&gw.chat_url(), &stream_request()).await;
+    let reply = post(&gw.chat_url(), &streamed_chat("chat")).await;
     assert_eq!(reply.header("x-switchboard-provider"), "b");
     assert!(
         started.elapsed() >= Duration::from_millis(1_500),

@@ -9,20 +9,13 @@ use serde_json::{Value, json};
 
 const CONTINUE: &str = "on_stream_break = \"continue\"";
 
-fn stream_request() -> Value {
-    let mut request = chat("chat");
-    request["stream"] = json!(true);
-    request["stream_options"] = json!({"include_usage": true});
-    request
-}
-
 #[tokio::test]
 async fn a_cut_stream_is_regenerated_elsewhere_and_the_delivered_prefix_suppressed() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     a.set_default(Script::StreamCut(vec!["The answer", " is"]));
     b.set_default(Script::Answer("The answer is 42."));
     let gw = Gateway::start(&two_providers(&a, &b, CONTINUE), KEYS);
-    let reply = post(&gw.chat_url(), &stream_request()).await;
+    let reply = post(&gw.chat_url(), &streamed_chat("chat")).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.streamed_text(), "The answer is 42.", "{}", reply.text());
     assert_eq!(reply.sse_data().last().unwrap(), "[DONE]", "a complete answer");
@@ -60,7 +53,7 @@ async fn a_regenerated_answer_that_differs_ends_with_the_in_band_error() {
     a.set_default(Script::StreamCut(vec!["The answer", " is"]));
     b.set_default(Script::Answer("Something else entirely."));
     let gw = Gateway::start(&two_providers(&a, &b, CONTINUE), KEYS);
-    let reply = post(&gw.chat_url(), &stream_request()).await;
+    let reply = post(&gw.chat_url(), &streamed_chat("chat")).await;
     assert_eq!(
         reply.streamed_text(),
         "The answer is",
@@ -120,7 +113,7 @@ targets = ["a/model-a", "claude/claude-sonnet-4-5"]
         claude = claude.addr,
     );
     let gw = Gateway::start(&config, KEYS);
-    let reply = post(&gw.chat_url(), &stream_request()).await;
+    let reply = post(&gw.chat_url(), &streamed_chat("chat")).await;
     assert_eq!(
         reply.streamed_text(),
         "Paris is the capital of France.",
@@ -150,7 +143,7 @@ async fn a_stream_that_already_streamed_tool_calls_is_not_continued() {
         "type": "function", "function": {"name": "lookup", "arguments": "{\"q\":"}}]}, "finish_reason": null}]});
     a.set_default(Script::RawStream(format!("data: {call}\n\n")));
     let gw = Gateway::start(&two_providers(&a, &b, CONTINUE), KEYS);
-    let reply = post(&gw.chat_url(), &stream_request()).await;
+    let reply = post(&gw.chat_url(), &streamed_chat("chat")).await;
     let error: Value = serde_json::from_str(reply.sse_data().last().unwrap()).unwrap();
     let message = error["error"]["message"].as_str().unwrap();
     assert!(message.contains("tool calls were already streamed"), "{message}");

@@ -19,6 +19,14 @@ pub fn chat(model: &str) -> serde_json::Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]})
 }
 
+/// The same request, streamed, with the final usage chunk asked for.
+pub fn streamed_chat(model: &str) -> serde_json::Value {
+    let mut request = chat(model);
+    request["stream"] = serde_json::json!(true);
+    request["stream_options"] = serde_json::json!({"include_usage": true});
+    request
+}
+
 /// Config with providers `a` and `b` (keys from `KEY_A`/`KEY_B`, 1 s
 /// timeouts) and a route `chat` over both, in that order. `route_extra` is
 /// appended to the route table.
