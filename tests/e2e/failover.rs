@@ -436,3 +436,23 @@ async fn targets_that_stay_overloaded_end_in_a_503_after_one_attempt_each() {
         "max_attempts 3, but no target is hammered"
     );
 }
+
+#[tokio::test]
+async fn a_caller_that_goes_away_cancels_a_whole_answer_attempt_and_every_retry() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::Hang);
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), post(&gw.chat_url(), &chat("chat"))).await;
+    assert!(gave_up.is_err(), "a hangs: the caller gives up first");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.streams_dropped() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream request was not dropped after the caller left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // a's own 1 s deadline has passed by now: had the request lived on, b would have been tried.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!((a.hits(), b.hits()), (1, 0), "no retry for a caller who left");
+}

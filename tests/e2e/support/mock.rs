@@ -137,7 +137,8 @@ impl MockProvider {
         self.seen.lock().unwrap().clone()
     }
 
-    /// Streamed responses the gateway has let go of (finished or cancelled).
+    /// Streamed responses, and hung requests, the gateway has let go of
+    /// (finished or cancelled).
     pub fn streams_dropped(&self) -> usize {
         self.streams_dropped.load(Ordering::SeqCst)
     }
@@ -200,6 +201,8 @@ impl MockProvider {
                 json_reply(200, &[], completion(&model, text).to_string())
             }
             Script::Hang => {
+                // Counted as dropped when the gateway gives up the request.
+                let _held = DropCount(self.streams_dropped.clone());
                 std::future::pending::<()>().await;
                 unreachable!()
             }
