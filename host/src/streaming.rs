@@ -112,23 +112,25 @@ async fn run(
     let mut batch = Ok(Batch::Chunks(first));
     loop {
         let source = format!("{}/{}", attempt.provider.name, attempt.target.model);
-        let failure = match relay.run(&mut pump, batch, &attempt).await {
+        // Why the answer broke, and whether the break itself rules out
+        // going on elsewhere (a content filter mid-stream, say).
+        let (failure, stop) = match relay.run(&mut pump, batch, &attempt).await {
             End::Complete => return record_success(gw, &attempt, pump.usage, Some(ttft)),
             End::CallerGone => return attempts.cancelled(attempt),
             End::Broken(failure) => {
                 let reason = failure_text(&failure);
-                let _ = attempts.failed(attempt, failure);
-                reason
+                (reason, attempts.failed(attempt, failure))
             }
             End::Diverged => {
                 attempts.diverged(attempt);
-                "the continuing target's answer did not start with the text already delivered".into()
+                let reason = "the continuing target's answer did not start with the text already delivered";
+                (reason.to_string(), None)
             }
         };
         let broken = format!("the answer from {source} is incomplete: {failure}");
-        let resumed = match &relay.delivered {
-            None => Err(broken),
-            Some(delivered) => tokio::select! {
+        let resumed = match (&relay.delivered, stop) {
+            (None, _) | (Some(_), Some(_)) => Err(broken),
+            (Some(delivered), None) => tokio::select! {
                 _ = relay.tx.closed() => return,
                 resumed = resume(&mut attempts, delivered, &request, include_usage) => {
                     resumed.map_err(|why| format!("{broken}; it could not be continued: {why}"))

@@ -149,3 +149,24 @@ async fn a_stream_that_already_streamed_tool_calls_is_not_continued() {
     assert!(message.contains("tool calls were already streamed"), "{message}");
     assert_eq!(b.hits(), 0, "half a tool call cannot be continued");
 }
+
+#[tokio::test]
+async fn a_stream_stopped_by_a_content_filter_is_not_continued_elsewhere() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let text = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "model-a",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Well"}, "finish_reason": null}]});
+    let filtered = json!({"error": {"message": "output flagged by the content filter",
+        "type": "invalid_request_error", "code": "content_filter"}});
+    a.set_default(Script::RawStream(format!("data: {text}\n\ndata: {filtered}\n\n")));
+    let gw = Gateway::start(&two_providers(&a, &b, CONTINUE), KEYS);
+    let reply = post(&gw.chat_url(), &streamed_chat("chat")).await;
+    assert_eq!(reply.streamed_text(), "Well");
+    let error: Value = serde_json::from_str(reply.sse_data().last().unwrap()).unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("output flagged"), "{message}");
+    assert_eq!(
+        b.hits(),
+        0,
+        "another provider does not get to finish what a filter stopped"
+    );
+}
