@@ -1,10 +1,12 @@
 //! Start-up: configuration, plugins, the simulator if configured, the
-//! gateway state, the folder watch and the server — composed in one place.
+//! gateway state, the folder and config watches and the server — composed
+//! in one place.
 
 use crate::config::{Config, Endpoint};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::plugin::{PluginRuntime, Registry, SandboxLimits, watch_folders};
+use crate::reload::{self, Live};
 use crate::{server, simulator};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,26 +68,31 @@ pub async fn run(
         }
     }
     let watch = config.plugins.watch;
+    let watch_config = config.server.watch_config;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let listen = listen.unwrap_or(config.server.listen);
-    let gw = Arc::new(Gateway::new(
-        config,
-        registry.clone(),
-        metrics,
-        simulator_url.as_deref(),
-    )?);
+    let gw = Gateway::new(config, registry.clone(), metrics, simulator_url.as_deref(), None)?;
     gw.check_plugins().await?;
+    let config_file = gw.config.file.clone();
+    let routes = gw.config.routes.len();
+    let live = Arc::new(Live::new(gw, simulator_url));
     let _watch = if watch {
         Some(watch_folders(registry, &adapter_dir, &policy_dir)?)
     } else {
         None
     };
+    let _config_watch = if watch_config {
+        Some(reload::watch_config(live.clone(), &config_file)?)
+    } else {
+        None
+    };
+    reload::reload_on_hangup(live.clone())?;
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(addr = %addr, routes = gw.config.routes.len(), "listening");
-    server::serve(gw, listener, shutdown, grace).await;
+    tracing::info!(addr = %addr, routes, "listening");
+    server::serve(live, listener, shutdown, grace).await;
     Ok(())
 }

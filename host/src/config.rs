@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Time given to requests in flight on shutdown.
     pub shutdown_grace_ms: u64,
+    /// Reload the configuration when its file changes.
+    pub watch_config: bool,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +52,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8787".parse().unwrap(),
             max_body_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
+            watch_config: true,
         }
     }
 }
@@ -84,7 +87,7 @@ impl Default for PluginsConfig {
     }
 }
 
-#[derive(Deserialize, Debug, Clone)]
+#[derive(Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CircuitConfig {
     /// Consecutive failures of a target that open its circuit.
@@ -266,7 +269,7 @@ pub struct GatewayKey {
 }
 
 /// Where a provider's requests go.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     Url(String),
     /// The built-in simulated provider (for a first run without keys).

@@ -1,5 +1,6 @@
 //! The gateway's shared state: configuration, plugins, provider clients,
-//! per-target health and metrics. Built once at start-up.
+//! per-target health and metrics. Built at start-up and again, from the
+//! previous one, on each config reload.
 
 use crate::config::{Config, Endpoint};
 use crate::health::{CircuitSettings, TargetHealth};
@@ -29,19 +30,26 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// `simulator_url` is where the built-in simulated provider listens, if it runs.
+    /// `simulator_url` is where the built-in simulated provider listens, if
+    /// it runs. Targets of `previous` that stay the same keep their health.
     pub fn new(
         config: Config,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         simulator_url: Option<&str>,
+        previous: Option<&Gateway>,
     ) -> Result<Gateway, String> {
         let mut upstreams = Vec::new();
         for provider in &config.providers {
             let base = match &provider.endpoint {
                 Endpoint::Url(url) => url.clone(),
                 Endpoint::Simulated => simulator_url
-                    .ok_or_else(|| format!("provider {}: the simulator is not running", provider.name))?
+                    .ok_or_else(|| {
+                        format!(
+                            "provider {}: the simulator is not running (a simulated provider added by a reload needs a restart)",
+                            provider.name
+                        )
+                    })?
                     .to_string(),
             };
             let upstream = Upstream::new(
@@ -73,7 +81,11 @@ impl Gateway {
                         model: model.clone(),
                         health: health
                             .entry((*provider, model.clone()))
-                            .or_insert_with(|| Arc::new(TargetHealth::new(circuit)))
+                            .or_insert_with(|| {
+                                previous
+                                    .and_then(|old| old.same_target(&config, *provider, model))
+                                    .unwrap_or_else(|| Arc::new(TargetHealth::new(circuit)))
+                            })
                             .clone(),
                     })
                     .collect()
@@ -87,6 +99,25 @@ impl Gateway {
             routes,
             health,
         })
+    }
+
+    /// This gateway's health of a target of `config`, if the target is the
+    /// same here: same provider name, adapter, endpoint and model, and the
+    /// same circuit settings.
+    fn same_target(&self, config: &Config, provider: usize, model: &str) -> Option<Arc<TargetHealth>> {
+        if self.config.circuit != config.circuit {
+            return None;
+        }
+        let new = &config.providers[provider];
+        let (index, old) = self
+            .config
+            .providers
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.name == new.name)?;
+        let same = old.adapter == new.adapter && old.endpoint == new.endpoint;
+        same.then(|| self.health.get(&(index, model.to_string())).cloned())
+            .flatten()
     }
 
     /// Check that every route's policy and every provider's adapter is loaded

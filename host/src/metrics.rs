@@ -46,6 +46,11 @@ pub struct RouteOutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -61,6 +66,8 @@ pub struct Metrics {
     pub stream_breaks: Family<RouteOutcomeLabels, Counter>,
     /// Hedges started, by which attempt won.
     pub hedges: Family<RouteOutcomeLabels, Counter>,
+    /// Config-file reloads, applied or refused.
+    pub config_reloads: Family<ReloadLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -81,6 +88,7 @@ impl Default for Metrics {
         let policy_fallbacks = Family::default();
         let stream_breaks = Family::default();
         let hedges = Family::default();
+        let config_reloads = Family::default();
         registry.register(
             "requests",
             "Client requests by route and HTTP status",
@@ -136,6 +144,11 @@ impl Default for Metrics {
             "Hedged attempts started, by winner (first, hedge, neither)",
             hedges.clone(),
         );
+        registry.register(
+            "config_reloads",
+            "Config-file reloads by outcome (applied, refused)",
+            config_reloads.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -149,6 +162,7 @@ impl Default for Metrics {
             policy_fallbacks,
             stream_breaks,
             hedges,
+            config_reloads,
         }
     }
 }

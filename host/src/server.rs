@@ -4,6 +4,7 @@
 use crate::api::{self, ApiError, Body, full, json_response};
 use crate::gateway::Gateway;
 use crate::metrics::RequestLabels;
+use crate::reload::Live;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -17,7 +18,7 @@ use tracing::Instrument;
 
 /// Serve until `shutdown` resolves, then give requests in flight `grace` to finish.
 pub async fn serve(
-    gw: Arc<Gateway>,
+    live: Arc<Live>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
@@ -38,10 +39,10 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let gw = gw.clone();
+        let live = live.clone();
         let service = service_fn(move |req| {
-            let gw = gw.clone();
-            async move { Ok::<_, Infallible>(dispatch(gw, req).await) }
+            let live = live.clone();
+            async move { Ok::<_, Infallible>(dispatch(&live, req).await) }
         });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let connection = graceful.watch(connection.into_owned());
@@ -55,7 +56,9 @@ pub async fn serve(
     }
 }
 
-async fn dispatch(gw: Arc<Gateway>, req: http::Request<Incoming>) -> http::Response<Body> {
+async fn dispatch(live: &Live, req: http::Request<Incoming>) -> http::Response<Body> {
+    // The request finishes on the configuration it started with.
+    let gw = live.current();
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -65,14 +68,14 @@ async fn dispatch(gw: Arc<Gateway>, req: http::Request<Incoming>) -> http::Respo
         .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
     let span =
         tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.uri().path());
-    let mut response = route(&gw, req).instrument(span).await;
+    let mut response = route(&gw, live, req).instrument(span).await;
     if let Ok(value) = http::HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
     response
 }
 
-async fn route(gw: &Arc<Gateway>, req: http::Request<Incoming>) -> http::Response<Body> {
+async fn route(gw: &Arc<Gateway>, live: &Live, req: http::Request<Incoming>) -> http::Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let result = match (method, path.as_str()) {
@@ -107,6 +110,7 @@ async fn route(gw: &Arc<Gateway>, req: http::Request<Incoming>) -> http::Respons
             .expect("valid response")),
         (http::Method::GET, "/admin/plugins") => api::admin::plugins(gw, req.headers()),
         (http::Method::GET, "/admin/targets") => api::admin::targets(gw, req.headers()),
+        (http::Method::GET, "/admin/config") => api::admin::config(gw, &live.status(), req.headers()),
         (_, "/v1/chat/completions" | "/v1/models" | "/healthz" | "/readyz" | "/metrics") => {
             Err(ApiError::method_not_allowed())
         }

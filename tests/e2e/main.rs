@@ -11,6 +11,7 @@ mod input;
 mod plugins;
 mod policies;
 mod proxy;
+mod reload;
 mod resume;
 mod sdk;
 mod support;

@@ -40,6 +40,26 @@ pub fn plugins(gw: &Gateway, headers: &http::HeaderMap) -> Result<http::Response
     ))
 }
 
+pub fn config(
+    gw: &Gateway,
+    status: &crate::reload::ReloadStatus,
+    headers: &http::HeaderMap,
+) -> Result<http::Response<Body>, ApiError> {
+    authorize(gw, headers)?;
+    let config = &gw.config;
+    Ok(json_response(
+        http::StatusCode::OK,
+        &json!({
+            "file": config.file.display().to_string(),
+            "loaded_at": status.loaded_at,
+            "providers": config.providers.iter().map(|p| &p.name).collect::<Vec<_>>(),
+            "routes": config.routes.iter().map(|r| &r.name).collect::<Vec<_>>(),
+            "refused": status.refused,
+            "pending_restart": status.pending_restart,
+        }),
+    ))
+}
+
 pub fn targets(gw: &Gateway, headers: &http::HeaderMap) -> Result<http::Response<Body>, ApiError> {
     authorize(gw, headers)?;
     let now = Instant::now();

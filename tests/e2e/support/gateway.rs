@@ -32,10 +32,7 @@ impl Gateway {
             std::fs::copy(source, dir.path().join(sub).join(name)).unwrap();
         }
         let config_path = dir.path().join("switchboard.toml");
-        let full = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 1000\n\n[plugins]\nadapter_dir = \"adapters\"\npolicy_dir = \"policies\"\n\n{config}"
-        );
-        std::fs::write(&config_path, full).unwrap();
+        std::fs::write(&config_path, with_test_sections(config)).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .arg("--config")
             .arg(&config_path)
@@ -91,6 +88,24 @@ impl Gateway {
             .clone()
     }
 
+    /// Replace the config file the way deploy tools do: write a new file
+    /// and rename it over the old one.
+    pub fn rewrite_config(&self, config: &str) {
+        let staged = self.dir.path().join(".switchboard.toml.new");
+        std::fs::write(&staged, with_test_sections(config)).unwrap();
+        std::fs::rename(staged, self.dir.path().join("switchboard.toml")).unwrap();
+    }
+
+    /// Send the process a signal (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
     pub fn chat_url(&self) -> String {
         format!("{}/v1/chat/completions", self.url)
     }
@@ -122,6 +137,19 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         false
+    }
+}
+
+/// `config` with what every test gateway needs: an ephemeral port and plugin
+/// folders inside its own directory. A `[server]` table of the test's own
+/// gets the port added to it.
+fn with_test_sections(config: &str) -> String {
+    let server = "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 1000\n";
+    let plugins = "[plugins]\nadapter_dir = \"adapters\"\npolicy_dir = \"policies\"\n";
+    if config.contains("[server]\n") {
+        format!("{plugins}\n{}", config.replacen("[server]\n", server, 1))
+    } else {
+        format!("{server}\n{plugins}\n{config}")
     }
 }
 

@@ -1,0 +1,228 @@
+//! Config-file hot reload. The gateway in use sits behind an [`ArcSwap`]:
+//! each request takes the current one and finishes on it. A changed file
+//! (or SIGHUP) is loaded and checked off the request path: the new routes,
+//! providers and keys go live at once, live health and cooldowns carry over
+//! for targets that stay the same, and a file that fails any check is refused
+//! while the last good configuration keeps serving.
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::metrics::ReloadLabels;
+use arc_swap::ArcSwap;
+use notify_debouncer_mini::notify::RecursiveMode;
+use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// Editors write in several steps; act once the folder is quiet.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// The gateway serving now, and how the last reload went.
+pub struct Live {
+    current: ArcSwap<Gateway>,
+    /// Where the built-in simulator listens, when it runs.
+    simulator_url: Option<String>,
+    last: Mutex<ReloadStatus>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// What `/admin/config` reports.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    /// Seconds since the Unix epoch of the configuration in use.
+    pub loaded_at: u64,
+    /// Why the newest version of the file was refused, if it was.
+    pub refused: Option<String>,
+    /// Settings changed in the file that only a restart applies.
+    pub pending_restart: Vec<String>,
+}
+
+impl Live {
+    pub fn new(gateway: Gateway, simulator_url: Option<String>) -> Live {
+        Live {
+            current: ArcSwap::from_pointee(gateway),
+            simulator_url,
+            last: Mutex::new(ReloadStatus {
+                loaded_at: unix_now(),
+                ..Default::default()
+            }),
+            reloading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The gateway to serve one request with.
+    pub fn current(&self) -> Arc<Gateway> {
+        self.current.load_full()
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.last.lock().unwrap().clone()
+    }
+
+    /// Load the config file again and, if it passes every check, serve with it.
+    pub async fn reload(&self) {
+        let _one = self.reloading.lock().await;
+        let old = self.current();
+        let outcome = match self.prepare(&old).await {
+            Ok((gateway, pending_restart)) => {
+                tracing::info!(
+                    file = %old.config.file.display(),
+                    routes = gateway.config.routes.len(),
+                    providers = gateway.config.providers.len(),
+                    "configuration reloaded"
+                );
+                for key in &pending_restart {
+                    tracing::warn!(%key, "changed in the configuration file; takes effect at the next restart");
+                }
+                self.current.store(Arc::new(gateway));
+                *self.last.lock().unwrap() = ReloadStatus {
+                    loaded_at: unix_now(),
+                    refused: None,
+                    pending_restart,
+                };
+                "applied"
+            }
+            Err(reason) => {
+                tracing::error!(%reason, "configuration refused; the last good one keeps serving");
+                self.last.lock().unwrap().refused = Some(reason);
+                "refused"
+            }
+        };
+        old.metrics
+            .config_reloads
+            .get_or_create(&ReloadLabels { outcome })
+            .inc();
+    }
+
+    /// The new gateway and the changed settings that need a restart.
+    async fn prepare(&self, old: &Gateway) -> Result<(Gateway, Vec<String>), String> {
+        let config =
+            Config::load(&old.config.file, &|name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
+        let pending_restart = restart_only_changes(&old.config, &config);
+        let gateway = Gateway::new(
+            config,
+            old.registry.clone(),
+            old.metrics.clone(),
+            self.simulator_url.as_deref(),
+            Some(old),
+        )?;
+        gateway.check_plugins().await?;
+        Ok((gateway, pending_restart))
+    }
+}
+
+/// Settings read only at start-up that differ between `old` and `new`.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    let (a, b) = (&old.server, &new.server);
+    let (p, q) = (&old.plugins, &new.plugins);
+    [
+        ("server.listen", a.listen != b.listen),
+        (
+            "server.shutdown_grace_ms",
+            a.shutdown_grace_ms != b.shutdown_grace_ms,
+        ),
+        ("server.watch_config", a.watch_config != b.watch_config),
+        ("plugins.adapter_dir", p.adapter_dir != q.adapter_dir),
+        ("plugins.policy_dir", p.policy_dir != q.policy_dir),
+        ("plugins.watch", p.watch != q.watch),
+        ("plugins.call_timeout_ms", p.call_timeout_ms != q.call_timeout_ms),
+        (
+            "plugins.memory_limit_mib",
+            p.memory_limit_mib != q.memory_limit_mib,
+        ),
+        ("plugins.max_instances", p.max_instances != q.max_instances),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(key, _)| key.to_string())
+    .collect()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Keeps the watch alive; dropping it stops watching.
+pub struct ConfigWatch {
+    _debouncer: Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
+}
+
+/// Reload when the config file changes. The folder is watched, not the file:
+/// editors and deploy tools replace the file by renaming a new one over it.
+/// Must be called inside the Tokio runtime.
+pub fn watch_config(live: Arc<Live>, file: &Path) -> Result<ConfigWatch, String> {
+    let file = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
+    let dir = file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let target = file.clone();
+    let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| match result {
+        Ok(events) => {
+            if events.iter().any(|e| e.path == target) {
+                let _ = tx.send(());
+            }
+        }
+        Err(error) => tracing::warn!(%error, "config watch error"),
+    })
+    .map_err(|e| format!("cannot watch the config file: {e}"))?;
+    debouncer
+        .watcher()
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            live.reload().await;
+        }
+    });
+    Ok(ConfigWatch {
+        _debouncer: debouncer,
+    })
+}
+
+/// Reload on SIGHUP, the Unix convention (and the way when the watch is off).
+pub fn reload_on_hangup(live: Arc<Live>) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration");
+                live.reload().await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = live;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, Path::new("/etc/switchboard/switchboard.toml"), &|_| None).unwrap()
+    }
+
+    #[test]
+    fn settings_read_at_start_up_are_named_when_they_change() {
+        let old = parse("[server]\nlisten = \"127.0.0.1:8787\"\n");
+        let same = parse("[server]\nlisten = \"127.0.0.1:8787\"\nmax_body_bytes = 10\n");
+        assert!(
+            restart_only_changes(&old, &same).is_empty(),
+            "max_body_bytes applies live"
+        );
+        let moved = parse("[server]\nlisten = \"127.0.0.1:9000\"\n[plugins]\nmax_instances = 5\n");
+        assert_eq!(
+            restart_only_changes(&old, &moved),
+            ["server.listen", "plugins.max_instances"]
+        );
+    }
+}
