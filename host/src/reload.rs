@@ -11,6 +11,7 @@ use crate::metrics::ReloadLabels;
 use arc_swap::ArcSwap;
 use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -24,8 +25,18 @@ pub struct Live {
     /// Where the built-in simulator listens, when it runs.
     simulator_url: Option<String>,
     last: Mutex<ReloadStatus>,
-    /// One reload at a time.
-    reloading: tokio::sync::Mutex<()>,
+    /// One reload at a time; holds a hash of the file text last tried, so a
+    /// file whose text did not change is not reloaded again.
+    reloading: tokio::sync::Mutex<Option<u64>>,
+}
+
+/// What started a reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// The file changed on disk (skipped when its text did not).
+    FileChanged,
+    /// An explicit request (SIGHUP): always reloads.
+    Signal,
 }
 
 /// What `/admin/config` reports.
@@ -41,6 +52,9 @@ pub struct ReloadStatus {
 
 impl Live {
     pub fn new(gateway: Gateway, simulator_url: Option<String>) -> Live {
+        let started_with = std::fs::read_to_string(&gateway.config.file)
+            .ok()
+            .map(|t| text_hash(&t));
         Live {
             current: ArcSwap::from_pointee(gateway),
             simulator_url,
@@ -48,7 +62,7 @@ impl Live {
                 loaded_at: unix_now(),
                 ..Default::default()
             }),
-            reloading: tokio::sync::Mutex::new(()),
+            reloading: tokio::sync::Mutex::new(started_with),
         }
     }
 
@@ -62,10 +76,16 @@ impl Live {
     }
 
     /// Load the config file again and, if it passes every check, serve with it.
-    pub async fn reload(&self) {
-        let _one = self.reloading.lock().await;
+    pub async fn reload(&self, trigger: Trigger) {
+        let mut last_tried = self.reloading.lock().await;
         let old = self.current();
-        let outcome = match self.prepare(&old).await {
+        let text = std::fs::read_to_string(&old.config.file);
+        let hash = text.as_deref().ok().map(text_hash);
+        if trigger == Trigger::FileChanged && hash.is_some() && hash == *last_tried {
+            return;
+        }
+        *last_tried = hash;
+        let outcome = match self.prepare(&old, text).await {
             Ok((gateway, pending_restart)) => {
                 tracing::info!(
                     file = %old.config.file.display(),
@@ -97,9 +117,15 @@ impl Live {
     }
 
     /// The new gateway and the changed settings that need a restart.
-    async fn prepare(&self, old: &Gateway) -> Result<(Gateway, Vec<String>), String> {
+    async fn prepare(
+        &self,
+        old: &Gateway,
+        text: std::io::Result<String>,
+    ) -> Result<(Gateway, Vec<String>), String> {
+        let file = &old.config.file;
+        let text = text.map_err(|e| format!("{}: {e}", file.display()))?;
         let config =
-            Config::load(&old.config.file, &|name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
+            Config::parse(&text, file, &|name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
         let pending_restart = restart_only_changes(&old.config, &config);
         let gateway = Gateway::new(
             config,
@@ -140,6 +166,12 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     .collect()
 }
 
+fn text_hash(text: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -177,7 +209,7 @@ pub fn watch_config(live: Arc<Live>, file: &Path) -> Result<ConfigWatch, String>
         .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
-            live.reload().await;
+            live.reload(Trigger::FileChanged).await;
         }
     });
     Ok(ConfigWatch {
@@ -194,7 +226,7 @@ pub fn reload_on_hangup(live: Arc<Live>) -> Result<(), String> {
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading the configuration");
-                live.reload().await;
+                live.reload(Trigger::Signal).await;
             }
         });
     }

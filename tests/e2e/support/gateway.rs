@@ -98,9 +98,10 @@ impl Gateway {
 
     /// Send the process a signal (`HUP`, `TERM`, ...).
     pub fn signal(&self, name: &str) {
-        let sent = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
+        // The shell's own `kill`: no procps needed.
+        let sent = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{name} {}", self.child.id()))
             .status()
             .unwrap();
         assert!(sent.success());
