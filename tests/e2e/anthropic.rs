@@ -438,7 +438,7 @@ async fn classifies_anthropic_errors() {
         );
     }
     assert_eq!((claude.hits(), b.hits()), (2, 3));
-    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(r#"provider="claude",model="claude-sonnet-4-5",outcome="overloaded"} 1"#),
         "{metrics}"

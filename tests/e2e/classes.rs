@@ -49,7 +49,7 @@ targets = ["x/m", "b/model-b"]
             );
         }
     }
-    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    let metrics = gw.metrics().await;
     for (status, body, outcome) in &cases {
         let expected = format!(r#"switchboard_attempts_total{{provider="x",model="m",outcome="{outcome}"}}"#);
         assert!(

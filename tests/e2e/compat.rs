@@ -152,7 +152,7 @@ async fn an_exhausted_quota_is_not_mistaken_for_a_short_rate_limit() {
         "b"
     );
     assert_eq!(cooldown_of_a(&gw).await, 0);
-    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(r#"switchboard_attempts_total{provider="a",model="model-a",outcome="auth"} 1"#),
         "{metrics}"

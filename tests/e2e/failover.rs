@@ -318,7 +318,7 @@ async fn a_caller_that_goes_away_cancels_the_upstream_stream() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    let metrics = gw.metrics().await;
     assert!(metrics.contains(r#"outcome="cancelled"} 1"#), "{metrics}");
     assert_eq!(b.hits(), 0);
 }
@@ -391,7 +391,7 @@ async fn a_connection_reset_before_headers_fails_over() {
         assert_eq!(reply.header("x-switchboard-attempts"), "2");
     }
     assert_eq!((a.hits(), b.hits()), (2, 2));
-    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(r#"provider="a",model="model-a",outcome="transport"} 2"#),
         "{metrics}"

@@ -352,7 +352,7 @@ async fn classifies_gemini_errors_with_retry_info() {
     assert_eq!(reply.status, 400);
     assert!(reply.text().contains("Invalid JSON payload"));
     assert_eq!(b2.hits(), 1);
-    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(r#"provider="google",model="gemini-2.5-flash",outcome="overloaded"} 1"#),
         "{metrics}"

@@ -159,7 +159,7 @@ async fn a_stream_that_finished_but_lacks_done_is_finalised_at_once_with_usage()
     assert_eq!(reply.streamed_text(), "done");
     assert_eq!(data.last().unwrap(), "[DONE]", "{data:?}");
     assert!(data[data.len() - 2].contains("\"usage\""));
-    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(r#"switchboard_tokens_total{provider="a",model="model-a",kind="completion"} 2"#),
         "{metrics}"
@@ -183,7 +183,7 @@ async fn a_silent_first_stream_is_hedged_and_the_loser_is_cancelled_unbilled() {
         took < Duration::from_millis(2_500),
         "the hedge answered before a's 3 s first-token deadline: {took:?}"
     );
-    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(r#"switchboard_attempts_total{provider="a",model="model-a",outcome="cancelled"} 1"#),
         "{metrics}"
@@ -209,7 +209,7 @@ async fn no_hedge_when_it_could_cost_more_than_the_cap() {
         started.elapsed() >= Duration::from_millis(1_500),
         "b came only after a's first-token deadline"
     );
-    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(r#"provider="a",model="model-a",outcome="timeout"} 1"#),
         "{metrics}"
@@ -238,7 +238,7 @@ async fn a_slow_whole_answer_is_hedged_and_the_loser_is_cancelled_unbilled() {
         took >= Duration::from_millis(200) && took < Duration::from_millis(3_000),
         "b raced a after the 200 ms hedge delay, long before a's 4 s answer: {took:?}"
     );
-    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    let metrics = gw.metrics().await;
     for line in [
         r#"switchboard_attempts_total{provider="a",model="model-a",outcome="cancelled"} 1"#,
         r#"switchboard_hedges_total{route="chat",outcome="hedge"} 1"#,

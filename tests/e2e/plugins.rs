@@ -139,7 +139,7 @@ async fn a_broken_or_foreign_file_is_refused_and_the_last_good_version_keeps_ser
             .header("x-switchboard-provider"),
         "a"
     );
-    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("switchboard_plugin_refusals_total 2"),
         "{metrics}"
@@ -227,7 +227,7 @@ async fn a_misbehaving_policy_never_fails_the_request() {
             started.elapsed() < Duration::from_secs(5),
             "{mode}: the sandbox deadline fired"
         );
-        let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+        let metrics = gw.metrics().await;
         assert!(
             metrics.contains("switchboard_policy_fallbacks_total{plugin=\"custom\""),
             "{mode}: {metrics}"
@@ -250,7 +250,7 @@ async fn a_misbehaving_adapter_costs_one_attempt_and_nothing_else() {
         assert_eq!(reply.status, 200, "{mode}: {}", reply.text());
         assert_eq!(reply.header("x-switchboard-provider"), "b");
         assert_eq!(a.hits(), 0, "{mode}: the broken adapter never built a request");
-        let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+        let metrics = gw.metrics().await;
         assert!(
             metrics.contains("switchboard_plugin_failures_total{plugin=\"misbehave\""),
             "{mode}: {metrics}"

@@ -98,7 +98,7 @@ async fn streams_chunks_and_usage_only_when_asked() {
     let usage: serde_json::Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert_eq!(usage["usage"]["completion_tokens"], 7);
 
-    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(r#"switchboard_tokens_total{provider="a",model="model-a",kind="completion"} 14"#),
         "{metrics}"
@@ -112,7 +112,7 @@ async fn accounts_tokens_and_cost_from_configured_prices() {
     for _ in 0..2 {
         assert_eq!(post(&gw.chat_url(), &chat("chat")).await.status, 200);
     }
-    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    let metrics = gw.metrics().await;
     // 2 x (11 prompt tokens at $1/M + 7 completion tokens at $2/M) = $0.00005
     let cost: f64 = metrics
         .lines()

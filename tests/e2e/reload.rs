@@ -66,7 +66,7 @@ async fn a_changed_config_goes_live_and_a_broken_one_is_refused() {
     // Writing the same text again is not another reload.
     gw.rewrite_config(&broken);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    let metrics = gw.metrics().await;
     for line in [
         "switchboard_config_reloads_total{outcome=\"applied\"} 1\n",
         "switchboard_config_reloads_total{outcome=\"refused\"} 1\n",

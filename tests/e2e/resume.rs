@@ -40,7 +40,7 @@ async fn a_cut_stream_is_regenerated_elsewhere_and_the_delivered_prefix_suppress
         chat("chat")["messages"],
         "no prefill for a target without it"
     );
-    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(r#"switchboard_stream_breaks_total{route="chat",outcome="continued"} 1"#),
         "{metrics}"
@@ -68,7 +68,7 @@ async fn a_regenerated_answer_that_differs_ends_with_the_in_band_error() {
         "{message}"
     );
     assert_eq!(b.hits(), 1);
-    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(r#"provider="b",model="model-b",outcome="diverged"} 1"#),
         "{metrics}"

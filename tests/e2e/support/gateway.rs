@@ -107,6 +107,11 @@ impl Gateway {
         assert!(sent.success());
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        super::get(&format!("{}/metrics", self.url), &[]).await.text()
+    }
+
     pub fn chat_url(&self) -> String {
         format!("{}/v1/chat/completions", self.url)
     }
