@@ -176,14 +176,17 @@ impl<'g> Attempts<'g> {
     }
 
     /// The next attempt to make, after any wait it needs; `None` when the
-    /// plan, the attempt budget or the deadline is used up.
+    /// plan, the attempt budget or the deadline is used up. Cancel-safe: a
+    /// call dropped during its wait leaves the plan as it was (a hedge waits
+    /// this way while the first attempt may still answer).
     pub async fn next(&mut self) -> Option<Attempt<'g>> {
         let route = &self.gw.config.routes[self.route];
         loop {
             if self.made >= route.max_attempts {
                 return None;
             }
-            let planned = self.plan.next()?;
+            // Taken from the plan only once it is certain to be used or dropped.
+            let planned = *self.plan.as_slice().first()?;
             let target = &self.gw.routes[self.route][planned.target];
             let provider = &self.gw.config.providers[target.provider];
             let now = Instant::now();
@@ -195,23 +198,30 @@ impl<'g> Attempts<'g> {
                     .min_context_window
                     .is_some_and(|min| self.context_window(target) <= min)
             {
+                self.plan.next();
                 continue;
             }
             if target.health.circuit(now) == CircuitState::Open {
+                self.plan.next();
                 self.note(target, Failure::CircuitOpen);
                 continue;
             }
+            let same_target = self.last_target == Some(planned.target);
             let mut wait = target.health.cooldown(now);
-            if self.last_target == Some(planned.target) {
+            if same_target {
                 wait = wait.max(backoff(self.same_target_retries));
-                self.same_target_retries += 1;
             }
             if !wait.is_zero() {
                 if now + wait >= self.deadline {
+                    self.plan.next();
                     self.note(target, Failure::CoolingDown(wait));
                     continue;
                 }
                 tokio::time::sleep(wait).await;
+            }
+            self.plan.next();
+            if same_target {
+                self.same_target_retries += 1;
             }
             let Some(adapter) = self.plugins.adapters.get(&provider.adapter) else {
                 self.note(target, Failure::AdapterMissing(provider.adapter.clone()));

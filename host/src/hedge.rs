@@ -131,7 +131,13 @@ async fn race<'g, S: Start>(
         answer = &mut first => return Raced::First(answer),
         _ = tokio::time::sleep(delay) => {}
     }
-    let Some(hedge) = attempts.next().await else {
+    // The next target may have a backoff or cooldown to wait out; the first
+    // attempt keeps running (and may still win) meanwhile.
+    let next = tokio::select! {
+        answer = &mut first => return Raced::First(answer),
+        next = attempts.next() => next,
+    };
+    let Some(hedge) = next else {
         return Raced::First(first.await);
     };
     tracing::info!(

@@ -289,3 +289,25 @@ async fn the_hedge_delay_follows_the_observed_p95_once_enough_answers_were_seen(
         "hedged after a's p95, not after the 4 s fixed delay: {took:?}"
     );
 }
+
+#[tokio::test]
+async fn a_hedge_may_retry_the_same_target_after_its_backoff() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.script([Script::Slow(4_000, "first"), Script::Answer("second")]);
+    let config = patient(two_providers(&a, &b, "hedge_after_ms = 100")).replace(
+        r#"targets = ["a/model-a", "b/model-b"]"#,
+        r#"targets = ["a/model-a"]"#,
+    ) + "policy_config = { retries_per_target = 1 }\n";
+    let gw = Gateway::start(&config, KEYS);
+    let started = tokio::time::Instant::now();
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    let took = started.elapsed();
+    assert_eq!(reply.json()["choices"][0]["message"]["content"], "second");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert_eq!((a.hits(), b.hits()), (2, 0));
+    assert!(
+        gw.metrics()
+            .await
+            .contains(r#"switchboard_hedges_total{route="chat",outcome="hedge"} 1"#)
+    );
+}
