@@ -112,7 +112,12 @@ targets = ["up/m"]
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    // SWITCHBOARD_BENCH_BIN measures another build (an A/B against an older commit).
+    let binary = std::env::var_os("SWITCHBOARD_BENCH_BIN").map_or_else(
+        || env!("CARGO_BIN_EXE_switchboard").into(),
+        std::path::PathBuf::from,
+    );
+    let mut child = Command::new(binary)
         .args(["--log-format", "json", "--config"])
         .arg(&config)
         .env_clear()
