@@ -332,6 +332,16 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Route name or alias -> index into `routes`.
     pub route_names: HashMap<String, usize>,
+    /// [`text_hash`] of the text this was parsed from.
+    pub text_hash: u64,
+}
+
+/// A hash of a config file's text, to tell a changed file from a re-save.
+pub fn text_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl Config {
@@ -555,6 +565,7 @@ impl Config {
             }
         }
         Ok(Config {
+            text_hash: text_hash(text),
             file: file.to_path_buf(),
             server: raw.server,
             plugins,

@@ -5,13 +5,12 @@
 //! for targets that stay the same, and a file that fails any check is refused
 //! while the last good configuration keeps serving.
 
-use crate::config::Config;
+use crate::config::{Config, text_hash};
 use crate::gateway::Gateway;
 use crate::metrics::ReloadLabels;
 use arc_swap::ArcSwap;
 use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -52,9 +51,7 @@ pub struct ReloadStatus {
 
 impl Live {
     pub fn new(gateway: Gateway, simulator_url: Option<String>) -> Live {
-        let started_with = std::fs::read_to_string(&gateway.config.file)
-            .ok()
-            .map(|t| text_hash(&t));
+        let started_with = Some(gateway.config.text_hash);
         Live {
             current: ArcSwap::from_pointee(gateway),
             simulator_url,
@@ -164,12 +161,6 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     .filter(|(_, changed)| *changed)
     .map(|(key, _)| key.to_string())
     .collect()
-}
-
-fn text_hash(text: &str) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    text.hash(&mut hasher);
-    hasher.finish()
 }
 
 fn unix_now() -> u64 {

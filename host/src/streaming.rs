@@ -111,23 +111,26 @@ async fn run(
     };
     let mut batch = Ok(Batch::Chunks(first));
     loop {
-        let source = format!("{}/{}", attempt.provider.name, attempt.target.model);
+        let end = relay.run(&mut pump, batch, &attempt).await;
+        let source = |attempt: &Attempt<'_>| format!("{}/{}", attempt.provider.name, attempt.target.model);
         // Why the answer broke, and whether the break itself rules out
         // going on elsewhere (a content filter mid-stream, say).
-        let (failure, stop) = match relay.run(&mut pump, batch, &attempt).await {
+        let (broken, stop) = match end {
             End::Complete => return record_success(gw, &attempt, pump.usage, Some(ttft)),
             End::CallerGone => return attempts.cancelled(attempt),
             End::Broken(failure) => {
-                let reason = failure_text(&failure);
-                (reason, attempts.failed(attempt, failure))
+                let broken = incomplete(&source(&attempt), &failure_text(&failure));
+                (broken, attempts.failed(attempt, failure))
             }
             End::Diverged => {
+                let broken = incomplete(
+                    &source(&attempt),
+                    "the continuing target's answer did not start with the text already delivered",
+                );
                 attempts.diverged(attempt);
-                let reason = "the continuing target's answer did not start with the text already delivered";
-                (reason.to_string(), None)
+                (broken, None)
             }
         };
-        let broken = format!("the answer from {source} is incomplete: {failure}");
         let resumed = match (&relay.delivered, stop) {
             (None, _) | (Some(_), Some(_)) => Err(broken),
             (Some(delivered), None) => tokio::select! {
@@ -223,6 +226,10 @@ impl Relay {
             };
         }
     }
+}
+
+fn incomplete(source: &str, reason: &str) -> String {
+    format!("the answer from {source} is incomplete: {reason}")
 }
 
 fn failure_text(failure: &Failure) -> String {
