@@ -70,6 +70,7 @@ pub async fn run(
     let watch = config.plugins.watch;
     let watch_config = config.server.watch_config;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let max_connections = server::connection_capacity(config.server.max_connections);
     let listen = listen.unwrap_or(config.server.listen);
     let gw = Gateway::new(config, registry.clone(), metrics, simulator_url.as_deref(), None)?;
     gw.check_plugins().await?;
@@ -93,6 +94,14 @@ pub async fn run(
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(addr = %addr, routes, "listening");
-    server::serve(live, listener, shutdown, grace).await;
+    server::serve(
+        live,
+        listener,
+        shutdown,
+        grace,
+        max_connections,
+        server::Lifecycle::default(),
+    )
+    .await;
     Ok(())
 }

@@ -12,7 +12,7 @@ use crate::plugin::adapter_wit::{Completion, ErrorClass, InboundResponse, Provid
 use crate::plugin::policy_wit::CircuitState;
 use crate::plugin::{AdapterPlugin, PluginError, PluginSet};
 use crate::routing::PlannedAttempt;
-use crate::upstream::{TransportError, Upstream, header_pairs};
+use crate::upstream::{TransportError, Upstream};
 use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -360,6 +360,12 @@ impl<'g> Attempts<'g> {
         tracing::info!(provider = %attempt.provider.name, model = %attempt.target.model, "caller went away; upstream stream dropped");
     }
 
+    /// The server's shutdown grace period ended mid-stream: not billed.
+    pub fn shut_down(&mut self, attempt: Attempt<'g>) {
+        attempt.count(&self.gw.metrics, "shutdown");
+        tracing::warn!(provider = %attempt.provider.name, model = %attempt.target.model, "stream ended by shutdown");
+    }
+
     fn note(&mut self, target: &RouteTarget, failure: Failure) {
         let provider = &self.gw.config.providers[target.provider].name;
         self.summaries
@@ -505,7 +511,7 @@ impl Attempt<'_> {
             .map_err(Failure::Transport)?;
         Ok(InboundResponse {
             status: parts.status.as_u16(),
-            headers: header_pairs(&parts.headers),
+            headers: self.upstream.header_pairs(&parts.headers),
             body: bytes.to_vec(),
         })
     }

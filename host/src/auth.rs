@@ -41,6 +41,16 @@ impl Caller<'_> {
     }
 }
 
+/// The token of `Bearer <token>`; the scheme is case-insensitive (RFC 9110).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || !token.starts_with(b" ") {
+        return None;
+    }
+    let token = token.trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
 /// Check `Authorization: Bearer <key>` against the configured keys. Every
 /// key is compared, each in constant time.
 pub fn authenticate<'a>(keys: &'a [GatewayKey], headers: &HeaderMap) -> Result<Caller<'a>, ApiError> {
@@ -49,7 +59,7 @@ pub fn authenticate<'a>(keys: &'a [GatewayKey], headers: &HeaderMap) -> Result<C
     }
     let presented = headers
         .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .and_then(|v| bearer_token(v.as_bytes()))
         .ok_or_else(|| {
             ApiError::unauthorized("Missing gateway key: send it as `Authorization: Bearer <key>`.")
         })?;
@@ -62,4 +72,19 @@ pub fn authenticate<'a>(keys: &'a [GatewayKey], headers: &HeaderMap) -> Result<C
     found
         .map(|key| Caller { key: Some(key) })
         .ok_or_else(|| ApiError::unauthorized("Incorrect gateway key provided."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer k", "bearer k", "BEARER k", "Bearer   k "] {
+            assert_eq!(bearer_token(value.as_bytes()), Some(&b"k"[..]), "{value}");
+        }
+        for value in ["Basic k", "Bearerk", "Bearer ", "Bear k", ""] {
+            assert_eq!(bearer_token(value.as_bytes()), None, "{value}");
+        }
+    }
 }

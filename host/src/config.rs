@@ -44,6 +44,17 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// Reload the configuration when its file changes.
     pub watch_config: bool,
+    /// A connection's time to send a request's headers: from when it opens,
+    /// or from the first byte of its next request.
+    pub header_read_timeout_ms: u64,
+    /// A request body's time to arrive in full, after its headers.
+    pub body_read_timeout_ms: u64,
+    /// How long a connection may sit idle between requests.
+    pub keep_alive_timeout_ms: u64,
+    /// Client connections open at once; more wait to be accepted.
+    pub max_connections: u32,
+    /// Allow a reload to turn gateway-key checking off.
+    pub open_access: bool,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +64,11 @@ impl Default for ServerConfig {
             max_body_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
             watch_config: true,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            keep_alive_timeout_ms: 60_000,
+            max_connections: 10_000,
+            open_access: false,
         }
     }
 }
@@ -395,8 +411,17 @@ impl Config {
         if !(raw.circuit.error_rate > 0.0 && raw.circuit.error_rate <= 1.0) {
             return Err(fail("circuit.error_rate", "must be above 0 and at most 1".into()));
         }
-        if raw.server.max_body_bytes == 0 {
-            return Err(fail("server.max_body_bytes", "must be above 0".into()));
+        let server = &raw.server;
+        for (key, value) in [
+            ("max_body_bytes", server.max_body_bytes as u64),
+            ("header_read_timeout_ms", server.header_read_timeout_ms),
+            ("body_read_timeout_ms", server.body_read_timeout_ms),
+            ("keep_alive_timeout_ms", server.keep_alive_timeout_ms),
+            ("max_connections", server.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(fail(&format!("server.{key}"), "must be above 0".into()));
+            }
         }
 
         let mut keys = Vec::new();

@@ -6,6 +6,7 @@ use crate::config::{Config, Endpoint};
 use crate::health::{CircuitSettings, TargetHealth};
 use crate::metrics::Metrics;
 use crate::plugin::Registry;
+use crate::redact::Redactor;
 use crate::upstream::Upstream;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,6 +40,10 @@ impl Gateway {
         simulator_url: Option<&str>,
         previous: Option<&Gateway>,
     ) -> Result<Gateway, String> {
+        // Every provider's answers are scrubbed of every credential we hold.
+        let redactor = Arc::new(Redactor::new(
+            config.providers.iter().filter_map(|p| p.credential.as_ref()),
+        ));
         let mut upstreams = Vec::new();
         for provider in &config.providers {
             let base = match &provider.endpoint {
@@ -57,6 +62,7 @@ impl Gateway {
                 provider.connect_timeout,
                 provider.ca_file.as_deref(),
                 provider.max_response_bytes,
+                redactor.clone(),
             )
             .map_err(|e| format!("provider {}: {e}", provider.name))?;
             upstreams.push(upstream);

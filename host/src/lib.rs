@@ -12,6 +12,7 @@ pub mod health;
 pub mod hedge;
 pub mod metrics;
 pub mod plugin;
+pub mod redact;
 pub mod reload;
 pub mod resume;
 pub mod routing;

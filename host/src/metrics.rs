@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
@@ -47,6 +48,11 @@ pub struct RouteOutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub outcome: &'static str,
 }
@@ -68,6 +74,14 @@ pub struct Metrics {
     pub hedges: Family<RouteOutcomeLabels, Counter>,
     /// Config-file reloads, applied or refused.
     pub config_reloads: Family<ReloadLabels, Counter>,
+    /// Client connections open now.
+    pub connections_open: Gauge,
+    /// Client connections the gateway closed, by why (`header_timeout`, `idle`).
+    pub connections_closed: Family<ConnectionLabels, Counter>,
+    /// Times the accept loop reached `server.max_connections` and paused.
+    pub connection_limit_reached: Counter,
+    /// Failed `accept` calls (usually: out of file descriptors).
+    pub accept_errors: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -89,6 +103,10 @@ impl Default for Metrics {
         let stream_breaks = Family::default();
         let hedges = Family::default();
         let config_reloads = Family::default();
+        let connections_open = Gauge::default();
+        let connections_closed = Family::default();
+        let connection_limit_reached = Counter::default();
+        let accept_errors = Counter::default();
         registry.register(
             "requests",
             "Client requests by route and HTTP status",
@@ -149,6 +167,26 @@ impl Default for Metrics {
             "Config-file reloads by outcome (applied, refused)",
             config_reloads.clone(),
         );
+        registry.register(
+            "connections_open",
+            "Client connections open now",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Client connections closed by the gateway, by reason (header_timeout, idle)",
+            connections_closed.clone(),
+        );
+        registry.register(
+            "connection_limit_reached",
+            "Times accepting paused at server.max_connections",
+            connection_limit_reached.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts of client connections",
+            accept_errors.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -163,6 +201,10 @@ impl Default for Metrics {
             stream_breaks,
             hedges,
             config_reloads,
+            connections_open,
+            connections_closed,
+            connection_limit_reached,
+            accept_errors,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::gateway::Gateway;
 use crate::hedge::{Hedge, Start, first_success};
 use crate::plugin::adapter_wit::{SseEvent, Usage};
 use crate::plugin::{PluginSet, StreamSession};
+use crate::redact::Redactor;
 use crate::resume::{Delivered, Splice, Strategy};
 use crate::routing::PlannedAttempt;
 use crate::sse::{Event, SseParser};
@@ -24,6 +25,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// Chunks buffered between the upstream reader and a slow caller.
@@ -42,6 +44,8 @@ pub struct StreamRequest {
     /// Race the next target against a silent first one.
     pub hedge: Option<Hedge>,
     pub started: Instant,
+    /// Cancelled when the server's shutdown grace period ends.
+    pub cut: CancellationToken,
 }
 
 /// Serve a streaming request. The stream runs in its own task, which hands
@@ -70,6 +74,7 @@ async fn run(
         include_usage,
         hedge,
         started,
+        cut,
     } = stream;
     let gw = &*gw;
     let mut attempts = Attempts::new(true, gw, &plugins, route, plan, started);
@@ -77,6 +82,10 @@ async fn run(
         biased;
         // The caller went away before the first chunk: stop trying.
         _ = head_tx.closed() => return,
+        _ = cut.cancelled() => {
+            let _ = head_tx.send(Err(ApiError::shutting_down()));
+            return;
+        }
         opened = open(&mut attempts, &mut request, include_usage, hedge) => opened,
     };
     let (mut attempt, mut pump, first) = match opened {
@@ -108,6 +117,7 @@ async fn run(
         sent: 0,
         delivered: continues.then(|| Delivered::new(&request)),
         splice: None,
+        cut,
     };
     let mut batch = Ok(Batch::Chunks(first));
     loop {
@@ -118,6 +128,22 @@ async fn run(
         let (broken, stop) = match end {
             End::Complete => return record_success(gw, &attempt, pump.usage, Some(ttft)),
             End::CallerGone => return attempts.cancelled(attempt),
+            End::Cut => {
+                attempts.shut_down(attempt);
+                let error = ApiError::shutting_down();
+                let error = ApiError {
+                    message: format!(
+                        "The gateway is shutting down; the stream was ended after {} chunk(s).",
+                        relay.sent
+                    ),
+                    ..error
+                };
+                let _ = relay
+                    .tx
+                    .send(sse_data(error.to_json().to_string().as_bytes()))
+                    .await;
+                return;
+            }
             End::Broken(failure) => {
                 let broken = incomplete(&source(&attempt), &failure_text(&failure));
                 (broken, attempts.failed(attempt, failure))
@@ -172,11 +198,15 @@ struct Relay {
     delivered: Option<Delivered>,
     /// Rewrites a continuation's chunks.
     splice: Option<Splice>,
+    /// Cancelled when the server's shutdown grace period ends.
+    cut: CancellationToken,
 }
 
 enum End {
     Complete,
     CallerGone,
+    /// The server's shutdown grace period ended.
+    Cut,
     Broken(Failure),
     /// A continuation parted from the delivered answer.
     Diverged,
@@ -219,6 +249,7 @@ impl Relay {
             batch = tokio::select! {
                 // The caller went away: drop the upstream stream now, not at its next event.
                 _ = self.tx.closed() => return End::CallerGone,
+                _ = self.cut.cancelled() => return End::Cut,
                 next = tokio::time::timeout(idle, pump.next()) => match next {
                     Ok(next) => next,
                     Err(_) => Err(Failure::Stream(format!("no event from the provider for {} ms", idle.as_millis()))),
@@ -349,6 +380,7 @@ async fn start(
         parser: SseParser::default(),
         pending: VecDeque::new(),
         session,
+        redactor: attempt.upstream.redactor().clone(),
         usage: None,
         eof: false,
         finished: false,
@@ -376,6 +408,7 @@ struct Pump {
     parser: SseParser,
     pending: VecDeque<Event>,
     session: StreamSession,
+    redactor: Arc<Redactor>,
     usage: Option<Usage>,
     eof: bool,
     finished: bool,
@@ -389,7 +422,13 @@ impl Pump {
             if self.finished {
                 return Ok(Batch::Done);
             }
-            if let Some(event) = self.pending.pop_front() {
+            if let Some(mut event) = self.pending.pop_front() {
+                // A provider's error event may echo our key; the adapter
+                // must not see it either.
+                self.redactor.string(&mut event.data);
+                if let Some(name) = event.event.as_mut() {
+                    self.redactor.string(name);
+                }
                 let event = SseEvent {
                     event: event.event,
                     data: event.data,

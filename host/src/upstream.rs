@@ -2,6 +2,7 @@
 //! credential to a request an adapter described, and enforces body limits.
 
 use crate::plugin::adapter_wit::{CredentialPlacement, OutboundRequest};
+use crate::redact::{Redactor, percent_encode};
 use crate::secret::Secret;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -44,6 +45,8 @@ pub struct Upstream {
     client: Client<Connector, Full<Bytes>>,
     base_url: String,
     max_response_bytes: usize,
+    /// Scrubs our credentials from what the provider sends back.
+    redactor: Arc<Redactor>,
 }
 
 impl Upstream {
@@ -52,6 +55,7 @@ impl Upstream {
         connect_timeout: Duration,
         ca_file: Option<&Path>,
         max_response_bytes: usize,
+        redactor: Arc<Redactor>,
     ) -> Result<Self, String> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -88,6 +92,7 @@ impl Upstream {
             client,
             base_url,
             max_response_bytes,
+            redactor,
         })
     }
 
@@ -147,15 +152,22 @@ impl Upstream {
             // The URI may hold a credential: never echo it.
             .map_err(|_| TransportError::InvalidRequest("the request URI or headers are invalid".into()))?;
         self.client.request(request).await.map_err(|e| {
+            let cause = self.redactor.text(&root_cause(&e)).into_owned();
             if e.is_connect() {
-                TransportError::Connect(root_cause(&e))
+                TransportError::Connect(cause)
             } else {
-                TransportError::Io(root_cause(&e))
+                TransportError::Io(cause)
             }
         })
     }
 
-    /// Read a whole response body, bounded in size and time.
+    /// What every byte the provider sends back goes through.
+    pub fn redactor(&self) -> &Arc<Redactor> {
+        &self.redactor
+    }
+
+    /// Read a whole response body, bounded in size and time, with our
+    /// credentials scrubbed from it.
     pub async fn read_body(
         &self,
         body: Incoming,
@@ -164,12 +176,31 @@ impl Upstream {
         let limited = Limited::new(body, self.max_response_bytes);
         match tokio::time::timeout_at(deadline, limited.collect()).await {
             Err(_) => Err(TransportError::Timeout),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Ok(collected)) => {
+                let bytes = collected.to_bytes();
+                Ok(match self.redactor.bytes(&bytes) {
+                    std::borrow::Cow::Borrowed(_) => bytes,
+                    std::borrow::Cow::Owned(clean) => Bytes::from(clean),
+                })
+            }
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
                 Err(TransportError::TooLarge(self.max_response_bytes))
             }
-            Ok(Err(e)) => Err(TransportError::Io(e.to_string())),
+            Ok(Err(e)) => Err(TransportError::Io(
+                self.redactor.text(&e.to_string()).into_owned(),
+            )),
         }
+    }
+
+    /// Response headers as the adapter sees them, with our credentials scrubbed.
+    pub fn header_pairs(&self, headers: &http::HeaderMap) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .filter_map(|(k, v)| {
+                let value = v.to_str().ok()?;
+                Some((k.as_str().to_string(), self.redactor.text(value).into_owned()))
+            })
+            .collect()
     }
 }
 
@@ -180,24 +211,4 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
         cause = next;
     }
     cause.to_string()
-}
-
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Response headers as the adapter sees them.
-pub fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-        .collect()
 }

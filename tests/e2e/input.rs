@@ -52,6 +52,18 @@ async fn bad_requests_get_clear_errors_and_the_gateway_stays_up() {
     assert_eq!(reply.status, 404);
     assert_eq!(error_of(&reply)["code"], "model_not_found");
 
+    // A wrong type in a nested field the gateway reads is refused, not ignored.
+    let mut request = streamed_chat("chat");
+    request["stream_options"]["include_usage"] = serde_json::json!("yes");
+    let reply = post(&url, &request).await;
+    assert_eq!(
+        (reply.status, error_of(&reply)["param"].as_str()),
+        (400, Some("stream_options.include_usage"))
+    );
+    let reply = post_with(&format!("{}/admin/config", gw.url), Vec::new(), &[]).await;
+    assert_eq!(reply.status, 405);
+    error_of(&reply);
+
     let huge = vec![b'x'; 5 * 1024 * 1024];
     let reply = post_with(&url, huge, &[]).await;
     assert_eq!(reply.status, 413);

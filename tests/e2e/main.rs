@@ -4,6 +4,7 @@
 mod anthropic;
 mod classes;
 mod compat;
+mod connections;
 mod failover;
 mod gemini;
 mod health;
@@ -14,5 +15,6 @@ mod proxy;
 mod reload;
 mod resume;
 mod sdk;
+mod secrets;
 mod support;
 mod tls;

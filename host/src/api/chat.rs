@@ -4,34 +4,45 @@ use super::{ApiError, Body};
 use crate::facts::Facts;
 use crate::gateway::Gateway;
 use crate::hedge::Hedge;
+use crate::server::Lifecycle;
 use crate::{attempt, auth, routing, streaming};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Handle one chat completion; returns the route it resolved to (for metrics).
 pub async fn handle(
     gw: &Arc<Gateway>,
+    lifecycle: &Lifecycle,
     request: http::Request<Incoming>,
 ) -> (Option<usize>, Result<http::Response<Body>, ApiError>) {
     let started = Instant::now();
     let mut route = None;
-    let result = serve(gw, request, started, &mut route).await;
+    let result = serve(gw, lifecycle, request, started, &mut route).await;
     (route, result)
 }
 
 async fn serve(
     gw: &Arc<Gateway>,
+    lifecycle: &Lifecycle,
     request: http::Request<Incoming>,
     started: Instant,
     resolved: &mut Option<usize>,
 ) -> Result<http::Response<Body>, ApiError> {
     let caller = auth::authenticate(&gw.config.keys, request.headers())?;
     let (parts, body) = request.into_parts();
-    let bytes = read_body(&parts.headers, body, gw.config.server.max_body_bytes).await?;
+    let server = &gw.config.server;
+    let body_timeout = Duration::from_millis(server.body_read_timeout_ms);
+    let bytes = tokio::time::timeout(
+        body_timeout,
+        read_body(&parts.headers, body, server.max_body_bytes),
+    )
+    .await
+    .map_err(|_| ApiError::body_timeout(body_timeout))??;
     let mut body = parse(&bytes)?;
     let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
     let route_index = *gw
@@ -55,6 +66,7 @@ async fn serve(
             include_usage: facts.include_usage,
             hedge,
             started,
+            cut: lifecycle.cutting.clone(),
         };
         streaming::serve(gw.clone(), plugins, request).await
     } else {
@@ -62,8 +74,9 @@ async fn serve(
     }
 }
 
-/// Bytes of an oversized body read and thrown away before answering 413, so
-/// the caller can finish sending and read the error instead of a reset.
+/// An oversized body is answered `413` at once; what the caller is still
+/// sending is read and thrown away (up to this much, for this long) so it
+/// can finish and read the error instead of a reset.
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -72,31 +85,36 @@ async fn read_body(headers: &http::HeaderMap, mut body: Incoming, limit: usize) 
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        tokio::spawn(drain(body));
+        return Err(ApiError::too_large(limit));
+    }
     let mut buffer = bytes::BytesMut::new();
-    let mut too_large = declared.is_some_and(|n| n > limit as u64);
-    let mut drained = 0usize;
-    let drain_until = Instant::now() + DRAIN_TIME;
     while let Some(frame) = body.frame().await {
         let frame =
             frame.map_err(|e| ApiError::invalid_request(format!("Could not read the request body: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
-        if !too_large && buffer.len() + data.len() > limit {
-            too_large = true;
-            buffer = bytes::BytesMut::new();
+        if buffer.len() + data.len() > limit {
+            tokio::spawn(drain(body));
+            return Err(ApiError::too_large(limit));
         }
-        if too_large {
-            drained += data.len();
-            if drained > DRAIN_LIMIT || Instant::now() > drain_until {
-                break;
-            }
-        } else {
-            buffer.extend_from_slice(&data);
-        }
-    }
-    if too_large {
-        return Err(ApiError::too_large(limit));
+        buffer.extend_from_slice(&data);
     }
     Ok(buffer.freeze())
+}
+
+/// Read and discard the rest of a refused body, within bounds.
+async fn drain(mut body: Incoming) {
+    let mut drained = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            drained += frame.data_ref().map_or(0, |d| d.len());
+            if drained > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Parse the body once and check what every route relies on.
@@ -136,13 +154,81 @@ fn parse(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
             format!("messages[{i}] must be an object with a string `role`."),
         ));
     }
-    if body
-        .get("stream")
-        .is_some_and(|s| !s.is_boolean() && !s.is_null())
-    {
-        return Err(ApiError::invalid_param("stream", "`stream` must be a boolean."));
+    if let Some(i) = messages.iter().position(|m| {
+        m.get("content")
+            .is_some_and(|c| !(c.is_string() || c.is_array() || c.is_null()))
+    }) {
+        return Err(ApiError::invalid_param(
+            "messages",
+            format!("messages[{i}].content must be a string, an array of parts or null."),
+        ));
     }
+    check_fields_we_read(&body)?;
     Ok(body)
+}
+
+/// A field, its value if present, its type test, and the type in words.
+type FieldCheck<'a> = (&'static str, Option<&'a Value>, fn(&Value) -> bool, &'static str);
+
+/// The fields the gateway itself reads (to route, account and stream) must
+/// have the type the API gives them; a wrong one is refused here rather
+/// than silently read as absent and passed on.
+fn check_fields_we_read(body: &Map<String, Value>) -> Result<(), ApiError> {
+    let count = |v: &Value| v.as_u64().is_some();
+    let checks: [FieldCheck; 8] = [
+        ("stream", body.get("stream"), Value::is_boolean, "a boolean"),
+        (
+            "stream_options",
+            body.get("stream_options"),
+            Value::is_object,
+            "an object",
+        ),
+        (
+            "stream_options.include_usage",
+            body.get("stream_options").and_then(|o| o.get("include_usage")),
+            Value::is_boolean,
+            "a boolean",
+        ),
+        (
+            "max_tokens",
+            body.get("max_tokens"),
+            count,
+            "a non-negative integer",
+        ),
+        (
+            "max_completion_tokens",
+            body.get("max_completion_tokens"),
+            count,
+            "a non-negative integer",
+        ),
+        (
+            "n",
+            body.get("n"),
+            |v| v.as_u64().is_some_and(|n| n >= 1),
+            "a positive integer",
+        ),
+        ("tools", body.get("tools"), Value::is_array, "an array"),
+        ("user", body.get("user"), Value::is_string, "a string"),
+    ];
+    for (param, value, valid, expected) in checks {
+        if let Some(value) = value
+            && !value.is_null()
+            && !valid(value)
+        {
+            return Err(ApiError::invalid_param(
+                param,
+                format!("`{param}` must be {expected}."),
+            ));
+        }
+    }
+    match body.get("response_format") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Object(format)) if format.get("type").is_some_and(Value::is_string) => Ok(()),
+        Some(_) => Err(ApiError::invalid_param(
+            "response_format",
+            "`response_format` must be an object with a string `type`.",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -163,6 +249,28 @@ mod tests {
             (
                 b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"stream\":\"yes\"}",
                 "stream",
+            ),
+            (
+                b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"stream_options\":{\"include_usage\":\"yes\"}}",
+                "stream_options.include_usage",
+            ),
+            (
+                b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"stream_options\":true}",
+                "stream_options",
+            ),
+            (
+                b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"max_tokens\":\"100\"}",
+                "max_tokens",
+            ),
+            (b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"tools\":{}}", "tools"),
+            (b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"n\":-1}", "n"),
+            (
+                b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"response_format\":\"json\"}",
+                "response_format",
+            ),
+            (
+                b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":5}]}",
+                "content",
             ),
         ] {
             let error = parse(body).unwrap_err();

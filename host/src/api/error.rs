@@ -106,6 +106,28 @@ impl ApiError {
         )
     }
 
+    pub fn body_timeout(limit: Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            Some("request_timeout"),
+            format!("The request body did not arrive within {} ms.", limit.as_millis()),
+        )
+    }
+
+    /// A request that arrived on an open connection after shutdown began.
+    pub fn shutting_down() -> Self {
+        ApiError {
+            retry_after: Some(Duration::from_secs(1)),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                Some("shutting_down"),
+                "The gateway is shutting down; retry on another instance.",
+            )
+        }
+    }
+
     pub fn context_length(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
@@ -181,6 +203,11 @@ impl ApiError {
                 http::header::RETRY_AFTER,
                 wait.as_secs_f64().ceil().max(1.0).to_string(),
             );
+        }
+        // The connection cannot be trusted with another request: a body
+        // left unread (too large, too slow), or the server going away.
+        if matches!(self.status.as_u16(), 408 | 413) || self.code == Some("shutting_down") {
+            builder = builder.header(http::header::CONNECTION, "close");
         }
         builder
             .body(full(serde_json::to_vec(&self.to_json()).expect("serialisable")))

@@ -24,6 +24,21 @@ impl Gateway {
     /// As `start`, with plugin files placed before start-up:
     /// (`adapters` or `policies`, file name, source file).
     pub fn start_with_files(config: &str, env: &[(&str, &str)], files: &[(&str, &str, PathBuf)]) -> Gateway {
+        Self::launch(config, env, files, None)
+    }
+
+    /// As `start`, with the process's file-descriptor limit (soft and hard)
+    /// lowered to `nofile`.
+    pub fn start_with_fd_limit(config: &str, env: &[(&str, &str)], nofile: u32) -> Gateway {
+        Self::launch(config, env, &[], Some(nofile))
+    }
+
+    fn launch(
+        config: &str,
+        env: &[(&str, &str)],
+        files: &[(&str, &str, PathBuf)],
+        nofile: Option<u32>,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         for sub in ["adapters", "policies"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
@@ -33,7 +48,20 @@ impl Gateway {
         }
         let config_path = dir.path().join("switchboard.toml");
         std::fs::write(&config_path, with_test_sections(config)).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        let binary = env!("CARGO_BIN_EXE_switchboard");
+        let mut command = match nofile {
+            None => Command::new(binary),
+            Some(n) => {
+                // The shell's own `ulimit`, then `exec`: the limit is the gateway's.
+                let mut shell = Command::new("/bin/sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(binary);
+                shell
+            }
+        };
+        let mut child = command
             .arg("--config")
             .arg(&config_path)
             .arg("--log-format")

@@ -5,6 +5,8 @@
 //!
 //! * `reverse` or no mode (policy): a well-behaved policy that tries targets last-first;
 //! * `echo` (adapter): a well-behaved OpenAI pass-through;
+//! * `reveal` (adapter): the pass-through, whose error messages repeat every
+//!   header and the body it was given, to show what an adapter can see;
 //! * `panic`: traps; `loop`: spins forever; `alloc`: allocates without bound;
 //! * `garbage`: returns output that breaks the contract (an unknown candidate,
 //!   a body that is not JSON).
@@ -120,10 +122,18 @@ impl provider::Guest for Misbehave {
         })
     }
 
-    fn classify_error(response: InboundResponse, _target: Target) -> ProviderError {
+    fn classify_error(response: InboundResponse, target: Target) -> ProviderError {
+        let mut message = format!("HTTP {}", response.status);
+        if mode(&target.options) == "reveal" {
+            message = format!(
+                "{message}; headers {:?}; body {}",
+                response.headers,
+                String::from_utf8_lossy(&response.body)
+            );
+        }
         ProviderError {
             class: ErrorClass::Server,
-            message: format!("HTTP {}", response.status),
+            message,
             retry_after_ms: None,
         }
     }

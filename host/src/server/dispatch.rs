@@ -1,62 +1,20 @@
-//! The HTTP server: accepts connections, dispatches by path, stamps request
-//! ids, counts requests, and drains in-flight work on shutdown.
+//! Dispatches requests by path, stamps request ids and counts requests;
+//! while the server drains, new requests get a `503`.
 
+use super::Lifecycle;
 use crate::api::{self, ApiError, Body, full, json_response};
 use crate::gateway::Gateway;
 use crate::metrics::RequestLabels;
 use crate::reload::Live;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpListener;
 use tracing::Instrument;
 
-/// Serve until `shutdown` resolves, then give requests in flight `grace` to finish.
-pub async fn serve(
-    live: Arc<Live>,
-    listener: TcpListener,
-    shutdown: impl std::future::Future<Output = ()>,
-    grace: Duration,
-) {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let live = live.clone();
-        let service = service_fn(move |req| {
-            let live = live.clone();
-            async move { Ok::<_, Infallible>(dispatch(&live, req).await) }
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-    }
-    tracing::info!("shutting down; draining requests in flight");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!("requests still in flight after the grace period; closing");
-    }
-}
-
-async fn dispatch(live: &Live, req: http::Request<Incoming>) -> http::Response<Body> {
+pub async fn dispatch(
+    live: &Live,
+    lifecycle: &Lifecycle,
+    req: http::Request<Incoming>,
+) -> http::Response<Body> {
     // The request finishes on the configuration it started with.
     let gw = live.current();
     let request_id = req
@@ -68,19 +26,29 @@ async fn dispatch(live: &Live, req: http::Request<Incoming>) -> http::Response<B
         .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
     let span =
         tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.uri().path());
-    let mut response = route(&gw, live, req).instrument(span).await;
+    let mut response = if lifecycle.draining.is_cancelled() {
+        // Arrived on an open connection after shutdown began.
+        ApiError::shutting_down().into_response()
+    } else {
+        route(&gw, live, lifecycle, req).instrument(span).await
+    };
     if let Ok(value) = http::HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
     response
 }
 
-async fn route(gw: &Arc<Gateway>, live: &Live, req: http::Request<Incoming>) -> http::Response<Body> {
+async fn route(
+    gw: &Arc<Gateway>,
+    live: &Live,
+    lifecycle: &Lifecycle,
+    req: http::Request<Incoming>,
+) -> http::Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let result = match (method, path.as_str()) {
         (http::Method::POST, "/v1/chat/completions") => {
-            let (route, result) = api::chat::handle(gw, req).await;
+            let (route, result) = api::chat::handle(gw, lifecycle, req).await;
             let status = result.as_ref().map_or_else(|e| e.status, |r| r.status());
             let route = route.map_or("-".to_string(), |i| gw.config.routes[i].name.clone());
             gw.metrics
@@ -111,9 +79,17 @@ async fn route(gw: &Arc<Gateway>, live: &Live, req: http::Request<Incoming>) -> 
         (http::Method::GET, "/admin/plugins") => api::admin::plugins(gw, req.headers()),
         (http::Method::GET, "/admin/targets") => api::admin::targets(gw, req.headers()),
         (http::Method::GET, "/admin/config") => api::admin::config(gw, &live.status(), req.headers()),
-        (_, "/v1/chat/completions" | "/v1/models" | "/healthz" | "/readyz" | "/metrics") => {
-            Err(ApiError::method_not_allowed())
-        }
+        (
+            _,
+            "/v1/chat/completions"
+            | "/v1/models"
+            | "/healthz"
+            | "/readyz"
+            | "/metrics"
+            | "/admin/plugins"
+            | "/admin/targets"
+            | "/admin/config",
+        ) => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::not_found()),
     };
     result.unwrap_or_else(ApiError::into_response)

@@ -1,0 +1,178 @@
+//! Scrubs the gateway's own credentials out of everything a provider sends
+//! back, before an adapter, a caller, a log line or a metric sees it.
+//! Providers echo the key they received ("Incorrect API key provided:
+//! sk-..."), in a body, a header or a stream's error event; the host knows
+//! every credential it attaches, so it looks for each in every form it may
+//! come back in.
+
+use crate::secret::Secret;
+use aho_corasick::{AhoCorasick, MatchKind};
+use std::borrow::Cow;
+
+/// What a credential is replaced with.
+pub const REDACTED: &str = "[redacted]";
+
+/// Finds and replaces a set of credentials. Text without one is returned
+/// as it is, without a copy: answers never carry one, so they pass through
+/// byte for byte.
+#[derive(Default)]
+pub struct Redactor {
+    /// `None` when there is no credential to look for.
+    finder: Option<AhoCorasick>,
+}
+
+impl Redactor {
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> Redactor {
+        let mut patterns: Vec<String> = secrets.into_iter().flat_map(|s| forms(s.expose())).collect();
+        patterns.sort();
+        patterns.dedup();
+        if patterns.is_empty() {
+            return Redactor::default();
+        }
+        // Leftmost-longest: a form that contains another is replaced whole.
+        let finder = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&patterns)
+            .expect("literal patterns always build");
+        Redactor { finder: Some(finder) }
+    }
+
+    pub fn bytes<'a>(&self, text: &'a [u8]) -> Cow<'a, [u8]> {
+        match &self.finder {
+            Some(finder) if finder.is_match(text) => {
+                let replacements = vec![REDACTED.as_bytes(); finder.patterns_len()];
+                Cow::Owned(finder.replace_all_bytes(text, &replacements))
+            }
+            _ => Cow::Borrowed(text),
+        }
+    }
+
+    pub fn text<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        match &self.finder {
+            Some(finder) if finder.is_match(text) => {
+                let replacements = vec![REDACTED; finder.patterns_len()];
+                Cow::Owned(finder.replace_all(text, &replacements))
+            }
+            _ => Cow::Borrowed(text),
+        }
+    }
+
+    /// Scrub in place; allocates only when a credential is found.
+    pub fn string(&self, text: &mut String) {
+        if let Cow::Owned(clean) = self.text(text) {
+            *text = clean;
+        }
+    }
+
+    pub fn vec(&self, bytes: &mut Vec<u8>) {
+        if let Cow::Owned(clean) = self.bytes(bytes) {
+            *bytes = clean;
+        }
+    }
+}
+
+/// The forms a credential may come back in: as sent, percent-encoded (as a
+/// query parameter carries it, with either case of hex digit), and escaped
+/// inside a JSON string (with and without `\/`).
+fn forms(value: &str) -> Vec<String> {
+    let mut forms = vec![value.to_string()];
+    let upper = percent_encode(value);
+    forms.push(lowercase_hex(&upper));
+    forms.push(upper);
+    let json = serde_json::to_string(value).expect("a string serialises");
+    let json = json[1..json.len() - 1].to_string();
+    forms.push(json.replace('/', "\\/"));
+    forms.push(json);
+    forms.retain(|f| !f.is_empty());
+    forms
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `%2F` -> `%2f`, leaving the unescaped characters as they are.
+fn lowercase_hex(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut escape = 0;
+    for c in encoded.chars() {
+        if c == '%' {
+            escape = 2;
+            out.push(c);
+        } else if escape > 0 {
+            escape -= 1;
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redactor(keys: &[&str]) -> Redactor {
+        let secrets: Vec<Secret> = keys.iter().map(|k| Secret::new(k.to_string())).collect();
+        Redactor::new(&secrets)
+    }
+
+    #[test]
+    fn every_form_of_a_credential_is_replaced() {
+        let r = redactor(&["sk/a+b=\"c\""]);
+        for echoed in [
+            "sk/a+b=\"c\"",
+            "sk%2Fa%2Bb%3D%22c%22",
+            "sk%2fa%2bb%3d%22c%22",
+            "sk/a+b=\\\"c\\\"",
+            "sk\\/a+b=\\\"c\\\"",
+        ] {
+            let text = format!("Incorrect API key provided: {echoed}.");
+            assert_eq!(
+                r.text(&text),
+                "Incorrect API key provided: [redacted].",
+                "{echoed}"
+            );
+            assert_eq!(
+                r.bytes(text.as_bytes()).as_ref(),
+                b"Incorrect API key provided: [redacted]."
+            );
+        }
+    }
+
+    #[test]
+    fn text_without_a_credential_is_not_copied() {
+        let r = redactor(&["secret-key-a", "secret-key-b"]);
+        assert!(matches!(r.text("a clean answer"), Cow::Borrowed(_)));
+        assert!(matches!(r.bytes(b"{\"ok\":true}"), Cow::Borrowed(_)));
+        assert_eq!(
+            r.text("secret-key-b and secret-key-a"),
+            "[redacted] and [redacted]"
+        );
+        assert!(matches!(
+            Redactor::default().text("secret-key-a"),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn in_place_forms() {
+        let r = redactor(&["k3y-value"]);
+        let mut text = "key=k3y-value".to_string();
+        r.string(&mut text);
+        assert_eq!(text, "key=[redacted]");
+        let mut bytes = b"Bearer k3y-value".to_vec();
+        r.vec(&mut bytes);
+        assert_eq!(bytes, b"Bearer [redacted]");
+    }
+}
