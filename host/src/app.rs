@@ -34,14 +34,12 @@ pub async fn run(
         })
         .map_err(|e| format!("cannot start the Wasm engine: {e:#}"))?,
     );
-    let refusals = metrics.plugin_refusals.clone();
+    let load_metrics = metrics.clone();
     let registry = Arc::new(Registry::new(
         runtime,
         bundled::ADAPTER,
         bundled::POLICY,
-        Box::new(move |_| {
-            refusals.inc();
-        }),
+        Box::new(move |kind, loaded| load_metrics.plugin_loaded(kind.as_str(), loaded)),
     ));
     let (adapter_dir, policy_dir) = (
         config.plugins.adapter_dir.clone(),
@@ -72,6 +70,9 @@ pub async fn run(
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let max_connections = server::connection_capacity(config.server.max_connections);
     let listen = listen.unwrap_or(config.server.listen);
+    if config.keys.is_empty() && !listen.ip().is_loopback() && !config.server.open_access {
+        tracing::warn!(%listen, "no [[gateway_keys]]: the API is open to anyone who can reach this address (set [server] open_access = true to say that is intended)");
+    }
     let gw = Gateway::new(config, registry.clone(), metrics, simulator_url.as_deref(), None)?;
     gw.check_plugins().await?;
     let config_file = gw.config.file.clone();

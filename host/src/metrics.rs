@@ -48,6 +48,12 @@ pub struct RouteOutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoadLabels {
+    pub kind: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnectionLabels {
     pub reason: &'static str,
 }
@@ -67,6 +73,8 @@ pub struct Metrics {
     pub cost_usd: Family<TargetLabels, Counter<f64, AtomicU64>>,
     pub plugin_failures: Family<PluginLabels, Counter>,
     pub plugin_refusals: Counter,
+    /// Plugin files tried, by kind and outcome (`loaded`, `refused`).
+    pub plugin_loads: Family<LoadLabels, Counter>,
     pub policy_fallbacks: Family<PluginLabels, Counter>,
     /// Streams that broke after the caller had part of the answer, by how they ended.
     pub stream_breaks: Family<RouteOutcomeLabels, Counter>,
@@ -99,6 +107,7 @@ impl Default for Metrics {
         let cost_usd = Family::default();
         let plugin_failures = Family::default();
         let plugin_refusals = Counter::default();
+        let plugin_loads = Family::default();
         let policy_fallbacks = Family::default();
         let stream_breaks = Family::default();
         let hedges = Family::default();
@@ -146,6 +155,11 @@ impl Default for Metrics {
             "plugin_refusals",
             "Plugin files refused at load",
             plugin_refusals.clone(),
+        );
+        registry.register(
+            "plugin_loads",
+            "Plugin files tried, by kind and outcome (loaded, refused)",
+            plugin_loads.clone(),
         );
         registry.register(
             "policy_fallbacks",
@@ -197,6 +211,7 @@ impl Default for Metrics {
             cost_usd,
             plugin_failures,
             plugin_refusals,
+            plugin_loads,
             policy_fallbacks,
             stream_breaks,
             hedges,
@@ -210,6 +225,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A plugin file was tried (bundled plugins are not counted).
+    pub fn plugin_loaded(&self, kind: &'static str, loaded: bool) {
+        let outcome = if loaded { "loaded" } else { "refused" };
+        self.plugin_loads
+            .get_or_create(&LoadLabels { kind, outcome })
+            .inc();
+        if !loaded {
+            self.plugin_refusals.inc();
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");

@@ -6,17 +6,21 @@
 //! while the last good configuration keeps serving.
 
 use crate::config::{Config, text_hash};
+use crate::fswatch::{self, FolderWatch, canonical};
 use crate::gateway::Gateway;
 use crate::metrics::ReloadLabels;
 use arc_swap::ArcSwap;
-use notify_debouncer_mini::notify::RecursiveMode;
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// Editors write in several steps; act once the folder is quiet.
-const DEBOUNCE: Duration = Duration::from_millis(200);
+const QUIET: Duration = Duration::from_millis(200);
+/// A file is read once its size and modification time hold still this long
+/// (an editor that truncates, then writes, leaves an empty file between).
+const SETTLE: Duration = Duration::from_millis(100);
+/// How long to wait for a file being written to settle.
+const SETTLE_AT_MOST: Duration = Duration::from_secs(2);
 
 /// The gateway serving now, and how the last reload went.
 pub struct Live {
@@ -76,9 +80,13 @@ impl Live {
     pub async fn reload(&self, trigger: Trigger) {
         let mut last_tried = self.reloading.lock().await;
         let old = self.current();
-        let text = std::fs::read_to_string(&old.config.file);
+        let text = settled(&old.config.file).await;
         let hash = text.as_deref().ok().map(text_hash);
         if trigger == Trigger::FileChanged && hash.is_some() && hash == *last_tried {
+            old.metrics
+                .config_reloads
+                .get_or_create(&ReloadLabels { outcome: "unchanged" })
+                .inc();
             return;
         }
         *last_tried = hash;
@@ -123,6 +131,7 @@ impl Live {
         let text = text.map_err(|e| format!("{}: {e}", file.display()))?;
         let config =
             Config::parse(&text, file, &|name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
+        refuse_dangerous(&old.config, &config)?;
         let pending_restart = restart_only_changes(&old.config, &config);
         let gateway = Gateway::new(
             config,
@@ -134,6 +143,41 @@ impl Live {
         gateway.check_plugins().await?;
         Ok((gateway, pending_restart))
     }
+}
+
+/// A reload an editor's half-written file or an operator's slip would
+/// cause: every route gone, or gateway keys no longer required.
+fn refuse_dangerous(old: &Config, new: &Config) -> Result<(), String> {
+    if !old.routes.is_empty() && new.routes.is_empty() {
+        return Err(format!(
+            "{}: the new file has no routes (a half-written file?); a reload may not remove every route",
+            new.file.display()
+        ));
+    }
+    if !old.keys.is_empty() && new.keys.is_empty() && !new.server.open_access {
+        return Err(format!(
+            "{}: the new file has no [[gateway_keys]], which would open the API to anyone; set `[server] open_access = true` to allow that",
+            new.file.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The file's text once its size and modification time have held still
+/// for [`SETTLE`] (or after [`SETTLE_AT_MOST`]).
+async fn settled(file: &Path) -> std::io::Result<String> {
+    let stamp = |file: &Path| std::fs::metadata(file).map(|m| (m.len(), m.modified().ok()));
+    let give_up = tokio::time::Instant::now() + SETTLE_AT_MOST;
+    let mut last = stamp(file)?;
+    while tokio::time::Instant::now() < give_up {
+        tokio::time::sleep(SETTLE).await;
+        let now = stamp(file)?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    tokio::fs::read_to_string(file).await
 }
 
 /// Settings read only at start-up that differ between `old` and `new`.
@@ -169,43 +213,25 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Keeps the watch alive; dropping it stops watching.
-pub struct ConfigWatch {
-    _debouncer: Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
-}
-
 /// Reload when the config file changes. The folder is watched, not the file:
 /// editors and deploy tools replace the file by renaming a new one over it.
 /// Must be called inside the Tokio runtime.
-pub fn watch_config(live: Arc<Live>, file: &Path) -> Result<ConfigWatch, String> {
-    let file = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
+pub fn watch_config(live: Arc<Live>, file: &Path) -> Result<FolderWatch, String> {
+    let file = canonical(file);
     let dir = file
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let target = file.clone();
-    let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| match result {
-        Ok(events) => {
-            if events.iter().any(|e| e.path == target) {
-                let _ = tx.send(());
+    let (watch, mut batches) =
+        fswatch::watch(&[dir], QUIET).map_err(|e| format!("cannot watch the config file: {e}"))?;
+    tokio::spawn(async move {
+        while let Some(paths) = batches.recv().await {
+            if paths.contains(&file) {
+                live.reload(Trigger::FileChanged).await;
             }
         }
-        Err(error) => tracing::warn!(%error, "config watch error"),
-    })
-    .map_err(|e| format!("cannot watch the config file: {e}"))?;
-    debouncer
-        .watcher()
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            live.reload(Trigger::FileChanged).await;
-        }
     });
-    Ok(ConfigWatch {
-        _debouncer: debouncer,
-    })
+    Ok(watch)
 }
 
 /// Reload on SIGHUP, the Unix convention (and the way when the watch is off).
@@ -232,6 +258,36 @@ mod tests {
 
     fn parse(text: &str) -> Config {
         Config::parse(text, Path::new("/etc/switchboard/switchboard.toml"), &|_| None).unwrap()
+    }
+
+    #[test]
+    fn a_reload_may_not_empty_the_routes_or_open_the_api() {
+        let env = |name: &str| (name == "K").then(|| "key".to_string());
+        let file = Path::new("/etc/switchboard/switchboard.toml");
+        let routed = "[providers.p]\nadapter = \"openai\"\nbase_url = \"http://127.0.0.1:1\"\n[providers.p.models.m]\n[routes.r]\ntargets = [\"p/m\"]\n";
+        let keyed = format!("{routed}[[gateway_keys]]\nname = \"k\"\nkey_env = \"K\"\n");
+        let parse = |text: &str| Config::parse(text, file, &env).unwrap();
+        let (closed, open) = (parse(&keyed), parse(routed));
+        assert!(
+            refuse_dangerous(&closed, &parse(""))
+                .unwrap_err()
+                .contains("no routes")
+        );
+        assert!(
+            refuse_dangerous(&closed, &open)
+                .unwrap_err()
+                .contains("open_access")
+        );
+        let said_so = parse(&format!("[server]\nopen_access = true\n{routed}"));
+        assert!(refuse_dangerous(&closed, &said_so).is_ok());
+        assert!(
+            refuse_dangerous(&open, &closed).is_ok(),
+            "closing it is always fine"
+        );
+        assert!(
+            refuse_dangerous(&parse(""), &parse("")).is_ok(),
+            "nothing was routed before"
+        );
     }
 
     #[test]

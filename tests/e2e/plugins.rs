@@ -273,3 +273,42 @@ async fn an_adapter_returning_garbage_is_caught_by_the_host() {
     assert_eq!(reply.header("x-switchboard-provider"), "b");
     assert_eq!(a.hits(), 1, "the request went out; its translation was refused");
 }
+
+/// The value of one sample line of `/metrics`, 0 when absent.
+fn sample(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_dropped_file_is_loaded_once_and_a_junk_one_refused_once() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let loaded = "switchboard_plugin_loads_total{kind=\"policy\",outcome=\"loaded\"}";
+    let refused = "switchboard_plugin_loads_total{kind=\"policy\",outcome=\"refused\"}";
+    install(
+        &gw.policy_dir(),
+        "custom.wasm",
+        &std::fs::read(wasm(PRIORITY)).unwrap(),
+    );
+    install(&gw.policy_dir(), "junk.wasm", b"\0asm but not really");
+    assert!(gw.wait_for_log("plugin refused", Duration::from_secs(10)).await);
+    assert!(gw.wait_for_log("plugin loaded", Duration::from_secs(10)).await);
+    // An idle gateway stays idle: its own reads of the files are no change.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = gw.metrics().await;
+    assert_eq!(sample(&metrics, loaded), 1, "{metrics}");
+    assert_eq!(sample(&metrics, refused), 1, "{metrics}");
+    let refusals = plugins_admin(&gw).await["refused"].as_array().unwrap().len();
+    assert_eq!(refusals, 1);
+    // Saving the same bytes again is not a new version either.
+    install(&gw.policy_dir(), "junk.wasm", b"\0asm but not really");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(sample(&gw.metrics().await, refused), 1);
+    // A new version is tried.
+    install(&gw.policy_dir(), "junk.wasm", b"\0asm still not");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(sample(&gw.metrics().await, refused), 2);
+}

@@ -149,3 +149,84 @@ async fn sighup_reloads_when_the_watch_is_off() {
     gw.signal("HUP");
     until_served_by(&gw, "chat2", "b").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_written_configs_never_empty_the_routes_or_open_the_api() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let open = two_providers(&a, &b, "");
+    let closed = format!("{open}\n[[gateway_keys]]\nname = \"app\"\nkey_env = \"GW\"\nadmin = true\n");
+    let env = [KEYS, &[("GW", "gw-key")]].concat();
+    let gw = Gateway::start(&closed, &env);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (url, stop) = (gw.chat_url(), stop.clone());
+        tokio::spawn(async move {
+            let body = chat("chat").to_string().into_bytes();
+            let mut served = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let keyed = post_with(&url, body.clone(), &[("authorization", "Bearer gw-key")]).await;
+                assert_eq!(keyed.status, 200, "a request failed: {}", keyed.text());
+                let anonymous = post_with(&url, body.clone(), &[]).await;
+                assert_eq!(anonymous.status, 401, "the API opened: {}", anonymous.text());
+                served += 1;
+            }
+            served
+        })
+    };
+    // An editor truncates the file, then writes it; then one whose write
+    // stops before the keys. Each window lasts well past the watch's quiet
+    // period and the settle check.
+    let write_in_place = |text: String| {
+        let gw = &gw;
+        async move {
+            tokio::task::block_in_place(|| gw.write_config_in_place(&text, Duration::from_millis(800)));
+            tokio::time::sleep(Duration::from_millis(800)).await;
+        }
+    };
+    write_in_place(closed.clone()).await;
+    let cut = std::fs::read_to_string(gw.dir.path().join("switchboard.toml")).unwrap();
+    let cut = cut[..cut.find("[[gateway_keys]]").unwrap()].to_string();
+    {
+        let path = gw.dir.path().join("switchboard.toml");
+        std::fs::write(&path, &cut).unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served = load.await.unwrap();
+    assert!(served > 20, "the load ran throughout: {served}");
+
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("switchboard_config_reloads_total{outcome=\"refused\"} 2"),
+        "{metrics}"
+    );
+    let status = get(
+        &format!("{}/admin/config", gw.url),
+        &[("authorization", "Bearer gw-key")],
+    )
+    .await
+    .json();
+    assert!(
+        status["refused"].as_str().unwrap().contains("open_access"),
+        "{status}"
+    );
+    assert!(gw.logs().contains("a reload may not remove every route"));
+}
+
+#[tokio::test]
+async fn an_idle_gateway_does_not_reread_its_config() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    // Reading the file (as the gateway and anyone else may) is no change.
+    for _ in 0..5 {
+        let _ = std::fs::read_to_string(gw.dir.path().join("switchboard.toml")).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let metrics = gw.metrics().await;
+    assert!(
+        !metrics.contains("switchboard_config_reloads_total{"),
+        "{metrics}"
+    );
+}

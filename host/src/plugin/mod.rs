@@ -8,6 +8,7 @@ mod registry;
 mod sandbox;
 mod watch;
 
+pub use crate::fswatch::FolderWatch;
 pub use adapter::wit as adapter_wit;
 pub use adapter::{AdapterPlugin, Fed, StreamSession};
 pub use policy::PolicyPlugin;

@@ -21,6 +21,15 @@ pub enum PluginKind {
     Policy,
 }
 
+impl PluginKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Adapter => "adapter",
+            PluginKind::Policy => "policy",
+        }
+    }
+}
+
 /// Every plugin version serving right now.
 #[derive(Clone, Default)]
 pub struct PluginSet {
@@ -46,7 +55,11 @@ pub struct Registry {
     refusals: Mutex<Vec<Refusal>>,
     bundled_adapters: &'static [(&'static str, &'static [u8])],
     bundled_policies: &'static [(&'static str, &'static [u8])],
-    on_refusal: Box<dyn Fn(&Refusal) + Send + Sync>,
+    /// Told of every load: its kind and whether it now serves.
+    on_load: Box<dyn Fn(PluginKind, bool) + Send + Sync>,
+    /// A hash of the bytes last tried from each file, loaded or refused: a
+    /// version is tried (and refused) once, however often it is saved.
+    tried: Mutex<HashMap<PathBuf, u64>>,
 }
 
 impl Registry {
@@ -54,7 +67,7 @@ impl Registry {
         runtime: Arc<PluginRuntime>,
         bundled_adapters: &'static [(&'static str, &'static [u8])],
         bundled_policies: &'static [(&'static str, &'static [u8])],
-        on_refusal: Box<dyn Fn(&Refusal) + Send + Sync>,
+        on_load: Box<dyn Fn(PluginKind, bool) + Send + Sync>,
     ) -> Self {
         Registry {
             runtime,
@@ -62,7 +75,8 @@ impl Registry {
             refusals: Mutex::new(Vec::new()),
             bundled_adapters,
             bundled_policies,
-            on_refusal,
+            on_load,
+            tried: Mutex::new(HashMap::new()),
         }
     }
 
@@ -105,14 +119,21 @@ impl Registry {
         self.refusals.lock().unwrap().clone()
     }
 
-    /// (Re)load one plugin file; compilation runs on the blocking pool.
-    /// Returns whether the file is now serving.
-    pub async fn reload_file(&self, kind: PluginKind, file: &Path) -> bool {
+    /// (Re)load one plugin file; compilation runs on the blocking pool. A
+    /// file whose bytes were already tried is left as it is.
+    pub async fn reload_file(&self, kind: PluginKind, file: &Path) {
         let Some(name) = plugin_name(file) else {
-            return false;
+            return;
         };
         let source = file.display().to_string();
-        let loaded = match tokio::fs::read(file).await {
+        let bytes = tokio::fs::read(file).await;
+        if let Ok(bytes) = &bytes {
+            let hash = content_hash(bytes);
+            if self.tried.lock().unwrap().insert(file.to_path_buf(), hash) == Some(hash) {
+                return;
+            }
+        }
+        let loaded = match bytes {
             Err(e) => Err(format!("cannot read file: {e}")),
             Ok(bytes) => match kind {
                 PluginKind::Adapter => AdapterPlugin::load(&self.runtime, name, source, bytes)
@@ -123,10 +144,10 @@ impl Registry {
                     .map(|p| self.install_policy(name, Some(p))),
             },
         };
+        (self.on_load)(kind, loaded.is_ok());
         match loaded {
             Ok(()) => {
                 tracing::info!(kind = ?kind, plugin = name, file = %file.display(), "plugin loaded");
-                true
             }
             Err(reason) => {
                 tracing::error!(kind = ?kind, plugin = name, file = %file.display(), %reason, "plugin refused; the last good version keeps serving");
@@ -136,13 +157,11 @@ impl Registry {
                     reason,
                     at: SystemTime::now(),
                 };
-                (self.on_refusal)(&refusal);
                 let mut refusals = self.refusals.lock().unwrap();
                 if refusals.len() == REFUSALS_KEPT {
                     refusals.remove(0);
                 }
                 refusals.push(refusal);
-                false
             }
         }
     }
@@ -150,6 +169,7 @@ impl Registry {
     /// A plugin file was deleted: fall back to the bundled version, if any.
     pub async fn remove_file(&self, kind: PluginKind, file: &Path) {
         let Some(name) = plugin_name(file) else { return };
+        self.tried.lock().unwrap().remove(file);
         let snapshot = self.snapshot();
         let from_file = match kind {
             PluginKind::Adapter => snapshot.adapters.get(name).map(|p| p.source != "bundled"),
@@ -201,6 +221,13 @@ impl Registry {
             next
         });
     }
+}
+
+fn content_hash(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// `<dir>/<name>.wasm` -> `name`; anything else is not a plugin file.

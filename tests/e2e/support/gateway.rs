@@ -124,6 +124,16 @@ impl Gateway {
         std::fs::rename(staged, self.dir.path().join("switchboard.toml")).unwrap();
     }
 
+    /// Write the config file in place, as an editor that truncates it and
+    /// then writes does: empty for `pause` first.
+    pub fn write_config_in_place(&self, config: &str, pause: Duration) {
+        let path = self.dir.path().join("switchboard.toml");
+        let file = std::fs::File::create(&path).unwrap();
+        drop(file);
+        std::thread::sleep(pause);
+        std::fs::write(&path, with_test_sections(config)).unwrap();
+    }
+
     /// Send the process a signal (`HUP`, `TERM`, ...).
     pub fn signal(&self, name: &str) {
         // The shell's own `kill`: no procps needed.
