@@ -2,10 +2,13 @@
 //! gateway state, the folder and config watches and the server — composed
 //! in one place.
 
+use crate::config::PluginsConfig;
 use crate::config::{Config, Endpoint};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
-use crate::plugin::{PluginRuntime, Registry, SandboxLimits, watch_folders};
+use crate::plugin::{
+    CallLimits, LimitTable, PluginKind, PluginRuntime, Registry, SandboxLimits, watch_folders,
+};
 use crate::reload::{self, Live};
 use crate::{server, simulator};
 use std::net::SocketAddr;
@@ -29,7 +32,7 @@ pub async fn run(
     let runtime = Arc::new(
         PluginRuntime::new(SandboxLimits {
             memory_bytes: config.plugins.memory_limit_mib * 1024 * 1024,
-            call_timeout: Duration::from_millis(config.plugins.call_timeout_ms),
+            total_memory_bytes: config.plugins.total_memory_mib * 1024 * 1024,
             max_instances: config.plugins.max_instances,
         })
         .map_err(|e| format!("cannot start the Wasm engine: {e:#}"))?,
@@ -39,6 +42,7 @@ pub async fn run(
         runtime,
         bundled::ADAPTER,
         bundled::POLICY,
+        limit_table(&config.plugins),
         Box::new(move |kind, loaded| load_metrics.plugin_loaded(kind.as_str(), loaded)),
     ));
     let (adapter_dir, policy_dir) = (
@@ -105,4 +109,47 @@ pub async fn run(
     )
     .await;
     Ok(())
+}
+
+/// Every plugin's call limits: the kind's defaults, overridden by name.
+fn limit_table(plugins: &PluginsConfig) -> LimitTable {
+    let base = |timeout_ms: u64, per_mib_ms: u64| CallLimits {
+        timeout: Duration::from_millis(timeout_ms),
+        timeout_per_mib: Duration::from_millis(per_mib_ms),
+        max_concurrent: plugins.max_concurrent_calls(),
+        quarantine_after: plugins.quarantine_after,
+    };
+    let (adapter, policy) = (
+        base(
+            plugins.adapter_call_timeout_ms(),
+            plugins.adapter_call_timeout_per_mib_ms,
+        ),
+        base(plugins.policy_call_timeout_ms(), 0),
+    );
+    let own = |defaults: CallLimits, settings: &crate::config::PluginSettings| CallLimits {
+        timeout: settings
+            .call_timeout_ms
+            .map_or(defaults.timeout, Duration::from_millis),
+        timeout_per_mib: settings
+            .call_timeout_per_mib_ms
+            .map_or(defaults.timeout_per_mib, Duration::from_millis),
+        max_concurrent: settings.max_concurrent_calls.unwrap_or(defaults.max_concurrent),
+        quarantine_after: settings.quarantine_after.unwrap_or(defaults.quarantine_after),
+    };
+    let overrides = plugins
+        .adapters
+        .iter()
+        .map(|(name, s)| ((PluginKind::Adapter, name.clone()), own(adapter, s)))
+        .chain(
+            plugins
+                .policies
+                .iter()
+                .map(|(name, s)| ((PluginKind::Policy, name.clone()), own(policy, s))),
+        )
+        .collect();
+    LimitTable {
+        adapter,
+        policy,
+        overrides,
+    }
 }

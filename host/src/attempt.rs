@@ -10,7 +10,7 @@ use crate::hedge::{Hedge, Start, first_success};
 use crate::metrics::{AttemptLabels, PluginLabels, RouteOutcomeLabels, TargetLabels, TokenLabels};
 use crate::plugin::adapter_wit::{Completion, ErrorClass, InboundResponse, ProviderError, Target, Usage};
 use crate::plugin::policy_wit::CircuitState;
-use crate::plugin::{AdapterPlugin, PluginError, PluginSet};
+use crate::plugin::{AdapterPlugin, PluginError, PluginSet, Unavailable};
 use crate::routing::PlannedAttempt;
 use crate::upstream::{TransportError, Upstream};
 use hyper::body::Incoming;
@@ -36,7 +36,8 @@ pub enum Failure {
     Malformed(String),
     Transport(TransportError),
     Plugin(PluginError),
-    AdapterMissing(String),
+    /// No version of the adapter can take calls (not loaded, or quarantined).
+    AdapterUnavailable(String, Unavailable),
     /// A stream broke before its first chunk.
     Stream(String),
     /// The target is cooling down past the request's deadline.
@@ -57,7 +58,7 @@ impl Failure {
             },
             Failure::Malformed(_) | Failure::Transport(_) | Failure::Stream(_) => Outcome::Failure,
             Failure::Plugin(_)
-            | Failure::AdapterMissing(_)
+            | Failure::AdapterUnavailable(..)
             | Failure::CoolingDown(_)
             | Failure::CircuitOpen => Outcome::Neutral,
         }
@@ -79,7 +80,7 @@ impl Failure {
             Failure::Malformed(_) => "malformed",
             Failure::Transport(TransportError::Timeout) => "timeout",
             Failure::Transport(_) => "transport",
-            Failure::Plugin(_) | Failure::AdapterMissing(_) => "plugin",
+            Failure::Plugin(_) | Failure::AdapterUnavailable(..) => "plugin",
             Failure::Stream(_) => "stream",
             Failure::CoolingDown(_) => "cooling_down",
             Failure::CircuitOpen => "circuit_open",
@@ -96,7 +97,12 @@ impl Failure {
             Failure::Malformed(reason) => format!("malformed answer: {}", truncate(reason, 200)),
             Failure::Transport(e) => e.to_string(),
             Failure::Plugin(e) => e.to_string(),
-            Failure::AdapterMissing(name) => format!("adapter `{name}` is not loaded"),
+            Failure::AdapterUnavailable(name, Unavailable::NotLoaded) => {
+                format!("adapter `{name}` is not loaded")
+            }
+            Failure::AdapterUnavailable(name, Unavailable::Quarantined) => {
+                format!("every version of adapter `{name}` is quarantined")
+            }
             Failure::Stream(reason) => reason.clone(),
             Failure::CoolingDown(wait) => format!("rate-limited for another {} ms", wait.as_millis()),
             Failure::CircuitOpen => "circuit open after repeated failures".into(),
@@ -223,9 +229,22 @@ impl<'g> Attempts<'g> {
             if same_target {
                 self.same_target_retries += 1;
             }
-            let Some(adapter) = self.plugins.adapters.get(&provider.adapter) else {
-                self.note(target, Failure::AdapterMissing(provider.adapter.clone()));
-                continue;
+            let adapter = match self.plugins.adapter(&provider.adapter) {
+                Ok(adapter) => adapter,
+                Err(why) => {
+                    if why == Unavailable::Quarantined {
+                        self.gw
+                            .metrics
+                            .plugin_failures
+                            .get_or_create(&PluginLabels {
+                                plugin: provider.adapter.clone(),
+                                reason: "quarantined",
+                            })
+                            .inc();
+                    }
+                    self.note(target, Failure::AdapterUnavailable(provider.adapter.clone(), why));
+                    continue;
+                }
             };
             self.made += 1;
             self.last_target = Some(planned.target);

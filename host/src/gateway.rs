@@ -5,7 +5,7 @@
 use crate::config::{Config, Endpoint};
 use crate::health::{CircuitSettings, TargetHealth};
 use crate::metrics::Metrics;
-use crate::plugin::Registry;
+use crate::plugin::{Registry, Unavailable};
 use crate::redact::Redactor;
 use crate::upstream::Upstream;
 use std::collections::HashMap;
@@ -143,15 +143,20 @@ impl Gateway {
             }
         }
         for route in &self.config.routes {
-            let policy = plugins.policies.get(&route.policy).ok_or_else(|| {
-                format!(
-                    "routes.{}.policy: no policy named {:?} (put {}.wasm in {})",
-                    route.name,
-                    route.policy,
-                    route.policy,
-                    self.config.plugins.policy_dir.display()
-                )
-            })?;
+            let policy = match plugins.policy(&route.policy) {
+                Ok(policy) => policy,
+                // Its routes use the configured order until a new file comes.
+                Err(Unavailable::Quarantined) => continue,
+                Err(Unavailable::NotLoaded) => {
+                    return Err(format!(
+                        "routes.{}.policy: no policy named {:?} (put {}.wasm in {})",
+                        route.name,
+                        route.policy,
+                        route.policy,
+                        self.config.plugins.policy_dir.display()
+                    ));
+                }
+            };
             policy
                 .validate_config(&route.policy_config_json)
                 .await

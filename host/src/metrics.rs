@@ -90,6 +90,11 @@ pub struct Metrics {
     pub connection_limit_reached: Counter,
     /// Failed `accept` calls (usually: out of file descriptors).
     pub accept_errors: Counter,
+    /// Linear memory of all plugin instances, now and at its highest.
+    pub plugin_memory: Gauge,
+    pub plugin_memory_peak: Gauge,
+    /// Plugins none of whose versions can take calls.
+    pub plugins_quarantined: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -116,6 +121,9 @@ impl Default for Metrics {
         let connections_closed = Family::default();
         let connection_limit_reached = Counter::default();
         let accept_errors = Counter::default();
+        let plugin_memory = Gauge::default();
+        let plugin_memory_peak = Gauge::default();
+        let plugins_quarantined = Gauge::default();
         registry.register(
             "requests",
             "Client requests by route and HTTP status",
@@ -201,6 +209,21 @@ impl Default for Metrics {
             "Failed accepts of client connections",
             accept_errors.clone(),
         );
+        registry.register(
+            "plugin_memory_bytes",
+            "Linear memory held by all plugin instances",
+            plugin_memory.clone(),
+        );
+        registry.register(
+            "plugin_memory_peak_bytes",
+            "The most linear memory all plugin instances have held at once",
+            plugin_memory_peak.clone(),
+        );
+        registry.register(
+            "plugins_quarantined",
+            "Plugins none of whose versions can take calls",
+            plugins_quarantined.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -220,6 +243,9 @@ impl Default for Metrics {
             connections_closed,
             connection_limit_reached,
             accept_errors,
+            plugin_memory,
+            plugin_memory_peak,
+            plugins_quarantined,
         }
     }
 }

@@ -191,10 +191,37 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             a.shutdown_grace_ms != b.shutdown_grace_ms,
         ),
         ("server.watch_config", a.watch_config != b.watch_config),
+        ("server.max_connections", a.max_connections != b.max_connections),
         ("plugins.adapter_dir", p.adapter_dir != q.adapter_dir),
         ("plugins.policy_dir", p.policy_dir != q.policy_dir),
         ("plugins.watch", p.watch != q.watch),
         ("plugins.call_timeout_ms", p.call_timeout_ms != q.call_timeout_ms),
+        (
+            "plugins.adapter_call_timeout_ms",
+            p.adapter_call_timeout_ms != q.adapter_call_timeout_ms,
+        ),
+        (
+            "plugins.policy_call_timeout_ms",
+            p.policy_call_timeout_ms != q.policy_call_timeout_ms,
+        ),
+        (
+            "plugins.adapter_call_timeout_per_mib_ms",
+            p.adapter_call_timeout_per_mib_ms != q.adapter_call_timeout_per_mib_ms,
+        ),
+        (
+            "plugins.max_concurrent_calls",
+            p.max_concurrent_calls != q.max_concurrent_calls,
+        ),
+        (
+            "plugins.quarantine_after",
+            p.quarantine_after != q.quarantine_after,
+        ),
+        (
+            "plugins.total_memory_mib",
+            p.total_memory_mib != q.total_memory_mib,
+        ),
+        ("plugins.adapters", p.adapters != q.adapters),
+        ("plugins.policies", p.policies != q.policies),
         (
             "plugins.memory_limit_mib",
             p.memory_limit_mib != q.memory_limit_mib,

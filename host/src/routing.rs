@@ -6,8 +6,8 @@ use crate::api::ApiError;
 use crate::facts::Facts;
 use crate::gateway::Gateway;
 use crate::metrics::PluginLabels;
-use crate::plugin::PluginSet;
 use crate::plugin::policy_wit::{Candidate, Capabilities, CircuitState};
+use crate::plugin::{PluginSet, Unavailable};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -28,9 +28,10 @@ pub async fn plan(
     let now = Instant::now();
     let candidates = candidates(gw, route_index, facts, now)?;
 
-    let from_policy = match plugins.policies.get(&route.policy) {
-        None => Err("not loaded"),
-        Some(policy) => policy
+    let from_policy = match plugins.policy(&route.policy) {
+        Err(Unavailable::NotLoaded) => Err("not loaded"),
+        Err(Unavailable::Quarantined) => Err("quarantined"),
+        Ok(policy) => policy
             .plan(&facts.to_wit(&route.name), &candidates, &route.policy_config_json)
             .await
             .map_err(|error| {

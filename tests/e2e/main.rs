@@ -2,6 +2,7 @@
 //! against mock providers on loopback. One binary, a module per area.
 
 mod anthropic;
+mod bulkheads;
 mod classes;
 mod compat;
 mod connections;

@@ -14,17 +14,6 @@ fn custom_policy(a: &MockProvider, b: &MockProvider, config: &str) -> String {
     two_providers(a, b, &format!("policy = \"custom\"\npolicy_config = {config}"))
 }
 
-/// Replace a plugin file atomically, as the README recommends.
-fn install(dir: &std::path::Path, name: &str, bytes: &[u8]) {
-    let staging = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&staging, bytes).unwrap();
-    std::fs::rename(&staging, dir.join(name)).unwrap();
-}
-
-async fn plugins_admin(gw: &Gateway) -> serde_json::Value {
-    get(&format!("{}/admin/plugins", gw.url), &[]).await.json()
-}
-
 #[tokio::test]
 async fn a_policy_swapped_on_disk_takes_over_without_failing_a_request() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
@@ -111,7 +100,7 @@ async fn a_broken_or_foreign_file_is_refused_and_the_last_good_version_keeps_ser
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = loop {
-        let refused = plugins_admin(&gw).await["refused"].as_array().unwrap().clone();
+        let refused = gw.plugins_admin().await["refused"].as_array().unwrap().clone();
         if refused.len() >= 2 || Instant::now() > deadline {
             break refused;
         }
@@ -156,7 +145,7 @@ async fn a_plugin_built_for_another_contract_version_is_refused_with_a_clear_mes
         &std::fs::read(wasm("switchboard_test_future")).unwrap(),
     );
     assert!(gw.wait_for_log("plugin refused", Duration::from_secs(10)).await);
-    let refused = plugins_admin(&gw).await["refused"][0]["reason"]
+    let refused = gw.plugins_admin().await["refused"][0]["reason"]
         .as_str()
         .unwrap()
         .to_string();
@@ -274,14 +263,6 @@ async fn an_adapter_returning_garbage_is_caught_by_the_host() {
     assert_eq!(a.hits(), 1, "the request went out; its translation was refused");
 }
 
-/// The value of one sample line of `/metrics`, 0 when absent.
-fn sample(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn a_dropped_file_is_loaded_once_and_a_junk_one_refused_once() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
@@ -301,7 +282,7 @@ async fn a_dropped_file_is_loaded_once_and_a_junk_one_refused_once() {
     let metrics = gw.metrics().await;
     assert_eq!(sample(&metrics, loaded), 1, "{metrics}");
     assert_eq!(sample(&metrics, refused), 1, "{metrics}");
-    let refusals = plugins_admin(&gw).await["refused"].as_array().unwrap().len();
+    let refusals = gw.plugins_admin().await["refused"].as_array().unwrap().len();
     assert_eq!(refusals, 1);
     // Saving the same bytes again is not a new version either.
     install(&gw.policy_dir(), "junk.wasm", b"\0asm but not really");

@@ -6,6 +6,7 @@ use crate::auth;
 use crate::gateway::Gateway;
 use crate::plugin::policy_wit::CircuitState;
 use serde_json::json;
+use std::sync::Arc;
 use tokio::time::Instant;
 
 fn authorize(gw: &Gateway, headers: &http::HeaderMap) -> Result<(), ApiError> {
@@ -24,19 +25,63 @@ pub fn plugins(gw: &Gateway, headers: &http::HeaderMap) -> Result<http::Response
     let set = gw.registry.snapshot();
     let mut adapters: Vec<_> = set
         .adapters
-        .values()
-        .map(|a| json!({"name": a.name, "version": a.version, "source": a.source}))
+        .iter()
+        .map(|(name, versions)| {
+            let serving = versions.serving().ok();
+            let all: Vec<_> = versions
+                .all()
+                .iter()
+                .map(|a| {
+                    json!({
+                        "source": a.source, "version": a.version,
+                        "serving": serving.is_some_and(|s| Arc::ptr_eq(s, a)),
+                        "calls": a.bulkhead.view(),
+                    })
+                })
+                .collect();
+            json!({
+                "name": name,
+                "version": serving.map(|a| &a.version),
+                "source": serving.map(|a| &a.source),
+                "quarantined": serving.is_none(),
+                "versions": all,
+            })
+        })
         .collect();
     let mut policies: Vec<_> = set
         .policies
-        .values()
-        .map(|p| json!({"name": p.name, "source": p.source}))
+        .iter()
+        .map(|(name, versions)| {
+            let serving = versions.serving().ok();
+            let all: Vec<_> = versions
+                .all()
+                .iter()
+                .map(|p| {
+                    json!({
+                        "source": p.source,
+                        "serving": serving.is_some_and(|s| Arc::ptr_eq(s, p)),
+                        "calls": p.bulkhead.view(),
+                    })
+                })
+                .collect();
+            json!({
+                "name": name,
+                "source": serving.map(|p| &p.source),
+                "quarantined": serving.is_none(),
+                "versions": all,
+            })
+        })
         .collect();
     adapters.sort_by_key(|v| v["name"].as_str().unwrap_or_default().to_string());
     policies.sort_by_key(|v| v["name"].as_str().unwrap_or_default().to_string());
     Ok(json_response(
         http::StatusCode::OK,
-        &json!({"adapters": adapters, "policies": policies, "refused": gw.registry.refusals()}),
+        &json!({
+            "adapters": adapters,
+            "policies": policies,
+            "refused": gw.registry.refusals(),
+            "memory_bytes": gw.registry.memory_in_use(),
+        }),
     ))
 }
 

@@ -1,6 +1,7 @@
 //! Typed calls into a provider adapter component.
 
 use super::PluginError;
+use super::bulkhead::{Bulkhead, CallLimits};
 use super::sandbox::{PluginRuntime, Sandbox};
 use std::sync::Arc;
 use wasmtime::Store;
@@ -24,17 +25,20 @@ pub struct AdapterPlugin {
     pub version: String,
     pub source: String,
     pub capabilities: wit::Capabilities,
+    pub bulkhead: Bulkhead,
     pre: wit::AdapterPre<Sandbox>,
     runtime: Arc<PluginRuntime>,
 }
 
 impl AdapterPlugin {
     /// Compile, check the contract, pre-instantiate and smoke-call `describe`.
+    /// `source` is the file, or `"bundled"` (never quarantined).
     pub async fn load(
         runtime: &Arc<PluginRuntime>,
         name: &str,
         source: String,
         bytes: Vec<u8>,
+        limits: CallLimits,
     ) -> Result<Self, String> {
         let pre = runtime.prepare(bytes, "provider").await.and_then(|pre| {
             wit::AdapterPre::new(pre)
@@ -43,8 +47,9 @@ impl AdapterPlugin {
         let mut plugin = AdapterPlugin {
             name: name.to_string(),
             version: String::new(),
-            source,
+            source: source.clone(),
             capabilities: wit::Capabilities::empty(),
+            bulkhead: Bulkhead::new(limits, source != "bundled"),
             pre,
             runtime: runtime.clone(),
         };
@@ -57,8 +62,9 @@ impl AdapterPlugin {
         Ok(plugin)
     }
 
-    async fn instantiate(&self) -> Result<(Store<Sandbox>, wit::Adapter), PluginError> {
-        let mut store = self.runtime.store();
+    /// A fresh instance whose deadline allows for `input` bytes.
+    async fn instantiate(&self, input: usize) -> Result<(Store<Sandbox>, wit::Adapter), PluginError> {
+        let mut store = self.runtime.store(self.bulkhead.limits().deadline(input));
         let instance =
             self.pre
                 .instantiate_async(&mut store)
@@ -70,17 +76,31 @@ impl AdapterPlugin {
         Ok((store, instance))
     }
 
+    /// One call on a fresh instance, inside the bulkhead.
     async fn call<R>(
         &self,
+        input: usize,
         f: impl AsyncFnOnce(&wit::Guest, &mut Store<Sandbox>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        let (mut store, instance) = self.instantiate().await?;
-        let result = f(instance.switchboard_plugin_provider(), &mut store).await;
-        result.map_err(|e| self.runtime.call_error(&self.name, &store, e))
+        let _place = self.bulkhead.enter(&self.name)?;
+        let result = async {
+            let (mut store, instance) = self.instantiate(input).await?;
+            let result = f(instance.switchboard_plugin_provider(), &mut store).await;
+            result.map_err(|e| self.runtime.call_error(&self.name, &store, e))
+        }
+        .await;
+        self.settle(&result);
+        result
+    }
+
+    fn settle<R>(&self, result: &Result<R, PluginError>) {
+        if self.bulkhead.record(result) {
+            tracing::error!(plugin = %self.name, source = %self.source, limit = self.bulkhead.limits().quarantine_after, "adapter quarantined after repeated traps or timeouts; an earlier version serves if there is one");
+        }
     }
 
     pub async fn describe(&self) -> Result<wit::AdapterInfo, PluginError> {
-        self.call(async |guest, store| guest.call_describe(store).await)
+        self.call(0, async |guest, store| guest.call_describe(store).await)
             .await
     }
 
@@ -89,12 +109,14 @@ impl AdapterPlugin {
         request: &[u8],
         target: &wit::Target,
     ) -> Result<wit::OutboundRequest, PluginError> {
-        self.call(async |guest, store| guest.call_build_request(store, request, target).await)
-            .await?
-            .map_err(|reason| PluginError::Refused {
-                plugin: self.name.clone(),
-                reason,
-            })
+        self.call(request.len(), async |guest, store| {
+            guest.call_build_request(store, request, target).await
+        })
+        .await?
+        .map_err(|reason| PluginError::Refused {
+            plugin: self.name.clone(),
+            reason,
+        })
     }
 
     /// The outer error is the plugin failing; the inner one the adapter's
@@ -105,7 +127,9 @@ impl AdapterPlugin {
         target: &wit::Target,
     ) -> Result<Result<wit::Completion, String>, PluginError> {
         let completion = self
-            .call(async |guest, store| guest.call_parse_response(store, response, target).await)
+            .call(response.body.len(), async |guest, store| {
+                guest.call_parse_response(store, response, target).await
+            })
             .await?;
         if let Ok(completion) = &completion
             && serde_json::from_slice::<serde::de::IgnoredAny>(&completion.body).is_err()
@@ -123,8 +147,10 @@ impl AdapterPlugin {
         response: &wit::InboundResponse,
         target: &wit::Target,
     ) -> Result<wit::ProviderError, PluginError> {
-        self.call(async |guest, store| guest.call_classify_error(store, response, target).await)
-            .await
+        self.call(response.body.len(), async |guest, store| {
+            guest.call_classify_error(store, response, target).await
+        })
+        .await
     }
 
     /// Start decoding one stream; the session keeps its own instance.
@@ -133,13 +159,20 @@ impl AdapterPlugin {
         target: &wit::Target,
         include_usage: bool,
     ) -> Result<StreamSession, PluginError> {
-        let (mut store, instance) = self.instantiate().await?;
-        let decoder = instance
-            .switchboard_plugin_provider()
-            .stream_decoder()
-            .call_constructor(&mut store, target, include_usage)
-            .await
-            .map_err(|e| self.runtime.call_error(&self.name, &store, e))?;
+        let _place = self.bulkhead.enter(&self.name)?;
+        let opened = async {
+            let (mut store, instance) = self.instantiate(0).await?;
+            let decoder = instance
+                .switchboard_plugin_provider()
+                .stream_decoder()
+                .call_constructor(&mut store, target, include_usage)
+                .await
+                .map_err(|e| self.runtime.call_error(&self.name, &store, e))?;
+            Ok((store, instance, decoder))
+        }
+        .await;
+        self.settle(&opened);
+        let (store, instance, decoder) = opened?;
         Ok(StreamSession {
             store,
             instance,
@@ -164,14 +197,22 @@ impl StreamSession {
         &mut self,
         event: &wit::SseEvent,
     ) -> Result<Result<Fed, wit::ProviderError>, PluginError> {
-        self.plugin.runtime.rearm(&mut self.store);
+        let plugin = &self.plugin;
+        // Between events the decoder holds its memory, not a place.
+        let _place = plugin.bulkhead.enter(&plugin.name)?;
+        plugin.runtime.rearm(
+            &mut self.store,
+            plugin.bulkhead.limits().deadline(event.data.len()),
+        );
         let decoded = self
             .instance
             .switchboard_plugin_provider()
             .stream_decoder()
             .call_feed(&mut self.store, self.decoder, event)
             .await
-            .map_err(|e| self.plugin.runtime.call_error(&self.plugin.name, &self.store, e))?;
+            .map_err(|e| plugin.runtime.call_error(&plugin.name, &self.store, e));
+        plugin.settle(&decoded);
+        let decoded = decoded?;
         let decoded = match decoded {
             Ok(decoded) => decoded,
             Err(provider_error) => return Ok(Err(provider_error)),

@@ -2,6 +2,7 @@
 //! adapters and policies, the registry of loaded versions and hot reload.
 
 mod adapter;
+mod bulkhead;
 mod contract;
 mod policy;
 mod registry;
@@ -11,9 +12,10 @@ mod watch;
 pub use crate::fswatch::FolderWatch;
 pub use adapter::wit as adapter_wit;
 pub use adapter::{AdapterPlugin, Fed, StreamSession};
+pub use bulkhead::{Bulkhead, BulkheadView, CallLimits};
 pub use policy::PolicyPlugin;
 pub use policy::wit as policy_wit;
-pub use registry::{PluginKind, PluginSet, Refusal, Registry};
+pub use registry::{LimitTable, PluginKind, PluginSet, Refusal, Registry, Unavailable, Versions};
 pub use sandbox::{PluginRuntime, SandboxLimits};
 pub use watch::watch_folders;
 
@@ -32,6 +34,8 @@ pub enum PluginError {
     Contract { plugin: String, detail: String },
     #[error("plugin `{plugin}` could not handle the request: {reason}")]
     Refused { plugin: String, reason: String },
+    #[error("plugin `{plugin}` is at its limit of {limit} calls in progress")]
+    Busy { plugin: String, limit: u32 },
 }
 
 impl PluginError {
@@ -43,6 +47,7 @@ impl PluginError {
             PluginError::Instantiate { .. } => "instantiate",
             PluginError::Contract { .. } => "contract",
             PluginError::Refused { .. } => "refused",
+            PluginError::Busy { .. } => "busy",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Typed calls into a routing policy component.
 
 use super::PluginError;
+use super::bulkhead::{Bulkhead, CallLimits};
 use super::sandbox::{PluginRuntime, Sandbox};
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ pub mod wit {
 pub struct PolicyPlugin {
     pub name: String,
     pub source: String,
+    pub bulkhead: Bulkhead,
     pre: wit::PolicyPre<Sandbox>,
     runtime: Arc<PluginRuntime>,
 }
@@ -30,12 +32,14 @@ impl PolicyPlugin {
         name: &str,
         source: String,
         bytes: Vec<u8>,
+        limits: CallLimits,
     ) -> Result<Self, String> {
         let pre = runtime.prepare(bytes, "router").await.and_then(|pre| {
             wit::PolicyPre::new(pre).map_err(|e| format!("it does not match the `router` interface: {e:#}"))
         })?;
         let plugin = PolicyPlugin {
             name: name.to_string(),
+            bulkhead: Bulkhead::new(limits, source != "bundled"),
             source,
             pre,
             runtime: runtime.clone(),
@@ -52,17 +56,25 @@ impl PolicyPlugin {
         &self,
         f: impl AsyncFnOnce(&wit::Guest, &mut wasmtime::Store<Sandbox>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        let mut store = self.runtime.store();
-        let instance =
-            self.pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| PluginError::Instantiate {
-                    plugin: self.name.clone(),
-                    detail: format!("{e:#}"),
-                })?;
-        let result = f(instance.switchboard_plugin_router(), &mut store).await;
-        result.map_err(|e| self.runtime.call_error(&self.name, &store, e))
+        let _place = self.bulkhead.enter(&self.name)?;
+        let result = async {
+            let mut store = self.runtime.store(self.bulkhead.limits().timeout);
+            let instance =
+                self.pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| PluginError::Instantiate {
+                        plugin: self.name.clone(),
+                        detail: format!("{e:#}"),
+                    })?;
+            let result = f(instance.switchboard_plugin_router(), &mut store).await;
+            result.map_err(|e| self.runtime.call_error(&self.name, &store, e))
+        }
+        .await;
+        if self.bulkhead.record(&result) {
+            tracing::error!(plugin = %self.name, source = %self.source, limit = self.bulkhead.limits().quarantine_after, "policy quarantined after repeated traps or timeouts; an earlier version serves if there is one, else its routes use the configured order");
+        }
+        result
     }
 
     pub async fn validate_config(&self, config: &str) -> Result<(), PluginError> {

@@ -3,12 +3,11 @@
 
 use super::{PluginError, contract};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, Trap, UpdateDeadline,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -20,13 +19,13 @@ const KEEP_RESIDENT: usize = 4 * 1024 * 1024;
 /// How much of a guest's stderr (panic messages) is kept for the error.
 const STDERR_CAPTURE: usize = 4096;
 
-/// Resource limits of every plugin call.
+/// Limits of the engine, shared by every plugin.
 #[derive(Clone, Debug)]
 pub struct SandboxLimits {
     /// Linear memory cap per plugin instance.
     pub memory_bytes: usize,
-    /// Wall-clock budget of one call.
-    pub call_timeout: Duration,
+    /// Linear memory of all plugin instances together.
+    pub total_memory_bytes: usize,
     /// Plugin instances alive at once (each stream holds one).
     pub max_instances: u32,
 }
@@ -35,10 +34,66 @@ pub struct SandboxLimits {
 pub struct Sandbox {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: MemoryLimiter,
     stderr: MemoryOutputPipe,
-    /// Epoch ticks the current call may still run before it is interrupted.
-    ticks_left: u64,
+    /// When the current call is interrupted (wall clock).
+    deadline: std::time::Instant,
+    call_timeout: Duration,
+}
+
+/// Bounds one store's linear memory, and all stores' together.
+struct MemoryLimiter {
+    instance_max: usize,
+    total_max: usize,
+    /// Bytes of linear memory held by every live store.
+    total: Arc<AtomicUsize>,
+    /// The most `total` has been.
+    peak: Arc<AtomicUsize>,
+    /// This store's share of `total`, returned when it is dropped.
+    mine: usize,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.instance_max {
+            return Err(wasmtime::format_err!(
+                "the plugin's memory would grow past its limit of {} MiB",
+                self.instance_max >> 20
+            ));
+        }
+        let delta = desired.saturating_sub(current);
+        let before = self.total.fetch_add(delta, Ordering::Relaxed);
+        if before + delta > self.total_max {
+            self.total.fetch_sub(delta, Ordering::Relaxed);
+            return Err(wasmtime::format_err!(
+                "plugins together would hold more than plugins.total_memory_mib ({} MiB)",
+                self.total_max >> 20
+            ));
+        }
+        self.mine += delta;
+        self.peak.fetch_max(before + delta, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.mine, Ordering::Relaxed);
+    }
 }
 
 impl WasiView for Sandbox {
@@ -55,7 +110,9 @@ pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<Sandbox>,
     limits: SandboxLimits,
-    deadline_ticks: u64,
+    /// Linear memory held by all plugin instances now, and at most so far.
+    memory_in_use: Arc<AtomicUsize>,
+    memory_peak: Arc<AtomicUsize>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -104,14 +161,12 @@ impl PluginRuntime {
                 }
             })
             .expect("spawn epoch ticker");
-        let deadline_ticks = (limits.call_timeout.as_millis() as u64)
-            .div_ceil(EPOCH_TICK.as_millis() as u64)
-            .max(1);
         Ok(PluginRuntime {
             engine,
             linker,
             limits,
-            deadline_ticks,
+            memory_in_use: Arc::new(AtomicUsize::new(0)),
+            memory_peak: Arc::new(AtomicUsize::new(0)),
             ticker_stop,
         })
     }
@@ -137,11 +192,23 @@ impl PluginRuntime {
             .map_err(|e| wasmtime::Error::msg(format!("compilation did not finish: {e}")))?
     }
 
-    /// A fresh store for one plugin call (or one stream), with the memory cap
-    /// and the call deadline armed. Calls run on the async runtime: a long
-    /// call yields at every epoch tick and is interrupted when its budget of
-    /// ticks is spent, so even a looping plugin never holds a worker thread.
-    pub fn store(&self) -> Store<Sandbox> {
+    /// Linear memory held by all plugin instances now, in bytes.
+    pub fn memory_in_use(&self) -> usize {
+        self.memory_in_use.load(Ordering::Relaxed)
+    }
+
+    /// The most linear memory all plugin instances have held at once.
+    pub fn memory_peak(&self) -> usize {
+        self.memory_peak.load(Ordering::Relaxed)
+    }
+
+    /// A fresh store for one plugin call (or one stream), with the memory
+    /// caps and a `call_timeout` deadline armed. Calls run on the async
+    /// runtime: a long call yields at every epoch tick and is interrupted
+    /// once its deadline has passed in wall-clock time (not in ticks, which
+    /// a task waiting for a busy worker would spend without running), so even
+    /// a looping plugin never holds a worker thread or outlives its budget.
+    pub fn store(&self, call_timeout: Duration) -> Store<Sandbox> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let wasi = WasiCtx::builder()
             .stderr(stderr.clone())
@@ -149,34 +216,38 @@ impl PluginRuntime {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory_bytes)
-            .trap_on_grow_failure(true)
-            .build();
+        let limits = MemoryLimiter {
+            instance_max: self.limits.memory_bytes,
+            total_max: self.limits.total_memory_bytes,
+            total: self.memory_in_use.clone(),
+            peak: self.memory_peak.clone(),
+            mine: 0,
+        };
         let sandbox = Sandbox {
             wasi,
             table: ResourceTable::new(),
             limits,
             stderr,
-            ticks_left: self.deadline_ticks,
+            deadline: std::time::Instant::now() + call_timeout,
+            call_timeout,
         };
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| {
-            let sandbox = ctx.data_mut();
-            if sandbox.ticks_left == 0 {
+        store.epoch_deadline_callback(|ctx| {
+            if std::time::Instant::now() >= ctx.data().deadline {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            sandbox.ticks_left -= 1;
             Ok(UpdateDeadline::Yield(1))
         });
         store
     }
 
     /// Re-arm the deadline before another call on a long-lived store.
-    pub fn rearm(&self, store: &mut Store<Sandbox>) {
-        store.data_mut().ticks_left = self.deadline_ticks;
+    pub fn rearm(&self, store: &mut Store<Sandbox>, call_timeout: Duration) {
+        let sandbox = store.data_mut();
+        sandbox.call_timeout = call_timeout;
+        sandbox.deadline = std::time::Instant::now() + call_timeout;
         store.set_epoch_deadline(1);
     }
 
@@ -185,7 +256,7 @@ impl PluginRuntime {
         if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             return PluginError::Deadline {
                 plugin: plugin.to_string(),
-                limit_ms: self.limits.call_timeout.as_millis() as u64,
+                limit_ms: store.data().call_timeout.as_millis() as u64,
             };
         }
         let stderr = store.data().stderr.contents();

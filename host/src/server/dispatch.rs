@@ -69,13 +69,19 @@ async fn route(
             &serde_json::json!({"status": "ok"}),
         )),
         (http::Method::GET, "/readyz") => Ok(ready(gw)),
-        (http::Method::GET, "/metrics") => Ok(http::Response::builder()
-            .header(
-                http::header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )
-            .body(full(gw.metrics.render()))
-            .expect("valid response")),
+        (http::Method::GET, "/metrics") => Ok({
+            let metrics = &gw.metrics;
+            metrics.plugin_memory.set(gw.registry.memory_in_use() as i64);
+            metrics.plugin_memory_peak.set(gw.registry.memory_peak() as i64);
+            metrics.plugins_quarantined.set(gw.registry.quarantined() as i64);
+            http::Response::builder()
+                .header(
+                    http::header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .body(full(gw.metrics.render()))
+                .expect("valid response")
+        }),
         (http::Method::GET, "/admin/plugins") => api::admin::plugins(gw, req.headers()),
         (http::Method::GET, "/admin/targets") => api::admin::targets(gw, req.headers()),
         (http::Method::GET, "/admin/config") => api::admin::config(gw, &live.status(), req.headers()),
@@ -102,7 +108,7 @@ fn ready(gw: &Gateway) -> http::Response<Body> {
         .config
         .providers
         .iter()
-        .filter(|p| !plugins.adapters.contains_key(&p.adapter))
+        .filter(|p| plugins.adapter(&p.adapter).is_err())
         .map(|p| format!("adapter {}", p.adapter))
         .chain(
             gw.config

@@ -145,6 +145,13 @@ impl Gateway {
         assert!(sent.success());
     }
 
+    /// What `/admin/plugins` reports.
+    pub async fn plugins_admin(&self) -> serde_json::Value {
+        super::get(&format!("{}/admin/plugins", self.url), &[])
+            .await
+            .json()
+    }
+
     /// The Prometheus text of `/metrics`.
     pub async fn metrics(&self) -> String {
         super::get(&format!("{}/metrics", self.url), &[]).await.text()
@@ -166,6 +173,10 @@ impl Gateway {
         self.logs.lock().unwrap().join("\n")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
@@ -185,16 +196,27 @@ impl Gateway {
 }
 
 /// `config` with what every test gateway needs: an ephemeral port and plugin
-/// folders inside its own directory. A `[server]` table of the test's own
-/// gets the port added to it.
+/// folders inside its own directory. A `[server]` or `[plugins]` table of
+/// the test's own gets them added to it.
 fn with_test_sections(config: &str) -> String {
-    let server = "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 1000\n";
-    let plugins = "[plugins]\nadapter_dir = \"adapters\"\npolicy_dir = \"policies\"\n";
-    if config.contains("[server]\n") {
-        format!("{plugins}\n{}", config.replacen("[server]\n", server, 1))
-    } else {
-        format!("{server}\n{plugins}\n{config}")
+    let mut config = config.to_string();
+    for (table, ours) in [
+        (
+            "[server]\n",
+            "listen = \"127.0.0.1:0\"\nshutdown_grace_ms = 1000\n",
+        ),
+        (
+            "[plugins]\n",
+            "adapter_dir = \"adapters\"\npolicy_dir = \"policies\"\n",
+        ),
+    ] {
+        config = if config.contains(table) {
+            config.replacen(table, &format!("{table}{ours}"), 1)
+        } else {
+            format!("{table}{ours}\n{config}")
+        };
     }
+    config
 }
 
 impl Drop for Gateway {

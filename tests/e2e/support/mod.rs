@@ -58,3 +58,18 @@ context_window = 8000
 }
 
 pub const KEYS: &[(&str, &str)] = &[("KEY_A", "secret-key-a"), ("KEY_B", "secret-key-b")];
+
+/// Replace a plugin file atomically, as the README recommends.
+pub fn install(dir: &std::path::Path, name: &str, bytes: &[u8]) {
+    let staging = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&staging, bytes).unwrap();
+    std::fs::rename(&staging, dir.join(name)).unwrap();
+}
+
+/// The value of one sample line of `/metrics`, 0 when absent.
+pub fn sample(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}

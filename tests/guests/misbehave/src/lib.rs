@@ -10,6 +10,10 @@
 //! * `panic`: traps; `loop`: spins forever; `alloc`: allocates without bound;
 //! * `garbage`: returns output that breaks the contract (an unknown candidate,
 //!   a body that is not JSON).
+//!
+//! A request whose `user` is `misbehave:<mode>` asks for that mode itself
+//! (the policy sees it as the `user` tag), so one loaded version can serve
+//! well and misbehave on demand.
 
 wit_bindgen::generate!({
     world: "test:misbehave/misbehave",
@@ -58,12 +62,14 @@ impl router::Guest for Misbehave {
         Ok(())
     }
 
-    fn plan(
-        _facts: RequestFacts,
-        candidates: Vec<Candidate>,
-        config: String,
-    ) -> Result<Vec<Attempt>, String> {
-        let mode = mode(&config);
+    fn plan(facts: RequestFacts, candidates: Vec<Candidate>, config: String) -> Result<Vec<Attempt>, String> {
+        let asked = facts
+            .tags
+            .iter()
+            .find(|(k, _)| k == "user")
+            .and_then(|(_, v)| v.strip_prefix("misbehave:"))
+            .map(str::to_string);
+        let mode = asked.unwrap_or_else(|| mode(&config));
         misbehave(&mode);
         if mode == "garbage" {
             return Ok(vec![Attempt {
@@ -96,8 +102,9 @@ impl provider::Guest for Misbehave {
     }
 
     fn build_request(request: Vec<u8>, target: Target) -> Result<OutboundRequest, String> {
-        misbehave(&mode(&target.options));
         let mut body: serde_json::Value = serde_json::from_slice(&request).map_err(|e| e.to_string())?;
+        let asked = body["user"].as_str().and_then(|u| u.strip_prefix("misbehave:"));
+        misbehave(&asked.map_or_else(|| mode(&target.options), str::to_string));
         body["model"] = target.model.into();
         Ok(OutboundRequest {
             method: "POST".into(),
