@@ -70,6 +70,11 @@ async fn main() {
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (scenario, mode, quarantine_after) in [
         ("idle (nothing else running)", None, 5),
+        (
+            "well-behaved policy hammered (the same load, no hostility)",
+            Some("reverse"),
+            5,
+        ),
         ("looping policy hammered, quarantine off", Some("loop"), 0),
         (
             "looping policy hammered, quarantine after 5 (default)",

@@ -17,6 +17,7 @@ const LIMITS: CallLimits = CallLimits {
     timeout: Duration::from_secs(10),
     timeout_per_mib: Duration::ZERO,
     max_concurrent: 64,
+    max_slow: 64,
     quarantine_after: 0,
 };
 

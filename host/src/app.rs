@@ -117,6 +117,7 @@ fn limit_table(plugins: &PluginsConfig) -> LimitTable {
         timeout: Duration::from_millis(timeout_ms),
         timeout_per_mib: Duration::from_millis(per_mib_ms),
         max_concurrent: plugins.max_concurrent_calls(),
+        max_slow: plugins.max_slow_calls(),
         quarantine_after: plugins.quarantine_after,
     };
     let (adapter, policy) = (
@@ -134,6 +135,7 @@ fn limit_table(plugins: &PluginsConfig) -> LimitTable {
             .call_timeout_per_mib_ms
             .map_or(defaults.timeout_per_mib, Duration::from_millis),
         max_concurrent: settings.max_concurrent_calls.unwrap_or(defaults.max_concurrent),
+        max_slow: settings.max_slow_calls.unwrap_or(defaults.max_slow),
         quarantine_after: settings.quarantine_after.unwrap_or(defaults.quarantine_after),
     };
     let overrides = plugins

@@ -92,6 +92,9 @@ pub struct PluginsConfig {
     pub adapter_call_timeout_per_mib_ms: u64,
     /// Calls of one plugin version in progress at once (0: twice the cores, at least 4).
     pub max_concurrent_calls: u32,
+    /// Calls of one plugin version that may run past an epoch tick at once
+    /// (0: half the cores, at least 1).
+    pub max_slow_calls: u32,
     /// Traps or timeouts in a row that quarantine a plugin file's version (0: never).
     pub quarantine_after: u32,
     /// Linear memory cap of one plugin instance.
@@ -113,16 +116,18 @@ pub struct PluginSettings {
     pub call_timeout_ms: Option<u64>,
     pub call_timeout_per_mib_ms: Option<u64>,
     pub max_concurrent_calls: Option<u32>,
+    pub max_slow_calls: Option<u32>,
     pub quarantine_after: Option<u32>,
 }
 
 /// Measured per-call costs (`cargo bench --bench plugin_calls`, BENCHMARKS.md):
-/// 25-45 µs for the bundled plugins on a normal body (p99 under 125 µs), and
-/// about 17 ms per MiB of body for an adapter. The defaults leave two orders
-/// of magnitude on normal bodies, three times the cost per MiB, for slower
-/// guests (other languages) and loaded hosts.
+/// 9-18 µs for the bundled plugins on a normal body (p99 under 45 µs) and
+/// about 5 ms per MiB of body for an adapter in a release build (three
+/// times that in a debug build). The defaults leave room for slower guests
+/// (other languages, larger and slower to start) and loaded hosts, while a
+/// looping plugin costs no more than that before it is interrupted.
 pub const DEFAULT_ADAPTER_CALL_TIMEOUT_MS: u64 = 25;
-pub const DEFAULT_ADAPTER_CALL_TIMEOUT_PER_MIB_MS: u64 = 50;
+pub const DEFAULT_ADAPTER_CALL_TIMEOUT_PER_MIB_MS: u64 = 25;
 pub const DEFAULT_POLICY_CALL_TIMEOUT_MS: u64 = 10;
 
 impl Default for PluginsConfig {
@@ -136,6 +141,7 @@ impl Default for PluginsConfig {
             policy_call_timeout_ms: None,
             adapter_call_timeout_per_mib_ms: DEFAULT_ADAPTER_CALL_TIMEOUT_PER_MIB_MS,
             max_concurrent_calls: 0,
+            max_slow_calls: 0,
             quarantine_after: 5,
             memory_limit_mib: 64,
             total_memory_mib: 2048,
@@ -164,9 +170,21 @@ impl PluginsConfig {
         if self.max_concurrent_calls > 0 {
             return self.max_concurrent_calls;
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-        (2 * cores).max(4)
+        (2 * cores()).max(4)
     }
+
+    /// `max_slow_calls`, with 0 resolved from the machine: a looping plugin
+    /// keeps at most half the workers.
+    pub fn max_slow_calls(&self) -> u32 {
+        if self.max_slow_calls > 0 {
+            return self.max_slow_calls;
+        }
+        (cores() / 2).max(1)
+    }
+}
+
+fn cores() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as u32
 }
 
 #[derive(Deserialize, Debug, Clone, PartialEq)]

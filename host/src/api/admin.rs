@@ -5,7 +5,9 @@ use super::{ApiError, Body, json_response};
 use crate::auth;
 use crate::gateway::Gateway;
 use crate::plugin::policy_wit::CircuitState;
-use serde_json::json;
+use crate::plugin::{Guarded, Versions};
+use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -23,57 +25,8 @@ fn authorize(gw: &Gateway, headers: &http::HeaderMap) -> Result<(), ApiError> {
 pub fn plugins(gw: &Gateway, headers: &http::HeaderMap) -> Result<http::Response<Body>, ApiError> {
     authorize(gw, headers)?;
     let set = gw.registry.snapshot();
-    let mut adapters: Vec<_> = set
-        .adapters
-        .iter()
-        .map(|(name, versions)| {
-            let serving = versions.serving().ok();
-            let all: Vec<_> = versions
-                .all()
-                .iter()
-                .map(|a| {
-                    json!({
-                        "source": a.source, "version": a.version,
-                        "serving": serving.is_some_and(|s| Arc::ptr_eq(s, a)),
-                        "calls": a.bulkhead.view(),
-                    })
-                })
-                .collect();
-            json!({
-                "name": name,
-                "version": serving.map(|a| &a.version),
-                "source": serving.map(|a| &a.source),
-                "quarantined": serving.is_none(),
-                "versions": all,
-            })
-        })
-        .collect();
-    let mut policies: Vec<_> = set
-        .policies
-        .iter()
-        .map(|(name, versions)| {
-            let serving = versions.serving().ok();
-            let all: Vec<_> = versions
-                .all()
-                .iter()
-                .map(|p| {
-                    json!({
-                        "source": p.source,
-                        "serving": serving.is_some_and(|s| Arc::ptr_eq(s, p)),
-                        "calls": p.bulkhead.view(),
-                    })
-                })
-                .collect();
-            json!({
-                "name": name,
-                "source": serving.map(|p| &p.source),
-                "quarantined": serving.is_none(),
-                "versions": all,
-            })
-        })
-        .collect();
-    adapters.sort_by_key(|v| v["name"].as_str().unwrap_or_default().to_string());
-    policies.sort_by_key(|v| v["name"].as_str().unwrap_or_default().to_string());
+    let adapters = listing(&set.adapters, |a| json!(a.version));
+    let policies = listing(&set.policies, |_| Value::Null);
     Ok(json_response(
         http::StatusCode::OK,
         &json!({
@@ -83,6 +36,37 @@ pub fn plugins(gw: &Gateway, headers: &http::HeaderMap) -> Result<http::Response
             "memory_bytes": gw.registry.memory_in_use(),
         }),
     ))
+}
+
+/// Each plugin name, sorted: the version serving (if any) and every
+/// version kept, with its bulkhead.
+fn listing<P: Guarded>(plugins: &HashMap<String, Versions<P>>, version: impl Fn(&P) -> Value) -> Vec<Value> {
+    let mut names: Vec<_> = plugins.iter().collect();
+    names.sort_by_key(|(name, _)| *name);
+    names
+        .into_iter()
+        .map(|(name, versions)| {
+            let serving = versions.serving().ok();
+            let all: Vec<_> = versions
+                .all()
+                .iter()
+                .map(|p| {
+                    json!({
+                        "source": p.source(), "version": version(p),
+                        "serving": serving.is_some_and(|s| Arc::ptr_eq(s, p)),
+                        "calls": p.bulkhead().view(),
+                    })
+                })
+                .collect();
+            json!({
+                "name": name,
+                "version": serving.map(|p| version(p)),
+                "source": serving.map(|p| p.source()),
+                "quarantined": serving.is_none(),
+                "versions": all,
+            })
+        })
+        .collect()
 }
 
 pub fn config(

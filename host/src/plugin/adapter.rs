@@ -64,7 +64,10 @@ impl AdapterPlugin {
 
     /// A fresh instance whose deadline allows for `input` bytes.
     async fn instantiate(&self, input: usize) -> Result<(Store<Sandbox>, wit::Adapter), PluginError> {
-        let mut store = self.runtime.store(self.bulkhead.limits().deadline(input));
+        let limits = self.bulkhead.limits();
+        let mut store = self
+            .runtime
+            .store(limits.deadline(input), Some(self.bulkhead.slow_lane()));
         let instance =
             self.pre
                 .instantiate_async(&mut store)
@@ -211,6 +214,7 @@ impl StreamSession {
             .call_feed(&mut self.store, self.decoder, event)
             .await
             .map_err(|e| plugin.runtime.call_error(&plugin.name, &self.store, e));
+        plugin.runtime.end_call(&self.store);
         plugin.settle(&decoded);
         let decoded = decoded?;
         let decoded = match decoded {

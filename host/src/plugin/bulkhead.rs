@@ -3,7 +3,9 @@
 //! broken plugin cannot slow down the routes that do not use it.
 
 use super::PluginError;
+use super::sandbox::SlowLane;
 use serde::Serialize;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -19,6 +21,9 @@ pub struct CallLimits {
     /// Calls in progress at once; more fail at once. An open stream's
     /// decoder counts only while it is being fed.
     pub max_concurrent: u32,
+    /// Calls that may run past an epoch tick at once; the others wait
+    /// (within their deadline) until one ends.
+    pub max_slow: u32,
     /// Traps or timeouts in a row that quarantine the version (0: never).
     pub quarantine_after: u32,
 }
@@ -26,6 +31,8 @@ pub struct CallLimits {
 pub struct Bulkhead {
     limits: CallLimits,
     calls: Semaphore,
+    /// Places for calls that run past an epoch tick.
+    slow: Arc<Semaphore>,
     /// Bundled versions are never quarantined: only counted and reported.
     may_quarantine: bool,
     failures_in_a_row: AtomicU32,
@@ -40,6 +47,7 @@ pub struct BulkheadView {
     pub call_timeout_ms: u64,
     pub call_timeout_per_mib_ms: u64,
     pub max_concurrent_calls: u32,
+    pub max_slow_calls: u32,
     pub calls_in_progress: u32,
     pub calls_rejected: u64,
     pub calls_failed: u64,
@@ -60,6 +68,7 @@ impl Bulkhead {
         Bulkhead {
             limits,
             calls: Semaphore::new(limits.max_concurrent.max(1) as usize),
+            slow: Arc::new(Semaphore::new(limits.max_slow.max(1) as usize)),
             may_quarantine,
             failures_in_a_row: AtomicU32::new(0),
             quarantined: AtomicBool::new(false),
@@ -70,6 +79,11 @@ impl Bulkhead {
 
     pub fn limits(&self) -> CallLimits {
         self.limits
+    }
+
+    /// The slow lane a call's store joins.
+    pub fn slow_lane(&self) -> SlowLane {
+        SlowLane::new(&self.slow)
     }
 
     pub fn is_quarantined(&self) -> bool {
@@ -114,6 +128,7 @@ impl Bulkhead {
             call_timeout_ms: self.limits.timeout.as_millis() as u64,
             call_timeout_per_mib_ms: self.limits.timeout_per_mib.as_millis() as u64,
             max_concurrent_calls: max,
+            max_slow_calls: self.limits.max_slow.max(1),
             calls_in_progress: max.saturating_sub(self.calls.available_permits() as u32),
             calls_rejected: self.rejected.load(Ordering::Relaxed),
             calls_failed: self.failed.load(Ordering::Relaxed),
@@ -131,6 +146,7 @@ mod tests {
         timeout: Duration::from_millis(10),
         timeout_per_mib: Duration::from_millis(40),
         max_concurrent: 2,
+        max_slow: 1,
         quarantine_after: 3,
     };
 

@@ -15,7 +15,7 @@ pub use adapter::{AdapterPlugin, Fed, StreamSession};
 pub use bulkhead::{Bulkhead, BulkheadView, CallLimits};
 pub use policy::PolicyPlugin;
 pub use policy::wit as policy_wit;
-pub use registry::{LimitTable, PluginKind, PluginSet, Refusal, Registry, Unavailable, Versions};
+pub use registry::{Guarded, LimitTable, PluginKind, PluginSet, Refusal, Registry, Unavailable, Versions};
 pub use sandbox::{PluginRuntime, SandboxLimits};
 pub use watch::watch_folders;
 

@@ -58,7 +58,9 @@ impl PolicyPlugin {
     ) -> Result<R, PluginError> {
         let _place = self.bulkhead.enter(&self.name)?;
         let result = async {
-            let mut store = self.runtime.store(self.bulkhead.limits().timeout);
+            let mut store = self
+                .runtime
+                .store(self.bulkhead.limits().timeout, Some(self.bulkhead.slow_lane()));
             let instance =
                 self.pre
                     .instantiate_async(&mut store)

@@ -387,6 +387,7 @@ mod tests {
             timeout: Duration::from_millis(10),
             timeout_per_mib: Duration::ZERO,
             max_concurrent: 4,
+            max_slow: 1,
             quarantine_after: 1,
         };
         Arc::new(Fake {

@@ -2,9 +2,10 @@
 //! WASI (no environment, files or sockets), a memory cap and a deadline.
 
 use super::{PluginError, contract};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
@@ -39,6 +40,54 @@ pub struct Sandbox {
     /// When the current call is interrupted (wall clock).
     deadline: std::time::Instant,
     call_timeout: Duration,
+    /// The plugin's slow lane: a call still running at an epoch tick holds
+    /// (or waits for) one of its places.
+    lane: Option<SlowLane>,
+}
+
+/// A bound on one plugin's calls that run longer than an epoch tick: a
+/// call that goes on past a tick takes a place, or waits (within its own
+/// deadline) for one. Fast calls never yield and never touch it, so a
+/// looping or slow plugin holds at most this many workers however many of
+/// its calls are in progress.
+#[derive(Clone)]
+pub struct SlowLane {
+    places: Arc<Semaphore>,
+    /// The place this store's call holds, if any.
+    held: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+}
+
+impl SlowLane {
+    pub fn new(places: &Arc<Semaphore>) -> SlowLane {
+        SlowLane {
+            places: places.clone(),
+            held: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// What the epoch callback does for a call still running.
+    fn on_tick(&self, deadline: std::time::Instant) -> UpdateDeadline {
+        let mut held = self.held.lock().unwrap();
+        if held.is_some() {
+            return UpdateDeadline::Yield(1);
+        }
+        if let Ok(place) = self.places.clone().try_acquire_owned() {
+            *held = Some(place);
+            return UpdateDeadline::Yield(1);
+        }
+        let (places, slot) = (self.places.clone(), self.held.clone());
+        let wait = async move {
+            let deadline = tokio::time::Instant::from_std(deadline);
+            if let Ok(Ok(place)) = tokio::time::timeout_at(deadline, places.acquire_owned()).await {
+                *slot.lock().unwrap() = Some(place);
+            }
+        };
+        UpdateDeadline::YieldCustom(1, Box::pin(wait))
+    }
+
+    fn release(&self) {
+        self.held.lock().unwrap().take();
+    }
 }
 
 /// Bounds one store's linear memory, and all stores' together.
@@ -208,7 +257,7 @@ impl PluginRuntime {
     /// once its deadline has passed in wall-clock time (not in ticks, which
     /// a task waiting for a busy worker would spend without running), so even
     /// a looping plugin never holds a worker thread or outlives its budget.
-    pub fn store(&self, call_timeout: Duration) -> Store<Sandbox> {
+    pub fn store(&self, call_timeout: Duration, lane: Option<SlowLane>) -> Store<Sandbox> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let wasi = WasiCtx::builder()
             .stderr(stderr.clone())
@@ -230,15 +279,20 @@ impl PluginRuntime {
             stderr,
             deadline: std::time::Instant::now() + call_timeout,
             call_timeout,
+            lane,
         };
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
-            if std::time::Instant::now() >= ctx.data().deadline {
+            let sandbox = ctx.data();
+            if std::time::Instant::now() >= sandbox.deadline {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            Ok(UpdateDeadline::Yield(1))
+            Ok(match &sandbox.lane {
+                Some(lane) => lane.on_tick(sandbox.deadline),
+                None => UpdateDeadline::Yield(1),
+            })
         });
         store
     }
@@ -246,9 +300,19 @@ impl PluginRuntime {
     /// Re-arm the deadline before another call on a long-lived store.
     pub fn rearm(&self, store: &mut Store<Sandbox>, call_timeout: Duration) {
         let sandbox = store.data_mut();
+        if let Some(lane) = &sandbox.lane {
+            lane.release();
+        }
         sandbox.call_timeout = call_timeout;
         sandbox.deadline = std::time::Instant::now() + call_timeout;
         store.set_epoch_deadline(1);
+    }
+
+    /// A long-lived store's call has ended: give back its slow-lane place.
+    pub fn end_call(&self, store: &Store<Sandbox>) {
+        if let Some(lane) = &store.data().lane {
+            lane.release();
+        }
     }
 
     /// Turn a wasmtime failure of a call into a typed plugin error.

@@ -108,7 +108,9 @@ fn ready(gw: &Gateway) -> http::Response<Body> {
         .config
         .providers
         .iter()
-        .filter(|p| plugins.adapter(&p.adapter).is_err())
+        // Loaded, quarantined or not: a quarantined adapter fails its own
+        // attempts, and taking the instance out of a balancer would not help.
+        .filter(|p| !plugins.adapters.contains_key(&p.adapter))
         .map(|p| format!("adapter {}", p.adapter))
         .chain(
             gw.config
