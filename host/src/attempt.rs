@@ -4,13 +4,14 @@
 
 use crate::api::{ApiError, Body, full};
 use crate::config::Provider;
+use crate::failure::{Answer, Failure, Next};
 use crate::gateway::{Gateway, RouteTarget};
 use crate::health::{InFlight, Outcome};
 use crate::hedge::{Hedge, Start, first_success};
 use crate::metrics::{AttemptLabels, PluginLabels, RouteOutcomeLabels, TargetLabels, TokenLabels};
-use crate::plugin::adapter_wit::{Completion, ErrorClass, InboundResponse, ProviderError, Target, Usage};
+use crate::plugin::adapter_wit::{Completion, ErrorClass, InboundResponse, Target, Usage};
 use crate::plugin::policy_wit::CircuitState;
-use crate::plugin::{AdapterPlugin, PluginError, PluginSet, Unavailable};
+use crate::plugin::{AdapterPlugin, PluginSet, Unavailable};
 use crate::routing::PlannedAttempt;
 use crate::upstream::{TransportError, Upstream};
 use hyper::body::Incoming;
@@ -26,94 +27,6 @@ use tokio::time::Instant;
 const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(1);
 /// First backoff when a plan retries the same target; doubles each time.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
-
-/// Why one attempt failed.
-#[derive(Debug)]
-pub enum Failure {
-    /// The provider answered with an error the adapter classified.
-    Provider(ProviderError),
-    /// The provider's success answer could not be translated.
-    Malformed(String),
-    Transport(TransportError),
-    Plugin(PluginError),
-    /// No version of the adapter can take calls (not loaded, or quarantined).
-    AdapterUnavailable(String, Unavailable),
-    /// A stream broke before its first chunk.
-    Stream(String),
-    /// The target is cooling down past the request's deadline.
-    CoolingDown(Duration),
-    /// The target's circuit is open (or its one half-open probe is out).
-    CircuitOpen,
-}
-
-impl Failure {
-    fn outcome(&self) -> Outcome {
-        match self {
-            Failure::Provider(e) => match e.class {
-                ErrorClass::BadRequest
-                | ErrorClass::ContentFilter
-                | ErrorClass::ContextLength
-                | ErrorClass::RateLimited => Outcome::Neutral,
-                _ => Outcome::Failure,
-            },
-            Failure::Malformed(_) | Failure::Transport(_) | Failure::Stream(_) => Outcome::Failure,
-            Failure::Plugin(_)
-            | Failure::AdapterUnavailable(..)
-            | Failure::CoolingDown(_)
-            | Failure::CircuitOpen => Outcome::Neutral,
-        }
-    }
-
-    fn label(&self) -> &'static str {
-        match self {
-            Failure::Provider(e) => match e.class {
-                ErrorClass::RateLimited => "rate_limited",
-                ErrorClass::Overloaded => "overloaded",
-                ErrorClass::Server => "server_error",
-                ErrorClass::Timeout => "timeout",
-                ErrorClass::Auth => "auth",
-                ErrorClass::BadRequest => "bad_request",
-                ErrorClass::ContextLength => "context_length",
-                ErrorClass::ContentFilter => "content_filter",
-                ErrorClass::NotFound => "not_found",
-            },
-            Failure::Malformed(_) => "malformed",
-            Failure::Transport(TransportError::Timeout) => "timeout",
-            Failure::Transport(_) => "transport",
-            Failure::Plugin(_) | Failure::AdapterUnavailable(..) => "plugin",
-            Failure::Stream(_) => "stream",
-            Failure::CoolingDown(_) => "cooling_down",
-            Failure::CircuitOpen => "circuit_open",
-        }
-    }
-
-    /// A description safe to show the caller (no credentials, no URLs).
-    fn summary(&self) -> String {
-        match self {
-            Failure::Provider(e) if e.class == ErrorClass::Auth => {
-                "the provider rejected the gateway's credential".into()
-            }
-            Failure::Provider(e) => truncate(&e.message, 300),
-            Failure::Malformed(reason) => format!("malformed answer: {}", truncate(reason, 200)),
-            Failure::Transport(e) => e.to_string(),
-            Failure::Plugin(e) => e.to_string(),
-            Failure::AdapterUnavailable(name, Unavailable::NotLoaded) => {
-                format!("adapter `{name}` is not loaded")
-            }
-            Failure::AdapterUnavailable(name, Unavailable::Quarantined) => {
-                format!("every version of adapter `{name}` is quarantined")
-            }
-            Failure::Stream(reason) => reason.clone(),
-            Failure::CoolingDown(wait) => format!("rate-limited for another {} ms", wait.as_millis()),
-            Failure::CircuitOpen => "circuit open after repeated failures".into(),
-        }
-    }
-
-    fn is_timeout(&self) -> bool {
-        matches!(self, Failure::Transport(TransportError::Timeout))
-            || matches!(self, Failure::Provider(e) if e.class == ErrorClass::Timeout)
-    }
-}
 
 /// One attempt in progress.
 pub struct Attempt<'g> {
@@ -280,7 +193,7 @@ impl<'g> Attempts<'g> {
         attempt
             .target
             .health
-            .record(now, failure.outcome(), now - attempt.started, None);
+            .record(now, failure.verdict().health, now - attempt.started, None);
         if let Failure::Provider(e) = &failure
             && e.class == ErrorClass::RateLimited
         {
@@ -299,47 +212,50 @@ impl<'g> Attempts<'g> {
                 })
                 .inc();
         }
-        attempt.count(&self.gw.metrics, failure.label());
+        let label = failure.verdict().label;
+        attempt.count(&self.gw.metrics, label);
         tracing::warn!(
             route = %self.gw.config.routes[self.route].name,
             provider = %attempt.provider.name,
             model = %attempt.target.model,
             attempt = self.made,
-            outcome = failure.label(),
+            outcome = label,
             reason = %failure.summary(),
             "attempt failed"
         );
-        if let Failure::Provider(e) = &failure {
-            let message = format!(
-                "{} ({}/{})",
-                e.message, attempt.provider.name, attempt.target.model
-            );
-            match e.class {
-                ErrorClass::BadRequest => return Some(ApiError::invalid_request(message)),
-                ErrorClass::ContentFilter => return Some(ApiError::content_filter(message)),
-                ErrorClass::ContextLength => {
-                    // A target with a larger window may still take it.
-                    let window = self.context_window(attempt.target);
-                    let routes = &self.gw.routes[self.route];
-                    if !self
-                        .plan
-                        .as_slice()
-                        .iter()
-                        .any(|p| self.context_window(&routes[p.target]) > window)
-                    {
-                        return Some(ApiError::context_length(message));
-                    }
-                    self.min_context_window = Some(window);
-                }
-                _ => {}
-            }
-        }
-        if failure.is_timeout() {
+        let verdict = failure.verdict();
+        match verdict.next {
+            Next::NextAttempt => {}
             // A silent target is not asked again; the next one is.
-            self.skip.push(attempt.index);
+            Next::NotThisTarget => self.skip.push(attempt.index),
+            Next::LargerWindow => {
+                let window = self.context_window(attempt.target);
+                let routes = &self.gw.routes[self.route];
+                if !self
+                    .plan
+                    .as_slice()
+                    .iter()
+                    .any(|p| self.context_window(&routes[p.target]) > window)
+                {
+                    return Some(self.stop(&attempt, &failure, verdict.answer));
+                }
+                self.min_context_window = Some(window);
+            }
+            Next::Stop => return Some(self.stop(&attempt, &failure, verdict.answer)),
         }
         self.note(attempt.target, failure);
         None
+    }
+
+    /// The answer for a failure that ends the request: the provider's own
+    /// words (the caller's request is at fault), and who said them.
+    fn stop(&self, attempt: &Attempt<'_>, failure: &Failure, answer: Answer) -> ApiError {
+        let said = match failure {
+            Failure::Provider(e) => e.message.clone(),
+            other => other.summary(),
+        };
+        let message = format!("{said} ({}/{})", attempt.provider.name, attempt.target.model);
+        ApiError::for_answer(answer, message, None)
     }
 
     fn context_window(&self, target: &RouteTarget) -> u32 {
@@ -408,30 +324,20 @@ impl<'g> Attempts<'g> {
                 self.summaries.join("; ")
             )
         };
-        let now = Instant::now();
-        match &self.last {
-            Some(Failure::Provider(ProviderError {
-                class: ErrorClass::RateLimited,
-                ..
-            }))
-            | Some(Failure::CoolingDown(_)) => {
-                let wait = self.gw.routes[self.route]
-                    .iter()
-                    .map(|t| t.health.cooldown(now))
-                    .filter(|d| !d.is_zero())
-                    .min()
-                    .unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN);
-                ApiError::rate_limited(message, wait)
-            }
-            Some(Failure::Provider(ProviderError {
-                class: ErrorClass::Overloaded,
-                ..
-            }))
-            | Some(Failure::CircuitOpen) => ApiError::unavailable(message),
-            Some(failure) if failure.is_timeout() => ApiError::gateway_timeout(message),
-            None => ApiError::gateway_timeout(message),
-            Some(_) => ApiError::bad_gateway(message),
-        }
+        let answer = self
+            .last
+            .as_ref()
+            .map_or(Answer::GatewayTimeout, |f| f.verdict().answer);
+        let retry_after = (answer == Answer::RateLimited).then(|| {
+            let now = Instant::now();
+            self.gw.routes[self.route]
+                .iter()
+                .map(|t| t.health.cooldown(now))
+                .filter(|d| !d.is_zero())
+                .min()
+                .unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN)
+        });
+        ApiError::for_answer(answer, message, retry_after)
     }
 }
 
@@ -440,13 +346,6 @@ fn backoff(retry: u32) -> Duration {
     let base = BACKOFF_BASE.saturating_mul(1 << retry.min(6));
     let jitter = rand::random::<f64>() * 0.5 + 0.5;
     base.mul_f64(jitter)
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text.to_string(),
-    }
 }
 
 /// The canonical request for one target: the caller's body with `model` set.

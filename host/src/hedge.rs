@@ -4,9 +4,10 @@
 //! the other is cancelled and not billed.
 
 use crate::api::ApiError;
-use crate::attempt::{Attempt, Attempts, Failure};
+use crate::attempt::{Attempt, Attempts};
 use crate::config::HedgeDelay;
 use crate::facts::Facts;
+use crate::failure::Failure;
 use crate::gateway::Gateway;
 use futures_util::future::Either;
 use serde_json::{Map, Value};

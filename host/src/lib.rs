@@ -7,6 +7,7 @@ pub mod attempt;
 pub mod auth;
 pub mod config;
 pub mod facts;
+pub mod failure;
 pub mod fswatch;
 pub mod gateway;
 pub mod health;

@@ -5,8 +5,9 @@
 //! next target can carry the answer on (see [`crate::resume`]).
 
 use crate::api::{ApiError, Body};
-use crate::attempt::{Attempt, Attempts, Failure, answered, record_success};
+use crate::attempt::{Attempt, Attempts, answered, record_success};
 use crate::config::{Capability, OnStreamBreak};
+use crate::failure::{Failure, StreamFailure};
 use crate::gateway::Gateway;
 use crate::hedge::{Hedge, Start, first_success};
 use crate::plugin::adapter_wit::{SseEvent, Usage};
@@ -145,7 +146,7 @@ async fn run(
                 return;
             }
             End::Broken(failure) => {
-                let broken = incomplete(&source(&attempt), &failure_text(&failure));
+                let broken = incomplete(&source(&attempt), &failure.summary());
                 (broken, attempts.failed(attempt, failure))
             }
             End::Diverged => {
@@ -252,7 +253,7 @@ impl Relay {
                 _ = self.cut.cancelled() => return End::Cut,
                 next = tokio::time::timeout(idle, pump.next()) => match next {
                     Ok(next) => next,
-                    Err(_) => Err(Failure::Stream(format!("no event from the provider for {} ms", idle.as_millis()))),
+                    Err(_) => Err(Failure::Stream(StreamFailure::Idle(idle))),
                 },
             };
         }
@@ -261,16 +262,6 @@ impl Relay {
 
 fn incomplete(source: &str, reason: &str) -> String {
     format!("the answer from {source} is incomplete: {reason}")
-}
-
-fn failure_text(failure: &Failure) -> String {
-    match failure {
-        Failure::Provider(e) => e.message.clone(),
-        Failure::Stream(reason) | Failure::Malformed(reason) => reason.clone(),
-        Failure::Transport(e) => e.to_string(),
-        Failure::Plugin(e) => e.to_string(),
-        other => format!("{other:?}"),
-    }
 }
 
 fn sse_data(json: &[u8]) -> Bytes {
@@ -388,9 +379,7 @@ async fn start(
     };
     match pump.next().await? {
         Batch::Chunks(first) => Ok((Box::new(pump), first)),
-        Batch::Done => Err(Failure::Stream(
-            "the provider's stream ended without any content".into(),
-        )),
+        Batch::Done => Err(Failure::Stream(StreamFailure::Empty)),
     }
 }
 
@@ -456,9 +445,7 @@ impl Pump {
                 if self.answer_finished {
                     return Ok(Batch::Done);
                 }
-                return Err(Failure::Stream(
-                    "the provider's stream ended before the answer was complete".into(),
-                ));
+                return Err(Failure::Stream(StreamFailure::EndedEarly));
             }
             let mut events = Vec::new();
             match self.body.frame().await {
@@ -466,7 +453,7 @@ impl Pump {
                     if let Ok(data) = frame.into_data() {
                         self.parser
                             .push(&data, &mut events)
-                            .map_err(|e| Failure::Stream(e.to_string()))?;
+                            .map_err(|e| Failure::Stream(e.into()))?;
                     }
                 }
                 Some(Err(e)) => return Err(Failure::Transport(TransportError::Io(e.to_string()))),
@@ -474,7 +461,7 @@ impl Pump {
                     self.eof = true;
                     self.parser
                         .finish(&mut events)
-                        .map_err(|e| Failure::Stream(e.to_string()))?;
+                        .map_err(|e| Failure::Stream(e.into()))?;
                 }
             }
             self.pending.extend(events);

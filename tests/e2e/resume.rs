@@ -170,3 +170,22 @@ async fn a_stream_stopped_by_a_content_filter_is_not_continued_elsewhere() {
         "another provider does not get to finish what a filter stopped"
     );
 }
+
+#[tokio::test]
+async fn a_target_that_went_silent_mid_stream_is_not_asked_again() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::StreamStall(vec!["The answer", " is"]));
+    b.set_default(Script::Answer("The answer is 42."));
+    // The plan repeats `a` before `b`: a silence must skip the repeat.
+    let route = format!("{CONTINUE}\npolicy_config = {{ retries_per_target = 1 }}");
+    let gw = Gateway::start(&two_providers(&a, &b, &route), KEYS);
+    let reply = post(&gw.chat_url(), &streamed_chat("chat")).await;
+    assert_eq!(reply.streamed_text(), "The answer is 42.", "{}", reply.text());
+    assert_eq!(a.hits(), 1, "one idle timeout, not two");
+    assert_eq!(b.hits(), 1);
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(r#"switchboard_attempts_total{provider="a",model="model-a",outcome="timeout"} 1"#),
+        "{metrics}"
+    );
+}

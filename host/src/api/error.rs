@@ -1,6 +1,7 @@
 //! Errors in OpenAI's error format, with the status each deserves.
 
 use super::{Body, full};
+use crate::failure::Answer;
 use http::StatusCode;
 use serde_json::json;
 use std::time::Duration;
@@ -104,6 +105,19 @@ impl ApiError {
             Some("request_too_large"),
             format!("The request body exceeds the gateway's limit of {limit} bytes."),
         )
+    }
+
+    /// The error for what the flow decided the caller is told.
+    pub fn for_answer(answer: Answer, message: String, retry_after: Option<Duration>) -> Self {
+        match answer {
+            Answer::BadRequest => Self::invalid_request(message),
+            Answer::ContentFilter => Self::content_filter(message),
+            Answer::ContextLength => Self::context_length(message),
+            Answer::RateLimited => Self::rate_limited(message, retry_after.unwrap_or(Duration::from_secs(1))),
+            Answer::Unavailable => Self::unavailable(message),
+            Answer::GatewayTimeout => Self::gateway_timeout(message),
+            Answer::BadGateway => Self::bad_gateway(message),
+        }
     }
 
     pub fn body_timeout(limit: Duration) -> Self {

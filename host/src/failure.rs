@@ -1,0 +1,301 @@
+//! Why an attempt failed, and what that decides: who is to blame, what it
+//! does to the target's health, what the attempt loop does next, and what
+//! the caller is told if it is the last word. One table ([`Failure::verdict`]),
+//! read by the loop and tested as a table.
+
+use crate::health::Outcome;
+use crate::plugin::adapter_wit::{ErrorClass, ProviderError};
+use crate::plugin::{PluginError, Unavailable};
+use crate::sse::SseError;
+use crate::upstream::TransportError;
+use std::time::Duration;
+
+/// Why one attempt failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The provider answered with an error the adapter classified.
+    Provider(ProviderError),
+    /// The provider's success answer could not be translated.
+    Malformed(String),
+    Transport(TransportError),
+    Plugin(PluginError),
+    /// No version of the adapter can take calls (not loaded, or quarantined).
+    AdapterUnavailable(String, Unavailable),
+    /// A stream broke.
+    Stream(StreamFailure),
+    /// The target is cooling down past the request's deadline.
+    CoolingDown(Duration),
+    /// The target's circuit is open (or its one half-open probe is out).
+    CircuitOpen,
+}
+
+/// How a provider's stream broke (an error event it sent is a
+/// [`Failure::Provider`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StreamFailure {
+    #[error("no event from the provider for {} ms", .0.as_millis())]
+    Idle(Duration),
+    #[error("the provider's stream ended before the answer was complete")]
+    EndedEarly,
+    #[error("the provider's stream ended without any content")]
+    Empty,
+    #[error("{0}")]
+    Framing(#[from] SseError),
+}
+
+/// Who a failure is laid at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blame {
+    /// The provider said no, or said something we could not read.
+    Provider,
+    /// The network or the provider's silence.
+    Transport,
+    /// An adapter or policy.
+    Plugin,
+    /// The request itself: no other provider would do better.
+    Caller,
+    /// The gateway's own state (cooldowns, open circuits).
+    Gateway,
+}
+
+/// What the attempt loop does after a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// The next planned attempt (the same target only after a backoff, when
+    /// the plan repeats it).
+    NextAttempt,
+    /// The target went silent: the next attempt, and never this target
+    /// again in this request.
+    NotThisTarget,
+    /// Only a target with a larger context window may take it.
+    LargerWindow,
+    /// Answer the caller now.
+    Stop,
+}
+
+/// What the caller is told when this failure is the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    BadRequest,
+    ContentFilter,
+    ContextLength,
+    RateLimited,
+    Unavailable,
+    GatewayTimeout,
+    BadGateway,
+}
+
+/// Everything the flow decides from a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub blame: Blame,
+    pub health: Outcome,
+    pub next: Next,
+    pub answer: Answer,
+    /// The `outcome` label of `attempts_total`.
+    pub label: &'static str,
+}
+
+const fn verdict(blame: Blame, health: Outcome, next: Next, answer: Answer, label: &'static str) -> Verdict {
+    Verdict {
+        blame,
+        health,
+        next,
+        answer,
+        label,
+    }
+}
+
+impl Failure {
+    /// The table.
+    pub fn verdict(&self) -> Verdict {
+        use Answer::*;
+        use Blame::*;
+        use Next::*;
+        use Outcome::{Failure as Fails, Neutral};
+        match self {
+            Failure::Provider(e) => match e.class {
+                ErrorClass::RateLimited => {
+                    verdict(Provider, Neutral, NextAttempt, RateLimited, "rate_limited")
+                }
+                ErrorClass::Overloaded => verdict(Provider, Fails, NextAttempt, Unavailable, "overloaded"),
+                ErrorClass::Server => verdict(Provider, Fails, NextAttempt, BadGateway, "server_error"),
+                ErrorClass::Timeout => verdict(Provider, Fails, NotThisTarget, GatewayTimeout, "timeout"),
+                ErrorClass::Auth => verdict(Provider, Fails, NextAttempt, BadGateway, "auth"),
+                ErrorClass::NotFound => verdict(Provider, Fails, NextAttempt, BadGateway, "not_found"),
+                ErrorClass::BadRequest => verdict(Caller, Neutral, Stop, BadRequest, "bad_request"),
+                ErrorClass::ContentFilter => verdict(Caller, Neutral, Stop, ContentFilter, "content_filter"),
+                ErrorClass::ContextLength => {
+                    verdict(Caller, Neutral, LargerWindow, ContextLength, "context_length")
+                }
+            },
+            Failure::Malformed(_) => verdict(Provider, Fails, NextAttempt, BadGateway, "malformed"),
+            Failure::Transport(TransportError::Timeout) => {
+                verdict(Transport, Fails, NotThisTarget, GatewayTimeout, "timeout")
+            }
+            Failure::Transport(_) => verdict(Transport, Fails, NextAttempt, BadGateway, "transport"),
+            Failure::Plugin(_) | Failure::AdapterUnavailable(..) => {
+                verdict(Plugin, Neutral, NextAttempt, BadGateway, "plugin")
+            }
+            Failure::Stream(StreamFailure::Idle(_)) => {
+                verdict(Transport, Fails, NotThisTarget, GatewayTimeout, "timeout")
+            }
+            Failure::Stream(_) => verdict(Provider, Fails, NextAttempt, BadGateway, "stream"),
+            Failure::CoolingDown(_) => verdict(Gateway, Neutral, NextAttempt, RateLimited, "cooling_down"),
+            Failure::CircuitOpen => verdict(Gateway, Neutral, NextAttempt, Unavailable, "circuit_open"),
+        }
+    }
+
+    /// A description safe to show the caller (no credentials, no URLs).
+    pub fn summary(&self) -> String {
+        match self {
+            Failure::Provider(e) if e.class == ErrorClass::Auth => {
+                "the provider rejected the gateway's credential".into()
+            }
+            Failure::Provider(e) => truncate(&e.message, 300),
+            Failure::Malformed(reason) => format!("malformed answer: {}", truncate(reason, 200)),
+            Failure::Transport(e) => e.to_string(),
+            Failure::Plugin(e) => e.to_string(),
+            Failure::AdapterUnavailable(name, Unavailable::NotLoaded) => {
+                format!("adapter `{name}` is not loaded")
+            }
+            Failure::AdapterUnavailable(name, Unavailable::Quarantined) => {
+                format!("every version of adapter `{name}` is quarantined")
+            }
+            Failure::Stream(failure) => failure.to_string(),
+            Failure::CoolingDown(wait) => format!("rate-limited for another {} ms", wait.as_millis()),
+            Failure::CircuitOpen => "circuit open after repeated failures".into(),
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Answer::*;
+    use Blame::*;
+    use Next::*;
+    use Outcome::{Failure as Fails, Neutral};
+
+    fn provider(class: ErrorClass) -> Failure {
+        Failure::Provider(ProviderError {
+            class,
+            message: "said no".into(),
+            retry_after_ms: None,
+        })
+    }
+
+    #[test]
+    fn the_table() {
+        let plugin = PluginError::Trap {
+            plugin: "p".into(),
+            detail: "boom".into(),
+        };
+        let rows: Vec<(Failure, Verdict)> = vec![
+            (
+                provider(ErrorClass::RateLimited),
+                verdict(Provider, Neutral, NextAttempt, RateLimited, "rate_limited"),
+            ),
+            (
+                provider(ErrorClass::Overloaded),
+                verdict(Provider, Fails, NextAttempt, Unavailable, "overloaded"),
+            ),
+            (
+                provider(ErrorClass::Server),
+                verdict(Provider, Fails, NextAttempt, BadGateway, "server_error"),
+            ),
+            (
+                provider(ErrorClass::Timeout),
+                verdict(Provider, Fails, NotThisTarget, GatewayTimeout, "timeout"),
+            ),
+            (
+                provider(ErrorClass::Auth),
+                verdict(Provider, Fails, NextAttempt, BadGateway, "auth"),
+            ),
+            (
+                provider(ErrorClass::NotFound),
+                verdict(Provider, Fails, NextAttempt, BadGateway, "not_found"),
+            ),
+            (
+                provider(ErrorClass::BadRequest),
+                verdict(Caller, Neutral, Stop, BadRequest, "bad_request"),
+            ),
+            (
+                provider(ErrorClass::ContentFilter),
+                verdict(Caller, Neutral, Stop, ContentFilter, "content_filter"),
+            ),
+            (
+                provider(ErrorClass::ContextLength),
+                verdict(Caller, Neutral, LargerWindow, ContextLength, "context_length"),
+            ),
+            (
+                Failure::Malformed("x".into()),
+                verdict(Provider, Fails, NextAttempt, BadGateway, "malformed"),
+            ),
+            (
+                Failure::Transport(TransportError::Timeout),
+                verdict(Transport, Fails, NotThisTarget, GatewayTimeout, "timeout"),
+            ),
+            (
+                Failure::Transport(TransportError::Connect("refused".into())),
+                verdict(Transport, Fails, NextAttempt, BadGateway, "transport"),
+            ),
+            (
+                Failure::Plugin(plugin),
+                verdict(Plugin, Neutral, NextAttempt, BadGateway, "plugin"),
+            ),
+            (
+                Failure::AdapterUnavailable("a".into(), crate::plugin::Unavailable::Quarantined),
+                verdict(Plugin, Neutral, NextAttempt, BadGateway, "plugin"),
+            ),
+            (
+                Failure::Stream(StreamFailure::Idle(Duration::from_secs(1))),
+                verdict(Transport, Fails, NotThisTarget, GatewayTimeout, "timeout"),
+            ),
+            (
+                Failure::Stream(StreamFailure::EndedEarly),
+                verdict(Provider, Fails, NextAttempt, BadGateway, "stream"),
+            ),
+            (
+                Failure::Stream(StreamFailure::Empty),
+                verdict(Provider, Fails, NextAttempt, BadGateway, "stream"),
+            ),
+            (
+                Failure::Stream(StreamFailure::Framing(SseError::InvalidUtf8)),
+                verdict(Provider, Fails, NextAttempt, BadGateway, "stream"),
+            ),
+            (
+                Failure::CoolingDown(Duration::from_secs(1)),
+                verdict(Gateway, Neutral, NextAttempt, RateLimited, "cooling_down"),
+            ),
+            (
+                Failure::CircuitOpen,
+                verdict(Gateway, Neutral, NextAttempt, Unavailable, "circuit_open"),
+            ),
+        ];
+        for (failure, expected) in rows {
+            assert_eq!(failure.verdict(), expected, "{failure:?}");
+        }
+    }
+
+    #[test]
+    fn summaries_never_carry_an_auth_message() {
+        let failure = Failure::Provider(ProviderError {
+            class: ErrorClass::Auth,
+            message: "Incorrect API key provided: sk-live".into(),
+            retry_after_ms: None,
+        });
+        assert!(!failure.summary().contains("sk-live"));
+        assert_eq!(
+            Failure::Stream(StreamFailure::Idle(Duration::from_millis(1500))).summary(),
+            "no event from the provider for 1500 ms"
+        );
+    }
+}
