@@ -126,12 +126,13 @@ impl<'g> Attempts<'g> {
                 continue;
             }
             let same_target = self.last_target == Some(planned.target);
-            let mut wait = target.health.cooldown(now);
+            let cooldown = target.health.cooldown(now);
+            let mut wait = cooldown;
             if same_target {
                 wait = wait.max(backoff(self.same_target_retries));
             }
             if !wait.is_zero() {
-                if now + wait >= self.deadline {
+                if now + wait >= self.deadline || cooldown > route.max_cooldown_wait {
                     self.plan.next();
                     self.note(target, Failure::CoolingDown(wait));
                     continue;

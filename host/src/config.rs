@@ -283,6 +283,8 @@ struct RawRoute {
     hedge_max_cost_usd: f64,
     #[serde(default)]
     on_stream_break: OnStreamBreak,
+    #[serde(default = "defaults::max_cooldown_wait_ms")]
+    max_cooldown_wait_ms: u64,
 }
 
 mod defaults {
@@ -316,6 +318,9 @@ mod defaults {
     }
     pub fn route_timeout_ms() -> u64 {
         120_000
+    }
+    pub fn max_cooldown_wait_ms() -> u64 {
+        2_000
     }
     pub fn hedge_max_cost_usd() -> f64 {
         0.05
@@ -419,6 +424,9 @@ pub struct Route {
     /// No hedge when the request's estimated cost on the dearest target exceeds this.
     pub hedge_max_cost_usd: f64,
     pub on_stream_break: OnStreamBreak,
+    /// The longest rate-limit cooldown a request waits out rather than
+    /// moving on (or, when every target cools down, answering 429).
+    pub max_cooldown_wait: Duration,
 }
 
 #[derive(Debug)]
@@ -692,6 +700,7 @@ impl Config {
                 hedge_delay: r.hedge_delay,
                 hedge_max_cost_usd: r.hedge_max_cost_usd,
                 on_stream_break: r.on_stream_break,
+                max_cooldown_wait: Duration::from_millis(r.max_cooldown_wait_ms),
                 name,
             });
         }

@@ -18,15 +18,28 @@ pub struct PlannedAttempt {
     pub timeout: Option<Duration>,
 }
 
+/// The plan for a request that arrived at `started`. When every candidate
+/// is cooling down after a 429 (or has its circuit open), the shortest
+/// cooldown is waited out first, if it is within the route's
+/// `max_cooldown_wait_ms` and its deadline.
 pub async fn plan(
     gw: &Gateway,
     plugins: &PluginSet,
     route_index: usize,
     facts: &Facts,
+    started: Instant,
 ) -> Result<Vec<PlannedAttempt>, ApiError> {
     let route = &gw.config.routes[route_index];
-    let now = Instant::now();
-    let candidates = candidates(gw, route_index, facts, now)?;
+    let mut offered = candidates(gw, route_index, facts, Instant::now())?;
+    if let Some(wait) = shortest_cooldown_if_all_cooling(&offered)
+        && wait <= route.max_cooldown_wait
+        && Instant::now() + wait < started + route.timeout
+    {
+        tracing::debug!(route = %route.name, wait_ms = wait.as_millis() as u64, "every target is cooling down; waiting");
+        tokio::time::sleep(wait).await;
+        offered = candidates(gw, route_index, facts, Instant::now())?;
+    }
+    let candidates = offered;
 
     let from_policy = match plugins.policy(&route.policy) {
         Err(Unavailable::NotLoaded) => Err("not loaded"),
@@ -94,6 +107,23 @@ pub async fn plan(
     }
     tracing::debug!(route = %route.name, plan = ?attempts, "plan");
     Ok(attempts)
+}
+
+/// The shortest cooldown, when no candidate can be tried now: each is
+/// cooling down or has its circuit open, and at least one is cooling down.
+fn shortest_cooldown_if_all_cooling(candidates: &[Candidate]) -> Option<Duration> {
+    let usable_now = candidates
+        .iter()
+        .any(|c| c.health.rate_limited_for_ms == 0 && c.health.circuit != CircuitState::Open);
+    if usable_now {
+        return None;
+    }
+    candidates
+        .iter()
+        .map(|c| c.health.rate_limited_for_ms)
+        .filter(|ms| *ms > 0)
+        .min()
+        .map(Duration::from_millis)
 }
 
 /// The route's targets that can take this request, with their health.

@@ -89,6 +89,26 @@ async fn answers_429_with_retry_after_when_every_target_is_rate_limited() {
 }
 
 #[tokio::test]
+async fn a_short_cooldown_on_every_target_is_waited_out_before_planning() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    for mock in [&a, &b] {
+        mock.script([Script::Status(
+            429,
+            vec![("retry-after-ms", "300".into())],
+            "{}".into(),
+        )]);
+    }
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    assert_eq!(post(&gw.chat_url(), &chat("chat")).await.status, 429);
+    // Both cool down for 300 ms, well within max_cooldown_wait_ms (2 s):
+    // the next request waits for the first to come back, then asks it.
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-switchboard-provider"), "a");
+    assert_eq!((a.hits(), b.hits()), (2, 1));
+}
+
+#[tokio::test]
 async fn a_hung_upstream_ends_at_its_timeout_and_the_next_target_answers() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     a.set_default(Script::Hang);

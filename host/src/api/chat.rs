@@ -56,7 +56,7 @@ async fn serve(
     let facts = Facts::derive(&body, &parts.headers);
     // Requests finish on the plugin versions they started with.
     let plugins = gw.registry.snapshot();
-    let plan = routing::plan(gw, &plugins, route_index, &facts).await?;
+    let plan = routing::plan(gw, &plugins, route_index, &facts, started).await?;
     let hedge = Hedge::for_request(gw, route_index, &facts);
     if facts.stream {
         let request = streaming::StreamRequest {
