@@ -175,7 +175,7 @@ async fn answers_with_text_tool_calls_thinking_and_cached_usage() {
     ));
     let reply = post(&gw.chat_url(), &chat("chat")).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    let body = reply.json();
+    let body = reply.completion();
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], "claude-sonnet-4-5-20250929");
     let choice = &body["choices"][0];
@@ -229,7 +229,7 @@ async fn maps_every_stop_reason() {
         ("refusal", "content_filter"),
     ] {
         claude.script([message(json!([{"type": "text", "text": "x"}]), stop)]);
-        let body = post(&gw.chat_url(), &chat("chat")).await.json();
+        let body = post(&gw.chat_url(), &chat("chat")).await.completion();
         assert_eq!(body["choices"][0]["finish_reason"], finish, "{stop}");
     }
 }
@@ -246,7 +246,7 @@ async fn json_schema_output_uses_a_forced_tool_and_returns_its_input_as_content(
         json!({"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]});
     request["response_format"] =
         json!({"type": "json_schema", "json_schema": {"name": "result", "schema": schema}});
-    let body = post(&gw.chat_url(), &request).await.json();
+    let body = post(&gw.chat_url(), &request).await.completion();
     let sent = &claude.seen()[0].body;
     assert_eq!(sent["tools"][0]["name"], "json_output");
     assert_eq!(sent["tools"][0]["input_schema"], schema);
@@ -335,7 +335,7 @@ async fn streams_text_incremental_tool_arguments_finish_and_usage() {
     assert_eq!(claude.seen()[0].body["stream"], true);
     assert_eq!(reply.sse_data().last().unwrap(), "[DONE]");
     assert_eq!(reply.streamed_text(), "Okay, let's check the weather.");
-    let chunks = reply.chunks();
+    let chunks = reply.valid_chunks();
     assert!(
         chunks
             .iter()

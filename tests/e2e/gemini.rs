@@ -144,9 +144,48 @@ async fn json_output_and_tool_choice_modes() {
         assert_eq!(sent["toolConfig"]["functionCallingConfig"]["mode"], mode);
         assert_eq!(sent["generationConfig"]["responseMimeType"], "application/json");
         assert_eq!(
-            sent["generationConfig"]["responseSchema"],
+            sent["generationConfig"]["responseJsonSchema"],
             json!({"type": "object", "properties": {"a": {"type": "integer"}}})
         );
+    }
+}
+
+#[tokio::test]
+async fn penalties_pass_and_a_json_schema_goes_whole_unless_the_openapi_subset_is_asked_for() {
+    let (gemini, b, gw) = start().await;
+    gemini.set_default(ok(json!([{"text": "{\"a\":1}"}]), "STOP"));
+    let schema = json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/n"}}, "$defs": {"n": {"type": "integer"}}, "required": ["a"], "additionalProperties": false});
+    let mut request = chat("chat");
+    request["presence_penalty"] = json!(0.5);
+    request["frequency_penalty"] = json!(-0.25);
+    request["response_format"] =
+        json!({"type": "json_schema", "json_schema": {"name": "r", "strict": true, "schema": schema}});
+    assert_eq!(post(&gw.chat_url(), &request).await.status, 200);
+    let sent = gemini.seen().last().unwrap().body["generationConfig"].clone();
+    assert_eq!(sent["presencePenalty"], 0.5);
+    assert_eq!(sent["frequencyPenalty"], -0.25);
+    assert_eq!(sent["responseJsonSchema"], schema, "JSON Schema as it is");
+    assert!(sent.get("responseSchema").is_none());
+
+    // `schema = "openapi"`: Gemini's own subset, for models that need it.
+    gw.rewrite_config(&config(&gemini, &b).replace(
+        "adapter = \"gemini\"",
+        "adapter = \"gemini\"\noptions = { schema = \"openapi\" }",
+    ));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        assert_eq!(post(&gw.chat_url(), &request).await.status, 200);
+        let sent = gemini.seen().last().unwrap().body["generationConfig"].clone();
+        if sent.get("responseSchema").is_some() {
+            assert!(sent["responseSchema"].get("additionalProperties").is_none());
+            assert!(sent.get("responseJsonSchema").is_none());
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the option never took effect"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
@@ -162,7 +201,7 @@ async fn answers_with_text_tool_calls_and_usage_including_cached_and_thought_tok
         ]),
         "STOP",
     ));
-    let body = post(&gw.chat_url(), &chat("chat")).await.json();
+    let body = post(&gw.chat_url(), &chat("chat")).await.completion();
     assert_eq!(body["model"], "gemini-2.5-flash-001");
     let choice = &body["choices"][0];
     assert_eq!(
@@ -196,7 +235,7 @@ async fn maps_finish_reasons_and_never_passes_a_malformed_call_as_a_stop() {
         ("RECITATION", "content_filter"),
     ] {
         gemini.script([ok(json!([{"text": "x"}]), reason)]);
-        let body = post(&gw.chat_url(), &chat("chat")).await.json();
+        let body = post(&gw.chat_url(), &chat("chat")).await.completion();
         assert_eq!(body["choices"][0]["finish_reason"], finish, "{reason}");
     }
     gemini.script([ok(json!([]), "MALFORMED_FUNCTION_CALL")]);
@@ -213,7 +252,7 @@ async fn maps_finish_reasons_and_never_passes_a_malformed_call_as_a_stop() {
         vec![],
         json!({"promptFeedback": {"blockReason": "SAFETY"}}).to_string(),
     )]);
-    let body = post(&gw.chat_url(), &chat("chat")).await.json();
+    let body = post(&gw.chat_url(), &chat("chat")).await.completion();
     assert_eq!(body["choices"][0]["finish_reason"], "content_filter");
     assert!(
         body["choices"][0]["message"]["refusal"]
@@ -251,12 +290,7 @@ async fn streams_text_tool_calls_finish_and_usage() {
         "[DONE]",
         "the finishReason event completes a Gemini stream"
     );
-    let chunks: Vec<Value> = reply
-        .sse_data()
-        .iter()
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = reply.valid_chunks();
     let call = chunks
         .iter()
         .find_map(|c| c["choices"][0]["delta"].get("tool_calls"))

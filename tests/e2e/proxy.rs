@@ -10,7 +10,7 @@ async fn answers_through_the_first_target_with_its_credential() {
     let reply = post(&gw.chat_url(), &chat("chat")).await;
 
     assert_eq!(reply.status, 200, "{}", reply.text());
-    let body = reply.json();
+    let body = reply.completion();
     assert_eq!(body["choices"][0]["message"]["content"], "a");
     assert_eq!(body["model"], "model-a", "the body names the model that answered");
     assert_eq!(reply.header("x-switchboard-provider"), "a");
@@ -83,6 +83,7 @@ async fn streams_chunks_and_usage_only_when_asked() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("content-type"), "text/event-stream");
     assert_eq!(reply.streamed_text(), "Hello from a stream");
+    reply.valid_chunks();
     let data = reply.sse_data();
     assert_eq!(data.last().unwrap(), "[DONE]");
     assert!(

@@ -19,7 +19,7 @@ async fn a_cut_stream_is_regenerated_elsewhere_and_the_delivered_prefix_suppress
     assert_eq!(reply.status, 200);
     assert_eq!(reply.streamed_text(), "The answer is 42.", "{}", reply.text());
     assert_eq!(reply.sse_data().last().unwrap(), "[DONE]", "a complete answer");
-    let chunks = reply.chunks();
+    let chunks = reply.valid_chunks();
     let roles = chunks
         .iter()
         .filter(|c| !c["choices"][0]["delta"]["role"].is_null())

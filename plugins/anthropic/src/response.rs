@@ -58,9 +58,12 @@ pub fn translate(message: &Value, json_tool: &str) -> Result<(Value, Usage), Str
         reply["reasoning_content"] = json!(reasoning);
         reply["thinking_blocks"] = Value::Array(thinking_blocks);
     }
-    if stop_reason == Some("refusal") {
-        reply["refusal"] = json!(text);
-    }
+    // OpenAI's schema requires `refusal` on every message: null when there is none.
+    reply["refusal"] = if stop_reason == Some("refusal") {
+        json!(text)
+    } else {
+        Value::Null
+    };
     let raw_usage = message.get("usage").cloned().unwrap_or(json!({}));
     let usage = usage_from(&raw_usage, None);
     let cache_creation = raw_usage

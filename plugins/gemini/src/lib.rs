@@ -37,7 +37,7 @@ impl Guest for Gemini {
         let openai: serde_json::Value =
             serde_json::from_slice(&request).map_err(|e| format!("request body is not JSON: {e}"))?;
         let stream = openai.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
-        let body = request::translate(&openai)?;
+        let body = request::translate(&openai, options.schema)?;
         let path = if stream {
             format!(
                 "{}/models/{}:streamGenerateContent?alt=sse",

@@ -6,11 +6,27 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 struct Raw {
     api_version: Option<String>,
+    #[serde(default)]
+    schema: SchemaField,
+}
+
+/// Where a `json_schema` response format goes.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaField {
+    /// `responseJsonSchema`: JSON Schema as it is (`additionalProperties`,
+    /// `$defs`/`$ref`, `anyOf`...).
+    #[default]
+    JsonSchema,
+    /// `responseSchema`: Gemini's OpenAPI subset, for models that need it;
+    /// keywords outside it are dropped.
+    Openapi,
 }
 
 pub struct Options {
     /// Path prefix before `/models/...` (default `/v1beta`).
     pub prefix: String,
+    pub schema: SchemaField,
 }
 
 impl Options {
@@ -23,6 +39,7 @@ impl Options {
         }
         Ok(Options {
             prefix: format!("/{version}"),
+            schema: raw.schema,
         })
     }
 }

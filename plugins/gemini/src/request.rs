@@ -1,10 +1,11 @@
 //! OpenAI Chat Completions request -> Gemini `GenerateContentRequest`.
 
+use crate::options::SchemaField;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use switchboard_guest::canonical::{self, Image, ToolChoice};
 
-pub fn translate(openai: &Value) -> Result<Value, String> {
+pub fn translate(openai: &Value, schema_field: SchemaField) -> Result<Value, String> {
     let request = openai.as_object().ok_or("request body is not a JSON object")?;
     let messages = request
         .get("messages")
@@ -25,6 +26,8 @@ pub fn translate(openai: &Value) -> Result<Value, String> {
         ("top_k", "topK"),
         ("seed", "seed"),
         ("n", "candidateCount"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
     ] {
         if let Some(v) = request.get(from).filter(|v| !v.is_null()) {
             config.insert(to.into(), v.clone());
@@ -50,7 +53,10 @@ pub fn translate(openai: &Value) -> Result<Value, String> {
                 .and_then(|s| s.get("schema"))
                 .ok_or("response_format.json_schema.schema is missing")?;
             config.insert("responseMimeType".into(), json!("application/json"));
-            config.insert("responseSchema".into(), openapi_schema(schema));
+            match schema_field {
+                SchemaField::JsonSchema => config.insert("responseJsonSchema".into(), schema.clone()),
+                SchemaField::Openapi => config.insert("responseSchema".into(), openapi_schema(schema)),
+            };
         }
         Some("text") | None => {}
         Some(other) => return Err(format!("unsupported response_format type {other:?}")),

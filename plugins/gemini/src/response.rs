@@ -50,7 +50,7 @@ pub fn translate(answer: &Value, model: &str) -> Result<(Value, Option<Usage>), 
             .and_then(|f| f.get("blockReason"))
             .and_then(Value::as_str)
             .ok_or("provider answer has no candidates")?;
-        choices.push(json!({"index": 0, "message": {"role": "assistant", "content": null, "refusal": format!("prompt blocked: {reason}")}, "finish_reason": "content_filter"}));
+        choices.push(json!({"index": 0, "message": {"role": "assistant", "content": null, "refusal": format!("prompt blocked: {reason}")}, "finish_reason": "content_filter", "logprobs": null}));
     }
     for (i, candidate) in candidates.iter().enumerate() {
         let (text, reasoning, calls) = parts(candidate, i, 0);
@@ -59,7 +59,7 @@ pub fn translate(answer: &Value, model: &str) -> Result<(Value, Option<Usage>), 
             .and_then(Value::as_str)
             .unwrap_or("STOP");
         let finish = finish_reason(reason, !calls.is_empty())?;
-        let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
+        let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }, "refusal": null});
         if !calls.is_empty() {
             message["tool_calls"] = Value::Array(calls);
         }
@@ -70,13 +70,16 @@ pub fn translate(answer: &Value, model: &str) -> Result<(Value, Option<Usage>), 
         choices.push(json!({"index": index, "message": message, "finish_reason": finish, "logprobs": null}));
     }
     let metadata = answer.get("usageMetadata");
-    let body = json!({
+    let mut body = json!({
         "id": answer.get("responseId").and_then(Value::as_str).unwrap_or("gemini"),
         "object": "chat.completion",
         "created": 0,
         "model": answer.get("modelVersion").and_then(Value::as_str).unwrap_or(model),
         "choices": choices,
-        "usage": metadata.map(usage_json),
     });
+    // `usage` is an object when present, never null.
+    if let Some(metadata) = metadata {
+        body["usage"] = usage_json(metadata);
+    }
     Ok((body, metadata.map(usage_from)))
 }

@@ -21,6 +21,23 @@ impl Reply {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
+    /// The body as a chat completion, checked against the official schema.
+    pub fn completion(&self) -> serde_json::Value {
+        let answer = self.json();
+        super::schema::completion(&answer);
+        answer
+    }
+
+    /// The JSON chunks of an SSE body, each checked against the official
+    /// schema (an in-band error event is not a chunk and is skipped).
+    pub fn valid_chunks(&self) -> Vec<serde_json::Value> {
+        let chunks = self.chunks();
+        for chunk in chunks.iter().filter(|c| c.get("error").is_none()) {
+            super::schema::chunk(chunk);
+        }
+        chunks
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }

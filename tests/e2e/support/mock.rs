@@ -276,7 +276,7 @@ fn split(text: &'static str) -> Vec<&'static str> {
 pub fn completion(model: &str, text: &str) -> Value {
     json!({
         "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18,
                   "prompt_tokens_details": {"cached_tokens": 3}}
     })
@@ -386,7 +386,7 @@ fn wire_tool(wire: Wire, model: &str, name: &str, arguments: &str) -> Value {
     match wire {
         Wire::OpenAi => json!({
             "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": model,
-            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": null, "message": {"role": "assistant", "content": null, "refusal": null,
                 "tool_calls": [{"id": "call_mock", "type": "function", "function": {"name": name, "arguments": arguments}}]}}],
             "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
         }),

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod gateway;
 pub mod mock;
+pub mod schema;
 
 pub use client::{Reply, get, post, post_with};
 pub use gateway::Gateway;
