@@ -68,6 +68,7 @@ async fn main() {
             memory_bytes: 256 << 20,
             total_memory_bytes: 1 << 30,
             max_instances: 100,
+            compile_cache: None,
         })
         .unwrap(),
     );

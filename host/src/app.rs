@@ -34,6 +34,7 @@ pub async fn run(
             memory_bytes: config.plugins.memory_limit_mib * 1024 * 1024,
             total_memory_bytes: config.plugins.total_memory_mib * 1024 * 1024,
             max_instances: config.plugins.max_instances,
+            compile_cache: config.plugins.compile_cache_dir(),
         })
         .map_err(|e| format!("cannot start the Wasm engine: {e:#}"))?,
     );

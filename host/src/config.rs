@@ -103,6 +103,11 @@ pub struct PluginsConfig {
     pub total_memory_mib: usize,
     /// Plugin instances alive at once (each open stream holds one).
     pub max_instances: u32,
+    /// Keep compiled plugins between runs.
+    pub compile_cache: bool,
+    /// Where (relative to the config file); default: the user's cache
+    /// folder (`$XDG_CACHE_HOME` or `~/.cache`) `/switchboard/wasm`.
+    pub compile_cache_dir: Option<PathBuf>,
     /// Per-adapter settings, by adapter name.
     pub adapters: BTreeMap<String, PluginSettings>,
     /// Per-policy settings, by policy name.
@@ -146,6 +151,8 @@ impl Default for PluginsConfig {
             memory_limit_mib: 64,
             total_memory_mib: 2048,
             max_instances: 1000,
+            compile_cache: true,
+            compile_cache_dir: None,
             adapters: BTreeMap::new(),
             policies: BTreeMap::new(),
         }
@@ -153,6 +160,19 @@ impl Default for PluginsConfig {
 }
 
 impl PluginsConfig {
+    /// The compile cache folder, if the cache is on and a folder is known.
+    pub fn compile_cache_dir(&self) -> Option<PathBuf> {
+        if !self.compile_cache {
+            return None;
+        }
+        self.compile_cache_dir.clone().or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+            Some(base.join("switchboard").join("wasm"))
+        })
+    }
+
     pub fn adapter_call_timeout_ms(&self) -> u64 {
         self.adapter_call_timeout_ms
             .or(self.call_timeout_ms)
@@ -488,6 +508,7 @@ impl Config {
         let mut plugins = raw.plugins;
         plugins.adapter_dir = base.join(&plugins.adapter_dir);
         plugins.policy_dir = base.join(&plugins.policy_dir);
+        plugins.compile_cache_dir = plugins.compile_cache_dir.map(|dir| base.join(dir));
         let timeouts = [
             ("plugins.call_timeout_ms".to_string(), plugins.call_timeout_ms),
             (

@@ -227,6 +227,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             p.memory_limit_mib != q.memory_limit_mib,
         ),
         ("plugins.max_instances", p.max_instances != q.max_instances),
+        ("plugins.compile_cache", p.compile_cache != q.compile_cache),
+        (
+            "plugins.compile_cache_dir",
+            p.compile_cache_dir != q.compile_cache_dir,
+        ),
     ]
     .into_iter()
     .filter(|(_, changed)| *changed)

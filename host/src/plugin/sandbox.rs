@@ -29,6 +29,9 @@ pub struct SandboxLimits {
     pub total_memory_bytes: usize,
     /// Plugin instances alive at once (each stream holds one).
     pub max_instances: u32,
+    /// Where compiled components are kept between runs (none: compile at
+    /// every start).
+    pub compile_cache: Option<std::path::PathBuf>,
 }
 
 /// State of one plugin store.
@@ -192,6 +195,20 @@ impl PluginRuntime {
             .memory_guard_size(64 * 1024)
             .memory_reservation_for_growth(0)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(dir) = &limits.compile_cache {
+            // Keyed by the component's bytes and the engine's settings: a
+            // changed plugin or a new wasmtime is compiled afresh.
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(dir);
+            match wasmtime::Cache::new(cache) {
+                Ok(cache) => {
+                    config.cache(Some(cache));
+                }
+                Err(error) => {
+                    tracing::warn!(dir = %dir.display(), error = %format!("{error:#}"), "plugin compile cache unusable; compiling at every start")
+                }
+            }
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;

@@ -200,15 +200,18 @@ impl Gateway {
 /// the test's own gets them added to it.
 fn with_test_sections(config: &str) -> String {
     let mut config = config.to_string();
+    // One compile cache for every test gateway: the bundled plugins are
+    // compiled once per build, not at every start.
+    let plugins = format!(
+        "adapter_dir = \"adapters\"\npolicy_dir = \"policies\"\ncompile_cache_dir = {:?}\n",
+        concat!(env!("CARGO_TARGET_TMPDIR"), "/wasm-cache")
+    );
     for (table, ours) in [
         (
             "[server]\n",
             "listen = \"127.0.0.1:0\"\nshutdown_grace_ms = 1000\n",
         ),
-        (
-            "[plugins]\n",
-            "adapter_dir = \"adapters\"\npolicy_dir = \"policies\"\n",
-        ),
+        ("[plugins]\n", plugins.as_str()),
     ] {
         config = if config.contains(table) {
             config.replacen(table, &format!("{table}{ours}"), 1)
