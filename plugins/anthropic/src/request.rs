@@ -268,3 +268,65 @@ fn thinking(request: &Map<String, Value>) -> Option<Value> {
     };
     Some(json!({"type": "enabled", "budget_tokens": budget}))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn translated(openai: Value) -> Value {
+        translate(&openai, "claude", &Options::parse("{}").unwrap())
+            .unwrap()
+            .body
+    }
+
+    #[test]
+    fn system_messages_lift_and_turns_merge() {
+        let body = translated(json!({"messages": [
+            {"role": "system", "content": "Be terse."},
+            {"role": "developer", "content": "Use metric."},
+            {"role": "user", "content": "Hi"},
+            {"role": "user", "content": "There?"}
+        ]}));
+        assert_eq!(
+            body["system"],
+            json!([{"type": "text", "text": "Be terse."}, {"type": "text", "text": "Use metric."}])
+        );
+        assert_eq!(
+            body["messages"].as_array().unwrap().len(),
+            1,
+            "consecutive user turns merge"
+        );
+        assert_eq!(body["max_tokens"], 4096, "always sent");
+        assert_eq!(body["model"], "claude");
+    }
+
+    #[test]
+    fn tool_calls_and_results_keep_their_ids() {
+        let body = translated(json!({"messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+        ], "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
+           "tool_choice": "required"}));
+        let messages = body["messages"].as_array().unwrap();
+        assert_eq!(messages[1]["content"][0]["type"], "tool_use");
+        assert_eq!(messages[1]["content"][0]["id"], "call_1");
+        assert_eq!(messages[1]["content"][0]["input"], json!({"city": "Paris"}));
+        assert_eq!(messages[2]["content"][0]["type"], "tool_result");
+        assert_eq!(messages[2]["content"][0]["tool_use_id"], "call_1");
+        assert_eq!(body["tools"][0]["input_schema"], json!({"type": "object"}));
+        assert_eq!(body["tool_choice"], json!({"type": "any"}));
+    }
+
+    #[test]
+    fn a_json_schema_becomes_a_forced_tool() {
+        let body = translated(json!({"messages": [{"role": "user", "content": "Give JSON"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}}}}));
+        assert_eq!(
+            body["tool_choice"],
+            json!({"type": "tool", "name": "json_output"})
+        );
+        assert_eq!(body["tools"][0]["name"], "json_output");
+    }
+}

@@ -80,3 +80,38 @@ pub fn translate(message: &Value, json_tool: &str) -> Result<(Value, Usage), Str
     });
     Ok((body, usage))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_tool_use_and_usage_translate_and_refusal_is_always_there() {
+        let message = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+            "content": [{"type": "text", "text": "Checking."},
+                        {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}}],
+            "stop_reason": "tool_use",
+            "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 2}});
+        let (body, usage) = translate(&message, "json_output").unwrap();
+        let choice = &body["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(choice["message"]["content"], "Checking.");
+        assert_eq!(choice["message"]["refusal"], Value::Null);
+        assert_eq!(choice["logprobs"], Value::Null);
+        let call = &choice["message"]["tool_calls"][0];
+        assert_eq!(call["id"], "toolu_1");
+        assert_eq!(call["function"]["arguments"], "{\"city\":\"Paris\"}");
+        assert_eq!(usage.completion_tokens, 5);
+        assert_eq!(usage.cached_prompt_tokens, 4);
+        assert!(usage.prompt_tokens >= 10, "all input, cached included");
+    }
+
+    #[test]
+    fn a_refusal_is_a_content_filter_with_its_text() {
+        let message = json!({"id": "m", "type": "message", "role": "assistant", "model": "claude", "content": [{"type": "text", "text": "I can't help."}],
+            "stop_reason": "refusal", "usage": {"input_tokens": 1, "output_tokens": 1}});
+        let (body, _) = translate(&message, "json_output").unwrap();
+        assert_eq!(body["choices"][0]["finish_reason"], "content_filter");
+        assert_eq!(body["choices"][0]["message"]["refusal"], "I can't help.");
+    }
+}

@@ -261,3 +261,75 @@ fn openapi_schema(schema: &Value) -> Value {
         other => other.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_generation_config_and_penalties() {
+        let body = translate(
+            &json!({"messages": [
+                {"role": "system", "content": "Be terse."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello"},
+                {"role": "user", "content": "Bye"}
+            ], "temperature": 0.2, "max_tokens": 50, "presence_penalty": 0.5, "frequency_penalty": 0.1, "stop": ["END"]}),
+            SchemaField::JsonSchema,
+        )
+        .unwrap();
+        assert_eq!(
+            body["systemInstruction"],
+            json!({"parts": [{"text": "Be terse."}]})
+        );
+        let roles: Vec<&str> = body["contents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["user", "model", "user"]);
+        let config = &body["generationConfig"];
+        assert_eq!(config["temperature"], 0.2);
+        assert_eq!(config["maxOutputTokens"], 50);
+        assert_eq!(config["presencePenalty"], 0.5);
+        assert_eq!(config["frequencyPenalty"], 0.1);
+        assert_eq!(config["stopSequences"], json!(["END"]));
+    }
+
+    #[test]
+    fn a_json_schema_goes_whole_or_as_the_openapi_subset() {
+        let schema = json!({"type": "object", "additionalProperties": false, "properties": {"a": {"type": "integer"}}});
+        let request = json!({"messages": [{"role": "user", "content": "JSON"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}});
+        let whole = translate(&request, SchemaField::JsonSchema).unwrap();
+        assert_eq!(whole["generationConfig"]["responseJsonSchema"], schema);
+        let subset = translate(&request, SchemaField::Openapi).unwrap();
+        assert_eq!(
+            subset["generationConfig"]["responseSchema"],
+            json!({"type": "object", "properties": {"a": {"type": "integer"}}})
+        );
+    }
+
+    #[test]
+    fn a_tool_result_is_named_from_its_call() {
+        let body = translate(
+            &json!({"messages": [
+                {"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                    "function": {"name": "weather", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
+            ]}),
+            SchemaField::JsonSchema,
+        )
+        .unwrap();
+        let response = &body["contents"][2]["parts"][0]["functionResponse"];
+        assert_eq!(response["name"], "weather");
+        assert_eq!(response["response"], json!({"content": "sunny"}));
+        let orphan = translate(
+            &json!({"messages": [{"role": "tool", "tool_call_id": "nope", "content": "x"}]}),
+            SchemaField::JsonSchema,
+        );
+        assert!(orphan.unwrap_err().contains("answers no earlier tool call"));
+    }
+}

@@ -124,3 +124,54 @@ fn parse_go_duration(text: &str) -> Option<u64> {
     }
     Some(total.ceil() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn classes_by_status_and_code() {
+        let body = |code: &str| format!(r#"{{"error":{{"message":"m","code":"{code}"}}}}"#).into_bytes();
+        for (status, body, class) in [
+            (400, body("context_length_exceeded"), ErrorClass::ContextLength),
+            (400, body("content_filter"), ErrorClass::ContentFilter),
+            (400, body("x"), ErrorClass::BadRequest),
+            (401, body("invalid_api_key"), ErrorClass::Auth),
+            (429, body("insufficient_quota"), ErrorClass::Auth),
+            (429, body("rate_limit_exceeded"), ErrorClass::RateLimited),
+            (500, body("x"), ErrorClass::Server),
+            (503, body("x"), ErrorClass::Overloaded),
+        ] {
+            assert_eq!(
+                classify(status, &[], &body).class,
+                class,
+                "{status} {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+
+    #[test]
+    fn waits_come_from_every_rate_limit_header() {
+        let body = br#"{"error":{"message":"slow down"}}"#;
+        for (pairs, ms) in [
+            (vec![("retry-after", "2")], 2000),
+            (vec![("retry-after-ms", "150")], 150),
+            (vec![("x-ratelimit-reset-requests", "1m30s")], 90_000),
+        ] {
+            assert_eq!(
+                classify(429, &headers(&pairs), body).retry_after_ms,
+                Some(ms),
+                "{pairs:?}"
+            );
+        }
+        assert_eq!(classify(429, &[], body).message, "slow down");
+    }
+}

@@ -80,3 +80,70 @@ impl Guest for Priority {
 }
 
 export!(Priority);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use exports::switchboard::plugin::router::Health;
+    use switchboard::plugin::types::Capabilities;
+
+    /// Candidate `index` of `provider/m` at an output price, latency and load.
+    fn candidate(index: u32, provider: &str, price: f64, latency_ms: f64, in_flight: u32) -> Candidate {
+        Candidate {
+            index,
+            provider: provider.into(),
+            model: "m".into(),
+            input_price_per_mtok: price / 2.0,
+            output_price_per_mtok: price,
+            context_window: 128_000,
+            capabilities: Capabilities::all(),
+            health: Health {
+                latency_ewma_ms: latency_ms,
+                ttft_ewma_ms: latency_ms / 2.0,
+                error_rate: 0.0,
+                in_flight,
+                circuit: CircuitState::Closed,
+                rate_limited_for_ms: 0,
+            },
+        }
+    }
+
+    fn facts(tags: &[(&str, &str)]) -> RequestFacts {
+        RequestFacts {
+            model: "route".into(),
+            estimated_prompt_tokens: 100,
+            max_output_tokens: Some(100),
+            needs: Capabilities::empty(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    fn order(plan: Vec<Attempt>) -> Vec<u32> {
+        plan.into_iter().map(|a| a.candidate).collect()
+    }
+
+    #[test]
+    fn configured_order_with_degraded_targets_last_and_retries_repeated() {
+        let mut degraded = candidate(0, "a", 1.0, 100.0, 0);
+        degraded.health.error_rate = 0.9;
+        let mut cooling = candidate(1, "b", 1.0, 100.0, 0);
+        cooling.health.rate_limited_for_ms = 500;
+        let candidates = vec![
+            degraded,
+            cooling,
+            candidate(2, "c", 1.0, 100.0, 0),
+            candidate(3, "d", 1.0, 100.0, 0),
+        ];
+        let plan = Priority::plan(facts(&[]), candidates.clone(), "{}".into()).unwrap();
+        assert_eq!(order(plan), [2, 3, 0], "cooling skipped, degraded last");
+        let plan = Priority::plan(
+            facts(&[]),
+            candidates,
+            r#"{"retries_per_target": 1, "attempt_timeout_ms": 900}"#.into(),
+        )
+        .unwrap();
+        assert_eq!(plan[0].timeout_ms, Some(900));
+        assert_eq!(order(plan), [2, 2, 3, 3, 0, 0]);
+        assert!(Priority::validate_config(r#"{"max_error_rate": 2}"#.into()).is_err());
+    }
+}

@@ -118,3 +118,67 @@ impl Guest for Weighted {
 }
 
 export!(Weighted);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use exports::switchboard::plugin::router::Health;
+    use switchboard::plugin::types::Capabilities;
+
+    /// Candidate `index` of `provider/m` at an output price, latency and load.
+    fn candidate(index: u32, provider: &str, price: f64, latency_ms: f64, in_flight: u32) -> Candidate {
+        Candidate {
+            index,
+            provider: provider.into(),
+            model: "m".into(),
+            input_price_per_mtok: price / 2.0,
+            output_price_per_mtok: price,
+            context_window: 128_000,
+            capabilities: Capabilities::all(),
+            health: Health {
+                latency_ewma_ms: latency_ms,
+                ttft_ewma_ms: latency_ms / 2.0,
+                error_rate: 0.0,
+                in_flight,
+                circuit: CircuitState::Closed,
+                rate_limited_for_ms: 0,
+            },
+        }
+    }
+
+    fn facts(tags: &[(&str, &str)]) -> RequestFacts {
+        RequestFacts {
+            model: "route".into(),
+            estimated_prompt_tokens: 100,
+            max_output_tokens: Some(100),
+            needs: Capabilities::empty(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    fn order(plan: Vec<Attempt>) -> Vec<u32> {
+        plan.into_iter().map(|a| a.candidate).collect()
+    }
+
+    #[test]
+    fn sticky_splits_land_every_caller_on_one_target_in_proportion() {
+        let candidates = vec![candidate(0, "a", 1.0, 100.0, 0), candidate(1, "b", 1.0, 100.0, 0)];
+        let config = r#"{"weights": {"a/m": 80, "b/m": 20}, "sticky": "user"}"#;
+        let mut firsts = [0u32; 2];
+        for user in 0..1000 {
+            let user = format!("user-{user}");
+            let plan =
+                order(Weighted::plan(facts(&[("user", &user)]), candidates.clone(), config.into()).unwrap());
+            let again =
+                order(Weighted::plan(facts(&[("user", &user)]), candidates.clone(), config.into()).unwrap());
+            assert_eq!(plan, again, "sticky: the same caller, the same order");
+            assert_eq!(plan.len(), 2, "the other target stays as the fallback");
+            firsts[plan[0] as usize] += 1;
+        }
+        assert!((700..=900).contains(&firsts[0]), "about 80 %: {firsts:?}");
+        assert!(
+            Weighted::validate_config("{}".into()).is_err(),
+            "weights are required"
+        );
+    }
+}
