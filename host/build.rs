@@ -21,7 +21,11 @@ const BUNDLED: &[(&str, &str, &str)] = &[
 ];
 
 /// Guests used only by the tests.
-const TEST_GUESTS: &[&str] = &["switchboard-test-misbehave", "switchboard-test-future"];
+const TEST_GUESTS: &[&str] = &[
+    "switchboard-test-misbehave",
+    "switchboard-test-future",
+    "switchboard-test-forbidden",
+];
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());

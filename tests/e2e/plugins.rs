@@ -293,3 +293,64 @@ async fn a_dropped_file_is_loaded_once_and_a_junk_one_refused_once() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(sample(&gw.metrics().await, refused), 2);
 }
+
+#[tokio::test]
+async fn a_stream_decoder_that_breaks_mid_stream_ends_the_stream_with_an_error() {
+    for mode in ["stream_panic", "stream_loop", "stream_garbage"] {
+        let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+        a.set_default(Script::Answer("several words of an answer"));
+        let config = two_providers(&a, &b, "").replacen(
+            "adapter = \"openai\"",
+            &format!("adapter = \"misbehave\"\noptions = {{ mode = \"{mode}\" }}"),
+            1,
+        );
+        let mut gw =
+            Gateway::start_with_files(&config, KEYS, &[("adapters", "misbehave.wasm", wasm(MISBEHAVE))]);
+        let reply = post(&gw.chat_url(), &streamed_chat("chat")).await;
+        assert_eq!(reply.status, 200, "{mode}: the first event went through");
+        let data = reply.sse_data();
+        assert!(
+            data.last().unwrap().contains("\"error\""),
+            "{mode}: ends with the in-band error: {data:?}"
+        );
+        assert!(!data.iter().any(|d| d == "[DONE]"), "{mode}");
+        let metrics = gw.metrics().await;
+        assert!(
+            metrics.contains("switchboard_plugin_failures_total{plugin=\"misbehave\"")
+                || metrics.contains(
+                    "switchboard_attempts_total{provider=\"a\",model=\"model-a\",outcome=\"plugin\"}"
+                ),
+            "{mode}: {metrics}"
+        );
+        assert!(gw.is_running());
+        assert_eq!(
+            post(&gw.chat_url(), &chat("chat")).await.status,
+            200,
+            "{mode}: still serving"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_that_imports_what_the_sandbox_does_not_grant_is_refused() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    install(
+        &gw.policy_dir(),
+        "greedy.wasm",
+        &std::fs::read(wasm("switchboard_test_forbidden")).unwrap(),
+    );
+    assert!(gw.wait_for_log("plugin refused", Duration::from_secs(10)).await);
+    let refused = gw.plugins_admin().await["refused"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        refused.contains("needs imports the sandbox does not provide"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("test:forbidden/steal"),
+        "names the import: {refused}"
+    );
+}

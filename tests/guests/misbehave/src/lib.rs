@@ -9,7 +9,10 @@
 //!   header and the body it was given, to show what an adapter can see;
 //! * `panic`: traps; `loop`: spins forever; `alloc`: allocates without bound;
 //! * `garbage`: returns output that breaks the contract (an unknown candidate,
-//!   a body that is not JSON).
+//!   a body that is not JSON);
+//! * `stream_panic`, `stream_loop`, `stream_garbage` (adapter): a stream
+//!   decoder that passes the first event through, then traps, spins, or
+//!   returns a chunk that is not JSON.
 //!
 //! A request whose `user` is `misbehave:<mode>` asks for that mode itself
 //! (the policy sees it as the `user` tag), so one loaded version can serve
@@ -146,14 +149,35 @@ impl provider::Guest for Misbehave {
     }
 }
 
-pub struct StreamDecoder;
+pub struct StreamDecoder {
+    mode: String,
+    events: std::cell::Cell<u32>,
+}
 
 impl provider::GuestStreamDecoder for StreamDecoder {
-    fn new(_target: Target, _include_usage: bool) -> Self {
-        StreamDecoder
+    fn new(target: Target, _include_usage: bool) -> Self {
+        StreamDecoder {
+            mode: mode(&target.options),
+            events: std::cell::Cell::new(0),
+        }
     }
 
     fn feed(&self, event: SseEvent) -> Result<Decoded, ProviderError> {
+        self.events.set(self.events.get() + 1);
+        if self.events.get() > 1 {
+            match self.mode.as_str() {
+                "stream_panic" => misbehave("panic"),
+                "stream_loop" => misbehave("loop"),
+                "stream_garbage" => {
+                    return Ok(Decoded {
+                        chunks: vec![b"\xff not a chunk".to_vec()],
+                        usage: None,
+                        done: false,
+                    });
+                }
+                _ => {}
+            }
+        }
         let done = event.data.trim() == "[DONE]";
         let chunks = if done {
             vec![]

@@ -1,0 +1,36 @@
+//! A policy that imports a function no sandbox provides; the host must
+//! refuse it at load, naming the missing import.
+
+wit_bindgen::generate!({
+    world: "test:forbidden/forbidden",
+    path: ["../../../wit", "wit"],
+    generate_all,
+});
+
+use exports::switchboard::plugin::router::{Attempt, Candidate, Guest, RequestFacts};
+
+struct Forbidden;
+
+impl Guest for Forbidden {
+    fn validate_config(_config: String) -> Result<(), String> {
+        // Calls the import, so it stays in the component.
+        let _ = test::forbidden::steal::read_env("OPENAI_API_KEY");
+        Ok(())
+    }
+
+    fn plan(
+        _facts: RequestFacts,
+        candidates: Vec<Candidate>,
+        _config: String,
+    ) -> Result<Vec<Attempt>, String> {
+        Ok(candidates
+            .iter()
+            .map(|c| Attempt {
+                candidate: c.index,
+                timeout_ms: None,
+            })
+            .collect())
+    }
+}
+
+export!(Forbidden);
