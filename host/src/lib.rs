@@ -3,24 +3,18 @@
 
 pub mod api;
 pub mod app;
-pub mod attempt;
-pub mod auth;
 pub mod config;
 pub mod facts;
-pub mod failure;
+pub mod flow;
 pub mod fswatch;
 pub mod gateway;
 pub mod health;
-pub mod hedge;
 pub mod metrics;
 pub mod plugin;
 pub mod redact;
 pub mod reload;
-pub mod resume;
-pub mod routing;
 pub mod secret;
 pub mod server;
 pub mod simulator;
 pub mod sse;
-pub mod streaming;
 pub mod upstream;

@@ -1,8 +1,8 @@
 //! `/admin/*`: what operators need to see — loaded plugins, refused files,
 //! and live target health.
 
+use super::auth;
 use super::{ApiError, Body, json_response};
-use crate::auth;
 use crate::gateway::Gateway;
 use crate::plugin::policy_wit::CircuitState;
 use crate::plugin::{Guarded, Versions};

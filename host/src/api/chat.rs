@@ -1,15 +1,19 @@
 //! `POST /v1/chat/completions`: the hot path, bytes in to bytes out.
 
-use super::{ApiError, Body};
+use super::auth;
+use super::{ApiError, Body, full};
 use crate::facts::Facts;
+use crate::flow::hedge::Hedge;
+use crate::flow::stream::{StreamEvent, Streaming};
+use crate::flow::whole::AnsweredBy;
+use crate::flow::{plan, stream, whole};
 use crate::gateway::Gateway;
-use crate::hedge::Hedge;
 use crate::server::Lifecycle;
-use crate::{attempt, auth, routing, streaming};
 use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
 use serde_json::{Map, Value};
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -56,10 +60,10 @@ async fn serve(
     let facts = Facts::derive(&body, &parts.headers);
     // Requests finish on the plugin versions they started with.
     let plugins = gw.registry.snapshot();
-    let plan = routing::plan(gw, &plugins, route_index, &facts, started).await?;
+    let plan = plan::plan(gw, &plugins, route_index, &facts, started).await?;
     let hedge = Hedge::for_request(gw, route_index, &facts);
     if facts.stream {
-        let request = streaming::StreamRequest {
+        let request = stream::StreamRequest {
             route: route_index,
             plan,
             body,
@@ -68,10 +72,51 @@ async fn serve(
             started,
             cut: lifecycle.cutting.clone(),
         };
-        streaming::serve(gw.clone(), plugins, request).await
+        let streaming = stream::serve(gw.clone(), plugins, request).await?;
+        Ok(event_stream(streaming))
     } else {
-        attempt::complete(gw, &plugins, route_index, plan, &mut body, hedge, started).await
+        let answered = whole::complete(gw, &plugins, route_index, plan, &mut body, hedge, started).await?;
+        Ok(with_answered_by(http::Response::builder(), &answered.by)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(full(answered.body))
+            .expect("valid response"))
     }
+}
+
+/// Headers that say who answered and after how many attempts.
+fn with_answered_by(builder: http::response::Builder, by: &AnsweredBy) -> http::response::Builder {
+    let value = |s: &str| http::HeaderValue::from_str(s).unwrap_or(http::HeaderValue::from_static("invalid"));
+    builder
+        .header("x-switchboard-provider", value(&by.provider))
+        .header("x-switchboard-model", value(&by.model))
+        .header("x-switchboard-attempts", by.attempts)
+}
+
+/// A stream as OpenAI's server-sent events: a `data:` line per chunk,
+/// `data: [DONE]` after a complete answer, the error object in band when it
+/// broke (never `[DONE]` then).
+fn event_stream(streaming: Streaming) -> http::Response<Body> {
+    let frames = futures_util::stream::unfold(streaming.events, |mut events| async move {
+        let data = match events.recv().await? {
+            StreamEvent::Chunk(chunk) => sse_data(&chunk),
+            StreamEvent::Done => Bytes::from_static(b"data: [DONE]\n\n"),
+            StreamEvent::Failed(error) => sse_data(ApiError::from(error).to_json().to_string().as_bytes()),
+        };
+        Some((Ok::<_, Infallible>(Frame::data(data)), events))
+    });
+    with_answered_by(http::Response::builder(), &streaming.by)
+        .header(http::header::CONTENT_TYPE, "text/event-stream")
+        .header(http::header::CACHE_CONTROL, "no-cache")
+        .body(BodyExt::boxed(StreamBody::new(frames)))
+        .expect("valid response")
+}
+
+fn sse_data(json: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(json.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
 /// An oversized body is answered `413` at once; what the caller is still

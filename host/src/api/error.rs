@@ -1,7 +1,7 @@
 //! Errors in OpenAI's error format, with the status each deserves.
 
 use super::{Body, full};
-use crate::failure::Answer;
+use crate::flow::failure::{Answer, FlowError};
 use http::StatusCode;
 use serde_json::json;
 use std::time::Duration;
@@ -105,19 +105,6 @@ impl ApiError {
             Some("request_too_large"),
             format!("The request body exceeds the gateway's limit of {limit} bytes."),
         )
-    }
-
-    /// The error for what the flow decided the caller is told.
-    pub fn for_answer(answer: Answer, message: String, retry_after: Option<Duration>) -> Self {
-        match answer {
-            Answer::BadRequest => Self::invalid_request(message),
-            Answer::ContentFilter => Self::content_filter(message),
-            Answer::ContextLength => Self::context_length(message),
-            Answer::RateLimited => Self::rate_limited(message, retry_after.unwrap_or(Duration::from_secs(1))),
-            Answer::Unavailable => Self::unavailable(message),
-            Answer::GatewayTimeout => Self::gateway_timeout(message),
-            Answer::BadGateway => Self::bad_gateway(message),
-        }
     }
 
     pub fn body_timeout(limit: Duration) -> Self {
@@ -226,5 +213,34 @@ impl ApiError {
         builder
             .body(full(serde_json::to_vec(&self.to_json()).expect("serialisable")))
             .expect("valid response")
+    }
+}
+
+/// What the flow decided the caller is told, as an OpenAI error.
+impl From<FlowError> for ApiError {
+    fn from(error: FlowError) -> Self {
+        let FlowError {
+            answer,
+            message,
+            retry_after,
+        } = error;
+        let error = match answer {
+            Answer::BadRequest => Self::invalid_request(message),
+            Answer::ContentFilter => Self::content_filter(message),
+            Answer::ContextLength => Self::context_length(message),
+            Answer::RateLimited => Self::rate_limited(message, retry_after.unwrap_or(Duration::from_secs(1))),
+            Answer::Unavailable => Self::unavailable(message),
+            Answer::GatewayTimeout => Self::gateway_timeout(message),
+            Answer::BadGateway => Self::bad_gateway(message),
+            Answer::ShuttingDown => ApiError {
+                message,
+                ..Self::shutting_down()
+            },
+            Answer::Internal => Self::internal(message),
+        };
+        ApiError {
+            retry_after: retry_after.or(error.retry_after),
+            ..error
+        }
     }
 }

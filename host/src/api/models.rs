@@ -1,7 +1,7 @@
 //! `GET /v1/models`: the names a caller may ask for (routes and aliases).
 
+use super::auth;
 use super::{ApiError, Body, json_response};
-use crate::auth;
 use crate::gateway::Gateway;
 use serde_json::json;
 

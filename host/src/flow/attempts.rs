@@ -1,24 +1,22 @@
 //! The attempt loop: follows a plan across targets within the request's
-//! deadline, waits out short cooldowns, classifies each failure and decides
-//! whether to move on or stop; and the non-streaming attempt itself.
+//! deadline, waits out short cooldowns and backoffs, and records what each
+//! failure decides ([`super::failure`]); and the steps of one attempt
+//! (build and send, read, classify).
 
-use crate::api::{ApiError, Body, full};
+use super::failure::{Answer, Failure, FlowError, Next};
+use super::plan::PlannedAttempt;
 use crate::config::Provider;
-use crate::failure::{Answer, Failure, Next};
 use crate::gateway::{Gateway, RouteTarget};
-use crate::health::{InFlight, Outcome};
-use crate::hedge::{Hedge, Start, first_success};
-use crate::metrics::{AttemptLabels, PluginLabels, RouteOutcomeLabels, TargetLabels, TokenLabels};
-use crate::plugin::adapter_wit::{Completion, ErrorClass, InboundResponse, Target, Usage};
+use crate::health::InFlight;
+use crate::metrics::{AttemptLabels, PluginLabels, RouteOutcomeLabels};
+use crate::plugin::adapter_wit::{ErrorClass, InboundResponse, Target};
 use crate::plugin::policy_wit::CircuitState;
 use crate::plugin::{AdapterPlugin, PluginSet, Unavailable};
-use crate::routing::PlannedAttempt;
 use crate::upstream::{TransportError, Upstream};
 use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde_json::{Map, Value};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -189,7 +187,7 @@ impl<'g> Attempts<'g> {
 
     /// Record a failed attempt. `Some(error)` means stop and answer with it:
     /// the request itself is at fault and no other target would do better.
-    pub fn failed(&mut self, attempt: Attempt<'g>, failure: Failure) -> Option<ApiError> {
+    pub fn failed(&mut self, attempt: Attempt<'g>, failure: Failure) -> Option<FlowError> {
         let now = Instant::now();
         attempt
             .target
@@ -250,13 +248,13 @@ impl<'g> Attempts<'g> {
 
     /// The answer for a failure that ends the request: the provider's own
     /// words (the caller's request is at fault), and who said them.
-    fn stop(&self, attempt: &Attempt<'_>, failure: &Failure, answer: Answer) -> ApiError {
+    fn stop(&self, attempt: &Attempt<'_>, failure: &Failure, answer: Answer) -> FlowError {
         let said = match failure {
             Failure::Provider(e) => e.message.clone(),
             other => other.summary(),
         };
         let message = format!("{said} ({}/{})", attempt.provider.name, attempt.target.model);
-        ApiError::for_answer(answer, message, None)
+        FlowError::new(answer, message)
     }
 
     fn context_window(&self, target: &RouteTarget) -> u32 {
@@ -310,7 +308,7 @@ impl<'g> Attempts<'g> {
     }
 
     /// The plan is used up without an answer: the error that says so.
-    pub fn exhausted(&self) -> ApiError {
+    pub fn exhausted(&self) -> FlowError {
         let route = &self.gw.config.routes[self.route];
         let message = if self.summaries.is_empty() {
             format!(
@@ -338,7 +336,11 @@ impl<'g> Attempts<'g> {
                 .min()
                 .unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN)
         });
-        ApiError::for_answer(answer, message, retry_after)
+        FlowError {
+            answer,
+            message,
+            retry_after,
+        }
     }
 }
 
@@ -353,54 +355,6 @@ fn backoff(retry: u32) -> Duration {
 pub fn canonical(request: &mut Map<String, Value>, model: &str) -> Vec<u8> {
     request.insert("model".into(), Value::String(model.to_string()));
     serde_json::to_vec(request).expect("a JSON map serialises")
-}
-
-/// Serve a non-streaming request.
-pub async fn complete(
-    gw: &Gateway,
-    plugins: &PluginSet,
-    route: usize,
-    plan: Vec<PlannedAttempt>,
-    request: &mut Map<String, Value>,
-    hedge: Option<Hedge>,
-    started: Instant,
-) -> Result<http::Response<Body>, ApiError> {
-    let mut attempts = Attempts::new(false, gw, plugins, route, plan, started);
-    let (attempt, completion) = first_success(&mut attempts, request, hedge, WholeAnswer).await?;
-    record_success(gw, &attempt, completion.usage, None);
-    Ok(answered(http::Response::builder(), &attempt, attempts.made())
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(full(completion.body))
-        .expect("valid response"))
-}
-
-/// A non-streaming attempt: the whole answer.
-struct WholeAnswer;
-
-impl Start for WholeAnswer {
-    type Answer = Completion;
-
-    fn start<'a>(
-        &'a self,
-        attempt: &'a Attempt<'_>,
-        request: &'a mut Map<String, Value>,
-    ) -> impl Future<Output = Result<Completion, Failure>> + Send + 'a {
-        once(attempt, request)
-    }
-}
-
-async fn once(attempt: &Attempt<'_>, request: &mut Map<String, Value>) -> Result<Completion, Failure> {
-    let response = attempt.send(request).await?;
-    let inbound = attempt.read(response).await?;
-    if !(200..300).contains(&inbound.status) {
-        return Err(attempt.classify(&inbound).await);
-    }
-    attempt
-        .adapter
-        .parse_response(&inbound, &attempt.wit_target)
-        .await
-        .map_err(Failure::Plugin)?
-        .map_err(Failure::Malformed)
 }
 
 impl Attempt<'_> {
@@ -453,71 +407,4 @@ impl Attempt<'_> {
             })
             .inc();
     }
-}
-
-/// Headers that say who answered and after how many attempts.
-pub fn answered(
-    builder: http::response::Builder,
-    attempt: &Attempt<'_>,
-    attempts: u32,
-) -> http::response::Builder {
-    let value = |s: &str| http::HeaderValue::from_str(s).unwrap_or(http::HeaderValue::from_static("invalid"));
-    builder
-        .header("x-switchboard-provider", value(&attempt.provider.name))
-        .header("x-switchboard-model", value(&attempt.target.model))
-        .header("x-switchboard-attempts", attempts)
-}
-
-/// Account a successful attempt: health, latency, tokens and cost.
-pub fn record_success(gw: &Gateway, attempt: &Attempt<'_>, usage: Option<Usage>, ttft: Option<Duration>) {
-    let now = Instant::now();
-    let latency = now - attempt.started;
-    attempt.target.health.record(now, Outcome::Success, latency, ttft);
-    let provider = attempt.provider.name.clone();
-    let model = attempt.target.model.clone();
-    let metrics = &gw.metrics;
-    attempt.count(metrics, "success");
-    let target = TargetLabels {
-        provider: provider.clone(),
-        model: model.clone(),
-    };
-    metrics
-        .attempt_seconds
-        .get_or_create(&target)
-        .observe(latency.as_secs_f64());
-    if let Some(ttft) = ttft {
-        metrics
-            .ttft_seconds
-            .get_or_create(&target)
-            .observe(ttft.as_secs_f64());
-    }
-    if let Some(usage) = usage {
-        let prices = &attempt.provider.models[&attempt.target.model];
-        for (kind, n) in [
-            ("prompt", usage.prompt_tokens),
-            ("completion", usage.completion_tokens),
-            ("cached", usage.cached_prompt_tokens),
-        ] {
-            metrics
-                .tokens
-                .get_or_create(&TokenLabels {
-                    provider: provider.clone(),
-                    model: model.clone(),
-                    kind,
-                })
-                .inc_by(n as u64);
-        }
-        let cost = usage.prompt_tokens as f64 * prices.input_price / 1e6
-            + usage.completion_tokens as f64 * prices.output_price / 1e6;
-        metrics.cost_usd.get_or_create(&target).inc_by(cost);
-    }
-    tracing::info!(
-        provider = %provider,
-        model = %model,
-        latency_ms = latency.as_millis() as u64,
-        ttft_ms = ttft.map(|t| t.as_millis() as u64),
-        prompt_tokens = usage.map(|u| u.prompt_tokens),
-        completion_tokens = usage.map(|u| u.completion_tokens),
-        "attempt answered"
-    );
 }

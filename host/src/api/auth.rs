@@ -1,6 +1,6 @@
 //! Gateway keys: who may call, and which routes they may use.
 
-use crate::api::ApiError;
+use super::ApiError;
 use crate::config::{GatewayKey, Route};
 use http::HeaderMap;
 

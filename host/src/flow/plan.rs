@@ -2,7 +2,7 @@
 //! with live health, ordered by the route's policy (or, if the policy fails,
 //! by the configured order).
 
-use crate::api::ApiError;
+use super::failure::{Answer, FlowError};
 use crate::facts::Facts;
 use crate::gateway::Gateway;
 use crate::metrics::PluginLabels;
@@ -28,7 +28,7 @@ pub async fn plan(
     route_index: usize,
     facts: &Facts,
     started: Instant,
-) -> Result<Vec<PlannedAttempt>, ApiError> {
+) -> Result<Vec<PlannedAttempt>, FlowError> {
     let route = &gw.config.routes[route_index];
     let mut offered = candidates(gw, route_index, facts, Instant::now())?;
     if let Some(wait) = shortest_cooldown_if_all_cooling(&offered)
@@ -92,17 +92,20 @@ pub async fn plan(
             .filter(|ms| *ms > 0)
             .min();
         return Err(match cooldown {
-            Some(ms) => ApiError::rate_limited(
+            Some(ms) => FlowError::rate_limited(
                 format!(
                     "Every provider of `{}` is rate-limited right now; retry later.",
                     route.name
                 ),
                 Duration::from_millis(ms),
             ),
-            None => ApiError::unavailable(format!(
-                "No provider of `{}` is available right now (circuits open after repeated failures).",
-                route.name
-            )),
+            None => FlowError::new(
+                Answer::Unavailable,
+                format!(
+                    "No provider of `{}` is available right now (circuits open after repeated failures).",
+                    route.name
+                ),
+            ),
         });
     }
     tracing::debug!(route = %route.name, plan = ?attempts, "plan");
@@ -132,7 +135,7 @@ fn candidates(
     route_index: usize,
     facts: &Facts,
     now: Instant,
-) -> Result<Vec<Candidate>, ApiError> {
+) -> Result<Vec<Candidate>, FlowError> {
     let route = &gw.config.routes[route_index];
     let needed_tokens = facts.estimated_prompt_tokens as u64 + facts.max_output_tokens.unwrap_or(0) as u64;
     let (mut disabled, mut lacking, mut too_small) = (Vec::new(), Capabilities::empty(), 0u32);
@@ -173,22 +176,31 @@ fn candidates(
         return Ok(out);
     }
     Err(if too_small > 0 {
-        ApiError::context_length(format!(
-            "The request needs about {needed_tokens} tokens (prompt estimate plus max_tokens), more than any model of `{}` accepts.",
-            route.name
-        ))
+        FlowError::new(
+            Answer::ContextLength,
+            format!(
+                "The request needs about {needed_tokens} tokens (prompt estimate plus max_tokens), more than any model of `{}` accepts.",
+                route.name
+            ),
+        )
     } else if lacking != Capabilities::empty() {
-        ApiError::invalid_request(format!(
-            "No model of `{}` supports what this request needs: {}.",
-            route.name,
-            names(lacking).join(", ")
-        ))
+        FlowError::new(
+            Answer::BadRequest,
+            format!(
+                "No model of `{}` supports what this request needs: {}.",
+                route.name,
+                names(lacking).join(", ")
+            ),
+        )
     } else {
-        ApiError::unavailable(format!(
-            "No provider of `{}` is configured: {}.",
-            route.name,
-            disabled.join("; ")
-        ))
+        FlowError::new(
+            Answer::Unavailable,
+            format!(
+                "No provider of `{}` is configured: {}.",
+                route.name,
+                disabled.join("; ")
+            ),
+        )
     })
 }
 

@@ -4,25 +4,24 @@
 //! never with `[DONE]`, unless the route continues broken streams and the
 //! next target can carry the answer on (see [`crate::resume`]).
 
-use crate::api::{ApiError, Body};
-use crate::attempt::{Attempt, Attempts, answered, record_success};
+use super::account::record_success;
+use super::attempts::{Attempt, Attempts};
+use super::failure::{Answer, Failure, FlowError, StreamFailure};
+use super::hedge::{Hedge, Start, first_success};
+use super::plan::PlannedAttempt;
+use super::resume::{Delivered, Splice, Strategy};
+use super::whole::AnsweredBy;
 use crate::config::{Capability, OnStreamBreak};
-use crate::failure::{Failure, StreamFailure};
 use crate::gateway::Gateway;
-use crate::hedge::{Hedge, Start, first_success};
 use crate::plugin::adapter_wit::{SseEvent, Usage};
 use crate::plugin::{PluginSet, StreamSession};
 use crate::redact::Redactor;
-use crate::resume::{Delivered, Splice, Strategy};
-use crate::routing::PlannedAttempt;
 use crate::sse::{Event, SseParser};
 use crate::upstream::TransportError;
-use bytes::Bytes;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -32,7 +31,23 @@ use tracing::Instrument;
 /// Chunks buffered between the upstream reader and a slow caller.
 const CHANNEL_DEPTH: usize = 32;
 
-type Head = Result<http::Response<Body>, ApiError>;
+/// What a started stream delivers, in order: canonical chunks (chat
+/// completion chunk JSON), then either the end of a complete answer or the
+/// failure that ended it early. The inbound API frames them.
+#[derive(Debug)]
+pub enum StreamEvent {
+    Chunk(Vec<u8>),
+    Done,
+    Failed(FlowError),
+}
+
+/// A stream that has its first chunk: who answers it and its events.
+pub struct Streaming {
+    pub by: AnsweredBy,
+    pub events: mpsc::Receiver<StreamEvent>,
+}
+
+type Head = Result<Streaming, FlowError>;
 
 /// One streaming request, ready to be served.
 pub struct StreamRequest {
@@ -54,9 +69,12 @@ pub struct StreamRequest {
 pub async fn serve(gw: Arc<Gateway>, plugins: Arc<PluginSet>, request: StreamRequest) -> Head {
     let (head_tx, head_rx) = oneshot::channel();
     tokio::spawn(run(gw, plugins, request, head_tx).in_current_span());
-    head_rx
-        .await
-        .unwrap_or_else(|_| Err(ApiError::internal("the stream ended before it started")))
+    head_rx.await.unwrap_or_else(|_| {
+        Err(FlowError::new(
+            Answer::Internal,
+            "the stream ended before it started",
+        ))
+    })
 }
 
 /// A stream being read: its attempt, its pump and the chunks it has ready.
@@ -84,7 +102,10 @@ async fn run(
         // The caller went away before the first chunk: stop trying.
         _ = head_tx.closed() => return,
         _ = cut.cancelled() => {
-            let _ = head_tx.send(Err(ApiError::shutting_down()));
+            let _ = head_tx.send(Err(FlowError::new(
+                Answer::ShuttingDown,
+                "The gateway is shutting down; retry on another instance.",
+            )));
             return;
         }
         opened = open(&mut attempts, &mut request, include_usage, hedge) => opened,
@@ -97,17 +118,11 @@ async fn run(
         }
     };
     let mut ttft = attempt.started.elapsed();
-    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
-    let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), rx))
-    }));
-    let head = answered(http::Response::builder(), &attempt, attempts.made())
-        .header(http::header::CONTENT_TYPE, "text/event-stream")
-        .header(http::header::CACHE_CONTROL, "no-cache")
-        .body(BodyExt::boxed(body))
-        .expect("valid response");
+    let (tx, events) = mpsc::channel::<StreamEvent>(CHANNEL_DEPTH);
+    let head = Streaming {
+        by: AnsweredBy::of(&attempt, attempts.made()),
+        events,
+    };
     if head_tx.send(Ok(head)).is_err() {
         return;
     }
@@ -131,18 +146,14 @@ async fn run(
             End::CallerGone => return attempts.cancelled(attempt),
             End::Cut => {
                 attempts.shut_down(attempt);
-                let error = ApiError::shutting_down();
-                let error = ApiError {
-                    message: format!(
+                let error = FlowError::new(
+                    Answer::ShuttingDown,
+                    format!(
                         "The gateway is shutting down; the stream was ended after {} chunk(s).",
                         relay.sent
                     ),
-                    ..error
-                };
-                let _ = relay
-                    .tx
-                    .send(sse_data(error.to_json().to_string().as_bytes()))
-                    .await;
+                );
+                let _ = relay.tx.send(StreamEvent::Failed(error)).await;
                 return;
             }
             End::Broken(failure) => {
@@ -176,14 +187,11 @@ async fn run(
             }
             Err(message) => {
                 attempts.stream_broke("error");
-                let error = ApiError::bad_gateway(format!(
-                    "The stream broke after {} chunk(s); {message}",
-                    relay.sent
-                ));
-                let _ = relay
-                    .tx
-                    .send(sse_data(error.to_json().to_string().as_bytes()))
-                    .await;
+                let error = FlowError::new(
+                    Answer::BadGateway,
+                    format!("The stream broke after {} chunk(s); {message}", relay.sent),
+                );
+                let _ = relay.tx.send(StreamEvent::Failed(error)).await;
                 return;
             }
         }
@@ -192,7 +200,7 @@ async fn run(
 
 /// Sends a stream's chunks to the caller.
 struct Relay {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<StreamEvent>,
     /// Chunks the caller has been sent.
     sent: usize,
     /// What the caller has, when a break may be continued.
@@ -235,14 +243,14 @@ impl Relay {
                         if let Some(delivered) = self.delivered.as_mut() {
                             delivered.observe(&chunk);
                         }
-                        if self.tx.send(sse_data(&chunk)).await.is_err() {
+                        if self.tx.send(StreamEvent::Chunk(chunk)).await.is_err() {
                             return End::CallerGone;
                         }
                         self.sent += 1;
                     }
                 }
                 Ok(Batch::Done) => {
-                    let _ = self.tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+                    let _ = self.tx.send(StreamEvent::Done).await;
                     return End::Complete;
                 }
                 Err(failure) => return End::Broken(failure),
@@ -264,21 +272,13 @@ fn incomplete(source: &str, reason: &str) -> String {
     format!("the answer from {source} is incomplete: {reason}")
 }
 
-fn sse_data(json: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(json.len() + 8);
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(json);
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
-}
-
 /// Try targets until one produces its first chunk (hedging if asked).
 async fn open<'g>(
     attempts: &mut Attempts<'g>,
     request: &mut Map<String, Value>,
     include_usage: bool,
     hedge: Option<Hedge>,
-) -> Result<Opened<'g>, ApiError> {
+) -> Result<Opened<'g>, FlowError> {
     let (attempt, (pump, first)) =
         first_success(attempts, request, hedge, FirstChunk { include_usage }).await?;
     Ok((attempt, pump, first))

@@ -73,7 +73,8 @@ pub enum Next {
     Stop,
 }
 
-/// What the caller is told when this failure is the answer.
+/// What the caller is told when this failure is the answer. The HTTP
+/// surface of each inbound API turns it into its own status and error shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
     BadRequest,
@@ -83,6 +84,37 @@ pub enum Answer {
     Unavailable,
     GatewayTimeout,
     BadGateway,
+    /// The gateway is shutting down.
+    ShuttingDown,
+    /// A fault of the gateway itself.
+    Internal,
+}
+
+/// Why a request got no answer (or a stream no end): what the caller is
+/// told, in words, and how long it should wait before trying again.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct FlowError {
+    pub answer: Answer,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl FlowError {
+    pub fn new(answer: Answer, message: impl Into<String>) -> FlowError {
+        FlowError {
+            answer,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn rate_limited(message: impl Into<String>, wait: Duration) -> FlowError {
+        FlowError {
+            retry_after: Some(wait),
+            ..FlowError::new(Answer::RateLimited, message)
+        }
+    }
 }
 
 /// Everything the flow decides from a failure.

@@ -3,11 +3,10 @@
 //! first to produce a token (a stream's first chunk, or a whole answer) wins;
 //! the other is cancelled and not billed.
 
-use crate::api::ApiError;
-use crate::attempt::{Attempt, Attempts};
+use super::attempts::{Attempt, Attempts};
+use super::failure::{Failure, FlowError};
 use crate::config::HedgeDelay;
 use crate::facts::Facts;
-use crate::failure::Failure;
 use crate::gateway::Gateway;
 use futures_util::future::Either;
 use serde_json::{Map, Value};
@@ -80,7 +79,7 @@ pub async fn first_success<'g, S: Start>(
     request: &mut Map<String, Value>,
     hedge: Option<Hedge>,
     kind: S,
-) -> Result<(Attempt<'g>, S::Answer), ApiError> {
+) -> Result<(Attempt<'g>, S::Answer), FlowError> {
     while let Some(attempt) = attempts.next().await {
         let raced = match hedge {
             Some(hedge) => {

@@ -1,0 +1,64 @@
+//! Accounting a successful attempt: the target's health, latency and TTFT
+//! histograms, tokens and cost, and the log line.
+
+use super::attempts::Attempt;
+use crate::gateway::Gateway;
+use crate::health::Outcome;
+use crate::metrics::{TargetLabels, TokenLabels};
+use crate::plugin::adapter_wit::Usage;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Account a successful attempt: health, latency, tokens and cost.
+pub fn record_success(gw: &Gateway, attempt: &Attempt<'_>, usage: Option<Usage>, ttft: Option<Duration>) {
+    let now = Instant::now();
+    let latency = now - attempt.started;
+    attempt.target.health.record(now, Outcome::Success, latency, ttft);
+    let provider = attempt.provider.name.clone();
+    let model = attempt.target.model.clone();
+    let metrics = &gw.metrics;
+    attempt.count(metrics, "success");
+    let target = TargetLabels {
+        provider: provider.clone(),
+        model: model.clone(),
+    };
+    metrics
+        .attempt_seconds
+        .get_or_create(&target)
+        .observe(latency.as_secs_f64());
+    if let Some(ttft) = ttft {
+        metrics
+            .ttft_seconds
+            .get_or_create(&target)
+            .observe(ttft.as_secs_f64());
+    }
+    if let Some(usage) = usage {
+        let prices = &attempt.provider.models[&attempt.target.model];
+        for (kind, n) in [
+            ("prompt", usage.prompt_tokens),
+            ("completion", usage.completion_tokens),
+            ("cached", usage.cached_prompt_tokens),
+        ] {
+            metrics
+                .tokens
+                .get_or_create(&TokenLabels {
+                    provider: provider.clone(),
+                    model: model.clone(),
+                    kind,
+                })
+                .inc_by(n as u64);
+        }
+        let cost = usage.prompt_tokens as f64 * prices.input_price / 1e6
+            + usage.completion_tokens as f64 * prices.output_price / 1e6;
+        metrics.cost_usd.get_or_create(&target).inc_by(cost);
+    }
+    tracing::info!(
+        provider = %provider,
+        model = %model,
+        latency_ms = latency.as_millis() as u64,
+        ttft_ms = ttft.map(|t| t.as_millis() as u64),
+        prompt_tokens = usage.map(|u| u.prompt_tokens),
+        completion_tokens = usage.map(|u| u.completion_tokens),
+        "attempt answered"
+    );
+}

@@ -1,0 +1,18 @@
+//! The request spine, one file per stage: [`plan`] (candidates and the
+//! policy's plan), [`attempts`] (the loop over the plan: waits, deadlines,
+//! what a failure does), [`hedge`] (racing a silent first attempt),
+//! [`whole`] (a whole answer), [`stream`] (a stream, up to its end),
+//! [`resume`] (continuing a broken stream), [`account`] (health, metrics
+//! and log of a success), and [`failure`] (the one table that decides what
+//! a failure does). The flow returns typed outcomes ([`whole::Answered`],
+//! [`stream::Streaming`], [`failure::FlowError`]); only `api/` turns them
+//! into HTTP statuses, bodies and headers.
+
+pub mod account;
+pub mod attempts;
+pub mod failure;
+pub mod hedge;
+pub mod plan;
+pub mod resume;
+pub mod stream;
+pub mod whole;

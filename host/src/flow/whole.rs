@@ -1,0 +1,86 @@
+//! A whole (non-streaming) answer: attempts until one target's complete
+//! answer is translated, hedged if the route asks.
+
+use super::account::record_success;
+use super::attempts::{Attempt, Attempts};
+use super::failure::{Failure, FlowError};
+use super::hedge::{Hedge, Start, first_success};
+use super::plan::PlannedAttempt;
+use crate::gateway::Gateway;
+use crate::plugin::PluginSet;
+use crate::plugin::adapter_wit::Completion;
+use serde_json::{Map, Value};
+use std::future::Future;
+use tokio::time::Instant;
+
+/// Who answered a request, and after how many attempts.
+#[derive(Clone, Debug)]
+pub struct AnsweredBy {
+    pub provider: String,
+    pub model: String,
+    pub attempts: u32,
+}
+
+impl AnsweredBy {
+    pub fn of(attempt: &Attempt<'_>, attempts: u32) -> AnsweredBy {
+        AnsweredBy {
+            provider: attempt.provider.name.clone(),
+            model: attempt.target.model.clone(),
+            attempts,
+        }
+    }
+}
+
+/// A whole answer: canonical chat completion JSON.
+pub struct Answered {
+    pub by: AnsweredBy,
+    pub body: Vec<u8>,
+}
+
+/// Serve a non-streaming request.
+pub async fn complete(
+    gw: &Gateway,
+    plugins: &PluginSet,
+    route: usize,
+    plan: Vec<PlannedAttempt>,
+    request: &mut Map<String, Value>,
+    hedge: Option<Hedge>,
+    started: Instant,
+) -> Result<Answered, FlowError> {
+    let mut attempts = Attempts::new(false, gw, plugins, route, plan, started);
+    let (attempt, completion) = first_success(&mut attempts, request, hedge, WholeAnswer).await?;
+    record_success(gw, &attempt, completion.usage, None);
+    Ok(Answered {
+        by: AnsweredBy::of(&attempt, attempts.made()),
+        body: completion.body,
+    })
+}
+
+/// A non-streaming attempt: the whole answer.
+struct WholeAnswer;
+
+impl Start for WholeAnswer {
+    type Answer = Completion;
+
+    fn start<'a>(
+        &'a self,
+        attempt: &'a Attempt<'_>,
+        request: &'a mut Map<String, Value>,
+    ) -> impl Future<Output = Result<Completion, Failure>> + Send + 'a {
+        once(attempt, request)
+    }
+}
+
+async fn once(attempt: &Attempt<'_>, request: &mut Map<String, Value>) -> Result<Completion, Failure> {
+    let response = attempt.send(request).await?;
+    let inbound = attempt.read(response).await?;
+    if !(200..300).contains(&inbound.status) {
+        return Err(attempt.classify(&inbound).await);
+    }
+    attempt
+        .adapter
+        .parse_response(&inbound, &attempt.wit_target)
+        .await
+        .map_err(Failure::Plugin)?
+        .map_err(Failure::Malformed)
+}
