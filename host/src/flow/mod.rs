@@ -16,3 +16,6 @@ pub mod plan;
 pub mod resume;
 pub mod stream;
 pub mod whole;
+
+#[cfg(test)]
+mod timing;
