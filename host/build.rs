@@ -25,6 +25,7 @@ const TEST_GUESTS: &[&str] = &[
     "switchboard-test-misbehave",
     "switchboard-test-future",
     "switchboard-test-forbidden",
+    "switchboard-example-cheapest",
 ];
 
 fn main() {
@@ -36,6 +37,7 @@ fn main() {
         "plugins",
         "policies",
         "tests/guests",
+        "examples/cheapest-policy",
         "Cargo.lock",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());

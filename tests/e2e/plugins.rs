@@ -354,3 +354,28 @@ async fn a_plugin_that_imports_what_the_sandbox_does_not_grant_is_refused() {
         "names the import: {refused}"
     );
 }
+
+#[tokio::test]
+async fn the_readme_example_policy_is_the_one_built_and_it_routes() {
+    let readme = include_str!("../../README.md");
+    let example = include_str!("../../examples/cheapest-policy/src/policy.rs");
+    assert!(
+        readme.contains(&format!("```rust\n{example}```")),
+        "README.md shows examples/cheapest-policy/src/policy.rs as it is"
+    );
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    // `a` is the dearer target: the cheapest-first example plans `b` first.
+    let config = two_providers(&a, &b, "policy = \"cheapest\"").replacen(
+        "output_price = 2.0",
+        "output_price = 9.0",
+        1,
+    );
+    let gw = Gateway::start_with_files(
+        &config,
+        KEYS,
+        &[("policies", "cheapest.wasm", wasm("switchboard_example_cheapest"))],
+    );
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-switchboard-provider"), "b");
+}
