@@ -4,7 +4,7 @@
 
 use crate::config::PluginsConfig;
 use crate::config::{Config, Endpoint};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, GatewayError};
 use crate::metrics::Metrics;
 use crate::plugin::{
     CallLimits, LimitTable, PluginKind, PluginRuntime, Registry, SandboxLimits, watch_folders,
@@ -12,6 +12,7 @@ use crate::plugin::{
 use crate::reload::{self, Live};
 use crate::{server, simulator};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,14 +20,40 @@ mod bundled {
     include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 }
 
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create {}: {source}", dir.display())]
+    PluginFolder { dir: PathBuf, source: std::io::Error },
+    #[error("cannot start the Wasm engine: {0}")]
+    Engine(String),
+    /// A bundled plugin failed to load (a build defect) or a folder is unreadable.
+    #[error("{0}")]
+    Plugins(String),
+    #[error("cannot start the simulator: {0}")]
+    Simulator(std::io::Error),
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    #[error("{0}")]
+    Watch(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
 /// Load everything and serve until `shutdown` resolves.
 pub async fn run(
     config: Config,
     listen: Option<SocketAddr>,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     for dir in [&config.plugins.adapter_dir, &config.plugins.policy_dir] {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| StartError::PluginFolder {
+            dir: dir.clone(),
+            source,
+        })?;
     }
     let metrics = Arc::new(Metrics::default());
     let runtime = Arc::new(
@@ -36,7 +63,7 @@ pub async fn run(
             max_instances: config.plugins.max_instances,
             compile_cache: config.plugins.compile_cache_dir(),
         })
-        .map_err(|e| format!("cannot start the Wasm engine: {e:#}"))?,
+        .map_err(|e| StartError::Engine(format!("{e:#}")))?,
     );
     let load_metrics = metrics.clone();
     let registry = Arc::new(Registry::new(
@@ -50,16 +77,17 @@ pub async fn run(
         config.plugins.adapter_dir.clone(),
         config.plugins.policy_dir.clone(),
     );
-    registry.load_all(&adapter_dir, &policy_dir).await?;
+    registry
+        .load_all(&adapter_dir, &policy_dir)
+        .await
+        .map_err(StartError::Plugins)?;
 
     let simulator_url = if config
         .providers
         .iter()
         .any(|p| matches!(p.endpoint, Endpoint::Simulated))
     {
-        let url = simulator::start()
-            .await
-            .map_err(|e| format!("cannot start the simulator: {e}"))?;
+        let url = simulator::start().await.map_err(StartError::Simulator)?;
         tracing::warn!(%url, "simulated provider running: its answers are not from a real model");
         Some(url)
     } else {
@@ -84,21 +112,23 @@ pub async fn run(
     let routes = gw.config.routes.len();
     let live = Arc::new(Live::new(gw, simulator_url));
     let _watch = if watch {
-        Some(watch_folders(registry, &adapter_dir, &policy_dir)?)
+        Some(watch_folders(registry, &adapter_dir, &policy_dir).map_err(StartError::Watch)?)
     } else {
         None
     };
     let _config_watch = if watch_config {
-        Some(reload::watch_config(live.clone(), &config_file)?)
+        Some(reload::watch_config(live.clone(), &config_file).map_err(StartError::Watch)?)
     } else {
         None
     };
-    reload::reload_on_hangup(live.clone())?;
+    reload::reload_on_hangup(live.clone()).map_err(StartError::Watch)?;
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|source| StartError::Listen { addr: listen, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Listen { addr: listen, source })?;
     tracing::info!(addr = %addr, routes, "listening");
     server::serve(
         live,

@@ -11,6 +11,15 @@ use crate::upstream::Upstream;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Why a configuration cannot be served: the key it is about, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("provider {provider}: {reason}")]
+    Provider { provider: String, reason: String },
+    #[error("{key}: {reason}")]
+    Plugin { key: String, reason: String },
+}
+
 /// One target of a route, resolved to its provider and health record.
 pub struct RouteTarget {
     pub provider: usize,
@@ -39,7 +48,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
         simulator_url: Option<&str>,
         previous: Option<&Gateway>,
-    ) -> Result<Gateway, String> {
+    ) -> Result<Gateway, GatewayError> {
         // Every provider's answers are scrubbed of every credential we hold.
         let redactor = Arc::new(Redactor::new(
             config.providers.iter().filter_map(|p| p.credential.as_ref()),
@@ -49,11 +58,10 @@ impl Gateway {
             let base = match &provider.endpoint {
                 Endpoint::Url(url) => url.clone(),
                 Endpoint::Simulated => simulator_url
-                    .ok_or_else(|| {
-                        format!(
-                            "provider {}: the simulator is not running (a simulated provider added by a reload needs a restart)",
-                            provider.name
-                        )
+                    .ok_or_else(|| GatewayError::Provider {
+                        provider: provider.name.clone(),
+                        reason: "the simulator is not running (a simulated provider added by a reload needs a restart)"
+                            .into(),
                     })?
                     .to_string(),
             };
@@ -64,7 +72,10 @@ impl Gateway {
                 provider.max_response_bytes,
                 redactor.clone(),
             )
-            .map_err(|e| format!("provider {}: {e}", provider.name))?;
+            .map_err(|reason| GatewayError::Provider {
+                provider: provider.name.clone(),
+                reason,
+            })?;
             upstreams.push(upstream);
         }
         let circuit = CircuitSettings {
@@ -128,18 +139,20 @@ impl Gateway {
 
     /// Check that every route's policy and every provider's adapter is loaded
     /// and that each policy accepts its route's configuration.
-    pub async fn check_plugins(&self) -> Result<(), String> {
+    pub async fn check_plugins(&self) -> Result<(), GatewayError> {
         let plugins = self.registry.snapshot();
         for provider in &self.config.providers {
             if !plugins.adapters.contains_key(&provider.adapter) {
-                return Err(format!(
-                    "providers.{}.adapter: no adapter named {:?} (bundled: {}; or put {}.wasm in {})",
-                    provider.name,
-                    provider.adapter,
-                    plugins.adapters.keys().cloned().collect::<Vec<_>>().join(", "),
-                    provider.adapter,
-                    self.config.plugins.adapter_dir.display()
-                ));
+                return Err(GatewayError::Plugin {
+                    key: format!("providers.{}.adapter", provider.name),
+                    reason: format!(
+                        "no adapter named {:?} (bundled: {}; or put {}.wasm in {})",
+                        provider.adapter,
+                        plugins.adapters.keys().cloned().collect::<Vec<_>>().join(", "),
+                        provider.adapter,
+                        self.config.plugins.adapter_dir.display()
+                    ),
+                });
             }
         }
         for route in &self.config.routes {
@@ -148,19 +161,24 @@ impl Gateway {
                 // Its routes use the configured order until a new file comes.
                 Err(Unavailable::Quarantined) => continue,
                 Err(Unavailable::NotLoaded) => {
-                    return Err(format!(
-                        "routes.{}.policy: no policy named {:?} (put {}.wasm in {})",
-                        route.name,
-                        route.policy,
-                        route.policy,
-                        self.config.plugins.policy_dir.display()
-                    ));
+                    return Err(GatewayError::Plugin {
+                        key: format!("routes.{}.policy", route.name),
+                        reason: format!(
+                            "no policy named {:?} (put {}.wasm in {})",
+                            route.policy,
+                            route.policy,
+                            self.config.plugins.policy_dir.display()
+                        ),
+                    });
                 }
             };
             policy
                 .validate_config(&route.policy_config_json)
                 .await
-                .map_err(|e| format!("routes.{}.policy_config: {e}", route.name))?;
+                .map_err(|e| GatewayError::Plugin {
+                    key: format!("routes.{}.policy_config", route.name),
+                    reason: e.to_string(),
+                })?;
         }
         Ok(())
     }

@@ -5,9 +5,9 @@
 //! for targets that stay the same, and a file that fails any check is refused
 //! while the last good configuration keeps serving.
 
-use crate::config::{Config, text_hash};
+use crate::config::{Config, ConfigError, text_hash};
 use crate::fswatch::{self, FolderWatch, canonical};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, GatewayError};
 use crate::metrics::ReloadLabels;
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
@@ -111,7 +111,7 @@ impl Live {
             }
             Err(reason) => {
                 tracing::error!(%reason, "configuration refused; the last good one keeps serving");
-                self.last.lock().unwrap().refused = Some(reason);
+                self.last.lock().unwrap().refused = Some(reason.to_string());
                 "refused"
             }
         };
@@ -126,12 +126,14 @@ impl Live {
         &self,
         old: &Gateway,
         text: std::io::Result<String>,
-    ) -> Result<(Gateway, Vec<String>), String> {
+    ) -> Result<(Gateway, Vec<String>), ReloadError> {
         let file = &old.config.file;
-        let text = text.map_err(|e| format!("{}: {e}", file.display()))?;
-        let config =
-            Config::parse(&text, file, &|name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
-        refuse_dangerous(&old.config, &config)?;
+        let text = text.map_err(|source| ReloadError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let config = Config::parse(&text, file, &|name| std::env::var(name).ok())?;
+        refuse_dangerous(&old.config, &config).map_err(ReloadError::Dangerous)?;
         let pending_restart = restart_only_changes(&old.config, &config);
         let gateway = Gateway::new(
             config,
@@ -143,6 +145,20 @@ impl Live {
         gateway.check_plugins().await?;
         Ok((gateway, pending_restart))
     }
+}
+
+/// Why a new version of the config file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{}: {source}", file.display())]
+    Read { file: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// What a half-written file or a slip looks like.
+    #[error("{0}")]
+    Dangerous(String),
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
 }
 
 /// A reload an editor's half-written file or an operator's slip would
