@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard::facts::Facts;
-use switchboard::plugin::adapter_wit::{InboundResponse, SseEvent, Target};
-use switchboard::plugin::policy_wit::{Candidate, Capabilities, CircuitState, Health};
+use switchboard::plugin::types::{Candidate, Capabilities, CircuitState, Health};
+use switchboard::plugin::types::{InboundResponse, SseEvent, Target};
 use switchboard::plugin::{AdapterPlugin, CallLimits, PluginRuntime, PolicyPlugin, SandboxLimits};
 
 const LIMITS: CallLimits = CallLimits {
@@ -151,7 +151,7 @@ async fn main() {
         );
     }
     let body: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&small).unwrap();
-    let facts = Facts::derive(&body, &http::HeaderMap::new()).to_wit("bench");
+    let facts = Facts::derive(&body, &http::HeaderMap::new()).for_policy("bench");
     let candidates: Vec<Candidate> = (0..4)
         .map(|i| Candidate {
             index: i,

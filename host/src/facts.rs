@@ -1,7 +1,7 @@
 //! Request facts: what routing needs to know about a request, derived once
 //! from the parsed body and headers.
 
-use crate::plugin::policy_wit::{Capabilities, RequestFacts};
+use crate::plugin::types::{Capabilities, RequestFacts};
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
@@ -110,7 +110,7 @@ impl Facts {
         }
     }
 
-    pub fn to_wit(&self, route: &str) -> RequestFacts {
+    pub fn for_policy(&self, route: &str) -> RequestFacts {
         RequestFacts {
             model: route.to_string(),
             estimated_prompt_tokens: self.estimated_prompt_tokens,

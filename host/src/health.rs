@@ -3,7 +3,7 @@
 //! state and rate-limit cooldown. Policies see it as candidate health; the
 //! attempt loop feeds it.
 
-use crate::plugin::policy_wit::{CircuitState, Health};
+use crate::plugin::types::{CircuitState, Health};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;

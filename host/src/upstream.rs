@@ -1,7 +1,7 @@
 //! The provider HTTP client: owns every socket, applies the base URL and the
 //! credential to a request an adapter described, and enforces body limits.
 
-use crate::plugin::adapter_wit::{CredentialPlacement, OutboundRequest};
+use crate::plugin::types::{CredentialPlacement, OutboundRequest};
 use crate::redact::{Redactor, percent_encode};
 use crate::secret::Secret;
 use bytes::Bytes;

@@ -4,7 +4,7 @@
 use super::auth;
 use super::{ApiError, Body, json_response};
 use crate::gateway::Gateway;
-use crate::plugin::policy_wit::CircuitState;
+use crate::plugin::types::CircuitState;
 use crate::plugin::{Guarded, Versions};
 use serde_json::{Value, json};
 use std::collections::HashMap;

@@ -5,7 +5,7 @@ use super::attempts::Attempt;
 use crate::gateway::Gateway;
 use crate::health::Outcome;
 use crate::metrics::{TargetLabels, TokenLabels};
-use crate::plugin::adapter_wit::Usage;
+use crate::plugin::types::Usage;
 use std::time::Duration;
 use tokio::time::Instant;
 

@@ -9,8 +9,8 @@ use crate::config::Provider;
 use crate::gateway::{Gateway, RouteTarget};
 use crate::health::InFlight;
 use crate::metrics::{AttemptLabels, PluginLabels, RouteOutcomeLabels};
-use crate::plugin::adapter_wit::{ErrorClass, InboundResponse, Target};
-use crate::plugin::policy_wit::CircuitState;
+use crate::plugin::types::CircuitState;
+use crate::plugin::types::{ErrorClass, InboundResponse, Target};
 use crate::plugin::{AdapterPlugin, PluginSet, Unavailable};
 use crate::upstream::{TransportError, Upstream};
 use hyper::body::Incoming;
@@ -33,7 +33,7 @@ pub struct Attempt<'g> {
     pub provider: &'g Provider,
     pub upstream: &'g Upstream,
     pub adapter: Arc<AdapterPlugin>,
-    pub wit_target: Target,
+    pub adapter_target: Target,
     pub started: Instant,
     /// This attempt's deadline (its timeout, capped by the request's).
     pub deadline: Instant,
@@ -173,7 +173,7 @@ impl<'g> Attempts<'g> {
                 provider,
                 upstream: &self.gw.upstreams[target.provider],
                 adapter: adapter.clone(),
-                wit_target: Target {
+                adapter_target: Target {
                     provider: provider.name.clone(),
                     model: target.model.clone(),
                     options: provider.options_json.clone(),
@@ -364,7 +364,7 @@ impl Attempt<'_> {
         let body = canonical(request, &self.target.model);
         let outbound = self
             .adapter
-            .build_request(&body, &self.wit_target)
+            .build_request(&body, &self.adapter_target)
             .await
             .map_err(Failure::Plugin)?;
         let sent = self.upstream.send(&outbound, self.provider.credential.as_ref());
@@ -391,7 +391,7 @@ impl Attempt<'_> {
 
     /// The adapter's verdict on a failed response.
     pub async fn classify(&self, inbound: &InboundResponse) -> Failure {
-        match self.adapter.classify_error(inbound, &self.wit_target).await {
+        match self.adapter.classify_error(inbound, &self.adapter_target).await {
             Ok(error) => Failure::Provider(error),
             Err(error) => Failure::Plugin(error),
         }

@@ -4,7 +4,7 @@
 //! read by the loop and tested as a table.
 
 use crate::health::Outcome;
-use crate::plugin::adapter_wit::{ErrorClass, ProviderError};
+use crate::plugin::types::{ErrorClass, ProviderError};
 use crate::plugin::{PluginError, Unavailable};
 use crate::sse::SseError;
 use crate::upstream::TransportError;

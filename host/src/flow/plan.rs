@@ -6,7 +6,7 @@ use super::failure::{Answer, FlowError};
 use crate::facts::Facts;
 use crate::gateway::Gateway;
 use crate::metrics::PluginLabels;
-use crate::plugin::policy_wit::{Candidate, Capabilities, CircuitState};
+use crate::plugin::types::{Candidate, Capabilities, CircuitState};
 use crate::plugin::{PluginSet, Unavailable};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -45,7 +45,11 @@ pub async fn plan(
         Err(Unavailable::NotLoaded) => Err("not loaded"),
         Err(Unavailable::Quarantined) => Err("quarantined"),
         Ok(policy) => policy
-            .plan(&facts.to_wit(&route.name), &candidates, &route.policy_config_json)
+            .plan(
+                &facts.for_policy(&route.name),
+                &candidates,
+                &route.policy_config_json,
+            )
             .await
             .map_err(|error| {
                 tracing::warn!(route = %route.name, %error, "policy failed; using the configured order");

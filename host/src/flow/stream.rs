@@ -13,7 +13,7 @@ use super::resume::{Delivered, Splice, Strategy};
 use super::whole::AnsweredBy;
 use crate::config::{Capability, OnStreamBreak};
 use crate::gateway::Gateway;
-use crate::plugin::adapter_wit::{SseEvent, Usage};
+use crate::plugin::types::{SseEvent, Usage};
 use crate::plugin::{PluginSet, StreamSession};
 use crate::redact::Redactor;
 use crate::sse::{Event, SseParser};
@@ -363,7 +363,7 @@ async fn start(
     let body = response.into_body();
     let session = attempt
         .adapter
-        .open_stream(&attempt.wit_target, include_usage)
+        .open_stream(&attempt.adapter_target, include_usage)
         .await
         .map_err(Failure::Plugin)?;
     let mut pump = Pump {

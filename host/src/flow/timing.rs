@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::facts::Facts;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
-use crate::plugin::adapter_wit::{ErrorClass, ProviderError};
+use crate::plugin::types::{ErrorClass, ProviderError};
 use crate::plugin::{CallLimits, LimitTable, PluginRuntime, PluginSet, Registry, SandboxLimits};
 use crate::upstream::TransportError;
 use serde_json::{Map, Value, json};

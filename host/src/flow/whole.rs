@@ -8,7 +8,7 @@ use super::hedge::{Hedge, Start, first_success};
 use super::plan::PlannedAttempt;
 use crate::gateway::Gateway;
 use crate::plugin::PluginSet;
-use crate::plugin::adapter_wit::Completion;
+use crate::plugin::types::Completion;
 use serde_json::{Map, Value};
 use std::future::Future;
 use tokio::time::Instant;
@@ -79,7 +79,7 @@ async fn once(attempt: &Attempt<'_>, request: &mut Map<String, Value>) -> Result
     }
     attempt
         .adapter
-        .parse_response(&inbound, &attempt.wit_target)
+        .parse_response(&inbound, &attempt.adapter_target)
         .await
         .map_err(Failure::Plugin)?
         .map_err(Failure::Malformed)

@@ -3,20 +3,14 @@
 use super::PluginError;
 use super::bulkhead::{Bulkhead, CallLimits};
 use super::sandbox::{PluginRuntime, Sandbox};
+use super::types::{
+    AdapterInfo, Capabilities, Completion, Decoded, InboundResponse, OutboundRequest, ProviderError,
+    SseEvent, Target,
+};
+use super::v0_1::adapter as wit;
 use std::sync::Arc;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
-
-/// Host bindings of the `adapter` world.
-pub mod wit {
-    wasmtime::component::bindgen!({
-        world: "adapter",
-        path: "../wit",
-        exports: { default: async },
-    });
-    pub use self::switchboard::plugin::types::{Capabilities, Usage};
-    pub use exports::switchboard::plugin::provider::*;
-}
 
 /// One loaded version of an adapter, pre-instantiated; each call gets a fresh
 /// instance, so no state leaks between requests.
@@ -24,7 +18,7 @@ pub struct AdapterPlugin {
     pub name: String,
     pub version: String,
     pub source: String,
-    pub capabilities: wit::Capabilities,
+    pub capabilities: Capabilities,
     pub bulkhead: Bulkhead,
     pre: wit::AdapterPre<Sandbox>,
     runtime: Arc<PluginRuntime>,
@@ -48,7 +42,7 @@ impl AdapterPlugin {
             name: name.to_string(),
             version: String::new(),
             source: source.clone(),
-            capabilities: wit::Capabilities::empty(),
+            capabilities: Capabilities::empty(),
             bulkhead: Bulkhead::new(limits, source != "bundled"),
             pre,
             runtime: runtime.clone(),
@@ -102,21 +96,25 @@ impl AdapterPlugin {
         }
     }
 
-    pub async fn describe(&self) -> Result<wit::AdapterInfo, PluginError> {
-        self.call(0, async |guest, store| guest.call_describe(store).await)
-            .await
+    pub async fn describe(&self) -> Result<AdapterInfo, PluginError> {
+        let info = self
+            .call(0, async |guest, store| guest.call_describe(store).await)
+            .await?;
+        Ok(info.into())
     }
 
     pub async fn build_request(
         &self,
         request: &[u8],
-        target: &wit::Target,
-    ) -> Result<wit::OutboundRequest, PluginError> {
-        self.call(request.len(), async |guest, store| {
-            guest.call_build_request(store, request, target).await
-        })
-        .await?
-        .map_err(|reason| PluginError::Refused {
+        target: &Target,
+    ) -> Result<OutboundRequest, PluginError> {
+        let target = wit::Target::from(target);
+        let built = self
+            .call(request.len(), async |guest, store| {
+                guest.call_build_request(store, request, &target).await
+            })
+            .await?;
+        built.map(Into::into).map_err(|reason| PluginError::Refused {
             plugin: self.name.clone(),
             reason,
         })
@@ -126,12 +124,13 @@ impl AdapterPlugin {
     /// verdict that the provider's answer was malformed.
     pub async fn parse_response(
         &self,
-        response: &wit::InboundResponse,
-        target: &wit::Target,
-    ) -> Result<Result<wit::Completion, String>, PluginError> {
+        response: &InboundResponse,
+        target: &Target,
+    ) -> Result<Result<Completion, String>, PluginError> {
+        let (response, target) = (wit::InboundResponse::from(response), wit::Target::from(target));
         let completion = self
             .call(response.body.len(), async |guest, store| {
-                guest.call_parse_response(store, response, target).await
+                guest.call_parse_response(store, &response, &target).await
             })
             .await?;
         if let Ok(completion) = &completion
@@ -142,33 +141,37 @@ impl AdapterPlugin {
                 detail: "translated answer is not valid JSON".into(),
             });
         }
-        Ok(completion)
+        Ok(completion.map(Into::into))
     }
 
     pub async fn classify_error(
         &self,
-        response: &wit::InboundResponse,
-        target: &wit::Target,
-    ) -> Result<wit::ProviderError, PluginError> {
-        self.call(response.body.len(), async |guest, store| {
-            guest.call_classify_error(store, response, target).await
-        })
-        .await
+        response: &InboundResponse,
+        target: &Target,
+    ) -> Result<ProviderError, PluginError> {
+        let (response, target) = (wit::InboundResponse::from(response), wit::Target::from(target));
+        let error = self
+            .call(response.body.len(), async |guest, store| {
+                guest.call_classify_error(store, &response, &target).await
+            })
+            .await?;
+        Ok(error.into())
     }
 
     /// Start decoding one stream; the session keeps its own instance.
     pub async fn open_stream(
         self: &Arc<Self>,
-        target: &wit::Target,
+        target: &Target,
         include_usage: bool,
     ) -> Result<StreamSession, PluginError> {
+        let target = wit::Target::from(target);
         let _place = self.bulkhead.enter(&self.name)?;
         let opened = async {
             let (mut store, instance) = self.instantiate(0).await?;
             let decoder = instance
                 .switchboard_plugin_provider()
                 .stream_decoder()
-                .call_constructor(&mut store, target, include_usage)
+                .call_constructor(&mut store, &target, include_usage)
                 .await
                 .map_err(|e| self.runtime.call_error(&self.name, &store, e))?;
             Ok((store, instance, decoder))
@@ -196,10 +199,8 @@ pub struct StreamSession {
 impl StreamSession {
     /// Feed one upstream event. The outer error is the plugin failing; the
     /// inner one a provider error the adapter found in the stream.
-    pub async fn feed(
-        &mut self,
-        event: &wit::SseEvent,
-    ) -> Result<Result<Fed, wit::ProviderError>, PluginError> {
+    pub async fn feed(&mut self, event: &SseEvent) -> Result<Result<Fed, ProviderError>, PluginError> {
+        let event = wit::SseEvent::from(event);
         let plugin = &self.plugin;
         // Between events the decoder holds its memory, not a place.
         let _place = plugin.bulkhead.enter(&plugin.name)?;
@@ -211,15 +212,15 @@ impl StreamSession {
             .instance
             .switchboard_plugin_provider()
             .stream_decoder()
-            .call_feed(&mut self.store, self.decoder, event)
+            .call_feed(&mut self.store, self.decoder, &event)
             .await
             .map_err(|e| plugin.runtime.call_error(&plugin.name, &self.store, e));
         plugin.runtime.end_call(&self.store);
         plugin.settle(&decoded);
         let decoded = decoded?;
-        let decoded = match decoded {
-            Ok(decoded) => decoded,
-            Err(provider_error) => return Ok(Err(provider_error)),
+        let decoded: Decoded = match decoded {
+            Ok(decoded) => decoded.into(),
+            Err(provider_error) => return Ok(Err(provider_error.into())),
         };
         // Checking that each chunk is JSON also tells whether the answer
         // has finished (a choice with a finish_reason).
@@ -237,7 +238,7 @@ impl StreamSession {
 
 /// One decoded event, and whether its chunks carried a finish reason.
 pub struct Fed {
-    pub decoded: wit::Decoded,
+    pub decoded: Decoded,
     pub finished: bool,
 }
 

@@ -7,14 +7,14 @@ mod contract;
 mod policy;
 mod registry;
 mod sandbox;
+pub mod types;
+mod v0_1;
 mod watch;
 
 pub use crate::fswatch::FolderWatch;
-pub use adapter::wit as adapter_wit;
 pub use adapter::{AdapterPlugin, Fed, StreamSession};
 pub use bulkhead::{Bulkhead, BulkheadView, CallLimits};
 pub use policy::PolicyPlugin;
-pub use policy::wit as policy_wit;
 pub use registry::{Guarded, LimitTable, PluginKind, PluginSet, Refusal, Registry, Unavailable, Versions};
 pub use sandbox::{PluginRuntime, SandboxLimits};
 pub use watch::watch_folders;

@@ -3,18 +3,9 @@
 use super::PluginError;
 use super::bulkhead::{Bulkhead, CallLimits};
 use super::sandbox::{PluginRuntime, Sandbox};
+use super::types::{Candidate, PlanStep, RequestFacts};
+use super::v0_1::policy as wit;
 use std::sync::Arc;
-
-/// Host bindings of the `policy` world.
-pub mod wit {
-    wasmtime::component::bindgen!({
-        world: "policy",
-        path: "../wit",
-        exports: { default: async },
-    });
-    pub use self::switchboard::plugin::types::Capabilities;
-    pub use exports::switchboard::plugin::router::*;
-}
 
 /// One loaded version of a policy, pre-instantiated.
 pub struct PolicyPlugin {
@@ -91,12 +82,14 @@ impl PolicyPlugin {
     /// Ask for a plan; every attempt must name one of the candidates.
     pub async fn plan(
         &self,
-        facts: &wit::RequestFacts,
-        candidates: &[wit::Candidate],
+        facts: &RequestFacts,
+        candidates: &[Candidate],
         config: &str,
-    ) -> Result<Vec<wit::Attempt>, PluginError> {
+    ) -> Result<Vec<PlanStep>, PluginError> {
+        let facts = wit::RequestFacts::from(facts);
+        let offered: Vec<wit::Candidate> = candidates.iter().map(Into::into).collect();
         let plan = self
-            .call(async |guest, store| guest.call_plan(store, facts, candidates, config).await)
+            .call(async |guest, store| guest.call_plan(store, &facts, &offered, config).await)
             .await?
             .map_err(|reason| PluginError::Refused {
                 plugin: self.name.clone(),
@@ -111,6 +104,6 @@ impl PolicyPlugin {
                 detail: format!("plan names candidate {} which was not offered", bad.candidate),
             });
         }
-        Ok(plan)
+        Ok(plan.into_iter().map(Into::into).collect())
     }
 }
