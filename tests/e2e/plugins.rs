@@ -135,20 +135,22 @@ async fn a_broken_or_foreign_file_is_refused_and_the_last_good_version_keeps_ser
     );
 }
 
+/// Drop the test guest `guest` into the policy folder as `file`; the
+/// reason it was refused.
+async fn refusal_of(gw: &Gateway, file: &str, guest: &str) -> String {
+    install(&gw.policy_dir(), file, &std::fs::read(wasm(guest)).unwrap());
+    assert!(gw.wait_for_log("plugin refused", Duration::from_secs(10)).await);
+    gw.plugins_admin().await["refused"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 #[tokio::test]
 async fn a_plugin_built_for_another_contract_version_is_refused_with_a_clear_message() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
-    install(
-        &gw.policy_dir(),
-        "future.wasm",
-        &std::fs::read(wasm("switchboard_test_future")).unwrap(),
-    );
-    assert!(gw.wait_for_log("plugin refused", Duration::from_secs(10)).await);
-    let refused = gw.plugins_admin().await["refused"][0]["reason"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let refused = refusal_of(&gw, "future.wasm", "switchboard_test_future").await;
     assert!(
         refused.contains("built for switchboard:plugin@0.2.0") && refused.contains("0.1.x"),
         "{refused}"
@@ -335,16 +337,7 @@ async fn a_stream_decoder_that_breaks_mid_stream_ends_the_stream_with_an_error()
 async fn a_plugin_that_imports_what_the_sandbox_does_not_grant_is_refused() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
-    install(
-        &gw.policy_dir(),
-        "greedy.wasm",
-        &std::fs::read(wasm("switchboard_test_forbidden")).unwrap(),
-    );
-    assert!(gw.wait_for_log("plugin refused", Duration::from_secs(10)).await);
-    let refused = gw.plugins_admin().await["refused"][0]["reason"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let refused = refusal_of(&gw, "greedy.wasm", "switchboard_test_forbidden").await;
     assert!(
         refused.contains("needs imports the sandbox does not provide"),
         "{refused}"

@@ -84,43 +84,7 @@ export!(Priority);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use exports::switchboard::plugin::router::Health;
-    use switchboard::plugin::types::Capabilities;
-
-    /// Candidate `index` of `provider/m` at an output price, latency and load.
-    fn candidate(index: u32, provider: &str, price: f64, latency_ms: f64, in_flight: u32) -> Candidate {
-        Candidate {
-            index,
-            provider: provider.into(),
-            model: "m".into(),
-            input_price_per_mtok: price / 2.0,
-            output_price_per_mtok: price,
-            context_window: 128_000,
-            capabilities: Capabilities::all(),
-            health: Health {
-                latency_ewma_ms: latency_ms,
-                ttft_ewma_ms: latency_ms / 2.0,
-                error_rate: 0.0,
-                in_flight,
-                circuit: CircuitState::Closed,
-                rate_limited_for_ms: 0,
-            },
-        }
-    }
-
-    fn facts(tags: &[(&str, &str)]) -> RequestFacts {
-        RequestFacts {
-            model: "route".into(),
-            estimated_prompt_tokens: 100,
-            max_output_tokens: Some(100),
-            needs: Capabilities::empty(),
-            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        }
-    }
-
-    fn order(plan: Vec<Attempt>) -> Vec<u32> {
-        plan.into_iter().map(|a| a.candidate).collect()
-    }
+    switchboard_guest::policy_test_helpers!();
 
     #[test]
     fn configured_order_with_degraded_targets_last_and_retries_repeated() {
