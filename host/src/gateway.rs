@@ -2,7 +2,7 @@
 //! per-target health and metrics. Built at start-up and again, from the
 //! previous one, on each config reload.
 
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, Endpoint, Model, Provider, Route};
 use crate::health::{CircuitSettings, TargetHealth};
 use crate::metrics::Metrics;
 use crate::plugin::{Registry, Unavailable};
@@ -25,6 +25,48 @@ pub struct RouteTarget {
     pub provider: usize,
     pub model: String,
     pub health: Arc<TargetHealth>,
+}
+
+/// A route resolved: its settings and its targets, each resolved in turn.
+#[derive(Clone, Copy)]
+pub struct RouteRef<'g> {
+    pub index: usize,
+    pub config: &'g Route,
+    gw: &'g Gateway,
+}
+
+/// One target of a route, with everything an attempt on it needs.
+#[derive(Clone, Copy)]
+pub struct TargetRef<'g> {
+    /// Position in the route's targets (what plans name).
+    pub index: usize,
+    pub target: &'g RouteTarget,
+    pub provider: &'g Provider,
+    pub upstream: &'g Upstream,
+    pub model: &'g Model,
+}
+
+impl<'g> RouteRef<'g> {
+    pub fn name(&self) -> &'g str {
+        &self.config.name
+    }
+
+    pub fn target(&self, index: usize) -> TargetRef<'g> {
+        let target = &self.gw.routes[self.index][index];
+        let provider = &self.gw.config.providers[target.provider];
+        TargetRef {
+            index,
+            target,
+            provider,
+            upstream: &self.gw.upstreams[target.provider],
+            model: &provider.models[&target.model],
+        }
+    }
+
+    pub fn targets(&self) -> impl Iterator<Item = TargetRef<'g>> + 'g {
+        let route = *self;
+        (0..self.gw.routes[self.index].len()).map(move |i| route.target(i))
+    }
 }
 
 pub struct Gateway {
@@ -78,13 +120,7 @@ impl Gateway {
             })?;
             upstreams.push(upstream);
         }
-        let circuit = CircuitSettings {
-            failures: config.circuit.failures,
-            error_rate: config.circuit.error_rate,
-            window: std::time::Duration::from_millis(config.circuit.window_ms),
-            min_attempts: config.circuit.min_attempts,
-            cool_down: std::time::Duration::from_millis(config.circuit.cool_down_ms),
-        };
+        let circuit = CircuitSettings::from(&config.circuit);
         let mut health: HashMap<(usize, String), Arc<TargetHealth>> = HashMap::new();
         let routes = config
             .routes
@@ -116,6 +152,20 @@ impl Gateway {
             routes,
             health,
         })
+    }
+
+    /// Route `index`, resolved.
+    pub fn route(&self, index: usize) -> RouteRef<'_> {
+        RouteRef {
+            index,
+            config: &self.config.routes[index],
+            gw: self,
+        }
+    }
+
+    /// The route a caller's `model` names (a route name or alias).
+    pub fn route_named(&self, name: &str) -> Option<RouteRef<'_>> {
+        self.config.route_names.get(name).map(|&index| self.route(index))
     }
 
     /// This gateway's health of a target of `config`, if the target is the

@@ -3,6 +3,7 @@
 //! state and rate-limit cooldown. Policies see it as candidate health; the
 //! attempt loop feeds it.
 
+use crate::config::CircuitConfig;
 use crate::plugin::types::{CircuitState, Health};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -32,15 +33,22 @@ pub struct CircuitSettings {
     pub cool_down: Duration,
 }
 
+impl From<&CircuitConfig> for CircuitSettings {
+    fn from(c: &CircuitConfig) -> Self {
+        CircuitSettings {
+            failures: c.failures,
+            error_rate: c.error_rate,
+            window: Duration::from_millis(c.window_ms),
+            min_attempts: c.min_attempts,
+            cool_down: Duration::from_millis(c.cool_down_ms),
+        }
+    }
+}
+
+/// The `[circuit]` defaults: kept once, in the configuration.
 impl Default for CircuitSettings {
     fn default() -> Self {
-        CircuitSettings {
-            failures: 5,
-            error_rate: 0.5,
-            window: Duration::from_secs(60),
-            min_attempts: 20,
-            cool_down: Duration::from_secs(30),
-        }
+        (&CircuitConfig::default()).into()
     }
 }
 

@@ -49,22 +49,20 @@ async fn serve(
     .map_err(|_| ApiError::body_timeout(body_timeout))??;
     let mut body = parse(&bytes)?;
     let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
-    let route_index = *gw
-        .config
-        .route_names
-        .get(model)
+    let route = gw
+        .route_named(model)
         .ok_or_else(|| ApiError::unknown_model(model))?;
-    *resolved = Some(route_index);
-    caller.may_use(&gw.config.routes[route_index])?;
+    *resolved = Some(route.index);
+    caller.may_use(route.config)?;
 
     let facts = Facts::derive(&body, &parts.headers);
     // Requests finish on the plugin versions they started with.
     let plugins = gw.registry.snapshot();
-    let plan = plan::plan(gw, &plugins, route_index, &facts, started).await?;
-    let hedge = Hedge::for_request(gw, route_index, &facts);
+    let plan = plan::plan(gw, &plugins, route, &facts, started).await?;
+    let hedge = Hedge::for_request(route, &facts);
     if facts.stream {
         let request = stream::StreamRequest {
-            route: route_index,
+            route: route.index,
             plan,
             body,
             include_usage: facts.include_usage,
@@ -75,7 +73,7 @@ async fn serve(
         let streaming = stream::serve(gw.clone(), plugins, request).await?;
         Ok(event_stream(streaming))
     } else {
-        let answered = whole::complete(gw, &plugins, route_index, plan, &mut body, hedge, started).await?;
+        let answered = whole::complete(gw, &plugins, route, plan, &mut body, hedge, started).await?;
         Ok(with_answered_by(http::Response::builder(), &answered.by)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(full(answered.body))

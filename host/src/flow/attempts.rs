@@ -5,8 +5,8 @@
 
 use super::failure::{Answer, Failure, FlowError, Next};
 use super::plan::PlannedAttempt;
-use crate::config::Provider;
-use crate::gateway::{Gateway, RouteTarget};
+use crate::config::{Model, Provider};
+use crate::gateway::{Gateway, RouteRef, RouteTarget};
 use crate::health::InFlight;
 use crate::metrics::{AttemptLabels, PluginLabels, RouteOutcomeLabels};
 use crate::plugin::types::CircuitState;
@@ -45,7 +45,7 @@ pub struct Attempts<'g> {
     streaming: bool,
     gw: &'g Gateway,
     plugins: &'g PluginSet,
-    route: usize,
+    route: RouteRef<'g>,
     plan: std::vec::IntoIter<PlannedAttempt>,
     pub deadline: Instant,
     made: u32,
@@ -66,7 +66,7 @@ impl<'g> Attempts<'g> {
         streaming: bool,
         gw: &'g Gateway,
         plugins: &'g PluginSet,
-        route: usize,
+        route: RouteRef<'g>,
         plan: Vec<PlannedAttempt>,
         started: Instant,
     ) -> Self {
@@ -76,7 +76,7 @@ impl<'g> Attempts<'g> {
             plugins,
             route,
             plan: plan.into_iter(),
-            deadline: started + gw.config.routes[route].timeout,
+            deadline: started + route.config.timeout,
             made: 0,
             last_target: None,
             same_target_retries: 0,
@@ -97,15 +97,15 @@ impl<'g> Attempts<'g> {
     /// call dropped during its wait leaves the plan as it was (a hedge waits
     /// this way while the first attempt may still answer).
     pub async fn next(&mut self) -> Option<Attempt<'g>> {
-        let route = &self.gw.config.routes[self.route];
+        let route = self.route.config;
         loop {
             if self.made >= route.max_attempts {
                 return None;
             }
             // Taken from the plan only once it is certain to be used or dropped.
             let planned = *self.plan.as_slice().first()?;
-            let target = &self.gw.routes[self.route][planned.target];
-            let provider = &self.gw.config.providers[target.provider];
+            let resolved = self.route.target(planned.target);
+            let (target, provider) = (resolved.target, resolved.provider);
             let now = Instant::now();
             if now >= self.deadline {
                 return None;
@@ -113,14 +113,14 @@ impl<'g> Attempts<'g> {
             if self.skip.contains(&planned.target)
                 || self
                     .min_context_window
-                    .is_some_and(|min| self.context_window(target) <= min)
+                    .is_some_and(|min| resolved.model.context_window <= min)
             {
                 self.plan.next();
                 continue;
             }
             if target.health.circuit(now) == CircuitState::Open {
                 self.plan.next();
-                self.note(target, Failure::CircuitOpen);
+                self.note(provider, target, Failure::CircuitOpen);
                 continue;
             }
             let same_target = self.last_target == Some(planned.target);
@@ -132,7 +132,7 @@ impl<'g> Attempts<'g> {
             if !wait.is_zero() {
                 if now + wait >= self.deadline || cooldown > route.max_cooldown_wait {
                     self.plan.next();
-                    self.note(target, Failure::CoolingDown(wait));
+                    self.note(provider, target, Failure::CoolingDown(wait));
                     continue;
                 }
                 tokio::time::sleep(wait).await;
@@ -154,7 +154,11 @@ impl<'g> Attempts<'g> {
                             })
                             .inc();
                     }
-                    self.note(target, Failure::AdapterUnavailable(provider.adapter.clone(), why));
+                    self.note(
+                        provider,
+                        target,
+                        Failure::AdapterUnavailable(provider.adapter.clone(), why),
+                    );
                     continue;
                 }
             };
@@ -171,7 +175,7 @@ impl<'g> Attempts<'g> {
                 index: planned.target,
                 target,
                 provider,
-                upstream: &self.gw.upstreams[target.provider],
+                upstream: resolved.upstream,
                 adapter: adapter.clone(),
                 adapter_target: Target {
                     provider: provider.name.clone(),
@@ -214,7 +218,7 @@ impl<'g> Attempts<'g> {
         let label = failure.verdict().label;
         attempt.count(&self.gw.metrics, label);
         tracing::warn!(
-            route = %self.gw.config.routes[self.route].name,
+            route = %self.route.name(),
             provider = %attempt.provider.name,
             model = %attempt.target.model,
             attempt = self.made,
@@ -228,13 +232,12 @@ impl<'g> Attempts<'g> {
             // A silent target is not asked again; the next one is.
             Next::NotThisTarget => self.skip.push(attempt.index),
             Next::LargerWindow => {
-                let window = self.context_window(attempt.target);
-                let routes = &self.gw.routes[self.route];
+                let window = attempt.model().context_window;
                 if !self
                     .plan
                     .as_slice()
                     .iter()
-                    .any(|p| self.context_window(&routes[p.target]) > window)
+                    .any(|p| self.route.target(p.target).model.context_window > window)
                 {
                     return Some(self.stop(&attempt, &failure, verdict.answer));
                 }
@@ -242,7 +245,7 @@ impl<'g> Attempts<'g> {
             }
             Next::Stop => return Some(self.stop(&attempt, &failure, verdict.answer)),
         }
-        self.note(attempt.target, failure);
+        self.note(attempt.provider, attempt.target, failure);
         None
     }
 
@@ -255,10 +258,6 @@ impl<'g> Attempts<'g> {
         };
         let message = format!("{said} ({}/{})", attempt.provider.name, attempt.target.model);
         FlowError::new(answer, message)
-    }
-
-    fn context_window(&self, target: &RouteTarget) -> u32 {
-        self.gw.config.providers[target.provider].models[&target.model].context_window
     }
 
     /// A hedge was settled; `winner` is `first`, `hedge` or `neither`.
@@ -275,7 +274,7 @@ impl<'g> Attempts<'g> {
     fn count_route(&self, family: &Family<RouteOutcomeLabels, Counter>, outcome: &'static str) {
         family
             .get_or_create(&RouteOutcomeLabels {
-                route: self.gw.config.routes[self.route].name.clone(),
+                route: self.route.name().to_string(),
                 outcome,
             })
             .inc();
@@ -300,16 +299,19 @@ impl<'g> Attempts<'g> {
         tracing::warn!(provider = %attempt.provider.name, model = %attempt.target.model, "stream ended by shutdown");
     }
 
-    fn note(&mut self, target: &RouteTarget, failure: Failure) {
-        let provider = &self.gw.config.providers[target.provider].name;
-        self.summaries
-            .push(format!("{provider}/{}: {}", target.model, failure.summary()));
+    fn note(&mut self, provider: &Provider, target: &RouteTarget, failure: Failure) {
+        self.summaries.push(format!(
+            "{}/{}: {}",
+            provider.name,
+            target.model,
+            failure.summary()
+        ));
         self.last = Some(failure);
     }
 
     /// The plan is used up without an answer: the error that says so.
     pub fn exhausted(&self) -> FlowError {
-        let route = &self.gw.config.routes[self.route];
+        let route = self.route.config;
         let message = if self.summaries.is_empty() {
             format!(
                 "No provider of `{}` could be tried before the deadline.",
@@ -329,9 +331,9 @@ impl<'g> Attempts<'g> {
             .map_or(Answer::GatewayTimeout, |f| f.verdict().answer);
         let retry_after = (answer == Answer::RateLimited).then(|| {
             let now = Instant::now();
-            self.gw.routes[self.route]
-                .iter()
-                .map(|t| t.health.cooldown(now))
+            self.route
+                .targets()
+                .map(|t| t.target.health.cooldown(now))
                 .filter(|d| !d.is_zero())
                 .min()
                 .unwrap_or(DEFAULT_RATE_LIMIT_COOLDOWN)
@@ -358,6 +360,11 @@ pub fn canonical(request: &mut Map<String, Value>, model: &str) -> Vec<u8> {
 }
 
 impl Attempt<'_> {
+    /// The target model's settings (prices, context window, capabilities).
+    pub fn model(&self) -> &Model {
+        &self.provider.models[&self.target.model]
+    }
+
     /// Build the provider request with the adapter and send it; resolves
     /// with the response head.
     pub async fn send(&self, request: &mut Map<String, Value>) -> Result<http::Response<Incoming>, Failure> {

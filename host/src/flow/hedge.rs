@@ -7,7 +7,7 @@ use super::attempts::{Attempt, Attempts};
 use super::failure::{Failure, FlowError};
 use crate::config::HedgeDelay;
 use crate::facts::Facts;
-use crate::gateway::Gateway;
+use crate::gateway::RouteRef;
 use futures_util::future::Either;
 use serde_json::{Map, Value};
 use std::future::Future;
@@ -30,14 +30,14 @@ pub struct Hedge {
 impl Hedge {
     /// The route's hedge, unless it is off or a hedge could cost more than the
     /// route's cap (estimated at the dearest target's prices).
-    pub fn for_request(gw: &Gateway, route: usize, facts: &Facts) -> Option<Hedge> {
-        let config = &gw.config.routes[route];
+    pub fn for_request(route: RouteRef<'_>, facts: &Facts) -> Option<Hedge> {
+        let config = route.config;
         let after = config.hedge_after?;
         let output = facts.max_output_tokens.map_or(ASSUMED_OUTPUT_TOKENS, f64::from);
-        let dearest = gw.routes[route]
-            .iter()
+        let dearest = route
+            .targets()
             .map(|t| {
-                let model = &gw.config.providers[t.provider].models[&t.model];
+                let model = t.model;
                 (facts.estimated_prompt_tokens as f64 * model.input_price + output * model.output_price) / 1e6
             })
             .fold(0.0, f64::max);

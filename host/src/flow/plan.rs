@@ -4,7 +4,7 @@
 
 use super::failure::{Answer, FlowError};
 use crate::facts::Facts;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, RouteRef};
 use crate::metrics::PluginLabels;
 use crate::plugin::types::{Candidate, Capabilities, CircuitState};
 use crate::plugin::{PluginSet, Unavailable};
@@ -25,19 +25,19 @@ pub struct PlannedAttempt {
 pub async fn plan(
     gw: &Gateway,
     plugins: &PluginSet,
-    route_index: usize,
+    route_ref: RouteRef<'_>,
     facts: &Facts,
     started: Instant,
 ) -> Result<Vec<PlannedAttempt>, FlowError> {
-    let route = &gw.config.routes[route_index];
-    let mut offered = candidates(gw, route_index, facts, Instant::now())?;
+    let route = route_ref.config;
+    let mut offered = candidates(route_ref, facts, Instant::now())?;
     if let Some(wait) = shortest_cooldown_if_all_cooling(&offered)
         && wait <= route.max_cooldown_wait
         && Instant::now() + wait < started + route.timeout
     {
         tracing::debug!(route = %route.name, wait_ms = wait.as_millis() as u64, "every target is cooling down; waiting");
         tokio::time::sleep(wait).await;
-        offered = candidates(gw, route_index, facts, Instant::now())?;
+        offered = candidates(route_ref, facts, Instant::now())?;
     }
     let candidates = offered;
 
@@ -134,18 +134,13 @@ fn shortest_cooldown_if_all_cooling(candidates: &[Candidate]) -> Option<Duration
 }
 
 /// The route's targets that can take this request, with their health.
-fn candidates(
-    gw: &Gateway,
-    route_index: usize,
-    facts: &Facts,
-    now: Instant,
-) -> Result<Vec<Candidate>, FlowError> {
-    let route = &gw.config.routes[route_index];
+fn candidates(route_ref: RouteRef<'_>, facts: &Facts, now: Instant) -> Result<Vec<Candidate>, FlowError> {
+    let route = route_ref.config;
     let needed_tokens = facts.estimated_prompt_tokens as u64 + facts.max_output_tokens.unwrap_or(0) as u64;
     let (mut disabled, mut lacking, mut too_small) = (Vec::new(), Capabilities::empty(), 0u32);
     let mut out = Vec::new();
-    for (index, target) in gw.routes[route_index].iter().enumerate() {
-        let provider = &gw.config.providers[target.provider];
+    for resolved in route_ref.targets() {
+        let (index, target, provider) = (resolved.index, resolved.target, resolved.provider);
         if let Some(reason) = &provider.disabled {
             disabled.push(format!("{}: {reason}", provider.name));
             continue;

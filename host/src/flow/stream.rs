@@ -96,7 +96,7 @@ async fn run(
         cut,
     } = stream;
     let gw = &*gw;
-    let mut attempts = Attempts::new(true, gw, &plugins, route, plan, started);
+    let mut attempts = Attempts::new(true, gw, &plugins, gw.route(route), plan, started);
     let opened = tokio::select! {
         biased;
         // The caller went away before the first chunk: stop trying.
@@ -127,7 +127,7 @@ async fn run(
         return;
     }
 
-    let continues = gw.config.routes[route].on_stream_break == OnStreamBreak::Continue;
+    let continues = gw.route(route).config.on_stream_break == OnStreamBreak::Continue;
     let mut relay = Relay {
         tx,
         sent: 0,

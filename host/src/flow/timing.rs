@@ -184,7 +184,7 @@ fn plan(targets: &[usize]) -> Vec<PlannedAttempt> {
 fn hedge(gw: &Gateway) -> Option<Hedge> {
     let body = json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]});
     let facts = Facts::derive(body.as_object().unwrap(), &http::HeaderMap::new());
-    Hedge::for_request(gw, 0, &facts)
+    Hedge::for_request(gw.route(0), &facts)
 }
 
 async fn run(
@@ -194,7 +194,7 @@ async fn run(
     script: &Script,
     hedge: Option<Hedge>,
 ) -> Result<(String, u64), Answer> {
-    let mut attempts = Attempts::new(false, gw, plugins, 0, plan(targets), Instant::now());
+    let mut attempts = Attempts::new(false, gw, plugins, gw.route(0), plan(targets), Instant::now());
     let mut request = Map::new();
     first_success(&mut attempts, &mut request, hedge, script.clone())
         .await

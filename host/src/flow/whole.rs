@@ -6,7 +6,7 @@ use super::attempts::{Attempt, Attempts};
 use super::failure::{Failure, FlowError};
 use super::hedge::{Hedge, Start, first_success};
 use super::plan::PlannedAttempt;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, RouteRef};
 use crate::plugin::PluginSet;
 use crate::plugin::types::Completion;
 use serde_json::{Map, Value};
@@ -41,7 +41,7 @@ pub struct Answered {
 pub async fn complete(
     gw: &Gateway,
     plugins: &PluginSet,
-    route: usize,
+    route: RouteRef<'_>,
     plan: Vec<PlannedAttempt>,
     request: &mut Map<String, Value>,
     hedge: Option<Hedge>,

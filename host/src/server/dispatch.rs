@@ -50,7 +50,7 @@ async fn route(
         (http::Method::POST, "/v1/chat/completions") => {
             let (route, result) = api::chat::handle(gw, lifecycle, req).await;
             let status = result.as_ref().map_or_else(|e| e.status, |r| r.status());
-            let route = route.map_or("-".to_string(), |i| gw.config.routes[i].name.clone());
+            let route = route.map_or("-".to_string(), |i| gw.route(i).name().to_string());
             gw.metrics
                 .requests
                 .get_or_create(&RequestLabels {
