@@ -20,7 +20,9 @@ async fn run_sdk(url: &str, route: &str) -> Value {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sdk/openai_sdk.py");
     let (url, route) = (url.to_string(), route.to_string());
     let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
+        // tests/run points this at its venv; plain `cargo test` uses python3.
+        let python = std::env::var("SWITCHBOARD_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        std::process::Command::new(python)
             .arg(script)
             .arg(url)
             .arg("sk-sdk")
@@ -29,7 +31,7 @@ async fn run_sdk(url: &str, route: &str) -> Value {
     })
     .await
     .unwrap()
-    .expect("python3 runs (tests/run installs the openai package)");
+    .expect("python runs (tests/run makes a venv with the openai package)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
