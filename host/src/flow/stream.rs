@@ -137,7 +137,7 @@ async fn run(
     };
     let mut batch = Ok(Batch::Chunks(first));
     loop {
-        let end = relay.run(&mut pump, batch, &attempt).await;
+        let end = relay.run(&mut *pump, batch, attempt.provider.idle_timeout).await;
         let source = |attempt: &Attempt<'_>| format!("{}/{}", attempt.provider.name, attempt.target.model);
         // Why the answer broke, and whether the break itself rules out
         // going on elsewhere (a content filter mid-stream, say).
@@ -225,11 +225,10 @@ impl Relay {
     /// Relay `batch` and the rest of the attempt's stream, until it ends.
     async fn run(
         &mut self,
-        pump: &mut Pump,
+        pump: &mut impl Source,
         mut batch: Result<Batch, Failure>,
-        attempt: &Attempt<'_>,
+        idle: std::time::Duration,
     ) -> End {
-        let idle = attempt.provider.idle_timeout;
         loop {
             match batch {
                 Ok(Batch::Chunks(chunks)) => {
@@ -383,6 +382,18 @@ async fn start(
     }
 }
 
+/// Where a relay's batches come from: the provider stream through its
+/// decoder (a [`Pump`]), or a scripted one in the tests.
+trait Source {
+    fn next(&mut self) -> impl Future<Output = Result<Batch, Failure>> + Send;
+}
+
+impl Source for Pump {
+    fn next(&mut self) -> impl Future<Output = Result<Batch, Failure>> + Send {
+        Pump::next(self)
+    }
+}
+
 enum Batch {
     /// One or more canonical chunks (JSON).
     Chunks(Vec<Vec<u8>>),
@@ -466,5 +477,111 @@ impl Pump {
             }
             self.pending.extend(events);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The relay's timing rules in paused time, against a scripted source.
+    use super::*;
+    use std::time::Duration;
+
+    /// Batches after delays (milliseconds); then silence.
+    struct Scripted(VecDeque<(u64, Batch)>);
+
+    impl Source for Scripted {
+        fn next(&mut self) -> impl Future<Output = Result<Batch, Failure>> + Send {
+            let step = self.0.pop_front();
+            async move {
+                match step {
+                    Some((ms, batch)) => {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        Ok(batch)
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+        }
+    }
+
+    fn chunk(text: &str) -> Batch {
+        Batch::Chunks(vec![
+            format!(r#"{{"choices":[{{"index":0,"delta":{{"content":"{text}"}}}}]}}"#).into_bytes(),
+        ])
+    }
+
+    fn relay(cut: CancellationToken) -> (Relay, mpsc::Receiver<StreamEvent>) {
+        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        let relay = Relay {
+            tx,
+            sent: 0,
+            delivered: None,
+            splice: None,
+            cut,
+        };
+        (relay, rx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_past_the_idle_deadline_breaks_the_stream_exactly_then() {
+        let (mut relay, mut rx) = relay(CancellationToken::new());
+        let mut source = Scripted(VecDeque::from([(400, chunk(" b")), (900, chunk(" c"))]));
+        let started = Instant::now();
+        let end = relay
+            .run(&mut source, Ok(chunk("a")), Duration::from_secs(1))
+            .await;
+        // Events 400 and 900 ms apart are within the deadline; then silence.
+        assert!(matches!(
+            end,
+            End::Broken(Failure::Stream(StreamFailure::Idle(_)))
+        ));
+        assert_eq!(Instant::now() - started, Duration::from_millis(2300));
+        assert_eq!(relay.sent, 3);
+        for _ in 0..3 {
+            assert!(matches!(rx.try_recv(), Ok(StreamEvent::Chunk(_))));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_the_grace_period_cuts_the_stream_at_once() {
+        let cut = CancellationToken::new();
+        let (mut relay, _rx) = relay(cut.clone());
+        let mut source = Scripted(VecDeque::new());
+        let cancel = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            cut.cancel();
+        });
+        let started = Instant::now();
+        let end = relay
+            .run(&mut source, Ok(chunk("a")), Duration::from_secs(30))
+            .await;
+        assert!(matches!(end, End::Cut));
+        assert_eq!(Instant::now() - started, Duration::from_millis(250));
+        cancel.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_who_leaves_ends_the_relay_without_waiting_for_the_provider() {
+        let (mut relay, rx) = relay(CancellationToken::new());
+        let mut source = Scripted(VecDeque::from([(5_000, chunk(" b"))]));
+        drop(rx);
+        let started = Instant::now();
+        let end = relay
+            .run(&mut source, Ok(chunk("a")), Duration::from_secs(30))
+            .await;
+        assert!(matches!(end, End::CallerGone));
+        assert_eq!(Instant::now() - started, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_finished_stream_ends_with_done() {
+        let (mut relay, mut rx) = relay(CancellationToken::new());
+        let mut source = Scripted(VecDeque::from([(10, Batch::Done)]));
+        let end = relay
+            .run(&mut source, Ok(chunk("a")), Duration::from_secs(1))
+            .await;
+        assert!(matches!(end, End::Complete));
+        assert!(matches!(rx.try_recv(), Ok(StreamEvent::Chunk(_))));
+        assert!(matches!(rx.try_recv(), Ok(StreamEvent::Done)));
     }
 }
