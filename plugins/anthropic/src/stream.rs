@@ -210,3 +210,90 @@ impl GuestStreamDecoder for Decoder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_all(events: &[Value]) -> (Vec<Value>, Option<Usage>, bool) {
+        let target = Target {
+            provider: "p".into(),
+            model: "claude".into(),
+            options: "{}".into(),
+        };
+        let decoder = <Decoder as GuestStreamDecoder>::new(target, true);
+        let (mut chunks, mut usage, mut done) = (Vec::new(), None, false);
+        for event in events {
+            let decoded = decoder
+                .feed(SseEvent {
+                    event: event["type"].as_str().map(str::to_string),
+                    data: event.to_string(),
+                })
+                .unwrap();
+            chunks.extend(
+                decoded
+                    .chunks
+                    .iter()
+                    .map(|c| serde_json::from_slice::<Value>(c).unwrap()),
+            );
+            usage = decoded.usage.or(usage);
+            done |= decoded.done;
+        }
+        (chunks, usage, done)
+    }
+
+    #[test]
+    fn text_and_tool_arguments_stream_as_chunks_with_the_finish_and_usage() {
+        let (chunks, usage, done) = feed_all(&[
+            json!({"type": "message_start", "message": {"id": "msg_1", "model": "claude", "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Checking"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"city\":"}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "\"Paris\"}"}}),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 7}}),
+            json!({"type": "message_stop"}),
+        ]);
+        assert!(done, "message_stop ends the stream");
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, "Checking");
+        let arguments: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+            .collect();
+        assert_eq!(arguments, "{\"city\":\"Paris\"}");
+        let finish: Vec<&Value> = chunks
+            .iter()
+            .map(|c| &c["choices"][0]["finish_reason"])
+            .filter(|f| !f.is_null())
+            .collect();
+        assert_eq!(finish, [&json!("tool_calls")]);
+        assert_eq!(chunks[0]["id"], "msg_1");
+        let usage = usage.expect("usage from message_start and message_delta");
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (10, 7));
+    }
+
+    #[test]
+    fn an_error_event_is_a_provider_error() {
+        let target = Target {
+            provider: "p".into(),
+            model: "claude".into(),
+            options: "{}".into(),
+        };
+        let decoder = <Decoder as GuestStreamDecoder>::new(target, false);
+        let error = decoder
+            .feed(SseEvent {
+                event: Some("error".into()),
+                data:
+                    json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+                        .to_string(),
+            })
+            .unwrap_err();
+        assert_eq!(error.class, ErrorClass::Overloaded);
+    }
+}

@@ -122,3 +122,84 @@ impl GuestStreamDecoder for Decoder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoder() -> Decoder {
+        <Decoder as GuestStreamDecoder>::new(
+            Target {
+                provider: "p".into(),
+                model: "gemini-2.5-flash".into(),
+                options: "{}".into(),
+            },
+            true,
+        )
+    }
+
+    fn feed(decoder: &Decoder, event: Value) -> Result<(Vec<Value>, Decoded), ProviderError> {
+        let decoded = decoder.feed(SseEvent {
+            event: None,
+            data: event.to_string(),
+        })?;
+        let chunks = decoded
+            .chunks
+            .iter()
+            .map(|c| serde_json::from_slice(c).unwrap())
+            .collect();
+        Ok((chunks, decoded))
+    }
+
+    #[test]
+    fn text_then_a_finish_with_usage_ends_the_answer() {
+        let decoder = decoder();
+        let (chunks, decoded) = feed(
+            &decoder,
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}, "index": 0}]}),
+        )
+        .unwrap();
+        assert!(!decoded.done);
+        assert_eq!(
+            chunks[0]["choices"][0]["delta"]["role"], "assistant",
+            "the first chunk has the role"
+        );
+        let (chunks, decoded) = feed(
+            &decoder,
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "lo"}]}, "finishReason": "STOP", "index": 0}],
+                   "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 3, "totalTokenCount": 15}}),
+        )
+        .unwrap();
+        assert!(decoded.done, "the finishReason event ends a Gemini stream");
+        let finish: Vec<&Value> = chunks
+            .iter()
+            .map(|c| &c["choices"][0]["finish_reason"])
+            .filter(|f| !f.is_null())
+            .collect();
+        assert_eq!(finish, [&json!("stop")]);
+        let usage = decoded.usage.unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (12, 3));
+        assert!(
+            chunks.iter().any(|c| c["usage"]["total_tokens"] == 15),
+            "a usage chunk when asked"
+        );
+    }
+
+    #[test]
+    fn an_error_in_the_stream_is_classified_and_garbage_is_a_server_error() {
+        let decoder = decoder();
+        let error = feed(
+            &decoder,
+            json!({"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}}),
+        )
+        .unwrap_err();
+        assert_eq!(error.class, ErrorClass::RateLimited);
+        let garbage = decoder
+            .feed(SseEvent {
+                event: None,
+                data: "{not json".into(),
+            })
+            .unwrap_err();
+        assert_eq!(garbage.class, ErrorClass::Server);
+    }
+}
