@@ -9,6 +9,7 @@ pub mod flow;
 pub mod fswatch;
 pub mod gateway;
 pub mod health;
+pub mod lifecycle;
 pub mod metrics;
 pub mod plugin;
 pub mod redact;

@@ -17,13 +17,16 @@ use std::time::Duration;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// Headers an adapter may not set: the host owns framing and credentials.
+/// Headers an adapter may not set: the host owns framing, credentials and
+/// the encoding (answers must come uncompressed, or scrubbing them for an
+/// echoed credential would look at compressed bytes).
 const RESERVED: &[&str] = &[
     "host",
     "content-length",
     "transfer-encoding",
     "connection",
     "authorization",
+    "accept-encoding",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +122,7 @@ impl Upstream {
             }
             builder = builder.header(name, HeaderValue::from_str(value).map_err(|e| invalid(&e))?);
         }
+        builder = builder.header(http::header::ACCEPT_ENCODING, "identity");
         if let Some(secret) = credential {
             match &request.credential {
                 CredentialPlacement::Bearer => {
@@ -152,6 +156,10 @@ impl Upstream {
             // The URI may hold a credential: never echo it.
             .map_err(|_| TransportError::InvalidRequest("the request URI or headers are invalid".into()))?;
         self.client.request(request).await.map_err(|e| {
+            // A connect that timed out is a silent target, like any other timeout.
+            if timed_out(&e) {
+                return TransportError::Timeout;
+            }
             let cause = self.redactor.text(&root_cause(&e)).into_owned();
             if e.is_connect() {
                 TransportError::Connect(cause)
@@ -202,6 +210,20 @@ impl Upstream {
             })
             .collect()
     }
+}
+
+/// Whether an I/O timeout is somewhere in the error's causes.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// The innermost cause, without URLs (which may carry a query credential).

@@ -23,6 +23,10 @@ async fn answers_through_the_first_target_with_its_credential() {
     assert_eq!(seen[0].path, "/v1/chat/completions");
     assert_eq!(seen[0].headers["authorization"], "Bearer secret-key-a");
     assert_eq!(
+        seen[0].headers["accept-encoding"], "identity",
+        "answers come uncompressed, to be scrubbed"
+    );
+    assert_eq!(
         seen[0].body["model"], "model-a",
         "the route name is replaced by the target model"
     );

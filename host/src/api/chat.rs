@@ -8,7 +8,7 @@ use crate::flow::stream::{StreamEvent, Streaming};
 use crate::flow::whole::AnsweredBy;
 use crate::flow::{plan, stream, whole};
 use crate::gateway::Gateway;
-use crate::server::Lifecycle;
+use crate::lifecycle::Lifecycle;
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};

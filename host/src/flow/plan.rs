@@ -125,8 +125,10 @@ fn shortest_cooldown_if_all_cooling(candidates: &[Candidate]) -> Option<Duration
     if usable_now {
         return None;
     }
+    // A target whose circuit is open stays unusable when its cooldown ends.
     candidates
         .iter()
+        .filter(|c| c.health.circuit != CircuitState::Open)
         .map(|c| c.health.rate_limited_for_ms)
         .filter(|ms| *ms > 0)
         .min()

@@ -2,7 +2,7 @@
 //! target is abandoned for the next one. After it, a stream that breaks is
 //! never passed off as complete: it ends with an in-band error event and
 //! never with `[DONE]`, unless the route continues broken streams and the
-//! next target can carry the answer on (see [`crate::resume`]).
+//! next target can carry the answer on (see [`super::resume`]).
 
 use super::account::record_success;
 use super::attempts::{Attempt, Attempts};
@@ -153,7 +153,7 @@ async fn run(
                         relay.sent
                     ),
                 );
-                let _ = relay.tx.send(StreamEvent::Failed(error)).await;
+                relay.last_word(StreamEvent::Failed(error)).await;
                 return;
             }
             End::Broken(failure) => {
@@ -191,7 +191,7 @@ async fn run(
                     Answer::BadGateway,
                     format!("The stream broke after {} chunk(s); {message}", relay.sent),
                 );
-                let _ = relay.tx.send(StreamEvent::Failed(error)).await;
+                relay.last_word(StreamEvent::Failed(error)).await;
                 return;
             }
         }
@@ -221,7 +221,15 @@ enum End {
     Diverged,
 }
 
+/// How long the last event of a stream may wait for room in the buffer.
+const LAST_WORD: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Relay {
+    /// Send the stream's last event, if the caller makes room for it soon.
+    async fn last_word(&self, event: StreamEvent) {
+        let _ = tokio::time::timeout(LAST_WORD, self.tx.send(event)).await;
+    }
+
     /// Relay `batch` and the rest of the attempt's stream, until it ends.
     async fn run(
         &mut self,
@@ -242,14 +250,22 @@ impl Relay {
                         if let Some(delivered) = self.delivered.as_mut() {
                             delivered.observe(&chunk);
                         }
-                        if self.tx.send(StreamEvent::Chunk(chunk)).await.is_err() {
-                            return End::CallerGone;
+                        // A caller who stops reading is gone once the buffer
+                        // stays full past the idle deadline; the cut ends it too.
+                        tokio::select! {
+                            sent = self.tx.send(StreamEvent::Chunk(chunk)) => {
+                                if sent.is_err() {
+                                    return End::CallerGone;
+                                }
+                            }
+                            _ = tokio::time::sleep(idle) => return End::CallerGone,
+                            _ = self.cut.cancelled() => return End::Cut,
                         }
                         self.sent += 1;
                     }
                 }
                 Ok(Batch::Done) => {
-                    let _ = self.tx.send(StreamEvent::Done).await;
+                    self.last_word(StreamEvent::Done).await;
                     return End::Complete;
                 }
                 Err(failure) => return End::Broken(failure),
@@ -571,6 +587,24 @@ mod tests {
             .await;
         assert!(matches!(end, End::CallerGone));
         assert_eq!(Instant::now() - started, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_who_stops_reading_is_let_go_after_the_idle_deadline() {
+        let (mut relay, _unread) = relay(CancellationToken::new());
+        let mut source = Scripted((0..100).map(|_| (1, chunk("x"))).collect());
+        let started = Instant::now();
+        let end = relay
+            .run(&mut source, Ok(chunk("a")), Duration::from_secs(1))
+            .await;
+        assert!(matches!(end, End::CallerGone));
+        // The buffer filled after CHANNEL_DEPTH chunks (a millisecond each
+        // after the first); then a second with no room.
+        assert_eq!(relay.sent, CHANNEL_DEPTH);
+        assert_eq!(
+            Instant::now() - started,
+            Duration::from_millis(CHANNEL_DEPTH as u64) + Duration::from_secs(1)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -174,6 +174,8 @@ impl AdapterPlugin {
                 .call_constructor(&mut store, &target, include_usage)
                 .await
                 .map_err(|e| self.runtime.call_error(&self.name, &store, e))?;
+            // The place is not held while the stream waits for its first bytes.
+            self.runtime.end_call(&store);
             Ok((store, instance, decoder))
         }
         .await;
@@ -208,6 +210,7 @@ impl StreamSession {
             &mut self.store,
             plugin.bulkhead.limits().deadline(event.data.len()),
         );
+        let _lane = plugin.runtime.lane_guard(&self.store);
         let decoded = self
             .instance
             .switchboard_plugin_provider()
@@ -215,7 +218,6 @@ impl StreamSession {
             .call_feed(&mut self.store, self.decoder, &event)
             .await
             .map_err(|e| plugin.runtime.call_error(&plugin.name, &self.store, e));
-        plugin.runtime.end_call(&self.store);
         plugin.settle(&decoded);
         let decoded = decoded?;
         let decoded: Decoded = match decoded {

@@ -36,6 +36,10 @@ pub enum PluginError {
     Refused { plugin: String, reason: String },
     #[error("plugin `{plugin}` is at its limit of {limit} calls in progress")]
     Busy { plugin: String, limit: u32 },
+    #[error(
+        "plugin `{plugin}` was refused memory: all plugins together hold plugins.total_memory_mib ({limit_mib} MiB)"
+    )]
+    MemoryBudget { plugin: String, limit_mib: usize },
 }
 
 impl PluginError {
@@ -48,6 +52,7 @@ impl PluginError {
             PluginError::Contract { .. } => "contract",
             PluginError::Refused { .. } => "refused",
             PluginError::Busy { .. } => "busy",
+            PluginError::MemoryBudget { .. } => "memory_budget",
         }
     }
 }

@@ -119,7 +119,14 @@ impl<P: Guarded> Versions<P> {
         let mut chain = vec![new.clone()];
         if let Some(previous) = previous {
             if new.source() != "bundled" {
-                chain.extend(previous.chain.iter().find(|p| p.source() != "bundled").cloned());
+                // The last good version: not bundled, not quarantined.
+                chain.extend(
+                    previous
+                        .chain
+                        .iter()
+                        .find(|p| p.source() != "bundled" && !p.bulkhead().is_quarantined())
+                        .cloned(),
+                );
             }
             chain.extend(previous.bundled().filter(|_| new.source() != "bundled").cloned());
         }
@@ -419,6 +426,17 @@ mod tests {
         assert_eq!(three.serving().unwrap().source, "v2");
         quarantine(&three.all()[1]);
         assert_eq!(three.serving().unwrap().source, "bundled");
+    }
+
+    #[test]
+    fn a_new_version_keeps_the_last_good_one_not_a_quarantined_one() {
+        let bundled = Versions::with(None, fake("bundled"));
+        let one = Versions::with(Some(&bundled), fake("v1"));
+        let two = Versions::with(Some(&one), fake("v2"));
+        quarantine(&two.all()[0]);
+        assert_eq!(two.serving().unwrap().source, "v1");
+        let three = Versions::with(Some(&two), fake("v3"));
+        assert_eq!(sources(&three), ["v3", "v1", "bundled"]);
     }
 
     #[test]

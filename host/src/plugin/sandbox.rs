@@ -93,6 +93,18 @@ impl SlowLane {
     }
 }
 
+/// Gives back a long-lived store's slow-lane place when the call ends,
+/// however it ends (returned, trapped, or dropped mid-call by a timeout).
+pub struct LaneGuard(Option<Arc<Mutex<Option<OwnedSemaphorePermit>>>>);
+
+impl Drop for LaneGuard {
+    fn drop(&mut self) {
+        if let Some(held) = &self.0 {
+            held.lock().unwrap().take();
+        }
+    }
+}
+
 /// Bounds one store's linear memory, and all stores' together.
 struct MemoryLimiter {
     instance_max: usize,
@@ -103,6 +115,8 @@ struct MemoryLimiter {
     peak: Arc<AtomicUsize>,
     /// This store's share of `total`, returned when it is dropped.
     mine: usize,
+    /// A growth was refused because all plugins together hold the budget.
+    starved: bool,
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
@@ -110,8 +124,12 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        // Growth the module's own maximum forbids fails without being counted.
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
         if desired > self.instance_max {
             return Err(wasmtime::format_err!(
                 "the plugin's memory would grow past its limit of {} MiB",
@@ -122,6 +140,8 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         let before = self.total.fetch_add(delta, Ordering::Relaxed);
         if before + delta > self.total_max {
             self.total.fetch_sub(delta, Ordering::Relaxed);
+            // Not this plugin's fault: others hold the budget.
+            self.starved = true;
             return Err(wasmtime::format_err!(
                 "plugins together would hold more than plugins.total_memory_mib ({} MiB)",
                 self.total_max >> 20
@@ -136,8 +156,12 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         &mut self,
         _current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        // Growth the module's own maximum forbids fails without being counted.
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
         Ok(desired <= 100_000)
     }
 }
@@ -288,6 +312,7 @@ impl PluginRuntime {
             total: self.memory_in_use.clone(),
             peak: self.memory_peak.clone(),
             mine: 0,
+            starved: false,
         };
         let sandbox = Sandbox {
             wasi,
@@ -332,8 +357,20 @@ impl PluginRuntime {
         }
     }
 
+    /// For a call on a long-lived store: gives back its slow-lane place
+    /// when dropped.
+    pub fn lane_guard(&self, store: &Store<Sandbox>) -> LaneGuard {
+        LaneGuard(store.data().lane.as_ref().map(|lane| lane.held.clone()))
+    }
+
     /// Turn a wasmtime failure of a call into a typed plugin error.
     pub fn call_error(&self, plugin: &str, store: &Store<Sandbox>, error: wasmtime::Error) -> PluginError {
+        if store.data().limits.starved {
+            return PluginError::MemoryBudget {
+                plugin: plugin.to_string(),
+                limit_mib: self.limits.total_memory_bytes >> 20,
+            };
+        }
         if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             return PluginError::Deadline {
                 plugin: plugin.to_string(),

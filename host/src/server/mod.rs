@@ -6,6 +6,7 @@
 mod clock;
 mod dispatch;
 
+pub use crate::lifecycle::Lifecycle;
 pub use clock::{ClockSettings, ConnectionClock, Expiry};
 
 use crate::api::Body;
@@ -24,7 +25,6 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// HTTP/2 connections are pinged this often, and dropped when a ping is not
 /// answered in `H2_PING_TIMEOUT`: a peer that vanished is noticed.
@@ -34,16 +34,6 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 const CUT_FLUSH: Duration = Duration::from_millis(500);
 /// Accept failures are logged at most this often.
 const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Where the server is in its shutdown. Streams watch `cutting` to end
-/// with an error event rather than be cut mid-answer at the transport.
-#[derive(Clone, Default)]
-pub struct Lifecycle {
-    /// The listener is closed; requests in flight are finishing.
-    pub draining: CancellationToken,
-    /// The grace period is over: streams still open end now.
-    pub cutting: CancellationToken,
-}
 
 /// Serve until `shutdown` resolves, then give requests in flight `grace` to
 /// finish. At most `max_connections` are open at once.
