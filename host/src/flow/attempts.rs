@@ -233,12 +233,15 @@ impl<'g> Attempts<'g> {
             Next::NotThisTarget => self.skip.push(attempt.index),
             Next::LargerWindow => {
                 let window = attempt.model().context_window;
-                if !self
-                    .plan
-                    .as_slice()
-                    .iter()
-                    .any(|p| self.route.target(p.target).model.context_window > window)
-                {
+                // Only a target the loop would still try counts.
+                let now = Instant::now();
+                let larger_left = self.plan.as_slice().iter().any(|p| {
+                    let target = self.route.target(p.target);
+                    target.model.context_window > window
+                        && !self.skip.contains(&p.target)
+                        && target.target.health.circuit(now) != CircuitState::Open
+                });
+                if !larger_left || self.made >= self.route.config.max_attempts {
                     return Some(self.stop(&attempt, &failure, verdict.answer));
                 }
                 self.min_context_window = Some(window);

@@ -119,6 +119,15 @@ impl Start for Script {
 /// A gateway with providers `a` and `b` (attempt timeout 1 s) and route
 /// `chat` over both; `route` is appended to the route.
 async fn gateway(route: &str) -> (Gateway, Arc<PluginSet>) {
+    build(route, "[providers.b.models.m]").await
+}
+
+/// As [`gateway`], with `b`'s model table given.
+async fn gateway_with_models(b_model: &str) -> (Gateway, Arc<PluginSet>) {
+    build("", b_model).await
+}
+
+async fn build(route: &str, b_model: &str) -> (Gateway, Arc<PluginSet>) {
     let text = format!(
         r#"
 [providers.a]
@@ -130,7 +139,7 @@ timeout_ms = 1000
 adapter = "openai"
 base_url = "http://127.0.0.1:9"
 timeout_ms = 1000
-[providers.b.models.m]
+{b_model}
 [routes.chat]
 targets = ["a/m", "b/m"]
 {route}
@@ -291,4 +300,32 @@ async fn no_hedge_when_the_first_answers_before_the_delay() {
     let answer = run(&gw, &plugins, &[0, 1], &script, hedge(&gw)).await;
     assert_eq!(answer, Ok(("a".into(), 150)));
     assert_eq!(script.started(), started(&[("a", 0)]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_context_length_failure_stops_when_no_larger_target_is_left_to_try() {
+    // `b` has the larger window but went silent first, so it is not asked
+    // again: the context-length error is the answer, naming who said it.
+    let text = "[providers.b.models.m]\ncontext_window = 200000";
+    let (gw, plugins) = gateway_with_models(text).await;
+    let long = || provider_error(ErrorClass::ContextLength, None);
+    let script = Script::new(&[("b", vec![Step::Hang]), ("a", vec![Step::Fail(5, long)])]);
+    let mut attempts = Attempts::new(
+        false,
+        &gw,
+        &plugins,
+        gw.route(0),
+        plan(&[1, 0, 1]),
+        Instant::now(),
+    );
+    let error = first_success(&mut attempts, &mut Map::new(), None, script.clone())
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(error.answer, Answer::ContextLength);
+    assert_eq!(
+        error.message, "scripted (a/m)",
+        "the provider's words, and who said them"
+    );
+    assert_eq!(script.started(), started(&[("b", 0), ("a", 1000)]));
 }
