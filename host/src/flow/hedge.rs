@@ -88,11 +88,11 @@ pub async fn first_success<'g, S: Start>(
                 let first = kind.start(&attempt, request);
                 race(attempts, first, delay, &mut hedge_request, &kind).await
             }
-            None => Raced::First(kind.start(&attempt, request).await),
+            None => Raced::First(kind.start(&attempt, request).await, None),
         };
-        let failure = match raced {
-            Raced::First(Ok(answer)) => return Ok((attempt, answer)),
-            Raced::First(Err(failure)) => failure,
+        let (failure, hedge_stop) = match raced {
+            Raced::First(Ok(answer), _) => return Ok((attempt, answer)),
+            Raced::First(Err(failure), hedge_stop) => (failure, hedge_stop),
             Raced::Hedge(won, first_failure) => {
                 match first_failure {
                     Some(failure) => {
@@ -103,7 +103,7 @@ pub async fn first_success<'g, S: Start>(
                 return Ok(*won);
             }
         };
-        if let Some(stop) = attempts.failed(attempt, failure) {
+        if let Some(stop) = attempts.failed(attempt, failure).or(hedge_stop) {
             return Err(stop);
         }
     }
@@ -112,8 +112,9 @@ pub async fn first_success<'g, S: Start>(
 
 /// How a hedged attempt ended.
 enum Raced<'g, T> {
-    /// The first attempt's outcome (any hedge has been settled).
-    First(Result<T, Failure>),
+    /// The first attempt's outcome (any hedge has been settled), and what
+    /// a failed hedge decided if it said stop.
+    First(Result<T, Failure>, Option<FlowError>),
     /// The hedge won; the first attempt failed (with this failure) or is to
     /// be cancelled (`None`).
     Hedge(Box<(Attempt<'g>, T)>, Option<Failure>),
@@ -128,17 +129,17 @@ async fn race<'g, S: Start>(
 ) -> Raced<'g, S::Answer> {
     let mut first = std::pin::pin!(first);
     tokio::select! {
-        answer = &mut first => return Raced::First(answer),
+        answer = &mut first => return Raced::First(answer, None),
         _ = tokio::time::sleep(delay) => {}
     }
     // The next target may have a backoff or cooldown to wait out; the first
     // attempt keeps running (and may still win) meanwhile.
     let next = tokio::select! {
-        answer = &mut first => return Raced::First(answer),
+        answer = &mut first => return Raced::First(answer, None),
         next = attempts.next() => next,
     };
     let Some(hedge) = next else {
-        return Raced::First(first.await);
+        return Raced::First(first.await, None);
     };
     tracing::info!(
         provider = %hedge.provider.name,
@@ -164,7 +165,7 @@ async fn race<'g, S: Start>(
         Settled::FirstWon(answer) => {
             attempts.hedged("first");
             attempts.cancelled(hedge);
-            Raced::First(Ok(answer))
+            Raced::First(Ok(answer), None)
         }
         Settled::HedgeWon(answer, first_failure) => {
             attempts.hedged("hedge");
@@ -172,8 +173,8 @@ async fn race<'g, S: Start>(
         }
         Settled::HedgeFailed(hedge_failure, first) => {
             attempts.hedged(if first.is_ok() { "first" } else { "neither" });
-            let _ = attempts.failed(hedge, hedge_failure);
-            Raced::First(first)
+            let stop = attempts.failed(hedge, hedge_failure);
+            Raced::First(first, stop)
         }
     }
 }

@@ -329,3 +329,14 @@ async fn a_context_length_failure_stops_when_no_larger_target_is_left_to_try() {
     );
     assert_eq!(script.started(), started(&[("b", 0), ("a", 1000)]));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_refused_as_a_bad_request_is_the_answer_when_the_first_fails_too() {
+    let (gw, plugins) = gateway("hedge_after_ms = 200").await;
+    let bad = || provider_error(ErrorClass::BadRequest, None);
+    let script = Script::new(&[("a", vec![Step::Hang]), ("b", vec![Step::Fail(50, bad)])]);
+    let answer = run(&gw, &plugins, &[0, 1], &script, hedge(&gw)).await;
+    // The first keeps its chance until its deadline; then the stop stands.
+    assert_eq!(answer, Err(Answer::BadRequest));
+    assert_eq!(script.started(), started(&[("a", 0), ("b", 200)]));
+}
