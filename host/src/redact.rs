@@ -83,8 +83,30 @@ fn forms(value: &str) -> Vec<String> {
     let json = json[1..json.len() - 1].to_string();
     forms.push(json.replace('/', "\\/"));
     forms.push(json);
+    // Encoders that escape every non-alphanumeric ASCII character as \u00XX
+    // (Go's escapes `&`, `<`, `>`, some escape all punctuation).
+    forms.push(value.chars().map(unicode_escape).collect());
+    forms.push(value.chars().map(html_safe_escape).collect());
     forms.retain(|f| !f.is_empty());
     forms
+}
+
+fn unicode_escape(c: char) -> String {
+    if c.is_ascii_alphanumeric() || !c.is_ascii() {
+        c.to_string()
+    } else {
+        format!("\\u{:04x}", c as u32)
+    }
+}
+
+/// Only the characters Go's `encoding/json` escapes by default.
+fn html_safe_escape(c: char) -> String {
+    match c {
+        '&' | '<' | '>' => format!("\\u{:04x}", c as u32),
+        '"' => "\\\"".into(),
+        '\\' => "\\\\".into(),
+        c => c.to_string(),
+    }
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
@@ -147,6 +169,14 @@ mod tests {
                 r.bytes(text.as_bytes()).as_ref(),
                 b"Incorrect API key provided: [redacted]."
             );
+        }
+    }
+
+    #[test]
+    fn unicode_escaped_forms_are_replaced_too() {
+        let r = redactor(&["sk-a&b<c"]);
+        for echoed in ["sk\\u002da\\u0026b\\u003cc", "sk-a\\u0026b\\u003cc"] {
+            assert_eq!(r.text(&format!("key {echoed}!")), "key [redacted]!", "{echoed}");
         }
     }
 

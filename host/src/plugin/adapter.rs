@@ -62,14 +62,10 @@ impl AdapterPlugin {
         let mut store = self
             .runtime
             .store(limits.deadline(input), Some(self.bulkhead.slow_lane()));
-        let instance =
-            self.pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| PluginError::Instantiate {
-                    plugin: self.name.clone(),
-                    detail: format!("{e:#}"),
-                })?;
+        let instance = match self.pre.instantiate_async(&mut store).await {
+            Ok(instance) => instance,
+            Err(e) => return Err(self.runtime.instantiate_error(&self.name, &store, e)),
+        };
         Ok((store, instance))
     }
 

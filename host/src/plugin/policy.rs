@@ -52,14 +52,10 @@ impl PolicyPlugin {
             let mut store = self
                 .runtime
                 .store(self.bulkhead.limits().timeout, Some(self.bulkhead.slow_lane()));
-            let instance =
-                self.pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(|e| PluginError::Instantiate {
-                        plugin: self.name.clone(),
-                        detail: format!("{e:#}"),
-                    })?;
+            let instance = match self.pre.instantiate_async(&mut store).await {
+                Ok(instance) => instance,
+                Err(e) => return Err(self.runtime.instantiate_error(&self.name, &store, e)),
+            };
             let result = f(instance.switchboard_plugin_router(), &mut store).await;
             result.map_err(|e| self.runtime.call_error(&self.name, &store, e))
         }

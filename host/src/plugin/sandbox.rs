@@ -363,6 +363,25 @@ impl PluginRuntime {
         LaneGuard(store.data().lane.as_ref().map(|lane| lane.held.clone()))
     }
 
+    /// Turn a failed instantiation into a typed plugin error: a start
+    /// function that trapped or ran out of time is the plugin's own failure
+    /// (and counts towards quarantine); anything else (no free pool slot,
+    /// say) is the host's.
+    pub fn instantiate_error(
+        &self,
+        plugin: &str,
+        store: &Store<Sandbox>,
+        error: wasmtime::Error,
+    ) -> PluginError {
+        if error.downcast_ref::<Trap>().is_some() || store.data().limits.starved {
+            return self.call_error(plugin, store, error);
+        }
+        PluginError::Instantiate {
+            plugin: plugin.to_string(),
+            detail: format!("{error:#}"),
+        }
+    }
+
     /// Turn a wasmtime failure of a call into a typed plugin error.
     pub fn call_error(&self, plugin: &str, store: &Store<Sandbox>, error: wasmtime::Error) -> PluginError {
         if store.data().limits.starved {
