@@ -169,6 +169,9 @@ async fn run(
                 (broken, None)
             }
         };
+        // The broken stream's connection, decoder instance and memory go now,
+        // not after another target has taken the answer up.
+        drop(pump);
         let resumed = match (&relay.delivered, stop) {
             (None, _) | (Some(_), Some(_)) => Err(broken),
             (Some(delivered), None) => tokio::select! {
