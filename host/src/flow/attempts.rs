@@ -3,7 +3,7 @@
 //! failure decides ([`super::failure`]); and the steps of one attempt
 //! (build and send, read, classify).
 
-use super::failure::{Answer, Failure, FlowError, Next};
+use super::failure::{Answer, Blame, Failure, FlowError, Next};
 use super::plan::PlannedAttempt;
 use crate::config::{Model, Provider};
 use crate::gateway::{Gateway, RouteRef, RouteTarget};
@@ -53,6 +53,8 @@ pub struct Attempts<'g> {
     same_target_retries: u32,
     summaries: Vec<String>,
     last: Option<Failure>,
+    /// A provider said 429 (or a target was cooling down) in this request.
+    rate_limited: bool,
     /// Targets not to try again in this request (they went silent).
     skip: Vec<usize>,
     /// After a context-length failure: only targets with a larger window.
@@ -82,6 +84,7 @@ impl<'g> Attempts<'g> {
             same_target_retries: 0,
             summaries: Vec::new(),
             last: None,
+            rate_limited: false,
             skip: Vec::new(),
             min_context_window: None,
         }
@@ -309,6 +312,7 @@ impl<'g> Attempts<'g> {
             target.model,
             failure.summary()
         ));
+        self.rate_limited |= failure.verdict().answer == Answer::RateLimited;
         self.last = Some(failure);
     }
 
@@ -328,10 +332,13 @@ impl<'g> Attempts<'g> {
                 self.summaries.join("; ")
             )
         };
-        let answer = self
-            .last
-            .as_ref()
-            .map_or(Answer::GatewayTimeout, |f| f.verdict().answer);
+        let answer = match self.last.as_ref().map(Failure::verdict) {
+            None => Answer::GatewayTimeout,
+            // The last word was the gateway's own state (an open circuit):
+            // if a target is only cooling down, saying when to retry helps more.
+            Some(last) if last.blame == Blame::Gateway && self.rate_limited => Answer::RateLimited,
+            Some(last) => last.answer,
+        };
         let retry_after = (answer == Answer::RateLimited).then(|| {
             let now = Instant::now();
             self.route

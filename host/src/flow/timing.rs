@@ -340,3 +340,27 @@ async fn a_hedge_refused_as_a_bad_request_is_the_answer_when_the_first_fails_too
     assert_eq!(answer, Err(Answer::BadRequest));
     assert_eq!(script.started(), started(&[("a", 0), ("b", 200)]));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_429_then_an_open_circuit_answers_429_with_when_to_retry() {
+    let (gw, plugins) = gateway("").await;
+    let health = &gw.route(0).target(1).target.health;
+    for _ in 0..5 {
+        health.record(
+            Instant::now(),
+            crate::health::Outcome::Failure,
+            Duration::ZERO,
+            None,
+        );
+    }
+    let limited = || provider_error(ErrorClass::RateLimited, Some(5_000));
+    let script = Script::new(&[("a", vec![Step::Fail(0, limited)]), ("b", vec![Step::Answer(0)])]);
+    let mut attempts = Attempts::new(false, &gw, &plugins, gw.route(0), plan(&[0, 1]), Instant::now());
+    let error = first_success(&mut attempts, &mut Map::new(), None, script.clone())
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(error.answer, Answer::RateLimited);
+    assert_eq!(error.retry_after, Some(Duration::from_secs(5)));
+    assert_eq!(script.started(), started(&[("a", 0)]), "b's circuit is open");
+}
