@@ -128,7 +128,7 @@ async fn main() {
         row(
             &format!("{name} parse-response"),
             time(2000, async || {
-                adapter.parse_response(&response, &target).await.unwrap().unwrap();
+                adapter.parse_response(response.clone(), &target).await.unwrap().unwrap();
             })
             .await,
         );
@@ -145,7 +145,7 @@ async fn main() {
         row(
             &format!("{name} stream event"),
             time(2000, async || {
-                let _ = session.feed(&event).await.unwrap();
+                let _ = session.feed(event.clone()).await.unwrap();
             })
             .await,
         );

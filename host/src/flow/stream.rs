@@ -454,7 +454,7 @@ impl Pump {
                 };
                 let fed = self
                     .session
-                    .feed(&event)
+                    .feed(event)
                     .await
                     .map_err(Failure::Plugin)?
                     .map_err(Failure::Provider)?;

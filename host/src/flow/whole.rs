@@ -79,7 +79,7 @@ async fn once(attempt: &Attempt<'_>, request: &mut Map<String, Value>) -> Result
     }
     attempt
         .adapter
-        .parse_response(&inbound, &attempt.adapter_target)
+        .parse_response(inbound, &attempt.adapter_target)
         .await
         .map_err(Failure::Plugin)?
         .map_err(Failure::Malformed)

@@ -120,9 +120,10 @@ impl AdapterPlugin {
     /// verdict that the provider's answer was malformed.
     pub async fn parse_response(
         &self,
-        response: &InboundResponse,
+        response: InboundResponse,
         target: &Target,
     ) -> Result<Result<Completion, String>, PluginError> {
+        // By value: the answer body crosses without another copy.
         let (response, target) = (wit::InboundResponse::from(response), wit::Target::from(target));
         let completion = self
             .call(response.body.len(), async |guest, store| {
@@ -197,7 +198,7 @@ pub struct StreamSession {
 impl StreamSession {
     /// Feed one upstream event. The outer error is the plugin failing; the
     /// inner one a provider error the adapter found in the stream.
-    pub async fn feed(&mut self, event: &SseEvent) -> Result<Result<Fed, ProviderError>, PluginError> {
+    pub async fn feed(&mut self, event: SseEvent) -> Result<Result<Fed, ProviderError>, PluginError> {
         let event = wit::SseEvent::from(event);
         let plugin = &self.plugin;
         // Between events the decoder holds its memory, not a place.

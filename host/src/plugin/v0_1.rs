@@ -92,6 +92,16 @@ impl From<adapter::OutboundRequest> for host::OutboundRequest {
     }
 }
 
+impl From<host::InboundResponse> for adapter::InboundResponse {
+    fn from(r: host::InboundResponse) -> Self {
+        adapter::InboundResponse {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }
+    }
+}
+
 impl From<&host::InboundResponse> for adapter::InboundResponse {
     fn from(r: &host::InboundResponse) -> Self {
         adapter::InboundResponse {
@@ -143,11 +153,11 @@ impl From<adapter::ProviderError> for host::ProviderError {
     }
 }
 
-impl From<&host::SseEvent> for adapter::SseEvent {
-    fn from(e: &host::SseEvent) -> Self {
+impl From<host::SseEvent> for adapter::SseEvent {
+    fn from(e: host::SseEvent) -> Self {
         adapter::SseEvent {
-            event: e.event.clone(),
-            data: e.data.clone(),
+            event: e.event,
+            data: e.data,
         }
     }
 }
