@@ -128,7 +128,11 @@ async fn main() {
         row(
             &format!("{name} parse-response"),
             time(2000, async || {
-                adapter.parse_response(response.clone(), &target).await.unwrap().unwrap();
+                adapter
+                    .parse_response(response.clone(), &target)
+                    .await
+                    .unwrap()
+                    .unwrap();
             })
             .await,
         );
