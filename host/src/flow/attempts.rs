@@ -196,10 +196,11 @@ impl<'g> Attempts<'g> {
     /// the request itself is at fault and no other target would do better.
     pub fn failed(&mut self, attempt: Attempt<'g>, failure: Failure) -> Option<FlowError> {
         let now = Instant::now();
+        let verdict = failure.verdict();
         attempt
             .target
             .health
-            .record(now, failure.verdict().health, now - attempt.started, None);
+            .record(now, verdict.health, now - attempt.started, None);
         if let Failure::Provider(e) = &failure
             && e.class == ErrorClass::RateLimited
         {
@@ -218,7 +219,7 @@ impl<'g> Attempts<'g> {
                 })
                 .inc();
         }
-        let label = failure.verdict().label;
+        let label = verdict.label;
         attempt.count(&self.gw.metrics, label);
         tracing::warn!(
             route = %self.route.name(),
@@ -229,7 +230,6 @@ impl<'g> Attempts<'g> {
             reason = %failure.summary(),
             "attempt failed"
         );
-        let verdict = failure.verdict();
         match verdict.next {
             Next::NextAttempt => {}
             // A silent target is not asked again; the next one is.
