@@ -25,6 +25,7 @@ const TEST_GUESTS: &[&str] = &[
     "switchboard-test-misbehave",
     "switchboard-test-future",
     "switchboard-test-forbidden",
+    "switchboard-test-legacy",
     "switchboard-example-cheapest",
 ];
 

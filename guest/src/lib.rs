@@ -13,7 +13,7 @@ pub mod response;
 macro_rules! policy_test_helpers {
     () => {
         use exports::switchboard::plugin::router::Health;
-        use switchboard::plugin::types::Capabilities;
+        use switchboard::plugin::types::{ApiFormat, Capabilities};
 
         /// Candidate `index` of `provider/m` at an output price, latency and load.
         fn candidate(index: u32, provider: &str, price: f64, latency_ms: f64, in_flight: u32) -> Candidate {
@@ -27,11 +27,12 @@ macro_rules! policy_test_helpers {
                 capabilities: Capabilities::all(),
                 health: Health {
                     latency_ewma_ms: latency_ms,
+                    latency_p95_ms: 0.0,
                     ttft_ewma_ms: latency_ms / 2.0,
+                    ttft_p95_ms: 0.0,
                     error_rate: 0.0,
                     in_flight,
-                    circuit: CircuitState::Closed,
-                    rate_limited_for_ms: 0,
+                    circuit: exports::switchboard::plugin::router::CircuitState::Closed,
                 },
             }
         }
@@ -47,11 +48,16 @@ macro_rules! policy_test_helpers {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                stream: false,
+                format: ApiFormat::OpenaiChat,
+                last_user_excerpt: None,
+                system_excerpt: None,
+                budget_remaining: None,
             }
         }
 
-        fn order(plan: Vec<Attempt>) -> Vec<u32> {
-            plan.into_iter().map(|a| a.candidate).collect()
+        fn order(plan: AttemptPlan) -> Vec<u32> {
+            plan.attempts.into_iter().map(|a| a.candidate).collect()
         }
     };
 }

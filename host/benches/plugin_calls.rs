@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard::facts::Facts;
+use switchboard::plugin::types::{ApiFormat, InboundResponse, RequestContext, SseEvent, Target};
 use switchboard::plugin::types::{Candidate, Capabilities, CircuitState, Health};
-use switchboard::plugin::types::{InboundResponse, SseEvent, Target};
 use switchboard::plugin::{AdapterPlugin, CallLimits, PluginRuntime, PolicyPlugin, SandboxLimits};
 
 const LIMITS: CallLimits = CallLimits {
@@ -106,17 +106,28 @@ async fn main() {
             model: "m".into(),
             options: "{}".into(),
         };
+        let context = RequestContext {
+            id: "bench".into(),
+            created: 1_700_000_000,
+            format: ApiFormat::OpenAiChat,
+        };
         row(
             &format!("{name} build-request, 1 KiB body"),
             time(2000, async || {
-                adapter.build_request(&small, &target).await.unwrap();
+                adapter
+                    .build_request(small.clone(), &target, &context)
+                    .await
+                    .unwrap();
             })
             .await,
         );
         row(
             &format!("{name} build-request, 4 MiB body"),
             time(20, async || {
-                adapter.build_request(&large, &target).await.unwrap();
+                adapter
+                    .build_request(large.clone(), &target, &context)
+                    .await
+                    .unwrap();
             })
             .await,
         );
@@ -129,7 +140,7 @@ async fn main() {
             &format!("{name} parse-response"),
             time(2000, async || {
                 adapter
-                    .parse_response(response.clone(), &target)
+                    .parse_response(response.clone(), &target, &context)
                     .await
                     .unwrap()
                     .unwrap();
@@ -137,7 +148,7 @@ async fn main() {
             .await,
         );
         let before = runtime.memory_in_use();
-        let mut session = adapter.open_stream(&target, true).await.unwrap();
+        let mut session = adapter.open_stream(&target, &context, true).await.unwrap();
         println!(
             "| {name}: linear memory of one open stream | {} KiB | |",
             (runtime.memory_in_use() - before) >> 10
@@ -149,13 +160,13 @@ async fn main() {
         row(
             &format!("{name} stream event"),
             time(2000, async || {
-                let _ = session.feed(event.clone()).await.unwrap();
+                let _ = session.feed(vec![event.clone()]).await.unwrap();
             })
             .await,
         );
     }
     let body: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&small).unwrap();
-    let facts = Facts::derive(&body, &http::HeaderMap::new()).for_policy("bench");
+    let facts = Facts::derive(&body, &http::HeaderMap::new(), 0).for_policy("bench");
     let candidates: Vec<Candidate> = (0..4)
         .map(|i| Candidate {
             index: i,
@@ -167,7 +178,9 @@ async fn main() {
             capabilities: Capabilities::all(),
             health: Health {
                 latency_ewma_ms: 300.0,
+                latency_p95_ms: 450.0,
                 ttft_ewma_ms: 120.0,
+                ttft_p95_ms: 200.0,
                 error_rate: 0.0,
                 in_flight: i,
                 circuit: CircuitState::Closed,

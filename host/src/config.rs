@@ -305,6 +305,8 @@ struct RawRoute {
     on_stream_break: OnStreamBreak,
     #[serde(default = "defaults::max_cooldown_wait_ms")]
     max_cooldown_wait_ms: u64,
+    #[serde(default)]
+    facts_excerpt_chars: u32,
 }
 
 mod defaults {
@@ -447,7 +449,13 @@ pub struct Route {
     /// The longest rate-limit cooldown a request waits out rather than
     /// moving on (or, when every target cools down, answering 429).
     pub max_cooldown_wait: Duration,
+    /// How many characters of the last user message and of the system
+    /// prompt the policy sees (0: none).
+    pub facts_excerpt_chars: usize,
 }
+
+/// The longest excerpt a route may hand its policy.
+const MAX_EXCERPT_CHARS: u32 = 16_384;
 
 #[derive(Debug)]
 pub struct Config {
@@ -674,6 +682,12 @@ impl Config {
             if r.targets.is_empty() {
                 return Err(fail(&at("targets"), "at least one target is needed".into()));
             }
+            if r.facts_excerpt_chars > MAX_EXCERPT_CHARS {
+                return Err(fail(
+                    &at("facts_excerpt_chars"),
+                    format!("at most {MAX_EXCERPT_CHARS}"),
+                ));
+            }
             if r.hedge_delay == HedgeDelay::TtftP95 && r.hedge_after_ms.is_none() {
                 return Err(fail(
                     &at("hedge_delay"),
@@ -722,6 +736,7 @@ impl Config {
                 hedge_max_cost_usd: r.hedge_max_cost_usd,
                 on_stream_break: r.on_stream_break,
                 max_cooldown_wait: Duration::from_millis(r.max_cooldown_wait_ms),
+                facts_excerpt_chars: r.facts_excerpt_chars as usize,
                 name,
             });
         }

@@ -1,7 +1,7 @@
 //! Request facts: what routing needs to know about a request, derived once
 //! from the parsed body and headers.
 
-use crate::plugin::types::{Capabilities, RequestFacts};
+use crate::plugin::types::{ApiFormat, Capabilities, RequestFacts};
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
@@ -19,10 +19,16 @@ pub struct Facts {
     pub stream: bool,
     pub include_usage: bool,
     pub tags: Vec<(String, String)>,
+    /// The start of the last user message and of the system prompt, when
+    /// the route lets its policy see them.
+    pub last_user_excerpt: Option<String>,
+    pub system_excerpt: Option<String>,
 }
 
 impl Facts {
-    pub fn derive(body: &Map<String, Value>, headers: &HeaderMap) -> Facts {
+    /// `excerpt_chars`: how much of the last user message and of the system
+    /// prompt the policy may see (the route's `facts_excerpt_chars`; 0 = none).
+    pub fn derive(body: &Map<String, Value>, headers: &HeaderMap, excerpt_chars: usize) -> Facts {
         let mut needs = Capabilities::empty();
         let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
         if stream {
@@ -100,6 +106,11 @@ impl Facts {
         if let Some(user) = body.get("user").and_then(Value::as_str) {
             tags.push(("user".into(), user.to_string()));
         }
+        let (last_user_excerpt, system_excerpt) = if excerpt_chars == 0 {
+            (None, None)
+        } else {
+            excerpts(messages, excerpt_chars)
+        };
         Facts {
             estimated_prompt_tokens: estimated,
             max_output_tokens,
@@ -107,6 +118,8 @@ impl Facts {
             stream,
             include_usage,
             tags,
+            last_user_excerpt,
+            system_excerpt,
         }
     }
 
@@ -117,8 +130,53 @@ impl Facts {
             max_output_tokens: self.max_output_tokens,
             needs: self.needs,
             tags: self.tags.clone(),
+            stream: self.stream,
+            format: ApiFormat::OpenAiChat,
+            last_user_excerpt: self.last_user_excerpt.clone(),
+            system_excerpt: self.system_excerpt.clone(),
+            // Filled by the spend ledger once budgets exist.
+            budget_remaining: None,
         }
     }
+}
+
+/// The text of a message: its string content, or its text parts joined.
+fn text_of(message: &Value) -> String {
+    match message.get("content") {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// The first `limit` characters of `text` (never splitting a character).
+fn bounded(text: &str, limit: usize) -> String {
+    match text.char_indices().nth(limit) {
+        Some((end, _)) => text[..end].to_string(),
+        None => text.to_string(),
+    }
+}
+
+/// The last user message and the system prompt (system and developer
+/// messages joined by a blank line), each cut to `limit` characters.
+fn excerpts(messages: &[Value], limit: usize) -> (Option<String>, Option<String>) {
+    let role = |m: &Value| m.get("role").and_then(Value::as_str).unwrap_or("").to_string();
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| role(m) == "user")
+        .map(|m| bounded(&text_of(m), limit));
+    let system: Vec<String> = messages
+        .iter()
+        .filter(|m| matches!(role(m).as_str(), "system" | "developer"))
+        .map(text_of)
+        .collect();
+    let system = (!system.is_empty()).then(|| bounded(&system.join("\n\n"), limit));
+    (last_user, system)
 }
 
 #[cfg(test)]
@@ -129,7 +187,27 @@ mod tests {
     fn facts(body: Value) -> Facts {
         let mut headers = HeaderMap::new();
         headers.insert("x-switchboard-tag-team", "search".parse().unwrap());
-        Facts::derive(body.as_object().unwrap(), &headers)
+        Facts::derive(body.as_object().unwrap(), &headers, 0)
+    }
+
+    #[test]
+    fn excerpts_are_bounded_by_characters_and_only_given_when_asked() {
+        let body = json!({"model": "m", "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "first question"},
+            {"role": "developer", "content": [{"type": "text", "text": "Answer in French."}]},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": [{"type": "text", "text": "héllo wörld, a long last question"}]},
+        ]});
+        let f = Facts::derive(body.as_object().unwrap(), &HeaderMap::new(), 11);
+        assert_eq!(f.last_user_excerpt.as_deref(), Some("héllo wörld"));
+        assert_eq!(f.system_excerpt.as_deref(), Some("Be brief.\n\n"));
+        let f = Facts::derive(body.as_object().unwrap(), &HeaderMap::new(), 13);
+        assert_eq!(f.system_excerpt.as_deref(), Some("Be brief.\n\nAn"));
+        let policy = f.for_policy("route");
+        assert_eq!(policy.last_user_excerpt, f.last_user_excerpt);
+        let none = facts(body);
+        assert_eq!((none.last_user_excerpt, none.system_excerpt), (None, None));
     }
 
     #[test]
@@ -144,7 +222,9 @@ mod tests {
             ]}],
             "max_tokens": 50, "user": "u1"
         }));
-        assert_eq!(f.needs, Capabilities::all());
+        let four =
+            Capabilities::TOOLS | Capabilities::IMAGES | Capabilities::JSON_SCHEMA | Capabilities::STREAMING;
+        assert_eq!(f.needs, four);
         assert!(f.stream && f.include_usage);
         assert_eq!(f.max_output_tokens, Some(50));
         assert!(f.estimated_prompt_tokens >= IMAGE_TOKENS);

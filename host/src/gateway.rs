@@ -5,7 +5,7 @@
 use crate::config::{Config, Endpoint, Model, Provider, Route};
 use crate::health::{CircuitSettings, TargetHealth};
 use crate::metrics::Metrics;
-use crate::plugin::{Registry, Unavailable};
+use crate::plugin::{PluginError, Registry, Unavailable};
 use crate::redact::Redactor;
 use crate::upstream::Upstream;
 use std::collections::HashMap;
@@ -187,11 +187,25 @@ impl Gateway {
             .flatten()
     }
 
-    /// Check that every route's policy and every provider's adapter is loaded
-    /// and that each policy accepts its route's configuration.
+    /// Check that every route's policy and every provider's adapter is loaded,
+    /// that each adapter accepts its provider's options, and that each
+    /// policy accepts its route's configuration.
     pub async fn check_plugins(&self) -> Result<(), GatewayError> {
         let plugins = self.registry.snapshot();
         for provider in &self.config.providers {
+            // A quarantined adapter cannot say; its attempts fail until a new file comes.
+            if let Ok(adapter) = plugins.adapter(&provider.adapter) {
+                adapter
+                    .validate_options(&provider.options_json)
+                    .await
+                    .map_err(|e| GatewayError::Plugin {
+                        key: format!("providers.{}.options", provider.name),
+                        reason: match e {
+                            PluginError::Refused { reason, .. } => reason,
+                            other => other.to_string(),
+                        },
+                    })?;
+            }
             if !plugins.adapters.contains_key(&provider.adapter) {
                 return Err(GatewayError::Plugin {
                     key: format!("providers.{}.adapter", provider.name),

@@ -237,9 +237,12 @@ impl TargetHealth {
     pub fn view(&self, now: Instant) -> Health {
         let s = self.state.lock().unwrap();
         let circuit = s.circuit(now);
+        let ms = |p95: Option<Duration>| p95.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
         Health {
             latency_ewma_ms: s.latency_ewma_ms,
+            latency_p95_ms: ms(s.latencies.p95()),
             ttft_ewma_ms: s.ttft_ewma_ms,
+            ttft_p95_ms: ms(s.ttfts.p95()),
             error_rate: self.error_rate(&s, now),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             circuit,

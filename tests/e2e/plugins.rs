@@ -298,7 +298,7 @@ async fn a_dropped_file_is_loaded_once_and_a_junk_one_refused_once() {
 
 #[tokio::test]
 async fn a_stream_decoder_that_breaks_mid_stream_ends_the_stream_with_an_error() {
-    for mode in ["stream_panic", "stream_loop", "stream_garbage"] {
+    for mode in ["stream_panic", "stream_loop", "stream_garbage", "stream_beyond"] {
         let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
         a.set_default(Script::Answer("several words of an answer"));
         let config = two_providers(&a, &b, "").replacen(

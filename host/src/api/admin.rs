@@ -4,7 +4,7 @@
 use super::auth;
 use super::{ApiError, Body, json_response};
 use crate::gateway::Gateway;
-use crate::plugin::types::CircuitState;
+use crate::plugin::types::{Capabilities, CircuitState};
 use crate::plugin::{Guarded, Versions};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -25,8 +25,21 @@ fn authorize(gw: &Gateway, headers: &http::HeaderMap) -> Result<(), ApiError> {
 pub fn plugins(gw: &Gateway, headers: &http::HeaderMap) -> Result<http::Response<Body>, ApiError> {
     authorize(gw, headers)?;
     let set = gw.registry.snapshot();
-    let adapters = listing(&set.adapters, |a| json!(a.version));
-    let policies = listing(&set.policies, |_| Value::Null);
+    let adapters = listing(&set.adapters, |a| {
+        json!({
+            "version": a.info.version,
+            "contract": a.contract.label(),
+            "stateless": a.info.stateless,
+            "capabilities": capability_names(a.capabilities()),
+        })
+    });
+    let policies = listing(&set.policies, |p| {
+        json!({
+            "version": Some(&p.info.version).filter(|v| !v.is_empty()),
+            "contract": p.contract.label(),
+            "stateless": p.info.stateless,
+        })
+    });
     Ok(json_response(
         http::StatusCode::OK,
         &json!({
@@ -38,9 +51,25 @@ pub fn plugins(gw: &Gateway, headers: &http::HeaderMap) -> Result<http::Response
     ))
 }
 
+/// Capabilities by their configuration names.
+fn capability_names(caps: Capabilities) -> Vec<&'static str> {
+    [
+        (Capabilities::TOOLS, "tools"),
+        (Capabilities::IMAGES, "images"),
+        (Capabilities::JSON_SCHEMA, "json_schema"),
+        (Capabilities::STREAMING, "streaming"),
+        (Capabilities::EMBEDDINGS, "embeddings"),
+    ]
+    .into_iter()
+    .filter(|(c, _)| caps.contains(*c))
+    .map(|(_, name)| name)
+    .collect()
+}
+
 /// Each plugin name, sorted: the version serving (if any) and every
-/// version kept, with its bulkhead.
-fn listing<P: Guarded>(plugins: &HashMap<String, Versions<P>>, version: impl Fn(&P) -> Value) -> Vec<Value> {
+/// version kept, with its bulkhead. `about` says what the plugin says of
+/// itself (its `version`, contract, ...).
+fn listing<P: Guarded>(plugins: &HashMap<String, Versions<P>>, about: impl Fn(&P) -> Value) -> Vec<Value> {
     let mut names: Vec<_> = plugins.iter().collect();
     names.sort_by_key(|(name, _)| *name);
     names
@@ -51,16 +80,16 @@ fn listing<P: Guarded>(plugins: &HashMap<String, Versions<P>>, version: impl Fn(
                 .all()
                 .iter()
                 .map(|p| {
-                    json!({
-                        "source": p.source(), "version": version(p),
-                        "serving": serving.is_some_and(|s| Arc::ptr_eq(s, p)),
-                        "calls": p.bulkhead().view(),
-                    })
+                    let mut entry = about(p);
+                    entry["source"] = json!(p.source());
+                    entry["serving"] = json!(serving.is_some_and(|s| Arc::ptr_eq(s, p)));
+                    entry["calls"] = json!(p.bulkhead().view());
+                    entry
                 })
                 .collect();
             json!({
                 "name": name,
-                "version": serving.map(|p| version(p)),
+                "version": serving.map(|p| about(p)["version"].clone()),
                 "source": serving.map(|p| p.source()),
                 "quarantined": serving.is_none(),
                 "versions": all,

@@ -1,14 +1,15 @@
 //! `POST /v1/chat/completions`: the hot path, bytes in to bytes out.
 
 use super::auth;
-use super::{ApiError, Body, full};
+use super::{ApiError, Body, RequestId, full};
 use crate::facts::Facts;
 use crate::flow::hedge::Hedge;
 use crate::flow::stream::{StreamEvent, Streaming};
 use crate::flow::whole::AnsweredBy;
-use crate::flow::{plan, stream, whole};
+use crate::flow::{Received, plan, stream, whole};
 use crate::gateway::Gateway;
 use crate::lifecycle::Lifecycle;
+use crate::plugin::types::{ApiFormat, RequestContext};
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -30,6 +31,13 @@ pub async fn handle(
     (route, result)
 }
 
+/// Now, in whole seconds since the Unix epoch: a translated answer's `created`.
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 async fn serve(
     gw: &Arc<Gateway>,
     lifecycle: &Lifecycle,
@@ -38,7 +46,11 @@ async fn serve(
     resolved: &mut Option<usize>,
 ) -> Result<http::Response<Body>, ApiError> {
     let caller = auth::authenticate(&gw.config.keys, request.headers())?;
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    let request_id = parts
+        .extensions
+        .remove::<RequestId>()
+        .expect("dispatch stamps every request with its id");
     let server = &gw.config.server;
     let body_timeout = Duration::from_millis(server.body_read_timeout_ms);
     let bytes = tokio::time::timeout(
@@ -55,25 +67,34 @@ async fn serve(
     *resolved = Some(route.index);
     caller.may_use(route.config)?;
 
-    let facts = Facts::derive(&body, &parts.headers);
+    let facts = Facts::derive(&body, &parts.headers, route.config.facts_excerpt_chars);
+    let received = Received {
+        context: Arc::new(RequestContext {
+            id: request_id.0,
+            created: unix_seconds(),
+            format: ApiFormat::OpenAiChat,
+        }),
+        started,
+    };
     // Requests finish on the plugin versions they started with.
     let plugins = gw.registry.snapshot();
-    let plan = plan::plan(gw, &plugins, route, &facts, started).await?;
-    let hedge = Hedge::for_request(route, &facts);
+    let planned = plan::plan(gw, &plugins, route, &facts, started).await?;
+    let hedge = Hedge::for_request(route, &facts, planned.hedge);
     if facts.stream {
         let request = stream::StreamRequest {
             route: route.index,
-            plan,
+            plan: planned.attempts,
             body,
             include_usage: facts.include_usage,
             hedge,
-            started,
+            received,
             cut: lifecycle.cutting.clone(),
         };
         let streaming = stream::serve(gw.clone(), plugins, request).await?;
         Ok(event_stream(streaming))
     } else {
-        let answered = whole::complete(gw, &plugins, route, plan, &mut body, hedge, started).await?;
+        let answered =
+            whole::complete(gw, &plugins, route, planned.attempts, &mut body, hedge, &received).await?;
         Ok(with_answered_by(http::Response::builder(), &answered.by)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(full(answered.body))

@@ -16,6 +16,12 @@ pub use error::ApiError;
 /// Every response body the gateway sends.
 pub type Body = BoxBody<Bytes, Infallible>;
 
+/// The id a request is answered with (`x-request-id`): the caller's, when
+/// it sent a usable one, else a fresh one. The server stamps it into every
+/// request's extensions.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
 }

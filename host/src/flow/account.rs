@@ -37,7 +37,9 @@ pub fn record_success(gw: &Gateway, attempt: &Attempt<'_>, usage: Option<Usage>,
         for (kind, n) in [
             ("prompt", usage.prompt_tokens),
             ("completion", usage.completion_tokens),
-            ("cached", usage.cached_prompt_tokens),
+            ("cached", usage.cache_read_tokens),
+            ("cache_write", usage.cache_write_tokens),
+            ("reasoning", usage.reasoning_tokens),
         ] {
             metrics
                 .tokens

@@ -3,6 +3,7 @@
 //! failure decides ([`super::failure`]); and the steps of one attempt
 //! (build and send, read, classify).
 
+use super::Received;
 use super::failure::{Answer, Blame, Failure, FlowError, Next};
 use super::plan::PlannedAttempt;
 use crate::config::{Model, Provider};
@@ -10,7 +11,7 @@ use crate::gateway::{Gateway, RouteRef, RouteTarget};
 use crate::health::InFlight;
 use crate::metrics::{AttemptLabels, PluginLabels, RouteOutcomeLabels};
 use crate::plugin::types::CircuitState;
-use crate::plugin::types::{ErrorClass, InboundResponse, Target};
+use crate::plugin::types::{ErrorClass, InboundResponse, RequestContext, Target};
 use crate::plugin::{AdapterPlugin, PluginSet, Unavailable};
 use crate::upstream::{TransportError, Upstream};
 use hyper::body::Incoming;
@@ -34,6 +35,8 @@ pub struct Attempt<'g> {
     pub upstream: &'g Upstream,
     pub adapter: Arc<AdapterPlugin>,
     pub adapter_target: Target,
+    /// The request's id, time and format, as the adapter sees them.
+    pub context: Arc<RequestContext>,
     pub started: Instant,
     /// This attempt's deadline (its timeout, capped by the request's).
     pub deadline: Instant,
@@ -42,6 +45,7 @@ pub struct Attempt<'g> {
 
 /// The attempts of one request.
 pub struct Attempts<'g> {
+    context: Arc<RequestContext>,
     streaming: bool,
     gw: &'g Gateway,
     plugins: &'g PluginSet,
@@ -70,15 +74,16 @@ impl<'g> Attempts<'g> {
         plugins: &'g PluginSet,
         route: RouteRef<'g>,
         plan: Vec<PlannedAttempt>,
-        started: Instant,
+        received: &Received,
     ) -> Self {
         Attempts {
+            context: received.context.clone(),
             streaming,
             gw,
             plugins,
             route,
             plan: plan.into_iter(),
-            deadline: started + route.config.timeout,
+            deadline: received.started + route.config.timeout,
             made: 0,
             last_target: None,
             same_target_retries: 0,
@@ -185,6 +190,7 @@ impl<'g> Attempts<'g> {
                     model: target.model.clone(),
                     options: provider.options_json.clone(),
                 },
+                context: self.context.clone(),
                 started,
                 deadline: (started + timeout).min(self.deadline),
                 _in_flight: target.health.begin(started),
@@ -381,7 +387,7 @@ impl Attempt<'_> {
         let body = canonical(request, &self.target.model);
         let outbound = self
             .adapter
-            .build_request(&body, &self.adapter_target)
+            .build_request(body, &self.adapter_target, &self.context)
             .await
             .map_err(Failure::Plugin)?;
         let sent = self.upstream.send(&outbound, self.provider.credential.as_ref());

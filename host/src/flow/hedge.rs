@@ -8,6 +8,7 @@ use super::failure::{Failure, FlowError};
 use crate::config::HedgeDelay;
 use crate::facts::Facts;
 use crate::gateway::RouteRef;
+use crate::plugin::types::HedgeChoice;
 use futures_util::future::Either;
 use serde_json::{Map, Value};
 use std::future::Future;
@@ -28,11 +29,17 @@ pub struct Hedge {
 }
 
 impl Hedge {
-    /// The route's hedge, unless it is off or a hedge could cost more than the
-    /// route's cap (estimated at the dearest target's prices).
-    pub fn for_request(route: RouteRef<'_>, facts: &Facts) -> Option<Hedge> {
+    /// The hedge for a request: what the policy's plan asked for, else the
+    /// route's; none when neither hedges, or when a hedge could cost more
+    /// than the route's cap (estimated at the dearest target's prices),
+    /// which a policy cannot raise.
+    pub fn for_request(route: RouteRef<'_>, facts: &Facts, asked: HedgeChoice) -> Option<Hedge> {
         let config = route.config;
-        let after = config.hedge_after?;
+        let (after, observed) = match asked {
+            HedgeChoice::Never => return None,
+            HedgeChoice::After(after) => (after, false),
+            HedgeChoice::Route => (config.hedge_after?, config.hedge_delay == HedgeDelay::TtftP95),
+        };
         let output = facts.max_output_tokens.map_or(ASSUMED_OUTPUT_TOKENS, f64::from);
         let dearest = route
             .targets()
@@ -43,7 +50,7 @@ impl Hedge {
             .fold(0.0, f64::max);
         (dearest <= config.hedge_max_cost_usd).then_some(Hedge {
             after,
-            observed: config.hedge_delay == HedgeDelay::TtftP95,
+            observed,
             streaming: facts.stream,
         })
     }

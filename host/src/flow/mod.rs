@@ -8,6 +8,10 @@
 //! [`stream::Streaming`], [`failure::FlowError`]); only `api/` turns them
 //! into HTTP statuses, bodies and headers.
 
+use crate::plugin::types::RequestContext;
+use std::sync::Arc;
+use tokio::time::Instant;
+
 pub mod account;
 pub mod attempts;
 pub mod failure;
@@ -19,3 +23,11 @@ pub mod whole;
 
 #[cfg(test)]
 mod timing;
+
+/// A request as the flow knows it from its arrival: its id, time and
+/// format for the adapters, and the instant its deadline counts from.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub context: Arc<RequestContext>,
+    pub started: Instant,
+}

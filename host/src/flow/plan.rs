@@ -1,12 +1,12 @@
-//! Turns a request into a plan: the route's candidates that can take it,
-//! with live health, ordered by the route's policy (or, if the policy fails,
-//! by the configured order).
+//! Turns a request into a plan: the route's candidates that can take it
+//! and can be tried now, with live health, ordered by the route's policy
+//! (or, if the policy fails, by the configured order).
 
 use super::failure::{Answer, FlowError};
 use crate::facts::Facts;
 use crate::gateway::{Gateway, RouteRef};
 use crate::metrics::PluginLabels;
-use crate::plugin::types::{Candidate, Capabilities, CircuitState};
+use crate::plugin::types::{Candidate, Capabilities, CircuitState, HedgeChoice};
 use crate::plugin::{PluginSet, Unavailable};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -18,28 +18,39 @@ pub struct PlannedAttempt {
     pub timeout: Option<Duration>,
 }
 
+/// A plan: the attempts in order, and whether the policy asked for a hedge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub attempts: Vec<PlannedAttempt>,
+    pub hedge: HedgeChoice,
+}
+
 /// The plan for a request that arrived at `started`. When every candidate
 /// is cooling down after a 429 (or has its circuit open), the shortest
 /// cooldown is waited out first, if it is within the route's
-/// `max_cooldown_wait_ms` and its deadline.
+/// `max_cooldown_wait_ms` and its deadline. The policy is offered only the
+/// candidates that can be tried now, and is not asked when there are none.
 pub async fn plan(
     gw: &Gateway,
     plugins: &PluginSet,
     route_ref: RouteRef<'_>,
     facts: &Facts,
     started: Instant,
-) -> Result<Vec<PlannedAttempt>, FlowError> {
+) -> Result<Planned, FlowError> {
     let route = route_ref.config;
-    let mut offered = candidates(route_ref, facts, Instant::now())?;
+    let mut offered = candidates(plugins, route_ref, facts, Instant::now())?;
     if let Some(wait) = shortest_cooldown_if_all_cooling(&offered)
         && wait <= route.max_cooldown_wait
         && Instant::now() + wait < started + route.timeout
     {
         tracing::debug!(route = %route.name, wait_ms = wait.as_millis() as u64, "every target is cooling down; waiting");
         tokio::time::sleep(wait).await;
-        offered = candidates(route_ref, facts, Instant::now())?;
+        offered = candidates(plugins, route_ref, facts, Instant::now())?;
     }
-    let candidates = offered;
+    let (candidates, unusable): (Vec<Candidate>, Vec<Candidate>) = offered.into_iter().partition(usable_now);
+    if candidates.is_empty() {
+        return Err(none_usable(&route.name, &unusable));
+    }
 
     let from_policy = match plugins.policy(&route.policy) {
         Err(Unavailable::NotLoaded) => Err("not loaded"),
@@ -63,14 +74,17 @@ pub async fn plan(
                 error.kind()
             }),
     };
-    let attempts: Vec<PlannedAttempt> = match from_policy {
-        Ok(attempts) => attempts
-            .into_iter()
-            .map(|a| PlannedAttempt {
-                target: a.candidate as usize,
-                timeout: a.timeout_ms.map(Duration::from_millis),
-            })
-            .collect(),
+    let (attempts, hedge): (Vec<PlannedAttempt>, HedgeChoice) = match from_policy {
+        Ok(plan) => (
+            plan.steps
+                .into_iter()
+                .map(|a| PlannedAttempt {
+                    target: a.candidate as usize,
+                    timeout: a.timeout_ms.map(Duration::from_millis),
+                })
+                .collect(),
+            plan.hedge,
+        ),
         Err(reason) => {
             gw.metrics
                 .policy_fallbacks
@@ -79,50 +93,61 @@ pub async fn plan(
                     reason,
                 })
                 .inc();
-            candidates
+            let attempts = candidates
                 .iter()
-                .filter(|c| c.health.rate_limited_for_ms == 0 && c.health.circuit != CircuitState::Open)
                 .map(|c| PlannedAttempt {
                     target: c.index as usize,
                     timeout: None,
                 })
-                .collect()
+                .collect();
+            (attempts, HedgeChoice::Route)
         }
     };
     if attempts.is_empty() {
-        let cooldown = candidates
-            .iter()
-            .map(|c| c.health.rate_limited_for_ms)
-            .filter(|ms| *ms > 0)
-            .min();
-        return Err(match cooldown {
-            Some(ms) => FlowError::rate_limited(
-                format!(
-                    "Every provider of `{}` is rate-limited right now; retry later.",
-                    route.name
-                ),
-                Duration::from_millis(ms),
+        return Err(FlowError::new(
+            Answer::Unavailable,
+            format!(
+                "The routing policy of `{}` found no provider acceptable for this request.",
+                route.name
             ),
-            None => FlowError::new(
-                Answer::Unavailable,
-                format!(
-                    "No provider of `{}` is available right now (circuits open after repeated failures).",
-                    route.name
-                ),
-            ),
-        });
+        ));
     }
-    tracing::debug!(route = %route.name, plan = ?attempts, "plan");
-    Ok(attempts)
+    tracing::debug!(route = %route.name, plan = ?attempts, ?hedge, "plan");
+    Ok(Planned { attempts, hedge })
+}
+
+/// Whether a candidate can be tried now: not cooling down after a 429, and
+/// its circuit not open (a half-open circuit lets a probe through).
+fn usable_now(candidate: &Candidate) -> bool {
+    candidate.health.rate_limited_for_ms == 0 && candidate.health.circuit != CircuitState::Open
+}
+
+/// The answer when no candidate can be tried now: a 429 with the shortest
+/// cooldown if any is cooling down, else a 503 (circuits open).
+fn none_usable(route: &str, unusable: &[Candidate]) -> FlowError {
+    let cooldown = unusable
+        .iter()
+        .map(|c| c.health.rate_limited_for_ms)
+        .filter(|ms| *ms > 0)
+        .min();
+    match cooldown {
+        Some(ms) => FlowError::rate_limited(
+            format!("Every provider of `{route}` is rate-limited right now; retry later."),
+            Duration::from_millis(ms),
+        ),
+        None => FlowError::new(
+            Answer::Unavailable,
+            format!(
+                "No provider of `{route}` is available right now (circuits open after repeated failures)."
+            ),
+        ),
+    }
 }
 
 /// The shortest cooldown, when no candidate can be tried now: each is
 /// cooling down or has its circuit open, and at least one is cooling down.
 fn shortest_cooldown_if_all_cooling(candidates: &[Candidate]) -> Option<Duration> {
-    let usable_now = candidates
-        .iter()
-        .any(|c| c.health.rate_limited_for_ms == 0 && c.health.circuit != CircuitState::Open);
-    if usable_now {
+    if candidates.iter().any(usable_now) {
         return None;
     }
     // A target whose circuit is open stays unusable when its cooldown ends.
@@ -135,8 +160,15 @@ fn shortest_cooldown_if_all_cooling(candidates: &[Candidate]) -> Option<Duration
         .map(Duration::from_millis)
 }
 
-/// The route's targets that can take this request, with their health.
-fn candidates(route_ref: RouteRef<'_>, facts: &Facts, now: Instant) -> Result<Vec<Candidate>, FlowError> {
+/// The route's targets that can take this request, with their health. A
+/// target can do what its model is configured for, as far as its adapter
+/// says it can translate.
+fn candidates(
+    plugins: &PluginSet,
+    route_ref: RouteRef<'_>,
+    facts: &Facts,
+    now: Instant,
+) -> Result<Vec<Candidate>, FlowError> {
     let route = route_ref.config;
     let needed_tokens = facts.estimated_prompt_tokens as u64 + facts.max_output_tokens.unwrap_or(0) as u64;
     let (mut disabled, mut lacking, mut too_small) = (Vec::new(), Capabilities::empty(), 0u32);
@@ -148,7 +180,11 @@ fn candidates(route_ref: RouteRef<'_>, facts: &Facts, now: Instant) -> Result<Ve
             continue;
         }
         let model = &provider.models[&target.model];
-        let capabilities = capabilities(&model.capabilities);
+        let mut capabilities = capabilities(&model.capabilities);
+        // An adapter that is not loaded fails its attempts with the reason.
+        if let Ok(adapter) = plugins.adapter(&provider.adapter) {
+            capabilities = capabilities.intersection(adapter.capabilities());
+        }
         if !capabilities.contains(facts.needs) {
             for (flag, _) in FLAG_NAMES
                 .iter()

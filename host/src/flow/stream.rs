@@ -4,6 +4,7 @@
 //! never with `[DONE]`, unless the route continues broken streams and the
 //! next target can carry the answer on (see [`super::resume`]).
 
+use super::Received;
 use super::account::record_success;
 use super::attempts::{Attempt, Attempts};
 use super::failure::{Answer, Failure, FlowError, StreamFailure};
@@ -21,10 +22,8 @@ use crate::upstream::TransportError;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
-use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -59,7 +58,7 @@ pub struct StreamRequest {
     pub include_usage: bool,
     /// Race the next target against a silent first one.
     pub hedge: Option<Hedge>,
-    pub started: Instant,
+    pub received: Received,
     /// Cancelled when the server's shutdown grace period ends.
     pub cut: CancellationToken,
 }
@@ -92,11 +91,11 @@ async fn run(
         body: mut request,
         include_usage,
         hedge,
-        started,
+        received,
         cut,
     } = stream;
     let gw = &*gw;
-    let mut attempts = Attempts::new(true, gw, &plugins, gw.route(route), plan, started);
+    let mut attempts = Attempts::new(true, gw, &plugins, gw.route(route), plan, &received);
     let opened = tokio::select! {
         biased;
         // The caller went away before the first chunk: stop trying.
@@ -381,13 +380,14 @@ async fn start(
     let body = response.into_body();
     let session = attempt
         .adapter
-        .open_stream(&attempt.adapter_target, include_usage)
+        .open_stream(&attempt.adapter_target, &attempt.context, include_usage)
         .await
         .map_err(Failure::Plugin)?;
     let mut pump = Pump {
         body,
         parser: SseParser::default(),
-        pending: VecDeque::new(),
+        pending: Vec::new(),
+        failed: None,
         session,
         redactor: attempt.upstream.redactor().clone(),
         usage: None,
@@ -425,7 +425,11 @@ enum Batch {
 struct Pump {
     body: Incoming,
     parser: SseParser,
-    pending: VecDeque<Event>,
+    /// Events read but not yet decoded.
+    pending: Vec<Event>,
+    /// The provider error that ends the stream, once the chunks decoded
+    /// before it are delivered.
+    failed: Option<Failure>,
     session: StreamSession,
     redactor: Arc<Redactor>,
     usage: Option<Usage>,
@@ -438,34 +442,42 @@ struct Pump {
 impl Pump {
     async fn next(&mut self) -> Result<Batch, Failure> {
         loop {
+            // A provider error comes after the chunks decoded before it.
+            if let Some(failure) = self.failed.take() {
+                return Err(failure);
+            }
             if self.finished {
                 return Ok(Batch::Done);
             }
-            if let Some(mut event) = self.pending.pop_front() {
-                // A provider's error event may echo our key; the adapter
-                // must not see it either.
-                self.redactor.string(&mut event.data);
-                if let Some(name) = event.event.as_mut() {
-                    self.redactor.string(name);
-                }
-                let event = SseEvent {
-                    event: event.event,
-                    data: event.data,
-                };
-                let fed = self
-                    .session
-                    .feed(event)
-                    .await
-                    .map_err(Failure::Plugin)?
-                    .map_err(Failure::Provider)?;
+            if !self.pending.is_empty() {
+                // The events of one socket read cross into the decoder in
+                // one call. A provider's error event may echo our key; the
+                // adapter must not see it either.
+                let batch = self
+                    .pending
+                    .drain(..)
+                    .map(|mut event| {
+                        self.redactor.string(&mut event.data);
+                        if let Some(name) = event.event.as_mut() {
+                            self.redactor.string(name);
+                        }
+                        SseEvent {
+                            event: event.event,
+                            data: event.data,
+                        }
+                    })
+                    .collect();
+                let fed = self.session.feed(batch).await.map_err(Failure::Plugin)?;
                 self.answer_finished |= fed.finished;
                 let decoded = fed.decoded;
                 if decoded.usage.is_some() {
                     self.usage = decoded.usage;
                 }
                 self.finished = decoded.done;
-                if !decoded.chunks.is_empty() {
-                    return Ok(Batch::Chunks(decoded.chunks));
+                self.failed = decoded.error.map(Failure::Provider);
+                let chunks: Vec<Vec<u8>> = decoded.events.into_iter().map(|e| e.data).collect();
+                if !chunks.is_empty() {
+                    return Ok(Batch::Chunks(chunks));
                 }
                 continue;
             }
@@ -477,12 +489,12 @@ impl Pump {
                 }
                 return Err(Failure::Stream(StreamFailure::EndedEarly));
             }
-            let mut events = Vec::new();
+            // `pending` is empty: one read's events become the next batch.
             match self.body.frame().await {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         self.parser
-                            .push(&data, &mut events)
+                            .push(&data, &mut self.pending)
                             .map_err(|e| Failure::Stream(e.into()))?;
                     }
                 }
@@ -490,11 +502,10 @@ impl Pump {
                 None => {
                     self.eof = true;
                     self.parser
-                        .finish(&mut events)
+                        .finish(&mut self.pending)
                         .map_err(|e| Failure::Stream(e.into()))?;
                 }
             }
-            self.pending.extend(events);
         }
     }
 }
@@ -503,7 +514,9 @@ impl Pump {
 mod tests {
     //! The relay's timing rules in paused time, against a scripted source.
     use super::*;
+    use std::collections::VecDeque;
     use std::time::Duration;
+    use tokio::time::Instant;
 
     /// Batches after delays (milliseconds); then silence.
     struct Scripted(VecDeque<(u64, Batch)>);

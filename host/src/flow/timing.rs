@@ -3,6 +3,7 @@
 //! let paused time run on while a task waits on it), so retries, backoff,
 //! cooldowns, deadlines and hedging are checked to the millisecond.
 
+use super::Received;
 use super::attempts::{Attempt, Attempts};
 use super::failure::{Answer, Failure};
 use super::hedge::{Hedge, Start, first_success};
@@ -11,7 +12,7 @@ use crate::config::Config;
 use crate::facts::Facts;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
-use crate::plugin::types::{ErrorClass, ProviderError};
+use crate::plugin::types::{ApiFormat, ErrorClass, HedgeChoice, ProviderError, RequestContext};
 use crate::plugin::{CallLimits, LimitTable, PluginRuntime, PluginSet, Registry, SandboxLimits};
 use crate::upstream::TransportError;
 use serde_json::{Map, Value, json};
@@ -192,8 +193,20 @@ fn plan(targets: &[usize]) -> Vec<PlannedAttempt> {
 
 fn hedge(gw: &Gateway) -> Option<Hedge> {
     let body = json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]});
-    let facts = Facts::derive(body.as_object().unwrap(), &http::HeaderMap::new());
-    Hedge::for_request(gw.route(0), &facts)
+    let facts = Facts::derive(body.as_object().unwrap(), &http::HeaderMap::new(), 0);
+    Hedge::for_request(gw.route(0), &facts, HedgeChoice::Route)
+}
+
+/// A request that arrives now.
+fn received() -> Received {
+    Received {
+        context: Arc::new(RequestContext {
+            id: "test".into(),
+            created: 0,
+            format: ApiFormat::OpenAiChat,
+        }),
+        started: Instant::now(),
+    }
 }
 
 async fn run(
@@ -203,7 +216,7 @@ async fn run(
     script: &Script,
     hedge: Option<Hedge>,
 ) -> Result<(String, u64), Answer> {
-    let mut attempts = Attempts::new(false, gw, plugins, gw.route(0), plan(targets), Instant::now());
+    let mut attempts = Attempts::new(false, gw, plugins, gw.route(0), plan(targets), &received());
     let mut request = Map::new();
     first_success(&mut attempts, &mut request, hedge, script.clone())
         .await
@@ -310,14 +323,7 @@ async fn a_context_length_failure_stops_when_no_larger_target_is_left_to_try() {
     let (gw, plugins) = gateway_with_models(text).await;
     let long = || provider_error(ErrorClass::ContextLength, None);
     let script = Script::new(&[("b", vec![Step::Hang]), ("a", vec![Step::Fail(5, long)])]);
-    let mut attempts = Attempts::new(
-        false,
-        &gw,
-        &plugins,
-        gw.route(0),
-        plan(&[1, 0, 1]),
-        Instant::now(),
-    );
+    let mut attempts = Attempts::new(false, &gw, &plugins, gw.route(0), plan(&[1, 0, 1]), &received());
     let error = first_success(&mut attempts, &mut Map::new(), None, script.clone())
         .await
         .err()
@@ -355,7 +361,7 @@ async fn a_429_then_an_open_circuit_answers_429_with_when_to_retry() {
     }
     let limited = || provider_error(ErrorClass::RateLimited, Some(5_000));
     let script = Script::new(&[("a", vec![Step::Fail(0, limited)]), ("b", vec![Step::Answer(0)])]);
-    let mut attempts = Attempts::new(false, &gw, &plugins, gw.route(0), plan(&[0, 1]), Instant::now());
+    let mut attempts = Attempts::new(false, &gw, &plugins, gw.route(0), plan(&[0, 1]), &received());
     let error = first_success(&mut attempts, &mut Map::new(), None, script.clone())
         .await
         .err()

@@ -1,6 +1,7 @@
 //! A whole (non-streaming) answer: attempts until one target's complete
 //! answer is translated, hedged if the route asks.
 
+use super::Received;
 use super::account::record_success;
 use super::attempts::{Attempt, Attempts};
 use super::failure::{Failure, FlowError};
@@ -11,7 +12,6 @@ use crate::plugin::PluginSet;
 use crate::plugin::types::Completion;
 use serde_json::{Map, Value};
 use std::future::Future;
-use tokio::time::Instant;
 
 /// Who answered a request, and after how many attempts.
 #[derive(Clone, Debug)]
@@ -45,9 +45,9 @@ pub async fn complete(
     plan: Vec<PlannedAttempt>,
     request: &mut Map<String, Value>,
     hedge: Option<Hedge>,
-    started: Instant,
+    received: &Received,
 ) -> Result<Answered, FlowError> {
-    let mut attempts = Attempts::new(false, gw, plugins, route, plan, started);
+    let mut attempts = Attempts::new(false, gw, plugins, route, plan, received);
     let (attempt, completion) = first_success(&mut attempts, request, hedge, WholeAnswer).await?;
     record_success(gw, &attempt, completion.usage, None);
     Ok(Answered {
@@ -79,7 +79,7 @@ async fn once(attempt: &Attempt<'_>, request: &mut Map<String, Value>) -> Result
     }
     attempt
         .adapter
-        .parse_response(inbound, &attempt.adapter_target)
+        .parse_response(inbound, &attempt.adapter_target, &attempt.context)
         .await
         .map_err(Failure::Plugin)?
         .map_err(Failure::Malformed)

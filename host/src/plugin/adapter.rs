@@ -1,13 +1,15 @@
-//! Typed calls into a provider adapter component.
+//! Typed calls into a provider adapter component, whichever contract
+//! version it was built for.
 
 use super::PluginError;
 use super::bulkhead::{Bulkhead, CallLimits};
+use super::contract::Version;
 use super::sandbox::{PluginRuntime, Sandbox};
 use super::types::{
-    AdapterInfo, Capabilities, Completion, Decoded, InboundResponse, OutboundRequest, ProviderError,
-    SseEvent, Target,
+    AdapterInfo, ApiFormat, Capabilities, Completion, Decoded, Embeddings, InboundResponse, OutboundRequest,
+    ProviderError, RequestContext, SseEvent, Target,
 };
-use super::v0_1::adapter as wit;
+use super::{v0_1, v0_2};
 use std::sync::Arc;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
@@ -16,12 +18,24 @@ use wasmtime::component::ResourceAny;
 /// instance, so no state leaks between requests.
 pub struct AdapterPlugin {
     pub name: String,
-    pub version: String,
     pub source: String,
-    pub capabilities: Capabilities,
     pub bulkhead: Bulkhead,
-    pre: wit::AdapterPre<Sandbox>,
+    /// What `describe` said.
+    pub info: AdapterInfo,
+    pub contract: Version,
+    pre: Pre,
     runtime: Arc<PluginRuntime>,
+}
+
+enum Pre {
+    V0_1(v0_1::adapter::AdapterPre<Sandbox>),
+    V0_2(v0_2::adapter::AdapterPre<Sandbox>),
+}
+
+/// An instance, bound by its contract version.
+enum Instance {
+    V0_1(v0_1::adapter::Adapter),
+    V0_2(v0_2::adapter::Adapter),
 }
 
 impl AdapterPlugin {
@@ -34,51 +48,69 @@ impl AdapterPlugin {
         bytes: Vec<u8>,
         limits: CallLimits,
     ) -> Result<Self, String> {
-        let pre = runtime.prepare(bytes, "provider").await.and_then(|pre| {
-            wit::AdapterPre::new(pre)
-                .map_err(|e| format!("it does not match the `provider` interface: {e:#}"))
-        })?;
+        let (pre, contract) = runtime.prepare(bytes, "provider").await?;
+        let mismatch = |e: wasmtime::Error| format!("it does not match the `provider` interface: {e:#}");
+        let pre = match contract {
+            Version::V0_1 => Pre::V0_1(v0_1::adapter::AdapterPre::new(pre).map_err(mismatch)?),
+            Version::V0_2 => Pre::V0_2(v0_2::adapter::AdapterPre::new(pre).map_err(mismatch)?),
+        };
         let mut plugin = AdapterPlugin {
             name: name.to_string(),
-            version: String::new(),
             source: source.clone(),
-            capabilities: Capabilities::empty(),
             bulkhead: Bulkhead::new(limits, source != "bundled"),
+            info: AdapterInfo {
+                version: String::new(),
+                capabilities: Capabilities::empty(),
+                native_formats: Vec::new(),
+                stateless: false,
+            },
+            contract,
             pre,
             runtime: runtime.clone(),
         };
-        let info = plugin
+        plugin.info = plugin
             .describe()
             .await
             .map_err(|e| format!("smoke call failed: {e}"))?;
-        plugin.version = info.version;
-        plugin.capabilities = info.capabilities;
         Ok(plugin)
     }
 
+    /// What the adapter can translate.
+    pub fn capabilities(&self) -> Capabilities {
+        self.info.capabilities
+    }
+
+    /// Whether the adapter takes requests in `format` as they are.
+    pub fn speaks_natively(&self, format: ApiFormat) -> bool {
+        format == ApiFormat::OpenAiChat || self.info.native_formats.contains(&format)
+    }
+
     /// A fresh instance whose deadline allows for `input` bytes.
-    async fn instantiate(&self, input: usize) -> Result<(Store<Sandbox>, wit::Adapter), PluginError> {
+    async fn instantiate(&self, input: usize) -> Result<(Store<Sandbox>, Instance), PluginError> {
         let limits = self.bulkhead.limits();
         let mut store = self
             .runtime
             .store(limits.deadline(input), Some(self.bulkhead.slow_lane()));
-        let instance = match self.pre.instantiate_async(&mut store).await {
-            Ok(instance) => instance,
-            Err(e) => return Err(self.runtime.instantiate_error(&self.name, &store, e)),
+        let instance = match &self.pre {
+            Pre::V0_1(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_1),
+            Pre::V0_2(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_2),
         };
-        Ok((store, instance))
+        match instance {
+            Ok(instance) => Ok((store, instance)),
+            Err(e) => Err(self.runtime.instantiate_error(&self.name, &store, e)),
+        }
     }
 
     /// One call on a fresh instance, inside the bulkhead.
     async fn call<R>(
         &self,
         input: usize,
-        f: impl AsyncFnOnce(&wit::Guest, &mut Store<Sandbox>) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(&Instance, &mut Store<Sandbox>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         let _place = self.bulkhead.enter(&self.name)?;
         let result = async {
             let (mut store, instance) = self.instantiate(input).await?;
-            let result = f(instance.switchboard_plugin_provider(), &mut store).await;
+            let result = f(&instance, &mut store).await;
             result.map_err(|e| self.runtime.call_error(&self.name, &store, e))
         }
         .await;
@@ -92,28 +124,84 @@ impl AdapterPlugin {
         }
     }
 
-    pub async fn describe(&self) -> Result<AdapterInfo, PluginError> {
-        let info = self
-            .call(0, async |guest, store| guest.call_describe(store).await)
-            .await?;
-        Ok(info.into())
-    }
-
-    pub async fn build_request(
-        &self,
-        request: &[u8],
-        target: &Target,
-    ) -> Result<OutboundRequest, PluginError> {
-        let target = wit::Target::from(target);
-        let built = self
-            .call(request.len(), async |guest, store| {
-                guest.call_build_request(store, request, &target).await
-            })
-            .await?;
-        built.map(Into::into).map_err(|reason| PluginError::Refused {
+    fn refused(&self, reason: String) -> PluginError {
+        PluginError::Refused {
             plugin: self.name.clone(),
             reason,
+        }
+    }
+
+    fn contract(&self, detail: impl Into<String>) -> PluginError {
+        PluginError::Contract {
+            plugin: self.name.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    pub async fn describe(&self) -> Result<AdapterInfo, PluginError> {
+        self.call(0, async |instance, store| match instance {
+            Instance::V0_1(i) => i
+                .switchboard_plugin_provider()
+                .call_describe(store)
+                .await
+                .map(Into::into),
+            Instance::V0_2(i) => i
+                .switchboard_plugin_provider()
+                .call_describe(store)
+                .await
+                .map(Into::into),
         })
+        .await
+    }
+
+    /// Check a provider's options. A 0.1 adapter cannot: its options are
+    /// only checked by the requests that use them.
+    pub async fn validate_options(&self, options: &str) -> Result<(), PluginError> {
+        self.call(options.len(), async |instance, store| match instance {
+            Instance::V0_1(_) => Ok(Ok(())),
+            Instance::V0_2(i) => {
+                i.switchboard_plugin_provider()
+                    .call_validate_options(store, options)
+                    .await
+            }
+        })
+        .await?
+        .map_err(|reason| self.refused(reason))
+    }
+
+    /// Translate `request` (canonical JSON, or the caller's body in a native
+    /// `context.format`) into the provider request.
+    pub async fn build_request(
+        &self,
+        request: Vec<u8>,
+        target: &Target,
+        context: &RequestContext,
+    ) -> Result<OutboundRequest, PluginError> {
+        let input = request.len();
+        let built = self
+            .call(input, async move |instance, store| match instance {
+                Instance::V0_1(i) => {
+                    let target = v0_1::adapter::Target::from(target);
+                    let built = i
+                        .switchboard_plugin_provider()
+                        .call_build_request(store, &request, &target)
+                        .await?;
+                    Ok(built.map(Into::into))
+                }
+                Instance::V0_2(i) => {
+                    let (target, context) = (
+                        v0_2::adapter::Target::from(target),
+                        v0_2::adapter::RequestContext::from(context),
+                    );
+                    let built = i
+                        .switchboard_plugin_provider()
+                        .call_build_request(store, &request, &target, &context)
+                        .await?;
+                    Ok(built.map(|r| v0_2::outbound(r, request)))
+                }
+            })
+            .await?;
+        built.map_err(|reason| self.refused(reason))
     }
 
     /// The outer error is the plugin failing; the inner one the adapter's
@@ -122,23 +210,44 @@ impl AdapterPlugin {
         &self,
         response: InboundResponse,
         target: &Target,
+        context: &RequestContext,
     ) -> Result<Result<Completion, String>, PluginError> {
-        // By value: the answer body crosses without another copy.
-        let (response, target) = (wit::InboundResponse::from(response), wit::Target::from(target));
+        let input = response.body.len();
         let completion = self
-            .call(response.body.len(), async |guest, store| {
-                guest.call_parse_response(store, &response, &target).await
+            .call(input, async move |instance, store| match instance {
+                Instance::V0_1(i) => {
+                    // By value: the answer body crosses without another copy.
+                    let (response, target) = (
+                        v0_1::adapter::InboundResponse::from(response),
+                        v0_1::adapter::Target::from(target),
+                    );
+                    let parsed = i
+                        .switchboard_plugin_provider()
+                        .call_parse_response(store, &response, &target)
+                        .await?;
+                    Ok(parsed.map(Into::into))
+                }
+                Instance::V0_2(i) => {
+                    let (mut response, target, context) = (
+                        v0_2::adapter::InboundResponse::from(response),
+                        v0_2::adapter::Target::from(target),
+                        v0_2::adapter::RequestContext::from(context),
+                    );
+                    let parsed = i
+                        .switchboard_plugin_provider()
+                        .call_parse_response(store, &response, &target, &context)
+                        .await?;
+                    let answered = std::mem::take(&mut response.body);
+                    Ok(parsed.map(|c| v0_2::completion(c, answered)))
+                }
             })
             .await?;
         if let Ok(completion) = &completion
             && serde_json::from_slice::<serde::de::IgnoredAny>(&completion.body).is_err()
         {
-            return Err(PluginError::Contract {
-                plugin: self.name.clone(),
-                detail: "translated answer is not valid JSON".into(),
-            });
+            return Err(self.contract("translated answer is not valid JSON"));
         }
-        Ok(completion.map(Into::into))
+        Ok(completion)
     }
 
     pub async fn classify_error(
@@ -146,31 +255,117 @@ impl AdapterPlugin {
         response: &InboundResponse,
         target: &Target,
     ) -> Result<ProviderError, PluginError> {
-        let (response, target) = (wit::InboundResponse::from(response), wit::Target::from(target));
-        let error = self
-            .call(response.body.len(), async |guest, store| {
-                guest.call_classify_error(store, &response, &target).await
+        self.call(response.body.len(), async |instance, store| match instance {
+            Instance::V0_1(i) => {
+                let (response, target) = (
+                    v0_1::adapter::InboundResponse::from(response),
+                    v0_1::adapter::Target::from(target),
+                );
+                i.switchboard_plugin_provider()
+                    .call_classify_error(store, &response, &target)
+                    .await
+                    .map(Into::into)
+            }
+            Instance::V0_2(i) => {
+                let (response, target) = (
+                    v0_2::adapter::InboundResponse::from(response),
+                    v0_2::adapter::Target::from(target),
+                );
+                i.switchboard_plugin_provider()
+                    .call_classify_error(store, &response, &target)
+                    .await
+                    .map(Into::into)
+            }
+        })
+        .await
+    }
+
+    /// Translate an embeddings request; only for an adapter that declares
+    /// the `embeddings` capability.
+    pub async fn build_embeddings_request(
+        &self,
+        request: Vec<u8>,
+        target: &Target,
+    ) -> Result<OutboundRequest, PluginError> {
+        if !self.capabilities().contains(Capabilities::EMBEDDINGS) {
+            return Err(self.refused("this adapter does not translate embeddings".into()));
+        }
+        let built = self
+            .call(request.len(), async move |instance, store| match instance {
+                Instance::V0_1(_) => Ok(Err("contract 0.1 has no embeddings".into())),
+                Instance::V0_2(i) => {
+                    let target = v0_2::adapter::Target::from(target);
+                    let built = i
+                        .switchboard_plugin_provider()
+                        .call_build_embeddings_request(store, &request, &target)
+                        .await?;
+                    Ok(built.map(|r| v0_2::outbound(r, request)))
+                }
             })
             .await?;
-        Ok(error.into())
+        built.map_err(|reason| self.refused(reason))
+    }
+
+    /// Translate an embeddings answer (outer error: the plugin failed;
+    /// inner: the answer was malformed).
+    pub async fn parse_embeddings_response(
+        &self,
+        response: InboundResponse,
+        target: &Target,
+    ) -> Result<Result<Embeddings, String>, PluginError> {
+        if !self.capabilities().contains(Capabilities::EMBEDDINGS) {
+            return Err(self.refused("this adapter does not translate embeddings".into()));
+        }
+        let parsed = self
+            .call(response.body.len(), async move |instance, store| match instance {
+                Instance::V0_1(_) => Ok(Err("contract 0.1 has no embeddings".into())),
+                Instance::V0_2(i) => {
+                    let (mut response, target) = (
+                        v0_2::adapter::InboundResponse::from(response),
+                        v0_2::adapter::Target::from(target),
+                    );
+                    let parsed = i
+                        .switchboard_plugin_provider()
+                        .call_parse_embeddings_response(store, &response, &target)
+                        .await?;
+                    let answered = std::mem::take(&mut response.body);
+                    Ok(parsed.map(|e| v0_2::embeddings(e, answered)))
+                }
+            })
+            .await?;
+        if let Ok(embeddings) = &parsed
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&embeddings.body).is_err()
+        {
+            return Err(self.contract("translated embeddings answer is not valid JSON"));
+        }
+        Ok(parsed)
     }
 
     /// Start decoding one stream; the session keeps its own instance.
     pub async fn open_stream(
         self: &Arc<Self>,
         target: &Target,
+        context: &RequestContext,
         include_usage: bool,
     ) -> Result<StreamSession, PluginError> {
-        let target = wit::Target::from(target);
         let _place = self.bulkhead.enter(&self.name)?;
         let opened = async {
             let (mut store, instance) = self.instantiate(0).await?;
-            let decoder = instance
-                .switchboard_plugin_provider()
-                .stream_decoder()
-                .call_constructor(&mut store, &target, include_usage)
-                .await
-                .map_err(|e| self.runtime.call_error(&self.name, &store, e))?;
+            let decoder = match &instance {
+                Instance::V0_1(i) => {
+                    i.switchboard_plugin_provider()
+                        .stream_decoder()
+                        .call_constructor(&mut store, &target.into(), include_usage)
+                        .await
+                }
+                Instance::V0_2(i) => {
+                    i.switchboard_plugin_provider()
+                        .stream_decoder()
+                        .call_constructor(&mut store, &target.into(), &context.into(), include_usage)
+                        .await
+                }
+            }
+            .map_err(|e| self.runtime.call_error(&self.name, &store, e))?;
             // The place is not held while the stream waits for its first bytes.
             self.runtime.end_call(&store);
             Ok((store, instance, decoder))
@@ -182,6 +377,7 @@ impl AdapterPlugin {
             store,
             instance,
             decoder,
+            format: context.format,
             plugin: self.clone(),
         })
     }
@@ -190,52 +386,81 @@ impl AdapterPlugin {
 /// A stream decoder resource and the instance that owns it.
 pub struct StreamSession {
     store: Store<Sandbox>,
-    instance: wit::Adapter,
+    instance: Instance,
     decoder: ResourceAny,
+    format: ApiFormat,
     plugin: Arc<AdapterPlugin>,
 }
 
 impl StreamSession {
-    /// Feed one upstream event. The outer error is the plugin failing; the
-    /// inner one a provider error the adapter found in the stream.
-    pub async fn feed(&mut self, event: SseEvent) -> Result<Result<Fed, ProviderError>, PluginError> {
-        let event = wit::SseEvent::from(event);
-        let plugin = &self.plugin;
-        // Between events the decoder holds its memory, not a place.
+    /// Feed the events of one socket read. The error is the plugin failing;
+    /// a provider error the adapter found in the stream is in the answer,
+    /// after the events decoded before it.
+    pub async fn feed(&mut self, batch: Vec<SseEvent>) -> Result<Fed, PluginError> {
+        let plugin = self.plugin.clone();
+        // Between batches the decoder holds its memory, not a place.
         let _place = plugin.bulkhead.enter(&plugin.name)?;
-        plugin.runtime.rearm(
-            &mut self.store,
-            plugin.bulkhead.limits().deadline(event.data.len()),
-        );
+        let input = batch.iter().map(|e| e.data.len()).sum();
+        plugin
+            .runtime
+            .rearm(&mut self.store, plugin.bulkhead.limits().deadline(input));
         let _lane = plugin.runtime.lane_guard(&self.store);
-        let decoded = self
-            .instance
-            .switchboard_plugin_provider()
-            .stream_decoder()
-            .call_feed(&mut self.store, self.decoder, &event)
-            .await
-            .map_err(|e| plugin.runtime.call_error(&plugin.name, &self.store, e));
+        let decoded = self.decode(batch).await;
         plugin.settle(&decoded);
         let decoded = decoded?;
-        let decoded: Decoded = match decoded {
-            Ok(decoded) => decoded.into(),
-            Err(provider_error) => return Ok(Err(provider_error.into())),
-        };
         // Checking that each chunk is JSON also tells whether the answer
-        // has finished (a choice with a finish_reason).
+        // has finished (a choice with a finish_reason). Native formats
+        // are the caller's business.
         let mut finished = false;
-        for chunk in &decoded.chunks {
-            let shape: ChunkShape = serde_json::from_slice(chunk).map_err(|_| PluginError::Contract {
-                plugin: self.plugin.name.clone(),
-                detail: "stream chunk is not a valid chat.completion.chunk".into(),
-            })?;
+        let canonical = self.format == ApiFormat::OpenAiChat;
+        for event in decoded.events.iter().filter(|_| canonical) {
+            let shape: ChunkShape = serde_json::from_slice(&event.data)
+                .map_err(|_| plugin.contract("stream chunk is not a valid chat.completion.chunk"))?;
             finished |= shape.choices.iter().any(|c| c.finish_reason.is_some());
         }
-        Ok(Ok(Fed { decoded, finished }))
+        Ok(Fed { decoded, finished })
+    }
+
+    async fn decode(&mut self, batch: Vec<SseEvent>) -> Result<Decoded, PluginError> {
+        let plugin = &self.plugin;
+        let store = &mut self.store;
+        let failed = |store: &Store<Sandbox>, e| plugin.runtime.call_error(&plugin.name, store, e);
+        match &self.instance {
+            // 0.1 decodes one event per call.
+            Instance::V0_1(i) => {
+                let decoder = i.switchboard_plugin_provider().stream_decoder();
+                let mut decoded = Decoded::default();
+                for event in batch {
+                    let event = v0_1::adapter::SseEvent::from(event);
+                    match decoder.call_feed(&mut *store, self.decoder, &event).await {
+                        Err(e) => return Err(failed(store, e)),
+                        Ok(Err(provider_error)) => {
+                            decoded.error = Some(provider_error.into());
+                            break;
+                        }
+                        Ok(Ok(one)) => decoded.add_v0_1(one),
+                    }
+                    if decoded.done {
+                        break;
+                    }
+                }
+                Ok(decoded)
+            }
+            Instance::V0_2(i) => {
+                let mut batch: Vec<v0_2::adapter::SseEvent> = batch.into_iter().map(Into::into).collect();
+                let decoded = i
+                    .switchboard_plugin_provider()
+                    .stream_decoder()
+                    .call_feed(&mut *store, self.decoder, &batch)
+                    .await
+                    .map_err(|e| failed(store, e))?;
+                v0_2::decoded(decoded, &mut batch).map_err(|detail| plugin.contract(detail))
+            }
+        }
     }
 }
 
-/// One decoded event, and whether its chunks carried a finish reason.
+/// One decoded batch, and whether its chunks carried a finish reason.
 pub struct Fed {
     pub decoded: Decoded,
     pub finished: bool,

@@ -9,6 +9,7 @@ mod registry;
 mod sandbox;
 pub mod types;
 mod v0_1;
+mod v0_2;
 mod watch;
 
 pub use crate::fswatch::FolderWatch;

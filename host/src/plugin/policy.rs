@@ -1,10 +1,12 @@
-//! Typed calls into a routing policy component.
+//! Typed calls into a routing policy component, whichever contract version
+//! it was built for.
 
 use super::PluginError;
 use super::bulkhead::{Bulkhead, CallLimits};
+use super::contract::Version;
 use super::sandbox::{PluginRuntime, Sandbox};
-use super::types::{Candidate, PlanStep, RequestFacts};
-use super::v0_1::policy as wit;
+use super::types::{Candidate, HedgeChoice, Plan, PolicyInfo, RequestFacts};
+use super::{v0_1, v0_2};
 use std::sync::Arc;
 
 /// One loaded version of a policy, pre-instantiated.
@@ -12,8 +14,21 @@ pub struct PolicyPlugin {
     pub name: String,
     pub source: String,
     pub bulkhead: Bulkhead,
-    pre: wit::PolicyPre<Sandbox>,
+    /// What `describe` said (a 0.1 policy says nothing).
+    pub info: PolicyInfo,
+    pub contract: Version,
+    pre: Pre,
     runtime: Arc<PluginRuntime>,
+}
+
+enum Pre {
+    V0_1(v0_1::policy::PolicyPre<Sandbox>),
+    V0_2(v0_2::policy::PolicyPre<Sandbox>),
+}
+
+enum Instance {
+    V0_1(v0_1::policy::Policy),
+    V0_2(v0_2::policy::Policy),
 }
 
 impl PolicyPlugin {
@@ -25,16 +40,25 @@ impl PolicyPlugin {
         bytes: Vec<u8>,
         limits: CallLimits,
     ) -> Result<Self, String> {
-        let pre = runtime.prepare(bytes, "router").await.and_then(|pre| {
-            wit::PolicyPre::new(pre).map_err(|e| format!("it does not match the `router` interface: {e:#}"))
-        })?;
-        let plugin = PolicyPlugin {
+        let (pre, contract) = runtime.prepare(bytes, "router").await?;
+        let mismatch = |e: wasmtime::Error| format!("it does not match the `router` interface: {e:#}");
+        let pre = match contract {
+            Version::V0_1 => Pre::V0_1(v0_1::policy::PolicyPre::new(pre).map_err(mismatch)?),
+            Version::V0_2 => Pre::V0_2(v0_2::policy::PolicyPre::new(pre).map_err(mismatch)?),
+        };
+        let mut plugin = PolicyPlugin {
             name: name.to_string(),
             bulkhead: Bulkhead::new(limits, source != "bundled"),
             source,
+            info: PolicyInfo::default(),
+            contract,
             pre,
             runtime: runtime.clone(),
         };
+        plugin.info = plugin
+            .describe()
+            .await
+            .map_err(|e| format!("smoke call failed: {e}"))?;
         // A policy must at least answer; whether it likes `{}` is its own business.
         match plugin.validate_config("{}").await {
             Ok(()) | Err(PluginError::Refused { .. }) => {}
@@ -45,18 +69,22 @@ impl PolicyPlugin {
 
     async fn call<R>(
         &self,
-        f: impl AsyncFnOnce(&wit::Guest, &mut wasmtime::Store<Sandbox>) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(&Instance, &mut wasmtime::Store<Sandbox>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         let _place = self.bulkhead.enter(&self.name)?;
         let result = async {
             let mut store = self
                 .runtime
                 .store(self.bulkhead.limits().timeout, Some(self.bulkhead.slow_lane()));
-            let instance = match self.pre.instantiate_async(&mut store).await {
+            let instance = match &self.pre {
+                Pre::V0_1(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_1),
+                Pre::V0_2(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_2),
+            };
+            let instance = match instance {
                 Ok(instance) => instance,
                 Err(e) => return Err(self.runtime.instantiate_error(&self.name, &store, e)),
             };
-            let result = f(instance.switchboard_plugin_router(), &mut store).await;
+            let result = f(&instance, &mut store).await;
             result.map_err(|e| self.runtime.call_error(&self.name, &store, e))
         }
         .await;
@@ -66,13 +94,41 @@ impl PolicyPlugin {
         result
     }
 
+    fn refused(&self, reason: String) -> PluginError {
+        PluginError::Refused {
+            plugin: self.name.clone(),
+            reason,
+        }
+    }
+
+    /// What the policy says of itself; a 0.1 policy has no `describe`.
+    async fn describe(&self) -> Result<PolicyInfo, PluginError> {
+        self.call(async |instance, store| match instance {
+            Instance::V0_1(_) => Ok(PolicyInfo::default()),
+            Instance::V0_2(i) => i
+                .switchboard_plugin_router()
+                .call_describe(store)
+                .await
+                .map(Into::into),
+        })
+        .await
+    }
+
     pub async fn validate_config(&self, config: &str) -> Result<(), PluginError> {
-        self.call(async |guest, store| guest.call_validate_config(store, config).await)
-            .await?
-            .map_err(|reason| PluginError::Refused {
-                plugin: self.name.clone(),
-                reason,
-            })
+        self.call(async |instance, store| match instance {
+            Instance::V0_1(i) => {
+                i.switchboard_plugin_router()
+                    .call_validate_config(store, config)
+                    .await
+            }
+            Instance::V0_2(i) => {
+                i.switchboard_plugin_router()
+                    .call_validate_config(store, config)
+                    .await
+            }
+        })
+        .await?
+        .map_err(|reason| self.refused(reason))
     }
 
     /// Ask for a plan; every attempt must name one of the candidates.
@@ -81,17 +137,35 @@ impl PolicyPlugin {
         facts: &RequestFacts,
         candidates: &[Candidate],
         config: &str,
-    ) -> Result<Vec<PlanStep>, PluginError> {
-        let facts = wit::RequestFacts::from(facts);
-        let offered: Vec<wit::Candidate> = candidates.iter().map(Into::into).collect();
+    ) -> Result<Plan, PluginError> {
         let plan = self
-            .call(async |guest, store| guest.call_plan(store, &facts, &offered, config).await)
+            .call(async |instance, store| match instance {
+                Instance::V0_1(i) => {
+                    let facts = v0_1::policy::RequestFacts::from(facts);
+                    let offered: Vec<v0_1::policy::Candidate> = candidates.iter().map(Into::into).collect();
+                    let plan = i
+                        .switchboard_plugin_router()
+                        .call_plan(store, &facts, &offered, config)
+                        .await?;
+                    Ok(plan.map(|attempts| Plan {
+                        steps: attempts.into_iter().map(Into::into).collect(),
+                        hedge: HedgeChoice::Route,
+                    }))
+                }
+                Instance::V0_2(i) => {
+                    let facts = v0_2::policy::RequestFacts::from(facts);
+                    let offered: Vec<v0_2::policy::Candidate> = candidates.iter().map(Into::into).collect();
+                    let plan = i
+                        .switchboard_plugin_router()
+                        .call_plan(store, &facts, &offered, config)
+                        .await?;
+                    Ok(plan.map(Plan::from))
+                }
+            })
             .await?
-            .map_err(|reason| PluginError::Refused {
-                plugin: self.name.clone(),
-                reason,
-            })?;
+            .map_err(|reason| self.refused(reason))?;
         if let Some(bad) = plan
+            .steps
             .iter()
             .find(|a| !candidates.iter().any(|c| c.index == a.candidate))
         {
@@ -100,6 +174,6 @@ impl PolicyPlugin {
                 detail: format!("plan names candidate {} which was not offered", bad.candidate),
             });
         }
-        Ok(plan.into_iter().map(Into::into).collect())
+        Ok(plan)
     }
 }

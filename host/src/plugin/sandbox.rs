@@ -263,15 +263,21 @@ impl PluginRuntime {
 
     /// Compile a component, check it exports `interface` of this contract
     /// version, and resolve its imports against the sandbox.
-    pub async fn prepare(&self, bytes: Vec<u8>, interface: &str) -> Result<InstancePre<Sandbox>, String> {
+    pub async fn prepare(
+        &self,
+        bytes: Vec<u8>,
+        interface: &str,
+    ) -> Result<(InstancePre<Sandbox>, contract::Version), String> {
         let component = self
             .compile(bytes)
             .await
             .map_err(|e| format!("not a valid Wasm component: {e:#}"))?;
-        contract::check(&self.engine, &component, interface)?;
-        self.linker
+        let version = contract::check(&self.engine, &component, interface)?;
+        let pre = self
+            .linker
             .instantiate_pre(&component)
-            .map_err(|e| format!("it needs imports the sandbox does not provide: {e:#}"))
+            .map_err(|e| format!("it needs imports the sandbox does not provide: {e:#}"))?;
+        Ok((pre, version))
     }
 
     /// Compile off the async runtime: it takes tens to hundreds of milliseconds.

@@ -1,7 +1,8 @@
 //! The host's own types for what crosses the plugin boundary. The bindings
-//! of each contract version ([`super::v0_1`]) convert to and from them at
-//! the edge, so the rest of the host never names a generated type and a
-//! new contract version touches only `plugin/`.
+//! of each contract version ([`super::v0_1`], [`super::v0_2`]) convert to
+//! and from them at the edge, so the rest of the host never names a
+//! generated type and a new contract version touches only `plugin/`. They
+//! follow the newest contract; an older plugin gets what its version has.
 
 use std::ops::{BitOr, BitOrAssign};
 
@@ -14,17 +15,23 @@ impl Capabilities {
     pub const IMAGES: Capabilities = Capabilities(1 << 1);
     pub const JSON_SCHEMA: Capabilities = Capabilities(1 << 2);
     pub const STREAMING: Capabilities = Capabilities(1 << 3);
+    pub const EMBEDDINGS: Capabilities = Capabilities(1 << 4);
 
     pub const fn empty() -> Capabilities {
         Capabilities(0)
     }
 
     pub const fn all() -> Capabilities {
-        Capabilities(0b1111)
+        Capabilities(0b1_1111)
     }
 
     pub const fn contains(self, other: Capabilities) -> bool {
         self.0 & other.0 == other.0
+    }
+
+    /// What both have.
+    pub const fn intersection(self, other: Capabilities) -> Capabilities {
+        Capabilities(self.0 & other.0)
     }
 }
 
@@ -39,6 +46,26 @@ impl BitOrAssign for Capabilities {
     fn bitor_assign(&mut self, other: Capabilities) {
         self.0 |= other.0;
     }
+}
+
+/// The API a caller speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ApiFormat {
+    /// OpenAI Chat Completions, the canonical format.
+    #[default]
+    OpenAiChat,
+    AnthropicMessages,
+    OpenAiResponses,
+}
+
+/// The request an attempt belongs to, as an adapter sees it.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    /// The gateway's request id (`x-request-id`).
+    pub id: String,
+    /// When the request arrived, seconds since the Unix epoch.
+    pub created: u64,
+    pub format: ApiFormat,
 }
 
 /// A target as an adapter sees it.
@@ -78,17 +105,34 @@ pub struct InboundResponse {
     pub body: Vec<u8>,
 }
 
-/// Tokens of one answer.
+/// Tokens of one answer. The cache and reasoning counts are parts of the
+/// totals, never added to them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// All prompt tokens, cache reads and writes included.
     pub prompt_tokens: u32,
+    /// All generated tokens, reasoning included.
     pub completion_tokens: u32,
-    pub cached_prompt_tokens: u32,
+    pub cache_read_tokens: u32,
+    pub cache_write_tokens: u32,
+    /// The part of `cache_write_tokens` kept for an hour, priced apart.
+    pub cache_write_hour_tokens: u32,
+    pub reasoning_tokens: u32,
 }
 
-/// A translated whole answer: canonical chat completion JSON.
+/// A translated whole answer: canonical chat completion JSON (or, for a
+/// native format, that format's answer).
 #[derive(Clone, Debug)]
 pub struct Completion {
+    pub body: Vec<u8>,
+    pub usage: Option<Usage>,
+    /// The model that answered, when the answer said.
+    pub model: Option<String>,
+}
+
+/// A translated embeddings answer: an OpenAI embeddings list.
+#[derive(Clone, Debug)]
+pub struct Embeddings {
     pub body: Vec<u8>,
     pub usage: Option<Usage>,
 }
@@ -121,22 +165,41 @@ pub struct SseEvent {
     pub data: String,
 }
 
-/// What a stream decoder made of one event.
+/// One event toward the caller: for `openai-chat` a chunk without an
+/// event name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutEvent {
+    pub event: Option<String>,
+    pub data: Vec<u8>,
+}
+
+/// What a stream decoder made of one batch of events.
 #[derive(Clone, Debug, Default)]
 pub struct Decoded {
-    /// Canonical chat completion chunks (JSON).
-    pub chunks: Vec<Vec<u8>>,
+    /// Events for the caller, in order.
+    pub events: Vec<OutEvent>,
     pub usage: Option<Usage>,
+    pub model: Option<String>,
     /// The provider marked the end of the answer.
     pub done: bool,
+    /// An in-stream provider error after `events`; the stream ends there.
+    pub error: Option<ProviderError>,
 }
 
 /// What an adapter says of itself.
 #[derive(Clone, Debug)]
 pub struct AdapterInfo {
-    pub name: String,
     pub version: String,
     pub capabilities: Capabilities,
+    pub native_formats: Vec<ApiFormat>,
+    pub stateless: bool,
+}
+
+/// What a policy says of itself.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyInfo {
+    pub version: String,
+    pub stateless: bool,
 }
 
 /// A target's circuit.
@@ -151,7 +214,9 @@ pub enum CircuitState {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Health {
     pub latency_ewma_ms: f64,
+    pub latency_p95_ms: f64,
     pub ttft_ewma_ms: f64,
+    pub ttft_p95_ms: f64,
     pub error_rate: f64,
     pub in_flight: u32,
     pub circuit: CircuitState,
@@ -167,6 +232,13 @@ pub struct RequestFacts {
     pub max_output_tokens: Option<u32>,
     pub needs: Capabilities,
     pub tags: Vec<(String, String)>,
+    pub stream: bool,
+    pub format: ApiFormat,
+    /// Bounded excerpts, when the route asks for them.
+    pub last_user_excerpt: Option<String>,
+    pub system_excerpt: Option<String>,
+    /// Share of the caller's budget left, when one applies.
+    pub budget_remaining: Option<f64>,
 }
 
 /// A target a policy may plan.
@@ -188,4 +260,21 @@ pub struct Candidate {
 pub struct PlanStep {
     pub candidate: u32,
     pub timeout_ms: Option<u64>,
+}
+
+/// Whether a plan races a second attempt against a slow first one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HedgeChoice {
+    /// What the route configures.
+    #[default]
+    Route,
+    Never,
+    After(std::time::Duration),
+}
+
+/// A policy's plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub steps: Vec<PlanStep>,
+    pub hedge: HedgeChoice,
 }

@@ -1,5 +1,7 @@
-//! Contract `switchboard:plugin@0.1.0`: its generated bindings, and the
-//! conversions between them and the host's own types ([`super::types`]).
+//! Contract `switchboard:plugin@0.1.0` (frozen in `wit/v0.1/`): its
+//! generated bindings, and the conversions between them and the host's own
+//! types ([`super::types`]). What 0.1 lacks gets its neutral value: no
+//! cache-write or reasoning counts, no answering model, no hedge request.
 //! Nothing outside `plugin/` names a type from here.
 
 use super::types as host;
@@ -8,7 +10,7 @@ use super::types as host;
 pub mod adapter {
     wasmtime::component::bindgen!({
         world: "adapter",
-        path: "../wit",
+        path: "../wit/v0.1",
         exports: { default: async },
     });
     pub use self::switchboard::plugin::types::{Capabilities, Usage};
@@ -19,7 +21,7 @@ pub mod adapter {
 pub mod policy {
     wasmtime::component::bindgen!({
         world: "policy",
-        path: "../wit",
+        path: "../wit/v0.1",
         exports: { default: async },
     });
     pub use self::switchboard::plugin::types::Capabilities;
@@ -82,6 +84,7 @@ impl From<adapter::OutboundRequest> for host::OutboundRequest {
             path: r.path,
             headers: r.headers,
             body: r.body,
+            // `stream` is ignored: the host knows what it asked for.
             credential: match r.credential {
                 adapter::CredentialPlacement::Bearer => host::CredentialPlacement::Bearer,
                 adapter::CredentialPlacement::Header(name) => host::CredentialPlacement::Header(name),
@@ -117,7 +120,8 @@ impl From<adapter::Usage> for host::Usage {
         host::Usage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
-            cached_prompt_tokens: u.cached_prompt_tokens,
+            cache_read_tokens: u.cached_prompt_tokens,
+            ..host::Usage::default()
         }
     }
 }
@@ -127,6 +131,7 @@ impl From<adapter::Completion> for host::Completion {
         host::Completion {
             body: c.body,
             usage: c.usage.map(Into::into),
+            model: None,
         }
     }
 }
@@ -162,22 +167,29 @@ impl From<host::SseEvent> for adapter::SseEvent {
     }
 }
 
-impl From<adapter::Decoded> for host::Decoded {
-    fn from(d: adapter::Decoded) -> Self {
-        host::Decoded {
-            chunks: d.chunks,
-            usage: d.usage.map(Into::into),
-            done: d.done,
+impl host::Decoded {
+    /// Add what a 0.1 decoder made of one more event of the batch.
+    pub(super) fn add_v0_1(&mut self, d: adapter::Decoded) {
+        self.events.extend(
+            d.chunks
+                .into_iter()
+                .map(|data| host::OutEvent { event: None, data }),
+        );
+        if let Some(usage) = d.usage {
+            self.usage = Some(usage.into());
         }
+        self.done |= d.done;
     }
 }
 
 impl From<adapter::AdapterInfo> for host::AdapterInfo {
+    /// `name` is dropped: the configuration names an adapter by its file.
     fn from(i: adapter::AdapterInfo) -> Self {
         host::AdapterInfo {
-            name: i.name,
             version: i.version,
             capabilities: i.capabilities.into(),
+            native_formats: Vec::new(),
+            stateless: false,
         }
     }
 }
@@ -244,9 +256,13 @@ mod tests {
             back,
             policy::Capabilities::TOOLS | policy::Capabilities::STREAMING
         );
+        // 0.1 has no embeddings flag.
         assert_eq!(
             host::Capabilities::from(adapter::Capabilities::all()),
-            host::Capabilities::all()
+            host::Capabilities::TOOLS
+                | host::Capabilities::IMAGES
+                | host::Capabilities::JSON_SCHEMA
+                | host::Capabilities::STREAMING
         );
     }
 }

@@ -2,7 +2,7 @@
 //! while the server drains, new requests get a `503`.
 
 use super::Lifecycle;
-use crate::api::{self, ApiError, Body, full, json_response};
+use crate::api::{self, ApiError, Body, RequestId, full, json_response};
 use crate::gateway::Gateway;
 use crate::metrics::RequestLabels;
 use crate::reload::Live;
@@ -26,6 +26,8 @@ pub async fn dispatch(
         .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
     let span =
         tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.uri().path());
+    let mut req = req;
+    req.extensions_mut().insert(RequestId(request_id.clone()));
     let mut response = if lifecycle.draining.is_cancelled() {
         // Arrived on an open connection after shutdown began.
         ApiError::shutting_down().into_response()

@@ -1,10 +1,15 @@
 //! Anthropic Messages response -> OpenAI `chat.completion`.
 
+use crate::exports::switchboard::plugin::provider::RequestContext;
 use crate::switchboard::plugin::types::Usage;
-use crate::{finish_reason, usage_from, usage_json};
+use crate::{answer_id, finish_reason, usage_from, usage_json};
 use serde_json::{Value, json};
 
-pub fn translate(message: &Value, json_tool: &str) -> Result<(Value, Usage), String> {
+pub fn translate(
+    message: &Value,
+    json_tool: &str,
+    context: &RequestContext,
+) -> Result<(Value, Usage), String> {
     if message.get("type").and_then(Value::as_str) != Some("message") {
         return Err("provider answer is not a message".into());
     }
@@ -66,17 +71,13 @@ pub fn translate(message: &Value, json_tool: &str) -> Result<(Value, Usage), Str
     };
     let raw_usage = message.get("usage").cloned().unwrap_or(json!({}));
     let usage = usage_from(&raw_usage, None);
-    let cache_creation = raw_usage
-        .get("cache_creation_input_tokens")
-        .and_then(Value::as_u64)
-        .unwrap_or(0) as u32;
     let body = json!({
-        "id": message.get("id").and_then(Value::as_str).unwrap_or("msg"),
+        "id": answer_id(context),
         "object": "chat.completion",
-        "created": 0,
+        "created": context.created,
         "model": message.get("model").and_then(Value::as_str).unwrap_or(""),
         "choices": [{"index": 0, "message": reply, "finish_reason": finish, "logprobs": null}],
-        "usage": usage_json(&usage, cache_creation),
+        "usage": usage_json(&usage),
     });
     Ok((body, usage))
 }
@@ -84,6 +85,15 @@ pub fn translate(message: &Value, json_tool: &str) -> Result<(Value, Usage), Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::switchboard::plugin::types::ApiFormat;
+
+    fn context() -> RequestContext {
+        RequestContext {
+            id: "req-7".into(),
+            created: 1_700_000_000,
+            format: ApiFormat::OpenaiChat,
+        }
+    }
 
     #[test]
     fn text_tool_use_and_usage_translate_and_refusal_is_always_there() {
@@ -92,7 +102,7 @@ mod tests {
                         {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}}],
             "stop_reason": "tool_use",
             "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 2}});
-        let (body, usage) = translate(&message, "json_output").unwrap();
+        let (body, usage) = translate(&message, "json_output", &context()).unwrap();
         let choice = &body["choices"][0];
         assert_eq!(choice["finish_reason"], "tool_calls");
         assert_eq!(choice["message"]["content"], "Checking.");
@@ -102,15 +112,21 @@ mod tests {
         assert_eq!(call["id"], "toolu_1");
         assert_eq!(call["function"]["arguments"], "{\"city\":\"Paris\"}");
         assert_eq!(usage.completion_tokens, 5);
-        assert_eq!(usage.cached_prompt_tokens, 4);
-        assert!(usage.prompt_tokens >= 10, "all input, cached included");
+        assert_eq!(usage.cache_read_tokens, 4);
+        assert_eq!(usage.cache_write_tokens, 2);
+        assert_eq!(
+            usage.prompt_tokens, 16,
+            "all input, cache reads and writes included"
+        );
+        assert_eq!(body["id"], "chatcmpl-req-7");
+        assert_eq!(body["created"], 1_700_000_000);
     }
 
     #[test]
     fn a_refusal_is_a_content_filter_with_its_text() {
         let message = json!({"id": "m", "type": "message", "role": "assistant", "model": "claude", "content": [{"type": "text", "text": "I can't help."}],
             "stop_reason": "refusal", "usage": {"input_tokens": 1, "output_tokens": 1}});
-        let (body, _) = translate(&message, "json_output").unwrap();
+        let (body, _) = translate(&message, "json_output", &context()).unwrap();
         assert_eq!(body["choices"][0]["finish_reason"], "content_filter");
         assert_eq!(body["choices"][0]["message"]["refusal"], "I can't help.");
     }

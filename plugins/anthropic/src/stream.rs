@@ -3,11 +3,12 @@
 //! and a final usage chunk.
 
 use crate::exports::switchboard::plugin::provider::{
-    Decoded, ErrorClass, GuestStreamDecoder, ProviderError, SseEvent, Target,
+    Decoded, Emitted, ErrorClass, GuestStreamDecoder, OutEvent, ProviderError, RequestContext, SseEvent,
+    Target,
 };
 use crate::options::Options;
 use crate::switchboard::plugin::types::Usage;
-use crate::{classify, finish_reason, request, usage_from, usage_json};
+use crate::{answer_id, classify, finish_reason, request, usage_from, usage_json};
 use serde_json::{Value, json};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -29,11 +30,17 @@ struct State {
     tools: u32,
     used_json_tool: bool,
     usage: Option<Usage>,
-    cache_creation: u32,
+}
+
+/// What one event decoded to.
+struct One {
+    chunks: Vec<Vec<u8>>,
+    done: bool,
 }
 
 pub struct Decoder {
     include_usage: bool,
+    created: u64,
     json_tool: String,
     state: RefCell<State>,
 }
@@ -49,7 +56,7 @@ fn malformed(detail: impl std::fmt::Display) -> ProviderError {
 impl Decoder {
     fn chunk(&self, state: &State, delta: Value, finish: Option<&str>) -> Vec<u8> {
         json!({
-            "id": state.id, "object": "chat.completion.chunk", "created": 0, "model": state.model,
+            "id": state.id, "object": "chat.completion.chunk", "created": self.created, "model": state.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         })
         .to_string()
@@ -58,18 +65,57 @@ impl Decoder {
 }
 
 impl GuestStreamDecoder for Decoder {
-    fn new(target: Target, include_usage: bool) -> Self {
+    fn new(target: Target, context: RequestContext, include_usage: bool) -> Self {
         let json_tool = Options::parse(&target.options)
             .map(|o| request::json_tool_name(&o))
             .unwrap_or_default();
         Decoder {
             include_usage,
+            created: context.created,
             json_tool,
-            state: RefCell::new(State::default()),
+            state: RefCell::new(State {
+                id: answer_id(&context),
+                ..State::default()
+            }),
         }
     }
 
-    fn feed(&self, event: SseEvent) -> Result<Decoded, ProviderError> {
+    fn feed(&self, events: Vec<SseEvent>) -> Decoded {
+        let mut decoded = Decoded {
+            events: Vec::new(),
+            usage: None,
+            model: None,
+            done: false,
+            error: None,
+        };
+        for event in &events {
+            match self.feed_one(event) {
+                Err(error) => {
+                    decoded.error = Some(error);
+                    break;
+                }
+                Ok(one) => {
+                    decoded.events.extend(
+                        one.chunks
+                            .into_iter()
+                            .map(|data| Emitted::Write(OutEvent { event: None, data })),
+                    );
+                    if one.done {
+                        decoded.done = true;
+                        break;
+                    }
+                }
+            }
+        }
+        let state = self.state.borrow();
+        decoded.usage = state.usage;
+        decoded.model = Some(state.model.clone()).filter(|m| !m.is_empty());
+        decoded
+    }
+}
+
+impl Decoder {
+    fn feed_one(&self, event: &SseEvent) -> Result<One, ProviderError> {
         let data: Value = serde_json::from_str(&event.data).map_err(malformed)?;
         let kind = event
             .event
@@ -84,11 +130,6 @@ impl GuestStreamDecoder for Decoder {
                 let message = data
                     .get("message")
                     .ok_or_else(|| malformed("message_start without message"))?;
-                state.id = message
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or("msg")
-                    .to_string();
                 state.model = message
                     .get("model")
                     .and_then(Value::as_str)
@@ -96,10 +137,6 @@ impl GuestStreamDecoder for Decoder {
                     .to_string();
                 if let Some(usage) = message.get("usage") {
                     state.usage = Some(usage_from(usage, state.usage));
-                    state.cache_creation = usage
-                        .get("cache_creation_input_tokens")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(0) as u32;
                 }
                 chunks.push(self.chunk(&state, json!({"role": "assistant", "content": ""}), None));
             }
@@ -190,8 +227,8 @@ impl GuestStreamDecoder for Decoder {
                     && let Some(usage) = &state.usage
                 {
                     let chunk = json!({
-                        "id": state.id, "object": "chat.completion.chunk", "created": 0, "model": state.model,
-                        "choices": [], "usage": usage_json(usage, state.cache_creation),
+                        "id": state.id, "object": "chat.completion.chunk", "created": self.created, "model": state.model,
+                        "choices": [], "usage": usage_json(usage),
                     });
                     chunks.push(chunk.to_string().into_bytes());
                 }
@@ -203,39 +240,55 @@ impl GuestStreamDecoder for Decoder {
             // `ping` and event types added later carry nothing to translate.
             _ => {}
         }
-        Ok(Decoded {
-            chunks,
-            usage: state.usage,
-            done,
-        })
+        Ok(One { chunks, done })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::switchboard::plugin::types::ApiFormat;
 
-    fn feed_all(events: &[Value]) -> (Vec<Value>, Option<Usage>, bool) {
+    fn decoder(include_usage: bool) -> Decoder {
         let target = Target {
             provider: "p".into(),
             model: "claude".into(),
             options: "{}".into(),
         };
-        let decoder = <Decoder as GuestStreamDecoder>::new(target, true);
+        let context = RequestContext {
+            id: "req-9".into(),
+            created: 1_700_000_000,
+            format: ApiFormat::OpenaiChat,
+        };
+        <Decoder as GuestStreamDecoder>::new(target, context, include_usage)
+    }
+
+    fn sse(event: &Value) -> SseEvent {
+        SseEvent {
+            event: event["type"].as_str().map(str::to_string),
+            data: event.to_string(),
+        }
+    }
+
+    fn written(decoded: &Decoded) -> Vec<Value> {
+        decoded
+            .events
+            .iter()
+            .map(|e| match e {
+                Emitted::Write(out) => serde_json::from_slice::<Value>(&out.data).unwrap(),
+                Emitted::Forward(_) => panic!("a translated stream forwards nothing"),
+            })
+            .collect()
+    }
+
+    /// Each event in its own batch, as a slow provider would send them.
+    fn feed_all(events: &[Value]) -> (Vec<Value>, Option<Usage>, bool) {
+        let decoder = decoder(true);
         let (mut chunks, mut usage, mut done) = (Vec::new(), None, false);
         for event in events {
-            let decoded = decoder
-                .feed(SseEvent {
-                    event: event["type"].as_str().map(str::to_string),
-                    data: event.to_string(),
-                })
-                .unwrap();
-            chunks.extend(
-                decoded
-                    .chunks
-                    .iter()
-                    .map(|c| serde_json::from_slice::<Value>(c).unwrap()),
-            );
+            let decoded = decoder.feed(vec![sse(event)]);
+            assert!(decoded.error.is_none());
+            chunks.extend(written(&decoded));
             usage = decoded.usage.or(usage);
             done |= decoded.done;
         }
@@ -273,27 +326,40 @@ mod tests {
             .filter(|f| !f.is_null())
             .collect();
         assert_eq!(finish, [&json!("tool_calls")]);
-        assert_eq!(chunks[0]["id"], "msg_1");
+        assert_eq!(chunks[0]["id"], "chatcmpl-req-9");
+        assert!(chunks.iter().all(|c| c["created"] == 1_700_000_000));
         let usage = usage.expect("usage from message_start and message_delta");
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (10, 7));
     }
 
     #[test]
-    fn an_error_event_is_a_provider_error() {
-        let target = Target {
-            provider: "p".into(),
-            model: "claude".into(),
-            options: "{}".into(),
-        };
-        let decoder = <Decoder as GuestStreamDecoder>::new(target, false);
-        let error = decoder
-            .feed(SseEvent {
-                event: Some("error".into()),
-                data:
-                    json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
-                        .to_string(),
-            })
-            .unwrap_err();
-        assert_eq!(error.class, ErrorClass::Overloaded);
+    fn one_batch_decodes_like_the_same_events_one_by_one() {
+        let events = [
+            json!({"type": "message_start", "message": {"id": "msg_1", "model": "claude-x", "usage": {"input_tokens": 3, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}}),
+            json!({"type": "message_stop"}),
+        ];
+        let (one_by_one, _, _) = feed_all(&events);
+        let batch = decoder(true).feed(events.iter().map(sse).collect());
+        assert!(batch.done);
+        assert_eq!(written(&batch), one_by_one);
+        assert_eq!(batch.model.as_deref(), Some("claude-x"));
+        assert_eq!(batch.usage.map(|u| u.completion_tokens), Some(2));
+    }
+
+    #[test]
+    fn an_error_event_is_a_provider_error_after_what_came_before() {
+        let decoded = decoder(false).feed(vec![
+            sse(&json!({"type": "message_start", "message": {"id": "m", "model": "claude"}})),
+            sse(&json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})),
+        ]);
+        assert_eq!(
+            written(&decoded).len(),
+            1,
+            "the role chunk before the error is kept"
+        );
+        assert_eq!(decoded.error.map(|e| e.class), Some(ErrorClass::Overloaded));
     }
 }

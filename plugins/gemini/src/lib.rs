@@ -13,11 +13,11 @@ wit_bindgen::generate!({
 });
 
 use exports::switchboard::plugin::provider::{
-    AdapterInfo, Completion, CredentialPlacement, Guest, InboundResponse, OutboundRequest, ProviderError,
-    Target,
+    AdapterInfo, Completion, CredentialPlacement, Embeddings, Guest, InboundResponse, OutboundRequest,
+    ProviderError, RequestContext, Target,
 };
 use options::Options;
-use switchboard::plugin::types::{Capabilities, Usage};
+use switchboard::plugin::types::{Body, Capabilities, Usage};
 
 struct Gemini;
 
@@ -26,13 +26,23 @@ impl Guest for Gemini {
 
     fn describe() -> AdapterInfo {
         AdapterInfo {
-            name: "gemini".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            capabilities: Capabilities::all(),
+            // Gemini's `embedContent` is not translated yet.
+            capabilities: Capabilities::all() - Capabilities::EMBEDDINGS,
+            native_formats: Vec::new(),
+            stateless: true,
         }
     }
 
-    fn build_request(request: Vec<u8>, target: Target) -> Result<OutboundRequest, String> {
+    fn validate_options(options: String) -> Result<(), String> {
+        Options::parse(&options).map(|_| ())
+    }
+
+    fn build_request(
+        request: Vec<u8>,
+        target: Target,
+        _context: RequestContext,
+    ) -> Result<OutboundRequest, String> {
         let options = Options::parse(&target.options)?;
         let openai: serde_json::Value =
             serde_json::from_slice(&request).map_err(|e| format!("request body is not JSON: {e}"))?;
@@ -54,18 +64,22 @@ impl Guest for Gemini {
             method: "POST".into(),
             path,
             headers,
-            body: serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+            body: Body::Bytes(serde_json::to_vec(&body).map_err(|e| e.to_string())?),
             credential: CredentialPlacement::Header("x-goog-api-key".into()),
-            stream,
         })
     }
 
-    fn parse_response(response: InboundResponse, target: Target) -> Result<Completion, String> {
+    fn parse_response(
+        response: InboundResponse,
+        target: Target,
+        context: RequestContext,
+    ) -> Result<Completion, String> {
         let answer: serde_json::Value = serde_json::from_slice(&response.body)
             .map_err(|e| format!("provider answer is not JSON: {e}"))?;
-        let (body, usage) = response::translate(&answer, &target.model)?;
+        let (body, usage) = response::translate(&answer, &target.model, &context)?;
         Ok(Completion {
-            body: serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+            model: body["model"].as_str().map(str::to_string),
+            body: Body::Bytes(serde_json::to_vec(&body).map_err(|e| e.to_string())?),
             usage,
         })
     }
@@ -73,32 +87,47 @@ impl Guest for Gemini {
     fn classify_error(response: InboundResponse, _target: Target) -> ProviderError {
         classify::classify(response.status, &response.headers, &response.body)
     }
+
+    fn build_embeddings_request(_request: Vec<u8>, _target: Target) -> Result<OutboundRequest, String> {
+        Err("the gemini adapter does not translate embeddings yet".into())
+    }
+
+    fn parse_embeddings_response(_response: InboundResponse, _target: Target) -> Result<Embeddings, String> {
+        Err("the gemini adapter does not translate embeddings yet".into())
+    }
 }
 
-/// Gemini `usageMetadata` to the host's usage record. Thought tokens are
-/// billed as output.
+/// The `id` of a translated answer: the gateway's request id.
+pub(crate) fn answer_id(context: &RequestContext) -> String {
+    format!("chatcmpl-{}", context.id)
+}
+
+/// Gemini `usageMetadata` to the host's usage record. `promptTokenCount`
+/// already includes cached content; thought tokens are billed as output but
+/// not counted in `candidatesTokenCount`, so they are added to the
+/// completion and reported as its reasoning part. Gemini reports no cache
+/// writes (explicit caches are created apart from requests).
 pub(crate) fn usage_from(metadata: &serde_json::Value) -> Usage {
     let n = |key: &str| metadata.get(key).and_then(|v| v.as_u64()).unwrap_or(0) as u32;
     Usage {
         prompt_tokens: n("promptTokenCount"),
         completion_tokens: n("candidatesTokenCount") + n("thoughtsTokenCount"),
-        cached_prompt_tokens: n("cachedContentTokenCount"),
+        cache_read_tokens: n("cachedContentTokenCount"),
+        cache_write_tokens: 0,
+        cache_write_hour_tokens: 0,
+        reasoning_tokens: n("thoughtsTokenCount"),
     }
 }
 
 /// OpenAI's `usage` object, with cached and reasoning token details.
 pub(crate) fn usage_json(metadata: &serde_json::Value) -> serde_json::Value {
     let usage = usage_from(metadata);
-    let thoughts = metadata
-        .get("thoughtsTokenCount")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0);
     serde_json::json!({
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_prompt_tokens},
-        "completion_tokens_details": {"reasoning_tokens": thoughts},
+        "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     })
 }
 
@@ -121,3 +150,30 @@ pub(crate) fn finish_reason(reason: &str, has_tool_calls: bool) -> Result<&'stat
 }
 
 export!(Gemini);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn thoughts_are_part_of_the_completion_and_cached_content_part_of_the_prompt() {
+        let usage = usage_from(&json!({"promptTokenCount": 100, "cachedContentTokenCount": 60,
+            "candidatesTokenCount": 20, "thoughtsTokenCount": 30}));
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.cache_read_tokens,
+                usage.completion_tokens,
+                usage.reasoning_tokens
+            ),
+            (100, 60, 50, 30)
+        );
+    }
+
+    #[test]
+    fn options_are_checked_by_validate_options() {
+        assert!(Gemini::validate_options("{}".into()).is_ok());
+        assert!(Gemini::validate_options(r#"{"schema":"nonsense"}"#.into()).is_err());
+    }
+}

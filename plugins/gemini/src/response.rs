@@ -1,7 +1,8 @@
 //! Gemini `GenerateContentResponse` -> OpenAI `chat.completion`.
 
+use crate::exports::switchboard::plugin::provider::RequestContext;
 use crate::switchboard::plugin::types::Usage;
-use crate::{finish_reason, usage_from, usage_json};
+use crate::{answer_id, finish_reason, usage_from, usage_json};
 use serde_json::{Value, json};
 
 /// Translate one candidate's parts: (text, reasoning, tool calls). Calls
@@ -36,7 +37,11 @@ pub fn parts(candidate: &Value, choice: usize, first_call: u32) -> (String, Stri
     (text, reasoning, calls)
 }
 
-pub fn translate(answer: &Value, model: &str) -> Result<(Value, Option<Usage>), String> {
+pub fn translate(
+    answer: &Value,
+    model: &str,
+    context: &RequestContext,
+) -> Result<(Value, Option<Usage>), String> {
     let candidates = answer
         .get("candidates")
         .and_then(Value::as_array)
@@ -71,9 +76,9 @@ pub fn translate(answer: &Value, model: &str) -> Result<(Value, Option<Usage>), 
     }
     let metadata = answer.get("usageMetadata");
     let mut body = json!({
-        "id": answer.get("responseId").and_then(Value::as_str).unwrap_or("gemini"),
+        "id": answer_id(context),
         "object": "chat.completion",
-        "created": 0,
+        "created": context.created,
         "model": answer.get("modelVersion").and_then(Value::as_str).unwrap_or(model),
         "choices": choices,
     });

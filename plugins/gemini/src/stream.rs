@@ -2,14 +2,26 @@
 //! into OpenAI chunks. The event carrying a `finishReason` ends the answer.
 
 use crate::exports::switchboard::plugin::provider::{
-    Decoded, ErrorClass, GuestStreamDecoder, ProviderError, SseEvent, Target,
+    Decoded, Emitted, ErrorClass, GuestStreamDecoder, OutEvent, ProviderError, RequestContext, SseEvent,
+    Target,
 };
-use crate::{finish_reason, response, usage_from, usage_json};
+use crate::switchboard::plugin::types::Usage;
+use crate::{answer_id, finish_reason, response, usage_from, usage_json};
 use serde_json::{Value, json};
 use std::cell::Cell;
 
+/// What one event decoded to.
+struct One {
+    chunks: Vec<Vec<u8>>,
+    usage: Option<Usage>,
+    model: String,
+    done: bool,
+}
+
 pub struct Decoder {
     model: String,
+    id: String,
+    created: u64,
     include_usage: bool,
     started: Cell<bool>,
     /// Tool calls sent so far, for their OpenAI indices.
@@ -25,16 +37,52 @@ fn failure(class: ErrorClass, message: String) -> ProviderError {
 }
 
 impl GuestStreamDecoder for Decoder {
-    fn new(target: Target, include_usage: bool) -> Self {
+    fn new(target: Target, context: RequestContext, include_usage: bool) -> Self {
         Decoder {
             model: target.model,
+            id: answer_id(&context),
+            created: context.created,
             include_usage,
             started: Cell::new(false),
             tools: Cell::new(0),
         }
     }
 
-    fn feed(&self, event: SseEvent) -> Result<Decoded, ProviderError> {
+    fn feed(&self, events: Vec<SseEvent>) -> Decoded {
+        let mut decoded = Decoded {
+            events: Vec::new(),
+            usage: None,
+            model: None,
+            done: false,
+            error: None,
+        };
+        for event in &events {
+            match self.feed_one(event) {
+                Err(error) => {
+                    decoded.error = Some(error);
+                    break;
+                }
+                Ok(one) => {
+                    decoded.events.extend(
+                        one.chunks
+                            .into_iter()
+                            .map(|data| Emitted::Write(OutEvent { event: None, data })),
+                    );
+                    decoded.usage = one.usage.or(decoded.usage);
+                    decoded.model = Some(one.model);
+                    if one.done {
+                        decoded.done = true;
+                        break;
+                    }
+                }
+            }
+        }
+        decoded
+    }
+}
+
+impl Decoder {
+    fn feed_one(&self, event: &SseEvent) -> Result<One, ProviderError> {
         let answer: Value = serde_json::from_str(&event.data).map_err(|e| {
             failure(
                 ErrorClass::Server,
@@ -46,18 +94,14 @@ impl GuestStreamDecoder for Decoder {
             let status = error.get("code").and_then(Value::as_u64).unwrap_or(500) as u16;
             return Err(crate::classify::classify(status, &[], body.as_bytes()));
         }
-        let id = answer
-            .get("responseId")
-            .and_then(Value::as_str)
-            .unwrap_or("gemini")
-            .to_string();
+        let id = &self.id;
         let model = answer
             .get("modelVersion")
             .and_then(Value::as_str)
             .unwrap_or(&self.model)
             .to_string();
         let chunk = |delta: Value, finish: Option<&str>| {
-            json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": model,
+            json!({"id": id, "object": "chat.completion.chunk", "created": self.created, "model": model,
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
             .to_string()
             .into_bytes()
@@ -111,13 +155,14 @@ impl GuestStreamDecoder for Decoder {
             && self.include_usage
             && let Some(metadata) = metadata
         {
-            let usage = json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": model,
+            let usage = json!({"id": id, "object": "chat.completion.chunk", "created": self.created, "model": model,
                                "choices": [], "usage": usage_json(metadata)});
             chunks.push(usage.to_string().into_bytes());
         }
-        Ok(Decoded {
+        Ok(One {
             chunks,
             usage: metadata.map(usage_from),
+            model,
             done,
         })
     }
@@ -134,19 +179,30 @@ mod tests {
                 model: "gemini-2.5-flash".into(),
                 options: "{}".into(),
             },
+            RequestContext {
+                id: "req-3".into(),
+                created: 1_700_000_000,
+                format: crate::switchboard::plugin::types::ApiFormat::OpenaiChat,
+            },
             true,
         )
     }
 
     fn feed(decoder: &Decoder, event: Value) -> Result<(Vec<Value>, Decoded), ProviderError> {
-        let decoded = decoder.feed(SseEvent {
+        let mut decoded = decoder.feed(vec![SseEvent {
             event: None,
             data: event.to_string(),
-        })?;
+        }]);
+        if let Some(error) = decoded.error.take() {
+            return Err(error);
+        }
         let chunks = decoded
-            .chunks
+            .events
             .iter()
-            .map(|c| serde_json::from_slice(c).unwrap())
+            .map(|e| match e {
+                Emitted::Write(out) => serde_json::from_slice(&out.data).unwrap(),
+                Emitted::Forward(_) => panic!("a translated stream forwards nothing"),
+            })
             .collect();
         Ok((chunks, decoded))
     }
@@ -160,6 +216,8 @@ mod tests {
         )
         .unwrap();
         assert!(!decoded.done);
+        assert_eq!(chunks[0]["id"], "chatcmpl-req-3");
+        assert_eq!(chunks[0]["created"], 1_700_000_000);
         assert_eq!(
             chunks[0]["choices"][0]["delta"]["role"], "assistant",
             "the first chunk has the role"
@@ -195,11 +253,12 @@ mod tests {
         .unwrap_err();
         assert_eq!(error.class, ErrorClass::RateLimited);
         let garbage = decoder
-            .feed(SseEvent {
+            .feed(vec![SseEvent {
                 event: None,
                 data: "{not json".into(),
-            })
-            .unwrap_err();
+            }])
+            .error
+            .expect("garbage fails the stream");
         assert_eq!(garbage.class, ErrorClass::Server);
     }
 }

@@ -14,13 +14,13 @@ wit_bindgen::generate!({
 });
 
 use exports::switchboard::plugin::provider::{
-    AdapterInfo, Completion, CredentialPlacement, Guest, InboundResponse, OutboundRequest, ProviderError,
-    Target,
+    AdapterInfo, Completion, CredentialPlacement, Embeddings, Guest, InboundResponse, OutboundRequest,
+    ProviderError, RequestContext, Target,
 };
 use options::Options;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use switchboard::plugin::types::{Capabilities, Usage};
+use switchboard::plugin::types::{Body, Capabilities, Usage};
 
 struct OpenAi;
 
@@ -29,21 +29,31 @@ impl Guest for OpenAi {
 
     fn describe() -> AdapterInfo {
         AdapterInfo {
-            name: "openai".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             capabilities: Capabilities::all(),
+            native_formats: Vec::new(),
+            stateless: true,
         }
     }
 
-    fn build_request(request: Vec<u8>, target: Target) -> Result<OutboundRequest, String> {
+    fn validate_options(options: String) -> Result<(), String> {
+        Options::parse(&options).map(|_| ())
+    }
+
+    fn build_request(
+        request: Vec<u8>,
+        target: Target,
+        _context: RequestContext,
+    ) -> Result<OutboundRequest, String> {
         let options = Options::parse(&target.options)?;
         let mut body: Map<String, Value> = serde_json::from_slice(&request)
             .map_err(|e| format!("request body is not a JSON object: {e}"))?;
         // `{model}` in the path names the deployment (Azure OpenAI).
         let path = options.path.replace("{model}", &target.model);
+        let mut changed = body.get("model").and_then(Value::as_str) != Some(&target.model);
         body.insert("model".into(), Value::String(target.model));
         let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-        options.rewrite(&mut body, streaming);
+        changed |= options.rewrite(&mut body, streaming);
 
         let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
         if streaming {
@@ -54,19 +64,28 @@ impl Guest for OpenAi {
             method: "POST".into(),
             path,
             headers,
-            body: serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+            // Nothing to change: the host sends the caller's bytes as they are.
+            body: if changed {
+                Body::Bytes(serde_json::to_vec(&body).map_err(|e| e.to_string())?)
+            } else {
+                Body::Unchanged
+            },
             credential: options.credential(),
-            stream: streaming,
         })
     }
 
-    fn parse_response(response: InboundResponse, _target: Target) -> Result<Completion, String> {
+    fn parse_response(
+        response: InboundResponse,
+        _target: Target,
+        _context: RequestContext,
+    ) -> Result<Completion, String> {
         /// Only what is needed to check the shape and read usage; the body
         /// itself passes through byte for byte.
         #[derive(Deserialize)]
         struct Shape {
             choices: Vec<serde::de::IgnoredAny>,
             usage: Option<WireUsage>,
+            model: Option<String>,
         }
         let shape: Shape = serde_json::from_slice(&response.body)
             .map_err(|e| format!("provider answer is not a chat completion: {e}"))?;
@@ -75,16 +94,57 @@ impl Guest for OpenAi {
         }
         Ok(Completion {
             usage: shape.usage.map(WireUsage::into_usage),
-            body: response.body,
+            model: shape.model,
+            body: Body::Unchanged,
         })
     }
 
     fn classify_error(response: InboundResponse, _target: Target) -> ProviderError {
         classify::classify(response.status, &response.headers, &response.body)
     }
+
+    fn build_embeddings_request(request: Vec<u8>, target: Target) -> Result<OutboundRequest, String> {
+        let options = Options::parse(&target.options)?;
+        let mut body: Map<String, Value> = serde_json::from_slice(&request)
+            .map_err(|e| format!("request body is not a JSON object: {e}"))?;
+        let changed = body.get("model").and_then(Value::as_str) != Some(&target.model);
+        let path = options.embeddings_path.replace("{model}", &target.model);
+        body.insert("model".into(), Value::String(target.model));
+        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        headers.extend(options.headers.iter().map(|(k, v)| (k.to_lowercase(), v.clone())));
+        Ok(OutboundRequest {
+            method: "POST".into(),
+            path,
+            headers,
+            body: if changed {
+                Body::Bytes(serde_json::to_vec(&body).map_err(|e| e.to_string())?)
+            } else {
+                Body::Unchanged
+            },
+            credential: options.credential(),
+        })
+    }
+
+    fn parse_embeddings_response(response: InboundResponse, _target: Target) -> Result<Embeddings, String> {
+        #[derive(Deserialize)]
+        struct Shape {
+            data: Vec<serde::de::IgnoredAny>,
+            usage: Option<WireUsage>,
+        }
+        let shape: Shape = serde_json::from_slice(&response.body)
+            .map_err(|e| format!("provider answer is not an embeddings list: {e}"))?;
+        if shape.data.is_empty() {
+            return Err("provider answer has no embeddings".into());
+        }
+        Ok(Embeddings {
+            usage: shape.usage.map(WireUsage::into_usage),
+            body: Body::Unchanged,
+        })
+    }
 }
 
-/// `usage` as OpenAI sends it.
+/// `usage` as OpenAI sends it: cached and reasoning tokens are already
+/// parts of the totals.
 #[derive(Deserialize)]
 pub(crate) struct WireUsage {
     #[serde(default)]
@@ -93,12 +153,20 @@ pub(crate) struct WireUsage {
     completion_tokens: u32,
     #[serde(default)]
     prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
 }
 
 #[derive(Deserialize)]
 struct PromptDetails {
     #[serde(default)]
-    cached_tokens: u32,
+    cached_tokens: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u32>,
 }
 
 impl WireUsage {
@@ -106,7 +174,16 @@ impl WireUsage {
         Usage {
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
-            cached_prompt_tokens: self.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+            cache_read_tokens: self
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            cache_write_tokens: 0,
+            cache_write_hour_tokens: 0,
+            reasoning_tokens: self
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
         }
     }
 }
@@ -123,3 +200,101 @@ impl Options {
 }
 
 export!(OpenAi);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(options: &str) -> Target {
+        Target {
+            provider: "openai".into(),
+            model: "gpt-4o-mini".into(),
+            options: options.into(),
+        }
+    }
+
+    fn context() -> RequestContext {
+        RequestContext {
+            id: "req-1".into(),
+            created: 1_700_000_000,
+            format: switchboard::plugin::types::ApiFormat::OpenaiChat,
+        }
+    }
+
+    #[test]
+    fn a_request_nothing_changes_is_sent_unchanged() {
+        let request = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+        let built = OpenAi::build_request(request.to_vec(), target("{}"), context()).unwrap();
+        assert!(matches!(built.body, Body::Unchanged));
+        assert_eq!(built.path, "/chat/completions");
+        // A stream gets include_usage added, so its body changes.
+        let request = br#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
+        let built = OpenAi::build_request(request.to_vec(), target("{}"), context()).unwrap();
+        let Body::Bytes(body) = built.body else {
+            panic!("the stream request was not rewritten");
+        };
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn options_rewrite_and_are_checked() {
+        let request = br#"{"model":"gpt-4o-mini","max_tokens":5,"seed":1,"messages":[]}"#;
+        let options = r#"{"max_tokens_field":"max_completion_tokens","drop_params":["seed"],"path":"/deployments/{model}/chat"}"#;
+        let built = OpenAi::build_request(request.to_vec(), target(options), context()).unwrap();
+        let Body::Bytes(body) = built.body else {
+            panic!("options changed nothing");
+        };
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["max_completion_tokens"], 5);
+        assert!(body.get("max_tokens").is_none() && body.get("seed").is_none());
+        assert_eq!(built.path, "/deployments/gpt-4o-mini/chat");
+        let refused = OpenAi::validate_options(r#"{"max_token_field":"x"}"#.into()).unwrap_err();
+        assert!(refused.contains("unknown field `max_token_field`"), "{refused}");
+        assert!(OpenAi::validate_options(options.into()).is_ok());
+    }
+
+    #[test]
+    fn usage_reads_cached_and_reasoning_tokens_as_parts_of_the_totals() {
+        let answer = br#"{"id":"x","model":"gpt-4o-mini-2024-07-18","choices":[{"index":0}],
+            "usage":{"prompt_tokens":100,"completion_tokens":50,
+              "prompt_tokens_details":{"cached_tokens":80},"completion_tokens_details":{"reasoning_tokens":30}}}"#;
+        let response = InboundResponse {
+            status: 200,
+            headers: Vec::new(),
+            body: answer.to_vec(),
+        };
+        let completion = OpenAi::parse_response(response, target("{}"), context()).unwrap();
+        assert!(matches!(completion.body, Body::Unchanged));
+        assert_eq!(completion.model.as_deref(), Some("gpt-4o-mini-2024-07-18"));
+        let usage = completion.usage.unwrap();
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cache_read_tokens,
+                usage.reasoning_tokens
+            ),
+            (100, 50, 80, 30)
+        );
+    }
+
+    #[test]
+    fn embeddings_pass_through_with_their_usage() {
+        let request = br#"{"model":"text-embedding-3-small","input":"hi"}"#;
+        let mut t = target("{}");
+        t.model = "text-embedding-3-small".into();
+        let built = OpenAi::build_embeddings_request(request.to_vec(), t.clone()).unwrap();
+        assert_eq!(built.path, "/embeddings");
+        assert!(matches!(built.body, Body::Unchanged));
+        let answer = br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1]}],
+            "model":"text-embedding-3-small","usage":{"prompt_tokens":2,"total_tokens":2}}"#;
+        let response = InboundResponse {
+            status: 200,
+            headers: Vec::new(),
+            body: answer.to_vec(),
+        };
+        let parsed = OpenAi::parse_embeddings_response(response, t).unwrap();
+        assert_eq!(parsed.usage.unwrap().prompt_tokens, 2);
+    }
+}

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 struct Raw {
     /// Path appended to the base URL.
     path: Option<String>,
+    /// Path of the embeddings endpoint.
+    embeddings_path: Option<String>,
     /// `bearer` (default), `none`, `header:<name>` or `query:<name>`.
     auth: Option<String>,
     /// Static headers added to every request (e.g. OpenRouter's `http-referer`).
@@ -35,6 +37,7 @@ pub enum Auth {
 
 pub struct Options {
     pub path: String,
+    pub embeddings_path: String,
     pub auth: Auth,
     pub headers: BTreeMap<String, String>,
     max_tokens_field: Option<String>,
@@ -68,13 +71,17 @@ impl Options {
             ));
         }
         let path = raw.path.unwrap_or_else(|| "/chat/completions".into());
-        if !path.starts_with('/') {
-            return Err(format!(
-                "invalid openai adapter option path = {path:?}: must start with /"
-            ));
+        let embeddings_path = raw.embeddings_path.unwrap_or_else(|| "/embeddings".into());
+        for (name, value) in [("path", &path), ("embeddings_path", &embeddings_path)] {
+            if !value.starts_with('/') {
+                return Err(format!(
+                    "invalid openai adapter option {name} = {value:?}: must start with /"
+                ));
+            }
         }
         Ok(Options {
             path,
+            embeddings_path,
             auth,
             headers: raw.headers,
             max_tokens_field: raw.max_tokens_field,
@@ -83,8 +90,10 @@ impl Options {
         })
     }
 
-    /// Adjust a canonical request body to what this host accepts.
-    pub fn rewrite(&self, body: &mut Map<String, Value>, streaming: bool) {
+    /// Adjust a canonical request body to what this host accepts; true
+    /// when anything changed.
+    pub fn rewrite(&self, body: &mut Map<String, Value>, streaming: bool) -> bool {
+        let mut changed = false;
         if let Some(field) = &self.max_tokens_field {
             let other = if field == "max_tokens" {
                 "max_completion_tokens"
@@ -93,18 +102,21 @@ impl Options {
             };
             if let Some(value) = body.remove(other) {
                 body.entry(field.clone()).or_insert(value);
+                changed = true;
             }
         }
         for name in &self.drop_params {
-            body.remove(name);
+            changed |= body.remove(name).is_some();
         }
         if streaming && self.stream_usage {
             let options = body
                 .entry("stream_options")
                 .or_insert_with(|| Value::Object(Map::new()));
             if let Value::Object(options) = options {
-                options.insert("include_usage".into(), Value::Bool(true));
+                let asked = Value::Bool(true);
+                changed |= options.insert("include_usage".into(), asked.clone()) != Some(asked);
             }
         }
+        changed
     }
 }

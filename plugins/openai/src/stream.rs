@@ -1,8 +1,9 @@
 //! Decodes an OpenAI server-sent event stream: chunks pass through as they
-//! are; usage is read for accounting; `[DONE]` ends it; `error` objects fail it.
+//! are (forwarded, not copied back); usage is read for accounting; `[DONE]`
+//! ends it; `error` objects fail it.
 
 use crate::exports::switchboard::plugin::provider::{
-    Decoded, ErrorClass, GuestStreamDecoder, ProviderError, SseEvent, Target,
+    Decoded, Emitted, ErrorClass, GuestStreamDecoder, ProviderError, RequestContext, SseEvent, Target,
 };
 use crate::{WireUsage, classify};
 use serde::Deserialize;
@@ -21,54 +22,137 @@ struct Chunk {
     #[serde(default)]
     usage: Option<WireUsage>,
     #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
     error: Option<serde_json::Value>,
 }
 
 impl GuestStreamDecoder for Decoder {
-    fn new(_target: Target, include_usage: bool) -> Self {
+    fn new(_target: Target, _context: RequestContext, include_usage: bool) -> Self {
         Decoder {
             include_usage,
             done: Cell::new(false),
         }
     }
 
-    fn feed(&self, event: SseEvent) -> Result<Decoded, ProviderError> {
-        let data = event.data.trim();
-        if data == "[DONE]" {
-            self.done.set(true);
-            return Ok(Decoded {
-                chunks: Vec::new(),
-                usage: None,
-                done: true,
-            });
-        }
-        if data.is_empty() || self.done.get() {
-            return Ok(Decoded {
-                chunks: Vec::new(),
-                usage: None,
-                done: false,
-            });
-        }
-        let chunk: Chunk = serde_json::from_str(data).map_err(|e| ProviderError {
-            class: ErrorClass::Server,
-            message: format!("malformed stream event from provider: {e}"),
-            retry_after_ms: None,
-        })?;
-        if let Some(error) = &chunk.error {
-            return Err(classify::classify_stream_error(error));
-        }
-        let usage = chunk.usage.map(WireUsage::into_usage);
-        // The usage-only chunk (empty choices) is forwarded only when the caller asked for it.
-        let usage_only = usage.is_some() && chunk.choices.as_ref().is_none_or(|c| c.is_empty());
-        let chunks = if usage_only && !self.include_usage {
-            Vec::new()
-        } else {
-            vec![data.as_bytes().to_vec()]
-        };
-        Ok(Decoded {
-            chunks,
-            usage,
+    fn feed(&self, events: Vec<SseEvent>) -> Decoded {
+        let mut decoded = Decoded {
+            events: Vec::new(),
+            usage: None,
+            model: None,
             done: false,
-        })
+            error: None,
+        };
+        for (i, event) in events.iter().enumerate() {
+            if self.done.get() {
+                break;
+            }
+            let data = event.data.trim();
+            if data == "[DONE]" {
+                self.done.set(true);
+                decoded.done = true;
+                break;
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let chunk: Chunk = match serde_json::from_str(data) {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    decoded.error = Some(ProviderError {
+                        class: ErrorClass::Server,
+                        message: format!("malformed stream event from provider: {e}"),
+                        retry_after_ms: None,
+                    });
+                    break;
+                }
+            };
+            if let Some(error) = &chunk.error {
+                decoded.error = Some(classify::classify_stream_error(error));
+                break;
+            }
+            if decoded.model.is_none() {
+                decoded.model = chunk.model;
+            }
+            let usage = chunk.usage.map(WireUsage::into_usage);
+            // The usage-only chunk (empty choices) is forwarded only when the caller asked for it.
+            let usage_only = usage.is_some() && chunk.choices.as_ref().is_none_or(|c| c.is_empty());
+            if usage.is_some() {
+                decoded.usage = usage;
+            }
+            if !usage_only || self.include_usage {
+                decoded.events.push(Emitted::Forward(i as u32));
+            }
+        }
+        decoded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::switchboard::plugin::types::ApiFormat;
+
+    fn decoder(include_usage: bool) -> Decoder {
+        let target = Target {
+            provider: "openai".into(),
+            model: "m".into(),
+            options: "{}".into(),
+        };
+        let context = RequestContext {
+            id: "r".into(),
+            created: 1,
+            format: ApiFormat::OpenaiChat,
+        };
+        Decoder::new(target, context, include_usage)
+    }
+
+    fn events(data: &[&str]) -> Vec<SseEvent> {
+        data.iter()
+            .map(|d| SseEvent {
+                event: None,
+                data: d.to_string(),
+            })
+            .collect()
+    }
+
+    fn forwarded(decoded: &Decoded) -> Vec<u32> {
+        decoded
+            .events
+            .iter()
+            .map(|e| match e {
+                Emitted::Forward(i) => *i,
+                Emitted::Write(_) => panic!("the openai decoder writes no events of its own"),
+            })
+            .collect()
+    }
+
+    const TEXT: &str = r#"{"model":"m-1","choices":[{"index":0,"delta":{"content":"hi"}}]}"#;
+    const USAGE: &str = r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+
+    #[test]
+    fn a_batch_forwards_its_chunks_and_stops_at_done() {
+        let decoded = decoder(true).feed(events(&[TEXT, "", TEXT, USAGE, "[DONE]", TEXT]));
+        assert_eq!(forwarded(&decoded), vec![0, 2, 3]);
+        assert!(decoded.done);
+        assert_eq!(decoded.usage.map(|u| u.completion_tokens), Some(2));
+        assert_eq!(decoded.model.as_deref(), Some("m-1"));
+    }
+
+    #[test]
+    fn the_usage_chunk_is_kept_back_unless_asked_for() {
+        let decoded = decoder(false).feed(events(&[TEXT, USAGE]));
+        assert_eq!(forwarded(&decoded), vec![0]);
+        assert_eq!(decoded.usage.map(|u| u.prompt_tokens), Some(3));
+    }
+
+    #[test]
+    fn an_error_ends_the_batch_after_what_came_before_it() {
+        let error = r#"{"error":{"message":"overloaded","type":"server_error"}}"#;
+        let decoded = decoder(true).feed(events(&[TEXT, error, TEXT]));
+        assert_eq!(forwarded(&decoded), vec![0]);
+        assert_eq!(decoded.error.map(|e| e.message), Some("overloaded".into()));
+        let garbage = decoder(true).feed(events(&["{not json"]));
+        assert_eq!(garbage.error.map(|e| e.class), Some(ErrorClass::Server));
     }
 }

@@ -13,7 +13,7 @@ wit_bindgen::generate!({
 });
 
 use exports::switchboard::plugin::router::{
-    Attempt, Candidate, Capabilities, CircuitState, Guest, RequestFacts,
+    Attempt, AttemptPlan, Candidate, Capabilities, Guest, Hedge, PolicyInfo, RequestFacts,
 };
 use serde::Deserialize;
 
@@ -85,6 +85,13 @@ fn cost(candidate: &Candidate, facts: &RequestFacts, config: &Config) -> f64 {
 struct Cost;
 
 impl Guest for Cost {
+    fn describe() -> PolicyInfo {
+        PolicyInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            stateless: true,
+        }
+    }
+
     fn validate_config(config: String) -> Result<(), String> {
         Config::parse(&config).map(|_| ())
     }
@@ -93,9 +100,8 @@ impl Guest for Cost {
         facts: RequestFacts,
         mut candidates: Vec<Candidate>,
         config: String,
-    ) -> Result<Vec<Attempt>, String> {
+    ) -> Result<AttemptPlan, String> {
         let config = Config::parse(&config)?;
-        candidates.retain(|c| c.health.rate_limited_for_ms == 0 && c.health.circuit != CircuitState::Open);
         let tier = config.tier(&facts);
         let in_tier = |c: &Candidate| {
             tier.is_some_and(|t| {
@@ -110,13 +116,16 @@ impl Guest for Cost {
                 .then(cost(a, &facts, &config).total_cmp(&cost(b, &facts, &config)))
                 .then(a.index.cmp(&b.index))
         });
-        Ok(candidates
-            .into_iter()
-            .map(|c| Attempt {
-                candidate: c.index,
-                timeout_ms: config.attempt_timeout_ms,
-            })
-            .collect())
+        Ok(AttemptPlan {
+            attempts: candidates
+                .into_iter()
+                .map(|c| Attempt {
+                    candidate: c.index,
+                    timeout_ms: config.attempt_timeout_ms,
+                })
+                .collect(),
+            hedge: Hedge::Route,
+        })
     }
 }
 

@@ -1,13 +1,16 @@
 //! The `priority` routing policy: try targets in the configured order,
-//! skipping those the host reports as rate-limited or with an open circuit,
-//! and moving degraded ones (high recent error rate) to the end.
+//! moving degraded ones (high recent error rate) to the end. (The host
+//! offers only targets that can be tried now: none cooling down after a
+//! 429, none with an open circuit.)
 
 wit_bindgen::generate!({
     world: "policy",
     path: "../../wit",
 });
 
-use exports::switchboard::plugin::router::{Attempt, Candidate, CircuitState, Guest, RequestFacts};
+use exports::switchboard::plugin::router::{
+    Attempt, AttemptPlan, Candidate, Guest, Hedge, PolicyInfo, RequestFacts,
+};
 use serde::Deserialize;
 
 /// The route's `policy_config` for this policy.
@@ -53,6 +56,13 @@ impl Config {
 struct Priority;
 
 impl Guest for Priority {
+    fn describe() -> PolicyInfo {
+        PolicyInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            stateless: true,
+        }
+    }
+
     fn validate_config(config: String) -> Result<(), String> {
         Config::parse(&config).map(|_| ())
     }
@@ -61,21 +71,23 @@ impl Guest for Priority {
         _facts: RequestFacts,
         mut candidates: Vec<Candidate>,
         config: String,
-    ) -> Result<Vec<Attempt>, String> {
+    ) -> Result<AttemptPlan, String> {
         let config = Config::parse(&config)?;
-        candidates.retain(|c| c.health.rate_limited_for_ms == 0 && c.health.circuit != CircuitState::Open);
         candidates.sort_by_key(|c| c.index);
         // Stable: healthy targets keep their order, degraded ones follow in theirs.
         candidates.sort_by_key(|c| c.health.error_rate >= config.max_error_rate);
         let tries = 1 + config.retries_per_target as usize;
-        Ok(candidates
-            .into_iter()
-            .flat_map(|c| std::iter::repeat_n(c.index, tries))
-            .map(|candidate| Attempt {
-                candidate,
-                timeout_ms: config.attempt_timeout_ms,
-            })
-            .collect())
+        Ok(AttemptPlan {
+            attempts: candidates
+                .into_iter()
+                .flat_map(|c| std::iter::repeat_n(c.index, tries))
+                .map(|candidate| Attempt {
+                    candidate,
+                    timeout_ms: config.attempt_timeout_ms,
+                })
+                .collect(),
+            hedge: Hedge::Route,
+        })
     }
 }
 
@@ -90,23 +102,20 @@ mod tests {
     fn configured_order_with_degraded_targets_last_and_retries_repeated() {
         let mut degraded = candidate(0, "a", 1.0, 100.0, 0);
         degraded.health.error_rate = 0.9;
-        let mut cooling = candidate(1, "b", 1.0, 100.0, 0);
-        cooling.health.rate_limited_for_ms = 500;
         let candidates = vec![
-            degraded,
-            cooling,
-            candidate(2, "c", 1.0, 100.0, 0),
             candidate(3, "d", 1.0, 100.0, 0),
+            degraded,
+            candidate(2, "c", 1.0, 100.0, 0),
         ];
         let plan = Priority::plan(facts(&[]), candidates.clone(), "{}".into()).unwrap();
-        assert_eq!(order(plan), [2, 3, 0], "cooling skipped, degraded last");
+        assert_eq!(order(plan), [2, 3, 0], "configured order, degraded last");
         let plan = Priority::plan(
             facts(&[]),
             candidates,
             r#"{"retries_per_target": 1, "attempt_timeout_ms": 900}"#.into(),
         )
         .unwrap();
-        assert_eq!(plan[0].timeout_ms, Some(900));
+        assert_eq!(plan.attempts[0].timeout_ms, Some(900));
         assert_eq!(order(plan), [2, 2, 3, 3, 0, 0]);
         assert!(Priority::validate_config(r#"{"max_error_rate": 2}"#.into()).is_err());
     }

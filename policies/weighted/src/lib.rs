@@ -9,7 +9,9 @@ wit_bindgen::generate!({
     path: "../../wit",
 });
 
-use exports::switchboard::plugin::router::{Attempt, Candidate, CircuitState, Guest, RequestFacts};
+use exports::switchboard::plugin::router::{
+    Attempt, AttemptPlan, Candidate, Guest, Hedge, PolicyInfo, RequestFacts,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -69,6 +71,13 @@ fn draw(bound: u64, key: Option<&str>) -> u64 {
 struct Weighted;
 
 impl Guest for Weighted {
+    fn describe() -> PolicyInfo {
+        PolicyInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            stateless: true,
+        }
+    }
+
     fn validate_config(config: String) -> Result<(), String> {
         Config::parse(&config).map(|_| ())
     }
@@ -77,9 +86,8 @@ impl Guest for Weighted {
         facts: RequestFacts,
         mut candidates: Vec<Candidate>,
         config: String,
-    ) -> Result<Vec<Attempt>, String> {
+    ) -> Result<AttemptPlan, String> {
         let config = Config::parse(&config)?;
-        candidates.retain(|c| c.health.rate_limited_for_ms == 0 && c.health.circuit != CircuitState::Open);
         // Fallback order: heaviest first, then configured order.
         candidates.sort_by_key(|c| (std::cmp::Reverse(config.weight(c)), c.index));
         let total: u64 = candidates.iter().map(|c| config.weight(c) as u64).sum();
@@ -107,13 +115,16 @@ impl Guest for Weighted {
             let first = candidates.remove(chosen);
             candidates.insert(0, first);
         }
-        Ok(candidates
-            .into_iter()
-            .map(|c| Attempt {
-                candidate: c.index,
-                timeout_ms: config.attempt_timeout_ms,
-            })
-            .collect())
+        Ok(AttemptPlan {
+            attempts: candidates
+                .into_iter()
+                .map(|c| Attempt {
+                    candidate: c.index,
+                    timeout_ms: config.attempt_timeout_ms,
+                })
+                .collect(),
+            hedge: Hedge::Route,
+        })
     }
 }
 

@@ -7,11 +7,20 @@ wit_bindgen::generate!({
     generate_all,
 });
 
-use exports::switchboard::plugin::router::{Attempt, Candidate, Guest, RequestFacts};
+use exports::switchboard::plugin::router::{
+    Attempt, AttemptPlan, Candidate, Guest, Hedge, PolicyInfo, RequestFacts,
+};
 
 struct Forbidden;
 
 impl Guest for Forbidden {
+    fn describe() -> PolicyInfo {
+        PolicyInfo {
+            version: "0.0.0".into(),
+            stateless: true,
+        }
+    }
+
     fn validate_config(_config: String) -> Result<(), String> {
         // Calls the import, so it stays in the component.
         let _ = test::forbidden::steal::read_env("OPENAI_API_KEY");
@@ -22,14 +31,17 @@ impl Guest for Forbidden {
         _facts: RequestFacts,
         candidates: Vec<Candidate>,
         _config: String,
-    ) -> Result<Vec<Attempt>, String> {
-        Ok(candidates
-            .iter()
-            .map(|c| Attempt {
-                candidate: c.index,
-                timeout_ms: None,
-            })
-            .collect())
+    ) -> Result<AttemptPlan, String> {
+        Ok(AttemptPlan {
+            attempts: candidates
+                .iter()
+                .map(|c| Attempt {
+                    candidate: c.index,
+                    timeout_ms: None,
+                })
+                .collect(),
+            hedge: Hedge::Route,
+        })
     }
 }
 

@@ -1,9 +1,9 @@
-//! A policy built against a future contract version (0.2.0), which this
+//! A policy built against a future contract version (9.0.0), which this
 //! host must refuse at load with a clear message.
 
 wit_bindgen::generate!({
     inline: "
-        package switchboard:plugin@0.2.0;
+        package switchboard:plugin@9.0.0;
         interface router {
             validate-config: func(config: string) -> result<_, string>;
         }

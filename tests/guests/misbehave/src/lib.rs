@@ -11,8 +11,10 @@
 //! * `garbage`: returns output that breaks the contract (an unknown candidate,
 //!   a body that is not JSON);
 //! * `stream_panic`, `stream_loop`, `stream_garbage` (adapter): a stream
-//!   decoder that passes the first event through, then traps, spins, or
-//!   returns a chunk that is not JSON.
+//!   decoder that passes its first batch of events through, then traps,
+//!   spins, or returns a chunk that is not JSON;
+//! * `stream_beyond` (adapter): a decoder that forwards an event its batch
+//!   does not have.
 //!
 //! A request whose `user` is `misbehave:<mode>` asks for that mode itself
 //! (the policy sees it as the `user` tag), so one loaded version can serve
@@ -25,11 +27,13 @@ wit_bindgen::generate!({
 });
 
 use exports::switchboard::plugin::provider::{
-    self, AdapterInfo, Completion, CredentialPlacement, Decoded, ErrorClass, InboundResponse,
-    OutboundRequest, ProviderError, SseEvent, Target,
+    self, AdapterInfo, Completion, CredentialPlacement, Decoded, Embeddings, Emitted, ErrorClass,
+    InboundResponse, OutEvent, OutboundRequest, ProviderError, RequestContext, SseEvent, Target,
 };
-use exports::switchboard::plugin::router::{self, Attempt, Candidate, RequestFacts};
-use switchboard::plugin::types::Capabilities;
+use exports::switchboard::plugin::router::{
+    self, Attempt, AttemptPlan, Candidate, Hedge, PolicyInfo, RequestFacts,
+};
+use switchboard::plugin::types::{Body, Capabilities};
 
 fn mode(json: &str) -> String {
     serde_json::from_str::<serde_json::Value>(json)
@@ -61,11 +65,18 @@ fn misbehave(mode: &str) {
 struct Misbehave;
 
 impl router::Guest for Misbehave {
+    fn describe() -> PolicyInfo {
+        PolicyInfo {
+            version: "0.0.0".into(),
+            stateless: false,
+        }
+    }
+
     fn validate_config(_config: String) -> Result<(), String> {
         Ok(())
     }
 
-    fn plan(facts: RequestFacts, candidates: Vec<Candidate>, config: String) -> Result<Vec<Attempt>, String> {
+    fn plan(facts: RequestFacts, candidates: Vec<Candidate>, config: String) -> Result<AttemptPlan, String> {
         let asked = facts
             .tags
             .iter()
@@ -75,21 +86,27 @@ impl router::Guest for Misbehave {
         let mode = asked.unwrap_or_else(|| mode(&config));
         misbehave(&mode);
         if mode == "garbage" {
-            return Ok(vec![Attempt {
-                candidate: 9999,
-                timeout_ms: None,
-            }]);
+            return Ok(AttemptPlan {
+                attempts: vec![Attempt {
+                    candidate: 9999,
+                    timeout_ms: None,
+                }],
+                hedge: Hedge::Route,
+            });
         }
         let mut order: Vec<u32> = candidates.iter().map(|c| c.index).collect();
         order.sort_unstable();
         order.reverse();
-        Ok(order
-            .into_iter()
-            .map(|candidate| Attempt {
-                candidate,
-                timeout_ms: None,
-            })
-            .collect())
+        Ok(AttemptPlan {
+            attempts: order
+                .into_iter()
+                .map(|candidate| Attempt {
+                    candidate,
+                    timeout_ms: None,
+                })
+                .collect(),
+            hedge: Hedge::Route,
+        })
     }
 }
 
@@ -98,13 +115,23 @@ impl provider::Guest for Misbehave {
 
     fn describe() -> AdapterInfo {
         AdapterInfo {
-            name: "misbehave".into(),
             version: "0.0.0".into(),
-            capabilities: Capabilities::all(),
+            capabilities: Capabilities::all() - Capabilities::EMBEDDINGS,
+            native_formats: Vec::new(),
+            stateless: false,
         }
     }
 
-    fn build_request(request: Vec<u8>, target: Target) -> Result<OutboundRequest, String> {
+    /// Any options: this adapter reads only `mode`, and its tests give others.
+    fn validate_options(_options: String) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn build_request(
+        request: Vec<u8>,
+        target: Target,
+        _context: RequestContext,
+    ) -> Result<OutboundRequest, String> {
         let mut body: serde_json::Value = serde_json::from_slice(&request).map_err(|e| e.to_string())?;
         let asked = body["user"].as_str().and_then(|u| u.strip_prefix("misbehave:"));
         misbehave(&asked.map_or_else(|| mode(&target.options), str::to_string));
@@ -113,23 +140,36 @@ impl provider::Guest for Misbehave {
             method: "POST".into(),
             path: "/chat/completions".into(),
             headers: vec![("content-type".into(), "application/json".into())],
-            body: serde_json::to_vec(&body).unwrap(),
+            body: Body::Bytes(serde_json::to_vec(&body).unwrap()),
             credential: CredentialPlacement::Bearer,
-            stream: body["stream"].as_bool().unwrap_or(false),
         })
     }
 
-    fn parse_response(response: InboundResponse, target: Target) -> Result<Completion, String> {
+    fn parse_response(
+        response: InboundResponse,
+        target: Target,
+        _context: RequestContext,
+    ) -> Result<Completion, String> {
         if mode(&target.options) == "garbage" {
             return Ok(Completion {
-                body: b"\xff not json".to_vec(),
+                body: Body::Bytes(b"\xff not json".to_vec()),
                 usage: None,
+                model: None,
             });
         }
         Ok(Completion {
-            body: response.body,
+            body: Body::Bytes(response.body),
             usage: None,
+            model: None,
         })
+    }
+
+    fn build_embeddings_request(_request: Vec<u8>, _target: Target) -> Result<OutboundRequest, String> {
+        Err(Misbehave::no_embeddings())
+    }
+
+    fn parse_embeddings_response(_response: InboundResponse, _target: Target) -> Result<Embeddings, String> {
+        Err(Misbehave::no_embeddings())
     }
 
     fn classify_error(response: InboundResponse, target: Target) -> ProviderError {
@@ -151,44 +191,58 @@ impl provider::Guest for Misbehave {
 
 pub struct StreamDecoder {
     mode: String,
-    events: std::cell::Cell<u32>,
+    batches: std::cell::Cell<u32>,
 }
 
 impl provider::GuestStreamDecoder for StreamDecoder {
-    fn new(target: Target, _include_usage: bool) -> Self {
+    fn new(target: Target, _context: RequestContext, _include_usage: bool) -> Self {
         StreamDecoder {
             mode: mode(&target.options),
-            events: std::cell::Cell::new(0),
+            batches: std::cell::Cell::new(0),
         }
     }
 
-    fn feed(&self, event: SseEvent) -> Result<Decoded, ProviderError> {
-        self.events.set(self.events.get() + 1);
-        if self.events.get() > 1 {
+    fn feed(&self, events: Vec<SseEvent>) -> Decoded {
+        let mut decoded = Decoded {
+            events: Vec::new(),
+            usage: None,
+            model: None,
+            done: false,
+            error: None,
+        };
+        self.batches.set(self.batches.get() + 1);
+        if self.batches.get() > 1 {
             match self.mode.as_str() {
                 "stream_panic" => misbehave("panic"),
                 "stream_loop" => misbehave("loop"),
                 "stream_garbage" => {
-                    return Ok(Decoded {
-                        chunks: vec![b"\xff not a chunk".to_vec()],
-                        usage: None,
-                        done: false,
-                    });
+                    decoded.events.push(Emitted::Write(OutEvent {
+                        event: None,
+                        data: b"\xff not a chunk".to_vec(),
+                    }));
+                    return decoded;
+                }
+                "stream_beyond" => {
+                    decoded.events.push(Emitted::Forward(events.len() as u32));
+                    return decoded;
                 }
                 _ => {}
             }
         }
-        let done = event.data.trim() == "[DONE]";
-        let chunks = if done {
-            vec![]
-        } else {
-            vec![event.data.into_bytes()]
-        };
-        Ok(Decoded {
-            chunks,
-            usage: None,
-            done,
-        })
+        for (i, event) in events.iter().enumerate() {
+            if event.data.trim() == "[DONE]" {
+                decoded.done = true;
+                break;
+            }
+            decoded.events.push(Emitted::Forward(i as u32));
+        }
+        decoded
+    }
+}
+
+impl Misbehave {
+    fn no_embeddings() -> String {
+        "the misbehave adapter has no embeddings".into()
     }
 }
 
