@@ -38,6 +38,19 @@ targets = ["claude/claude-sonnet-4-5", "b/model-b"]
     )
 }
 
+/// A `created` of the last minute: a real time, not 0.
+pub fn assert_recent(created: &Value) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let created = created.as_u64().expect("created is a number");
+    assert!(
+        now - 60 <= created && created <= now,
+        "created {created}, now {now}"
+    );
+}
+
 const ENV: &[(&str, &str)] = &[("ANTHROPIC_KEY", "sk-ant-secret"), ("KEY_B", "kb")];
 
 fn message(content: Value, stop_reason: &str) -> Script {
@@ -173,11 +186,14 @@ async fn answers_with_text_tool_calls_thinking_and_cached_usage() {
         ]),
         "tool_use",
     ));
-    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    let request = serde_json::to_vec(&chat("chat")).unwrap();
+    let reply = post_with(&gw.chat_url(), request, &[("x-request-id", "trace-42")]).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let body = reply.completion();
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], "claude-sonnet-4-5-20250929");
+    assert_eq!(body["id"], "chatcmpl-trace-42", "the request's id");
+    assert_recent(&body["created"]);
     let choice = &body["choices"][0];
     assert_eq!(choice["finish_reason"], "tool_calls");
     assert_eq!(choice["message"]["content"], "Checking.");
@@ -341,6 +357,12 @@ async fn streams_text_incremental_tool_arguments_finish_and_usage() {
             .iter()
             .all(|c| c["object"] == "chat.completion.chunk" && c["model"] == "claude-sonnet-4-5-20250929")
     );
+    let id = format!("chatcmpl-{}", reply.header("x-request-id"));
+    assert!(
+        chunks.iter().all(|c| c["id"] == id.as_str()),
+        "every chunk has the request's id"
+    );
+    assert_recent(&chunks[0]["created"]);
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     let calls: Vec<&Value> = chunks
         .iter()

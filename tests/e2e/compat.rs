@@ -3,6 +3,7 @@
 
 use crate::support::*;
 use serde_json::json;
+use std::time::Duration;
 
 /// Give the `nth` provider of `config` (0 = `a`) these adapter options.
 fn set_options(config: &str, nth: usize, options: &str) -> String {
@@ -83,17 +84,65 @@ async fn parameter_differences_are_options_not_forks() {
     );
 }
 
+/// Start the gateway on `config` and expect it to refuse: its stderr.
+fn refused_start(config: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[plugins]\nadapter_dir = \"a\"\npolicy_dir = \"p\"\n[server]\nlisten = \"127.0.0.1:0\"\n{config}"
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("--config")
+        .arg(&file)
+        .env_clear()
+        .envs(KEYS.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the gateway started on {config}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[tokio::test]
-async fn invalid_adapter_options_fail_the_attempt_with_the_reason() {
+async fn a_typo_in_adapter_options_is_refused_at_start_up_and_on_reload_with_the_reason() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
-    let gw = Gateway::start(&with_options(&a, &b, r#"{ auth = "carrier-pigeon" }"#), KEYS);
-    let reply = post(&gw.chat_url(), &chat("chat")).await;
-    assert_eq!(reply.header("x-switchboard-provider"), "b");
-    assert_eq!(a.hits(), 0);
+    let bad_auth = with_options(&a, &b, r#"{ auth = "carrier-pigeon" }"#);
+    let stderr = refused_start(&bad_auth);
     assert!(
-        gw.logs().contains("invalid openai adapter option auth"),
+        stderr.contains("providers.a.options") && stderr.contains("invalid openai adapter option auth"),
+        "{stderr}"
+    );
+    let typo = with_options(&a, &b, r#"{ max_token_field = "max_completion_tokens" }"#);
+    let stderr = refused_start(&typo);
+    assert!(
+        stderr.contains("providers.a.options") && stderr.contains("unknown field `max_token_field`"),
+        "{stderr}"
+    );
+
+    // On reload the old configuration keeps serving, and says why.
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    gw.rewrite_config(&typo);
+    assert!(
+        gw.wait_for_log("configuration refused", Duration::from_secs(10))
+            .await,
         "{}",
         gw.logs()
+    );
+    let status = get(&format!("{}/admin/config", gw.url), &[]).await.json();
+    let refused = status["refused"].as_str().unwrap();
+    assert!(
+        refused.contains("providers.a.options") && refused.contains("unknown field `max_token_field`"),
+        "{refused}"
+    );
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("x-switchboard-provider"),
+        "a",
+        "the old options serve"
     );
 }
 

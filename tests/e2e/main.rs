@@ -6,6 +6,7 @@ mod bulkheads;
 mod classes;
 mod compat;
 mod connections;
+mod contract;
 mod failover;
 mod gemini;
 mod health;

@@ -7,7 +7,7 @@ use super::Received;
 use super::attempts::{Attempt, Attempts};
 use super::failure::{Answer, Failure};
 use super::hedge::{Hedge, Start, first_success};
-use super::plan::PlannedAttempt;
+use super::plan::{self, PlannedAttempt};
 use crate::config::Config;
 use crate::facts::Facts;
 use crate::gateway::Gateway;
@@ -26,6 +26,15 @@ const OPENAI: &[(&str, &[u8])] = &[(
     include_bytes!(concat!(
         env!("SWITCHBOARD_WASM_DIR"),
         "/switchboard_adapter_openai.wasm"
+    )),
+)];
+
+/// A policy that plans every candidate it is offered, last first.
+const MISBEHAVE: &[(&str, &[u8])] = &[(
+    "misbehave",
+    include_bytes!(concat!(
+        env!("SWITCHBOARD_WASM_DIR"),
+        "/switchboard_test_misbehave.wasm"
     )),
 )];
 
@@ -169,7 +178,7 @@ targets = ["a/m", "b/m"]
     let registry = Arc::new(Registry::new(
         Arc::new(runtime),
         OPENAI,
-        &[],
+        MISBEHAVE,
         table,
         Box::new(|_, _| {}),
     ));
@@ -192,9 +201,17 @@ fn plan(targets: &[usize]) -> Vec<PlannedAttempt> {
 }
 
 fn hedge(gw: &Gateway) -> Option<Hedge> {
+    planned_hedge(gw, HedgeChoice::Route)
+}
+
+/// The hedge when the policy's plan asked for `asked`.
+fn planned_hedge(gw: &Gateway, asked: HedgeChoice) -> Option<Hedge> {
+    Hedge::for_request(gw.route(0), &facts(), asked)
+}
+
+fn facts() -> Facts {
     let body = json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]});
-    let facts = Facts::derive(body.as_object().unwrap(), &http::HeaderMap::new(), 0);
-    Hedge::for_request(gw.route(0), &facts, HedgeChoice::Route)
+    Facts::derive(body.as_object().unwrap(), &http::HeaderMap::new(), 0)
 }
 
 /// A request that arrives now.
@@ -304,6 +321,84 @@ async fn a_hedge_starts_exactly_at_its_delay_and_the_faster_answer_wins() {
     let answer = run(&gw, &plugins, &[0, 1], &script, hedge(&gw)).await;
     assert_eq!(answer, Ok(("b".into(), 300)));
     assert_eq!(script.started(), started(&[("a", 0), ("b", 200)]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plan_may_ask_for_a_hedge_where_the_route_has_none_or_turn_the_routes_off() {
+    let (gw, plugins) = gateway("").await;
+    let script = Script::new(&[("a", vec![Step::Answer(1000)]), ("b", vec![Step::Answer(100)])]);
+    let asked = planned_hedge(&gw, HedgeChoice::After(Duration::from_millis(350)));
+    let answer = run(&gw, &plugins, &[0, 1], &script, asked).await;
+    assert_eq!(answer, Ok(("b".into(), 450)));
+    assert_eq!(script.started(), started(&[("a", 0), ("b", 350)]));
+
+    let (gw, plugins) = gateway("hedge_after_ms = 200").await;
+    assert!(planned_hedge(&gw, HedgeChoice::Never).is_none());
+    let script = Script::new(&[("a", vec![Step::Answer(1000)]), ("b", vec![Step::Answer(100)])]);
+    let answer = run(
+        &gw,
+        &plugins,
+        &[0, 1],
+        &script,
+        planned_hedge(&gw, HedgeChoice::Never),
+    )
+    .await;
+    assert_eq!(answer, Ok(("a".into(), 1000)), "never: no race");
+    assert_eq!(script.started(), started(&[("a", 0)]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plan_cannot_hedge_past_the_routes_cost_cap() {
+    // About 0.01 USD on `b`: 1000 assumed output tokens at $10 per million.
+    let text = "hedge_max_cost_usd = 0.00001";
+    let (gw, _) = build(text, "[providers.b.models.m]\noutput_price = 10.0").await;
+    let asked = HedgeChoice::After(Duration::from_millis(10));
+    assert!(planned_hedge(&gw, asked).is_none());
+    let (gw, _) = build("", "[providers.b.models.m]\noutput_price = 10.0").await;
+    assert!(planned_hedge(&gw, asked).is_some(), "the default cap allows it");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_policy_is_offered_only_targets_that_can_be_tried_now() {
+    let (gw, plugins) = gateway("policy = \"misbehave\"").await;
+    // The misbehaving policy plans whatever it is offered, last first.
+    let planned = plan::plan(&gw, &plugins, gw.route(0), &facts(), Instant::now())
+        .await
+        .unwrap();
+    assert_eq!(targets_of(&planned), [1, 0]);
+    gw.route(0)
+        .target(1)
+        .target
+        .health
+        .rate_limited(Instant::now(), Duration::from_secs(30));
+    let planned = plan::plan(&gw, &plugins, gw.route(0), &facts(), Instant::now())
+        .await
+        .unwrap();
+    assert_eq!(targets_of(&planned), [0], "the cooling target was not offered");
+    gw.route(0)
+        .target(0)
+        .target
+        .health
+        .rate_limited(Instant::now(), Duration::from_secs(10));
+    let started = Instant::now();
+    let error = plan::plan(&gw, &plugins, gw.route(0), &facts(), started)
+        .await
+        .unwrap_err();
+    assert_eq!(error.answer, Answer::RateLimited);
+    assert_eq!(
+        error.retry_after,
+        Some(Duration::from_secs(10)),
+        "the shortest cooldown"
+    );
+    assert_eq!(
+        Instant::now(),
+        started,
+        "beyond max_cooldown_wait_ms: no wait, no policy call"
+    );
+}
+
+fn targets_of(planned: &plan::Planned) -> Vec<usize> {
+    planned.attempts.iter().map(|a| a.target).collect()
 }
 
 #[tokio::test(start_paused = true)]

@@ -2,8 +2,10 @@
 //! 0.2 would be: the tests check that the host still loads and routes with
 //! it next to 0.2 plugins.
 //!
-//! As an adapter it is an OpenAI pass-through that reads usage; as a policy
-//! it plans the candidates in their configured order.
+//! As an adapter it is an OpenAI pass-through that reads usage and says it
+//! cannot translate images (so the host must send image requests to
+//! another target); as a policy it plans the candidates in their
+//! configured order.
 
 wit_bindgen::generate!({
     world: "test:legacy/legacy",
@@ -59,7 +61,7 @@ impl provider::Guest for Legacy {
         AdapterInfo {
             name: "legacy".into(),
             version: "0.1.0".into(),
-            capabilities: Capabilities::all(),
+            capabilities: Capabilities::all() - Capabilities::IMAGES,
         }
     }
 

@@ -4,6 +4,8 @@
 //! `policy_config.mode`; as an adapter, the provider's `options.mode`:
 //!
 //! * `reverse` or no mode (policy): a well-behaved policy that tries targets last-first;
+//! * `excerpt` (policy): configured order when the excerpt of the last user
+//!   message it is shown says "route to a", else last-first;
 //! * `echo` (adapter): a well-behaved OpenAI pass-through;
 //! * `reveal` (adapter): the pass-through, whose error messages repeat every
 //!   header and the body it was given, to show what an adapter can see;
@@ -96,7 +98,13 @@ impl router::Guest for Misbehave {
         }
         let mut order: Vec<u32> = candidates.iter().map(|c| c.index).collect();
         order.sort_unstable();
-        order.reverse();
+        let asked_for_a = facts
+            .last_user_excerpt
+            .as_deref()
+            .is_some_and(|e| e.contains("route to a"));
+        if !(mode == "excerpt" && asked_for_a) {
+            order.reverse();
+        }
         Ok(AttemptPlan {
             attempts: order
                 .into_iter()
