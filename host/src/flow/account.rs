@@ -10,7 +10,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Account a successful attempt: health, latency, tokens and cost.
-pub fn record_success(gw: &Gateway, attempt: &Attempt<'_>, usage: Option<Usage>, ttft: Option<Duration>) {
+/// `answered_by` is the model the provider said answered, when it said.
+pub fn record_success(
+    gw: &Gateway,
+    attempt: &Attempt<'_>,
+    usage: Option<Usage>,
+    answered_by: Option<&str>,
+    ttft: Option<Duration>,
+) {
     let now = Instant::now();
     let latency = now - attempt.started;
     attempt.target.health.record(now, Outcome::Success, latency, ttft);
@@ -57,10 +64,14 @@ pub fn record_success(gw: &Gateway, attempt: &Attempt<'_>, usage: Option<Usage>,
     tracing::info!(
         provider = %provider,
         model = %model,
+        answered_by,
         latency_ms = latency.as_millis() as u64,
         ttft_ms = ttft.map(|t| t.as_millis() as u64),
         prompt_tokens = usage.map(|u| u.prompt_tokens),
         completion_tokens = usage.map(|u| u.completion_tokens),
+        cache_read_tokens = usage.map(|u| u.cache_read_tokens),
+        cache_write_tokens = usage.map(|u| u.cache_write_tokens),
+        reasoning_tokens = usage.map(|u| u.reasoning_tokens),
         "attempt answered"
     );
 }

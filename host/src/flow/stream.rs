@@ -141,7 +141,9 @@ async fn run(
         // Why the answer broke, and whether the break itself rules out
         // going on elsewhere (a content filter mid-stream, say).
         let (broken, stop) = match end {
-            End::Complete => return record_success(gw, &attempt, pump.usage, Some(ttft)),
+            End::Complete => {
+                return record_success(gw, &attempt, pump.usage, pump.model.as_deref(), Some(ttft));
+            }
             End::CallerGone => return attempts.cancelled(attempt),
             End::Cut => {
                 attempts.shut_down(attempt);
@@ -391,6 +393,7 @@ async fn start(
         session,
         redactor: attempt.upstream.redactor().clone(),
         usage: None,
+        model: None,
         eof: false,
         finished: false,
         answer_finished: false,
@@ -433,6 +436,8 @@ struct Pump {
     session: StreamSession,
     redactor: Arc<Redactor>,
     usage: Option<Usage>,
+    /// The model the provider said answered.
+    model: Option<String>,
     eof: bool,
     finished: bool,
     /// A chunk carried a finish reason.
@@ -472,6 +477,9 @@ impl Pump {
                 let decoded = fed.decoded;
                 if decoded.usage.is_some() {
                     self.usage = decoded.usage;
+                }
+                if decoded.model.is_some() {
+                    self.model = decoded.model;
                 }
                 self.finished = decoded.done;
                 self.failed = decoded.error.map(Failure::Provider);

@@ -49,7 +49,7 @@ pub async fn complete(
 ) -> Result<Answered, FlowError> {
     let mut attempts = Attempts::new(false, gw, plugins, route, plan, received);
     let (attempt, completion) = first_success(&mut attempts, request, hedge, WholeAnswer).await?;
-    record_success(gw, &attempt, completion.usage, None);
+    record_success(gw, &attempt, completion.usage, completion.model.as_deref(), None);
     Ok(Answered {
         by: AnsweredBy::of(&attempt, attempts.made()),
         body: completion.body,
