@@ -20,9 +20,13 @@ pub fn record_success(
 ) {
     let now = Instant::now();
     let latency = now - attempt.started;
-    attempt.target.health.record(now, Outcome::Success, latency, ttft);
-    let provider = attempt.provider.name.clone();
-    let model = attempt.target.model.clone();
+    attempt
+        .to
+        .target
+        .health
+        .record(now, Outcome::Success, latency, ttft);
+    let provider = attempt.to.provider.name.clone();
+    let model = attempt.to.target.model.clone();
     let metrics = &gw.metrics;
     attempt.count(metrics, "success");
     let target = TargetLabels {
@@ -40,7 +44,7 @@ pub fn record_success(
             .observe(ttft.as_secs_f64());
     }
     if let Some(usage) = usage {
-        let prices = &attempt.provider.models[&attempt.target.model];
+        let prices = &attempt.to.provider.models[&attempt.to.target.model];
         for (kind, n) in [
             ("prompt", usage.prompt_tokens),
             ("completion", usage.completion_tokens),

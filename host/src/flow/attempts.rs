@@ -7,13 +7,13 @@ use super::Received;
 use super::failure::{Answer, Blame, Failure, FlowError, Next};
 use super::plan::PlannedAttempt;
 use crate::config::{Model, Provider};
-use crate::gateway::{Gateway, RouteRef, RouteTarget};
+use crate::gateway::{Gateway, RouteRef, RouteTarget, TargetRef};
 use crate::health::InFlight;
 use crate::metrics::{AttemptLabels, PluginLabels, RouteOutcomeLabels};
 use crate::plugin::types::CircuitState;
 use crate::plugin::types::{ErrorClass, InboundResponse, RequestContext, Target};
 use crate::plugin::{AdapterPlugin, PluginSet, Unavailable};
-use crate::upstream::{TransportError, Upstream};
+use crate::upstream::TransportError;
 use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -29,10 +29,8 @@ const BACKOFF_BASE: Duration = Duration::from_millis(100);
 
 /// One attempt in progress.
 pub struct Attempt<'g> {
-    pub index: usize,
-    pub target: &'g RouteTarget,
-    pub provider: &'g Provider,
-    pub upstream: &'g Upstream,
+    /// The target, with its provider, model, upstream client and health.
+    pub to: TargetRef<'g>,
     pub adapter: Arc<AdapterPlugin>,
     pub adapter_target: Target,
     /// The request's id, time and format, as the adapter sees them.
@@ -180,10 +178,7 @@ impl<'g> Attempts<'g> {
             };
             let timeout = planned.timeout.unwrap_or(default);
             return Some(Attempt {
-                index: planned.target,
-                target,
-                provider,
-                upstream: resolved.upstream,
+                to: resolved,
                 adapter: adapter.clone(),
                 adapter_target: Target {
                     provider: provider.name.clone(),
@@ -204,6 +199,7 @@ impl<'g> Attempts<'g> {
         let now = Instant::now();
         let verdict = failure.verdict();
         attempt
+            .to
             .target
             .health
             .record(now, verdict.health, now - attempt.started, None);
@@ -213,7 +209,7 @@ impl<'g> Attempts<'g> {
             let wait = e
                 .retry_after_ms
                 .map_or(DEFAULT_RATE_LIMIT_COOLDOWN, Duration::from_millis);
-            attempt.target.health.rate_limited(now, wait);
+            attempt.to.target.health.rate_limited(now, wait);
         }
         if let Failure::Plugin(e) = &failure {
             self.gw
@@ -229,8 +225,8 @@ impl<'g> Attempts<'g> {
         attempt.count(&self.gw.metrics, label);
         tracing::warn!(
             route = %self.route.name(),
-            provider = %attempt.provider.name,
-            model = %attempt.target.model,
+            provider = %attempt.to.provider.name,
+            model = %attempt.to.target.model,
             attempt = self.made,
             outcome = label,
             reason = %failure.summary(),
@@ -239,7 +235,7 @@ impl<'g> Attempts<'g> {
         match verdict.next {
             Next::NextAttempt => {}
             // A silent target is not asked again; the next one is.
-            Next::NotThisTarget => self.skip.push(attempt.index),
+            Next::NotThisTarget => self.skip.push(attempt.to.index),
             Next::LargerWindow => {
                 let window = attempt.model().context_window;
                 // Only a target the loop would still try counts.
@@ -257,7 +253,7 @@ impl<'g> Attempts<'g> {
             }
             Next::Stop => return Some(self.stop(&attempt, &failure, verdict.answer)),
         }
-        self.note(attempt.provider, attempt.target, failure);
+        self.note(attempt.to.provider, attempt.to.target, failure);
         None
     }
 
@@ -268,7 +264,10 @@ impl<'g> Attempts<'g> {
             Failure::Provider(e) => e.message.clone(),
             other => other.summary(),
         };
-        let message = format!("{said} ({}/{})", attempt.provider.name, attempt.target.model);
+        let message = format!(
+            "{said} ({}/{})",
+            attempt.to.provider.name, attempt.to.target.model
+        );
         FlowError::new(answer, message)
     }
 
@@ -296,19 +295,19 @@ impl<'g> Attempts<'g> {
     /// already had: dropped, not the target's fault, not billed.
     pub fn diverged(&mut self, attempt: Attempt<'g>) {
         attempt.count(&self.gw.metrics, "diverged");
-        tracing::info!(provider = %attempt.provider.name, model = %attempt.target.model, "continuation diverged from the delivered answer; dropped");
+        tracing::info!(provider = %attempt.to.provider.name, model = %attempt.to.target.model, "continuation diverged from the delivered answer; dropped");
     }
 
     /// The caller went away mid-answer: not the target's fault, not billed.
     pub fn cancelled(&mut self, attempt: Attempt<'g>) {
         attempt.count(&self.gw.metrics, "cancelled");
-        tracing::info!(provider = %attempt.provider.name, model = %attempt.target.model, "caller went away; upstream stream dropped");
+        tracing::info!(provider = %attempt.to.provider.name, model = %attempt.to.target.model, "caller went away; upstream stream dropped");
     }
 
     /// The server's shutdown grace period ended mid-stream: not billed.
     pub fn shut_down(&mut self, attempt: Attempt<'g>) {
         attempt.count(&self.gw.metrics, "shutdown");
-        tracing::warn!(provider = %attempt.provider.name, model = %attempt.target.model, "stream ended by shutdown");
+        tracing::warn!(provider = %attempt.to.provider.name, model = %attempt.to.target.model, "stream ended by shutdown");
     }
 
     fn note(&mut self, provider: &Provider, target: &RouteTarget, failure: Failure) {
@@ -378,19 +377,22 @@ pub fn canonical(request: &mut Map<String, Value>, model: &str) -> Vec<u8> {
 impl Attempt<'_> {
     /// The target model's settings (prices, context window, capabilities).
     pub fn model(&self) -> &Model {
-        &self.provider.models[&self.target.model]
+        self.to.model
     }
 
     /// Build the provider request with the adapter and send it; resolves
     /// with the response head.
     pub async fn send(&self, request: &mut Map<String, Value>) -> Result<http::Response<Incoming>, Failure> {
-        let body = canonical(request, &self.target.model);
+        let body = canonical(request, &self.to.target.model);
         let outbound = self
             .adapter
             .build_request(body, &self.adapter_target, &self.context)
             .await
             .map_err(Failure::Plugin)?;
-        let sent = self.upstream.send(&outbound, self.provider.credential.as_ref());
+        let sent = self
+            .to
+            .upstream
+            .send(&outbound, self.to.provider.credential.as_ref());
         match tokio::time::timeout_at(self.deadline, sent).await {
             Err(_) => Err(Failure::Transport(TransportError::Timeout)),
             Ok(response) => response.map_err(Failure::Transport),
@@ -401,13 +403,14 @@ impl Attempt<'_> {
     pub async fn read(&self, response: http::Response<Incoming>) -> Result<InboundResponse, Failure> {
         let (parts, body) = response.into_parts();
         let bytes = self
+            .to
             .upstream
             .read_body(body, self.deadline)
             .await
             .map_err(Failure::Transport)?;
         Ok(InboundResponse {
             status: parts.status.as_u16(),
-            headers: self.upstream.header_pairs(&parts.headers),
+            headers: self.to.upstream.header_pairs(&parts.headers),
             body: bytes.to_vec(),
         })
     }
@@ -424,8 +427,8 @@ impl Attempt<'_> {
         metrics
             .attempts
             .get_or_create(&AttemptLabels {
-                provider: self.provider.name.clone(),
-                model: self.target.model.clone(),
+                provider: self.to.provider.name.clone(),
+                model: self.to.target.model.clone(),
                 outcome: outcome.to_string(),
             })
             .inc();

@@ -57,7 +57,7 @@ impl Hedge {
 
     /// How long to wait for `attempt` before hedging it.
     fn delay(&self, attempt: &Attempt<'_>) -> Duration {
-        let health = &attempt.target.health;
+        let health = &attempt.to.target.health;
         let observed = match (self.observed, self.streaming) {
             (false, _) => None,
             (true, true) => health.ttft_p95(),
@@ -149,8 +149,8 @@ async fn race<'g, S: Start>(
         return Raced::First(first.await, None);
     };
     tracing::info!(
-        provider = %hedge.provider.name,
-        model = %hedge.target.model,
+        provider = %hedge.to.provider.name,
+        model = %hedge.to.target.model,
         delay_ms = delay.as_millis() as u64,
         "hedging a silent first attempt"
     );

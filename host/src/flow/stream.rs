@@ -136,8 +136,11 @@ async fn run(
     };
     let mut batch = Ok(Batch::Chunks(first));
     loop {
-        let end = relay.run(&mut *pump, batch, attempt.provider.idle_timeout).await;
-        let source = |attempt: &Attempt<'_>| format!("{}/{}", attempt.provider.name, attempt.target.model);
+        let end = relay
+            .run(&mut *pump, batch, attempt.to.provider.idle_timeout)
+            .await;
+        let source =
+            |attempt: &Attempt<'_>| format!("{}/{}", attempt.to.provider.name, attempt.to.target.model);
         // Why the answer broke, and whether the break itself rules out
         // going on elsewhere (a content filter mid-stream, say).
         let (broken, stop) = match end {
@@ -334,13 +337,13 @@ async fn resume<'g>(
         return Err(why.into());
     }
     while let Some(attempt) = attempts.next().await {
-        let model = &attempt.provider.models[&attempt.target.model];
+        let model = &attempt.to.provider.models[&attempt.to.target.model];
         let strategy = if model.capabilities.contains(&Capability::Prefill) {
             Strategy::Prefill
         } else {
             Strategy::Regenerate
         };
-        tracing::info!(provider = %attempt.provider.name, model = %attempt.target.model, ?strategy, "continuing a broken stream");
+        tracing::info!(provider = %attempt.to.provider.name, model = %attempt.to.target.model, ?strategy, "continuing a broken stream");
         let (mut continuation, splice) = delivered.continuation(request, strategy);
         match first_chunk(&attempt, &mut continuation, include_usage).await {
             Ok((pump, first)) => return Ok(((attempt, pump, first), splice)),
@@ -391,7 +394,7 @@ async fn start(
         pending: Vec::new(),
         failed: None,
         session,
-        redactor: attempt.upstream.redactor().clone(),
+        redactor: attempt.to.upstream.redactor().clone(),
         usage: None,
         model: None,
         eof: false,

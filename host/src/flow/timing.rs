@@ -95,7 +95,7 @@ impl Start for Script {
         attempt: &'a Attempt<'_>,
         _request: &'a mut Map<String, Value>,
     ) -> impl Future<Output = Result<Self::Answer, Failure>> + Send + 'a {
-        let provider = attempt.provider.name.clone();
+        let provider = attempt.to.provider.name.clone();
         self.started.lock().unwrap().push((provider.clone(), self.ms()));
         let step = self
             .steps

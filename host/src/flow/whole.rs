@@ -24,8 +24,8 @@ pub struct AnsweredBy {
 impl AnsweredBy {
     pub fn of(attempt: &Attempt<'_>, attempts: u32) -> AnsweredBy {
         AnsweredBy {
-            provider: attempt.provider.name.clone(),
-            model: attempt.target.model.clone(),
+            provider: attempt.to.provider.name.clone(),
+            model: attempt.to.target.model.clone(),
             attempts,
         }
     }
