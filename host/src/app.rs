@@ -5,6 +5,7 @@
 use crate::config::PluginsConfig;
 use crate::config::{Config, Endpoint};
 use crate::gateway::{Gateway, GatewayError};
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::plugin::{
     CallLimits, LimitTable, PluginKind, PluginRuntime, Registry, SandboxLimits, watch_folders,
@@ -15,6 +16,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long the ledger gets to write its last records at exit.
+const LEDGER_FLUSH: Duration = Duration::from_secs(5);
 
 mod bundled {
     include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
@@ -36,6 +40,8 @@ pub enum StartError {
     Gateway(#[from] GatewayError),
     #[error("{0}")]
     Watch(String),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::OpenError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -106,7 +112,22 @@ pub async fn run(
     if config.keys.is_empty() && !listen.ip().is_loopback() && !config.server.open_access {
         tracing::warn!(%listen, "no [[gateway_keys]]: the API is open to anyone who can reach this address (set [server] open_access = true to say that is intended)");
     }
-    let gw = Gateway::new(config, registry.clone(), metrics, simulator_url.as_deref(), None)?;
+    let ledger = match &config.ledger {
+        Some(settings) => {
+            let ledger = Ledger::open(settings.clone(), metrics.clone())?;
+            tracing::info!(path = %settings.path.display(), "ledger open");
+            ledger
+        }
+        None => Ledger::off(),
+    };
+    let gw = Gateway::new(
+        config,
+        registry.clone(),
+        metrics,
+        ledger.clone(),
+        simulator_url.as_deref(),
+        None,
+    )?;
     gw.check_plugins().await?;
     let config_file = gw.config.file.clone();
     let routes = gw.config.routes.len();
@@ -139,6 +160,13 @@ pub async fn run(
         server::Lifecycle::default(),
     )
     .await;
+    // What the last requests left is written before the process exits.
+    let flushed = tokio::task::spawn_blocking(move || ledger.flush(LEDGER_FLUSH))
+        .await
+        .unwrap_or(false);
+    if !flushed {
+        tracing::warn!("the ledger did not finish writing before exit");
+    }
     Ok(())
 }
 

@@ -31,6 +31,19 @@ struct RawConfig {
     providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     routes: BTreeMap<String, RawRoute>,
+    ledger: Option<RawLedger>,
+}
+
+/// `[ledger]`: the request ledger (off when the section is absent).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    /// The SQLite file, relative to the config file.
+    path: PathBuf,
+    #[serde(default = "defaults::retention_days")]
+    retention_days: u32,
+    #[serde(default = "defaults::ledger_queue")]
+    queue_capacity: usize,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -276,6 +289,12 @@ struct RawModel {
     input_price: f64,
     #[serde(default)]
     output_price: f64,
+    cached_input_price: Option<f64>,
+    cache_write_price: Option<f64>,
+    cache_write_hour_price: Option<f64>,
+    reasoning_price: Option<f64>,
+    #[serde(default)]
+    tiers: Vec<crate::cost::RawTier>,
     #[serde(default = "defaults::context_window")]
     context_window: u32,
     #[serde(default = "defaults::capabilities")]
@@ -310,6 +329,12 @@ struct RawRoute {
 }
 
 mod defaults {
+    pub fn retention_days() -> u32 {
+        90
+    }
+    pub fn ledger_queue() -> usize {
+        65_536
+    }
     pub fn connect_timeout_ms() -> u64 {
         5_000
     }
@@ -424,8 +449,11 @@ pub struct Provider {
 
 #[derive(Debug, Clone)]
 pub struct Model {
+    /// Base USD per million input and output tokens (what policies see).
     pub input_price: f64,
     pub output_price: f64,
+    /// Every price, tiers included, for the cost of an answer.
+    pub prices: crate::cost::Prices,
     pub context_window: u32,
     pub capabilities: Vec<Capability>,
 }
@@ -470,6 +498,8 @@ pub struct Config {
     pub route_names: HashMap<String, usize>,
     /// [`text_hash`] of the text this was parsed from.
     pub text_hash: u64,
+    /// The request ledger, when configured.
+    pub ledger: Option<crate::ledger::LedgerSettings>,
 }
 
 /// A hash of a config file's text, to tell a changed file from a re-save.
@@ -643,18 +673,23 @@ impl Config {
                 .models
                 .into_iter()
                 .map(|(model, m)| {
+                    let rates = crate::cost::RawRates {
+                        input_price: Some(m.input_price),
+                        output_price: Some(m.output_price),
+                        cached_input_price: m.cached_input_price,
+                        cache_write_price: m.cache_write_price,
+                        cache_write_hour_price: m.cache_write_hour_price,
+                        reasoning_price: m.reasoning_price,
+                    };
+                    let prices = crate::cost::Prices::from_raw(&rates, &m.tiers)
+                        .map_err(|e| fail(&at(&format!("models.{model}")), e))?;
                     let m = Model {
                         input_price: m.input_price,
                         output_price: m.output_price,
+                        prices,
                         context_window: m.context_window,
                         capabilities: m.capabilities,
                     };
-                    if m.input_price < 0.0 || m.output_price < 0.0 {
-                        return Err(fail(
-                            &at(&format!("models.{model}")),
-                            "prices may not be negative".into(),
-                        ));
-                    }
                     Ok((model, m))
                 })
                 .collect::<Result<_, _>>()?;
@@ -750,7 +785,22 @@ impl Config {
                 }
             }
         }
+        let ledger = match raw.ledger {
+            None => None,
+            Some(l) if l.retention_days == 0 || l.queue_capacity == 0 => {
+                return Err(fail(
+                    "ledger",
+                    "retention_days and queue_capacity must be above 0".into(),
+                ));
+            }
+            Some(l) => Some(crate::ledger::LedgerSettings {
+                path: base.join(l.path),
+                retention: Duration::from_secs(l.retention_days as u64 * 86_400),
+                queue: l.queue_capacity,
+            }),
+        };
         Ok(Config {
+            ledger,
             text_hash: text_hash(text),
             file: file.to_path_buf(),
             server: raw.server,

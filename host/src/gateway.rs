@@ -4,6 +4,7 @@
 
 use crate::config::{Config, Endpoint, Model, Provider, Route};
 use crate::health::{CircuitSettings, TargetHealth};
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::plugin::{PluginError, Registry, Unavailable};
 use crate::redact::Redactor;
@@ -73,6 +74,8 @@ pub struct Gateway {
     pub config: Config,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
+    /// The request ledger (the same writer across reloads).
+    pub ledger: Ledger,
     /// Index-aligned with `config.providers`.
     pub upstreams: Vec<Upstream>,
     /// Index-aligned with `config.routes`.
@@ -88,6 +91,7 @@ impl Gateway {
         config: Config,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
+        ledger: Ledger,
         simulator_url: Option<&str>,
         previous: Option<&Gateway>,
     ) -> Result<Gateway, GatewayError> {
@@ -148,6 +152,7 @@ impl Gateway {
             config,
             registry,
             metrics,
+            ledger,
             upstreams,
             routes,
             health,

@@ -4,11 +4,13 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod cost;
 pub mod facts;
 pub mod flow;
 pub mod fswatch;
 pub mod gateway;
 pub mod health;
+pub mod ledger;
 pub mod lifecycle;
 pub mod metrics;
 pub mod plugin;

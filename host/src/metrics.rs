@@ -63,8 +63,19 @@ pub struct ReloadLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Ledger records waiting for the writer.
+    pub ledger_queue: Gauge,
+    /// Ledger records written.
+    pub ledger_written: Counter,
+    /// Ledger records lost, by why (`queue_full`, `write_failed`).
+    pub ledger_dropped: Family<ReasonLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub attempts: Family<AttemptLabels, Counter>,
     pub attempt_seconds: Family<TargetLabels, Histogram>,
@@ -124,6 +135,24 @@ impl Default for Metrics {
         let plugin_memory = Gauge::default();
         let plugin_memory_peak = Gauge::default();
         let plugins_quarantined = Gauge::default();
+        let ledger_queue = Gauge::default();
+        let ledger_written = Counter::default();
+        let ledger_dropped = Family::default();
+        registry.register(
+            "ledger_queue_depth",
+            "Ledger records waiting for the writer",
+            ledger_queue.clone(),
+        );
+        registry.register(
+            "ledger_records_written",
+            "Ledger records written to the database",
+            ledger_written.clone(),
+        );
+        registry.register(
+            "ledger_records_dropped",
+            "Ledger records lost, by reason (queue_full, write_failed)",
+            ledger_dropped.clone(),
+        );
         registry.register(
             "requests",
             "Client requests by route and HTTP status",
@@ -146,7 +175,7 @@ impl Default for Metrics {
         );
         registry.register(
             "tokens",
-            "Tokens billed by target and kind (prompt, completion, cached)",
+            "Tokens billed by target and kind (prompt, completion, and their parts cached, cache_write, reasoning)",
             tokens.clone(),
         );
         registry.register(
@@ -226,6 +255,9 @@ impl Default for Metrics {
         );
         Metrics {
             registry,
+            ledger_queue,
+            ledger_written,
+            ledger_dropped,
             requests,
             attempts,
             attempt_seconds,

@@ -139,6 +139,7 @@ impl Live {
             config,
             old.registry.clone(),
             old.metrics.clone(),
+            old.ledger.clone(),
             self.simulator_url.as_deref(),
             Some(old),
         )?;
@@ -208,6 +209,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         ),
         ("server.watch_config", a.watch_config != b.watch_config),
         ("server.max_connections", a.max_connections != b.max_connections),
+        ("ledger", old.ledger != new.ledger),
         ("plugins.adapter_dir", p.adapter_dir != q.adapter_dir),
         ("plugins.policy_dir", p.policy_dir != q.policy_dir),
         ("plugins.watch", p.watch != q.watch),

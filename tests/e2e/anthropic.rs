@@ -192,7 +192,10 @@ async fn answers_with_text_tool_calls_thinking_and_cached_usage() {
     let body = reply.completion();
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], "claude-sonnet-4-5-20250929");
-    assert_eq!(body["id"], "chatcmpl-trace-42", "the request's id");
+    assert_eq!(reply.header("x-request-id"), "trace-42", "the caller's id, back");
+    let ours = reply.header("x-switchboard-request-id");
+    assert_eq!(ours.len(), 32, "the gateway's own id: {ours}");
+    assert_eq!(body["id"], format!("chatcmpl-{ours}"), "the answer's id is the request's");
     assert_recent(&body["created"]);
     let choice = &body["choices"][0];
     assert_eq!(choice["finish_reason"], "tool_calls");
@@ -357,7 +360,7 @@ async fn streams_text_incremental_tool_arguments_finish_and_usage() {
             .iter()
             .all(|c| c["object"] == "chat.completion.chunk" && c["model"] == "claude-sonnet-4-5-20250929")
     );
-    let id = format!("chatcmpl-{}", reply.header("x-request-id"));
+    let id = format!("chatcmpl-{}", reply.header("x-switchboard-request-id"));
     assert!(
         chunks.iter().all(|c| c["id"] == id.as_str()),
         "every chunk has the request's id"

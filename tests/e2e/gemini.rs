@@ -204,7 +204,7 @@ async fn answers_with_text_tool_calls_and_usage_including_cached_and_thought_tok
     let reply = post(&gw.chat_url(), &chat("chat")).await;
     let body = reply.completion();
     assert_eq!(body["model"], "gemini-2.5-flash-001");
-    assert_eq!(body["id"], format!("chatcmpl-{}", reply.header("x-request-id")));
+    assert_eq!(body["id"], format!("chatcmpl-{}", reply.header("x-switchboard-request-id")));
     crate::anthropic::assert_recent(&body["created"]);
     let choice = &body["choices"][0];
     assert_eq!(

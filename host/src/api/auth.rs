@@ -15,6 +15,11 @@ impl Caller<'_> {
         self.key.map_or("anonymous", |k| &k.name)
     }
 
+    /// The key's name; none with open access.
+    pub fn key_name(&self) -> Option<&str> {
+        self.key.map(|k| k.name.as_str())
+    }
+
     pub fn may_use(&self, route: &Route) -> Result<(), ApiError> {
         match self.key.and_then(|k| k.models.as_ref()) {
             Some(models)

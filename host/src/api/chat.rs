@@ -1,13 +1,14 @@
 //! `POST /v1/chat/completions`: the hot path, bytes in to bytes out.
 
 use super::auth;
-use super::{ApiError, Body, RequestId, full};
+use super::{ApiError, Body, RequestIds, full};
 use crate::facts::Facts;
 use crate::flow::hedge::Hedge;
 use crate::flow::stream::{StreamEvent, Streaming};
 use crate::flow::whole::AnsweredBy;
 use crate::flow::{Received, plan, stream, whole};
 use crate::gateway::Gateway;
+use crate::ledger::{self, Trail};
 use crate::lifecycle::Lifecycle;
 use crate::plugin::types::{ApiFormat, RequestContext};
 use bytes::Bytes;
@@ -23,11 +24,29 @@ use tokio::time::Instant;
 pub async fn handle(
     gw: &Arc<Gateway>,
     lifecycle: &Lifecycle,
-    request: http::Request<Incoming>,
+    mut request: http::Request<Incoming>,
 ) -> (Option<usize>, Result<http::Response<Body>, ApiError>) {
     let started = Instant::now();
+    let ids = request
+        .extensions_mut()
+        .remove::<RequestIds>()
+        .unwrap_or_else(|| RequestIds::new(None));
+    let trail = Trail::begin(
+        gw.ledger.clone(),
+        ids.gateway.clone(),
+        ids.caller,
+        ledger::unix_ms(std::time::SystemTime::now()),
+        started,
+    );
     let mut route = None;
-    let result = serve(gw, lifecycle, request, started, &mut route).await;
+    let result = serve(gw, lifecycle, request, &ids.gateway, &trail, started, &mut route).await;
+    match &result {
+        Ok(response) => trail.status(response.status().as_u16(), None),
+        Err(error) => trail.status(
+            error.status.as_u16(),
+            Some(error.code.unwrap_or(error.kind).to_string()),
+        ),
+    }
     (route, result)
 }
 
@@ -42,15 +61,14 @@ async fn serve(
     gw: &Arc<Gateway>,
     lifecycle: &Lifecycle,
     request: http::Request<Incoming>,
+    id: &str,
+    trail: &Trail,
     started: Instant,
     resolved: &mut Option<usize>,
 ) -> Result<http::Response<Body>, ApiError> {
     let caller = auth::authenticate(&gw.config.keys, request.headers())?;
-    let (mut parts, body) = request.into_parts();
-    let request_id = parts
-        .extensions
-        .remove::<RequestId>()
-        .expect("dispatch stamps every request with its id");
+    trail.note(|r| r.key = caller.key_name().map(str::to_string));
+    let (parts, body) = request.into_parts();
     let server = &gw.config.server;
     let body_timeout = Duration::from_millis(server.body_read_timeout_ms);
     let bytes = tokio::time::timeout(
@@ -65,20 +83,37 @@ async fn serve(
         .route_named(model)
         .ok_or_else(|| ApiError::unknown_model(model))?;
     *resolved = Some(route.index);
+    trail.note(|r| r.route = Some(route.name().to_string()));
     caller.may_use(route.config)?;
 
     let facts = Facts::derive(&body, &parts.headers, route.config.facts_excerpt_chars);
+    trail.note(|r| {
+        r.stream = facts.stream;
+        r.tags = facts.tags.clone();
+    });
     let received = Received {
         context: Arc::new(RequestContext {
-            id: request_id.0,
+            id: id.to_string(),
             created: unix_seconds(),
             format: ApiFormat::OpenAiChat,
         }),
         started,
+        trail: trail.clone(),
+        prompt_estimate: facts.estimated_prompt_tokens,
     };
     // Requests finish on the plugin versions they started with.
     let plugins = gw.registry.snapshot();
     let planned = plan::plan(gw, &plugins, route, &facts, started).await?;
+    trail.note(|r| {
+        r.plan = planned
+            .attempts
+            .iter()
+            .map(|a| {
+                let t = route.target(a.target);
+                format!("{}/{}", t.provider.name, t.target.model)
+            })
+            .collect();
+    });
     let hedge = Hedge::for_request(route, &facts, planned.hedge);
     if facts.stream {
         let request = stream::StreamRequest {
@@ -97,6 +132,7 @@ async fn serve(
             whole::complete(gw, &plugins, route, planned.attempts, &mut body, hedge, &received).await?;
         Ok(with_answered_by(http::Response::builder(), &answered.by)
             .header(http::header::CONTENT_TYPE, "application/json")
+            .header("x-switchboard-cost-usd", format!("{:.8}", answered.cost_usd))
             .body(full(answered.body))
             .expect("valid response"))
     }

@@ -16,11 +16,24 @@ pub use error::ApiError;
 /// Every response body the gateway sends.
 pub type Body = BoxBody<Bytes, Infallible>;
 
-/// The id a request is answered with (`x-request-id`): the caller's, when
-/// it sent a usable one, else a fresh one. The server stamps it into every
-/// request's extensions.
+/// A request's ids, stamped into its extensions by the server: the
+/// gateway's own, unique and time-ordered (`x-switchboard-request-id`),
+/// and the caller's `x-request-id` when it sent a usable one.
 #[derive(Clone, Debug)]
-pub struct RequestId(pub String);
+pub struct RequestIds {
+    pub gateway: String,
+    pub caller: Option<String>,
+}
+
+impl RequestIds {
+    /// A fresh gateway id for a request that carried `caller`.
+    pub fn new(caller: Option<String>) -> RequestIds {
+        RequestIds {
+            gateway: uuid::Uuid::now_v7().simple().to_string(),
+            caller,
+        }
+    }
+}
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()

@@ -61,9 +61,10 @@ pub fn record_success(
                 })
                 .inc_by(n as u64);
         }
-        let cost = usage.prompt_tokens as f64 * prices.input_price / 1e6
-            + usage.completion_tokens as f64 * prices.output_price / 1e6;
-        metrics.cost_usd.get_or_create(&target).inc_by(cost);
+        metrics
+            .cost_usd
+            .get_or_create(&target)
+            .inc_by(prices.prices.cost(&usage));
     }
     tracing::info!(
         provider = %provider,

@@ -4,14 +4,16 @@
 //! (build and send, read, classify).
 
 use super::Received;
+use super::account::record_success;
 use super::failure::{Answer, Blame, Failure, FlowError, Next};
 use super::plan::PlannedAttempt;
 use crate::config::{Model, Provider};
 use crate::gateway::{Gateway, RouteRef, RouteTarget, TargetRef};
 use crate::health::InFlight;
+use crate::ledger::{AttemptRecord, Trail};
 use crate::metrics::{AttemptLabels, PluginLabels, RouteOutcomeLabels};
 use crate::plugin::types::CircuitState;
-use crate::plugin::types::{ErrorClass, InboundResponse, RequestContext, Target};
+use crate::plugin::types::{ErrorClass, InboundResponse, ProviderError, RequestContext, Target, Usage};
 use crate::plugin::{AdapterPlugin, PluginSet, Unavailable};
 use crate::upstream::TransportError;
 use hyper::body::Incoming;
@@ -44,6 +46,11 @@ pub struct Attempt<'g> {
 /// The attempts of one request.
 pub struct Attempts<'g> {
     context: Arc<RequestContext>,
+    /// The request's record in the making.
+    trail: Trail,
+    /// The prompt estimate, for the cost of an attempt that consumed tokens
+    /// without reporting them.
+    prompt_estimate: u32,
     streaming: bool,
     gw: &'g Gateway,
     plugins: &'g PluginSet,
@@ -76,6 +83,8 @@ impl<'g> Attempts<'g> {
     ) -> Self {
         Attempts {
             context: received.context.clone(),
+            trail: received.trail.clone(),
+            prompt_estimate: received.prompt_estimate,
             streaming,
             gw,
             plugins,
@@ -223,6 +232,12 @@ impl<'g> Attempts<'g> {
         }
         let label = verdict.label;
         attempt.count(&self.gw.metrics, label);
+        let status = match &failure {
+            Failure::Provider(e) => e.http_status,
+            _ => None,
+        };
+        self.trail
+            .attempt(attempt.record(label, status, None, consumed(&failure), self.prompt_estimate));
         tracing::warn!(
             route = %self.route.name(),
             provider = %attempt.to.provider.name,
@@ -295,19 +310,46 @@ impl<'g> Attempts<'g> {
     /// already had: dropped, not the target's fault, not billed.
     pub fn diverged(&mut self, attempt: Attempt<'g>) {
         attempt.count(&self.gw.metrics, "diverged");
+        self.consumed(&attempt, "diverged");
         tracing::info!(provider = %attempt.to.provider.name, model = %attempt.to.target.model, "continuation diverged from the delivered answer; dropped");
     }
 
     /// The caller went away mid-answer: not the target's fault, not billed.
     pub fn cancelled(&mut self, attempt: Attempt<'g>) {
         attempt.count(&self.gw.metrics, "cancelled");
+        self.consumed(&attempt, "cancelled");
         tracing::info!(provider = %attempt.to.provider.name, model = %attempt.to.target.model, "caller went away; upstream stream dropped");
     }
 
     /// The server's shutdown grace period ended mid-stream: not billed.
     pub fn shut_down(&mut self, attempt: Attempt<'g>) {
         attempt.count(&self.gw.metrics, "shutdown");
+        self.consumed(&attempt, "shutdown");
         tracing::warn!(provider = %attempt.to.provider.name, model = %attempt.to.target.model, "stream ended by shutdown");
+    }
+
+    /// An attempt that ended without an answer but, having reached the
+    /// provider, consumed tokens.
+    fn consumed(&self, attempt: &Attempt<'g>, outcome: &str) {
+        let record = attempt.record(outcome, Some(200), None, true, self.prompt_estimate);
+        self.trail.attempt(record);
+    }
+
+    /// The attempt that answered: its health, metrics and log line, and the
+    /// request's record. Returns what it cost (what the caller is charged).
+    pub fn succeeded(
+        &self,
+        attempt: &Attempt<'g>,
+        usage: Option<Usage>,
+        answered_model: Option<String>,
+        ttft: Option<Duration>,
+    ) -> f64 {
+        record_success(self.gw, attempt, usage, answered_model.as_deref(), ttft);
+        let mut record = attempt.record("success", Some(200), usage, true, self.prompt_estimate);
+        record.ttft_ms = ttft.map(|t| t.as_millis() as u64);
+        let cost = record.cost_usd;
+        self.trail.answered(record, answered_model);
+        cost
     }
 
     fn note(&mut self, provider: &Provider, target: &RouteTarget, failure: Failure) {
@@ -358,6 +400,21 @@ impl<'g> Attempts<'g> {
             message,
             retry_after,
         }
+    }
+}
+
+/// Whether a failed attempt made the provider spend tokens: it got the
+/// request and did not refuse it (a timeout after sending, a stream that
+/// broke, an answer we could not read).
+fn consumed(failure: &Failure) -> bool {
+    match failure {
+        Failure::Transport(TransportError::Timeout) | Failure::Stream(_) | Failure::Malformed(_) => true,
+        Failure::Provider(_)
+        | Failure::Transport(_)
+        | Failure::Plugin(_)
+        | Failure::AdapterUnavailable(..)
+        | Failure::CoolingDown(_)
+        | Failure::CircuitOpen => false,
     }
 }
 
@@ -418,8 +475,47 @@ impl Attempt<'_> {
     /// The adapter's verdict on a failed response.
     pub async fn classify(&self, inbound: &InboundResponse) -> Failure {
         match self.adapter.classify_error(inbound, &self.adapter_target).await {
-            Ok(error) => Failure::Provider(error),
+            Ok(error) => Failure::Provider(ProviderError {
+                http_status: Some(inbound.status),
+                ..error
+            }),
             Err(error) => Failure::Plugin(error),
+        }
+    }
+
+    /// The ledger's record of this attempt. Its cost is from `usage`, or,
+    /// when it `consumed` tokens without reporting them, estimated from the
+    /// prompt (the output it may have produced is not known).
+    pub fn record(
+        &self,
+        outcome: &str,
+        http_status: Option<u16>,
+        usage: Option<Usage>,
+        consumed: bool,
+        prompt_estimate: u32,
+    ) -> AttemptRecord {
+        let prices = &self.to.model.prices;
+        let (cost_usd, estimated) = match usage {
+            Some(usage) => (prices.cost(&usage), false),
+            None if consumed => {
+                let guess = Usage {
+                    prompt_tokens: prompt_estimate,
+                    ..Usage::default()
+                };
+                (prices.cost(&guess), true)
+            }
+            None => (0.0, false),
+        };
+        AttemptRecord {
+            provider: self.to.provider.name.clone(),
+            model: self.to.target.model.clone(),
+            outcome: outcome.to_string(),
+            http_status,
+            latency_ms: self.started.elapsed().as_millis() as u64,
+            ttft_ms: None,
+            usage,
+            cost_usd,
+            estimated,
         }
     }
 

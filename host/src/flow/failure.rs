@@ -221,6 +221,7 @@ mod tests {
             class,
             message: "said no".into(),
             retry_after_ms: None,
+            http_status: None,
         })
     }
 
@@ -323,6 +324,7 @@ mod tests {
             class: ErrorClass::Auth,
             message: "Incorrect API key provided: sk-live".into(),
             retry_after_ms: None,
+            http_status: None,
         });
         assert!(!failure.summary().contains("sk-live"));
         assert_eq!(

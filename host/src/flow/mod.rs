@@ -8,6 +8,7 @@
 //! [`stream::Streaming`], [`failure::FlowError`]); only `api/` turns them
 //! into HTTP statuses, bodies and headers.
 
+use crate::ledger::Trail;
 use crate::plugin::types::RequestContext;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -30,4 +31,8 @@ mod timing;
 pub struct Received {
     pub context: Arc<RequestContext>,
     pub started: Instant,
+    /// The request's record in the making.
+    pub trail: Trail,
+    /// Estimated prompt tokens (for the cost of attempts that report none).
+    pub prompt_estimate: u32,
 }

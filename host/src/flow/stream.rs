@@ -5,7 +5,6 @@
 //! next target can carry the answer on (see [`super::resume`]).
 
 use super::Received;
-use super::account::record_success;
 use super::attempts::{Attempt, Attempts};
 use super::failure::{Answer, Failure, FlowError, StreamFailure};
 use super::hedge::{Hedge, Start, first_success};
@@ -13,6 +12,7 @@ use super::plan::PlannedAttempt;
 use super::resume::{Delivered, Splice, Strategy};
 use super::whole::AnsweredBy;
 use crate::config::{Capability, OnStreamBreak};
+use crate::cost::Prices;
 use crate::gateway::Gateway;
 use crate::plugin::types::{SseEvent, Usage};
 use crate::plugin::{PluginSet, StreamSession};
@@ -135,6 +135,8 @@ async fn run(
         cut,
     };
     let mut batch = Ok(Batch::Chunks(first));
+    // Why the last break happened, for the ledger.
+    let mut broke_as;
     loop {
         let end = relay
             .run(&mut *pump, batch, attempt.to.provider.idle_timeout)
@@ -145,11 +147,19 @@ async fn run(
         // going on elsewhere (a content filter mid-stream, say).
         let (broken, stop) = match end {
             End::Complete => {
-                return record_success(gw, &attempt, pump.usage, pump.model.as_deref(), Some(ttft));
+                attempts.succeeded(&attempt, pump.usage, pump.model.take(), Some(ttft));
+                received.trail.stream_ended("answered", None);
+                return;
             }
-            End::CallerGone => return attempts.cancelled(attempt),
+            End::CallerGone => {
+                received.trail.stream_ended("cancelled", None);
+                return attempts.cancelled(attempt);
+            }
             End::Cut => {
                 attempts.shut_down(attempt);
+                received
+                    .trail
+                    .stream_ended("broken", Some("shutting_down".into()));
                 let error = FlowError::new(
                     Answer::ShuttingDown,
                     format!(
@@ -162,9 +172,11 @@ async fn run(
             }
             End::Broken(failure) => {
                 let broken = incomplete(&source(&attempt), &failure.summary());
+                broke_as = failure.verdict().label;
                 (broken, attempts.failed(attempt, failure))
             }
             End::Diverged => {
+                broke_as = "diverged";
                 let broken = incomplete(
                     &source(&attempt),
                     "the continuing target's answer did not start with the text already delivered",
@@ -194,6 +206,7 @@ async fn run(
             }
             Err(message) => {
                 attempts.stream_broke("error");
+                received.trail.stream_ended("broken", Some(broke_as.into()));
                 let error = FlowError::new(
                     Answer::BadGateway,
                     format!("The stream broke after {} chunk(s); {message}", relay.sent),
@@ -397,6 +410,7 @@ async fn start(
         redactor: attempt.to.upstream.redactor().clone(),
         usage: None,
         model: None,
+        prices: attempt.to.model.prices.clone(),
         eof: false,
         finished: false,
         answer_finished: false,
@@ -441,6 +455,8 @@ struct Pump {
     usage: Option<Usage>,
     /// The model the provider said answered.
     model: Option<String>,
+    /// The target's prices: the final usage chunk carries the cost.
+    prices: Prices,
     eof: bool,
     finished: bool,
     /// A chunk carried a finish reason.
@@ -486,7 +502,10 @@ impl Pump {
                 }
                 self.finished = decoded.done;
                 self.failed = decoded.error.map(Failure::Provider);
-                let chunks: Vec<Vec<u8>> = decoded.events.into_iter().map(|e| e.data).collect();
+                let mut chunks: Vec<Vec<u8>> = decoded.events.into_iter().map(|e| e.data).collect();
+                if let Some(usage) = decoded.usage {
+                    with_cost(&mut chunks, self.prices.cost(&usage));
+                }
                 if !chunks.is_empty() {
                     return Ok(Batch::Chunks(chunks));
                 }
@@ -518,6 +537,26 @@ impl Pump {
                 }
             }
         }
+    }
+}
+
+/// Add `usage.cost_usd` to the batch's usage chunk (the last chunk with a
+/// `usage` object), if the caller asked for one.
+fn with_cost(chunks: &mut [Vec<u8>], cost_usd: f64) {
+    // Only the chunk that says `"usage"` is parsed.
+    let Some(chunk) = chunks
+        .iter_mut()
+        .rev()
+        .find(|c| c.windows(7).any(|w| w == b"\"usage\""))
+    else {
+        return;
+    };
+    let Ok(mut value) = serde_json::from_slice::<Value>(chunk) else {
+        return;
+    };
+    if let Some(usage) = value.get_mut("usage").and_then(Value::as_object_mut) {
+        usage.insert("cost_usd".into(), serde_json::json!(cost_usd));
+        *chunk = serde_json::to_vec(&value).expect("a JSON value serialises");
     }
 }
 

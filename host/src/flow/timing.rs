@@ -11,6 +11,7 @@ use super::plan::{self, PlannedAttempt};
 use crate::config::Config;
 use crate::facts::Facts;
 use crate::gateway::Gateway;
+use crate::ledger::{Ledger, Trail};
 use crate::metrics::Metrics;
 use crate::plugin::types::{ApiFormat, ErrorClass, HedgeChoice, ProviderError, RequestContext};
 use crate::plugin::{CallLimits, LimitTable, PluginRuntime, PluginSet, Registry, SandboxLimits};
@@ -52,6 +53,7 @@ fn provider_error(class: ErrorClass, retry_after_ms: Option<u64>) -> Failure {
         class,
         message: "scripted".into(),
         retry_after_ms,
+        http_status: None,
     })
 }
 
@@ -186,7 +188,15 @@ targets = ["a/m", "b/m"]
     let _ = registry.load_all(none, none).await;
     let plugins = registry.snapshot();
     assert!(plugins.adapter("openai").is_ok(), "the openai adapter loaded");
-    let gw = Gateway::new(config, registry, Arc::new(Metrics::default()), None, None).unwrap();
+    let gw = Gateway::new(
+        config,
+        registry,
+        Arc::new(Metrics::default()),
+        Ledger::off(),
+        None,
+        None,
+    )
+    .unwrap();
     (gw, plugins)
 }
 
@@ -223,6 +233,8 @@ fn received() -> Received {
             format: ApiFormat::OpenAiChat,
         }),
         started: Instant::now(),
+        trail: Trail::detached(),
+        prompt_estimate: 10,
     }
 }
 

@@ -2,7 +2,6 @@
 //! answer is translated, hedged if the route asks.
 
 use super::Received;
-use super::account::record_success;
 use super::attempts::{Attempt, Attempts};
 use super::failure::{Failure, FlowError};
 use super::hedge::{Hedge, Start, first_success};
@@ -35,6 +34,8 @@ impl AnsweredBy {
 pub struct Answered {
     pub by: AnsweredBy,
     pub body: Vec<u8>,
+    /// What the answer cost, in USD (what the caller is charged).
+    pub cost_usd: f64,
 }
 
 /// Serve a non-streaming request.
@@ -49,10 +50,11 @@ pub async fn complete(
 ) -> Result<Answered, FlowError> {
     let mut attempts = Attempts::new(false, gw, plugins, route, plan, received);
     let (attempt, completion) = first_success(&mut attempts, request, hedge, WholeAnswer).await?;
-    record_success(gw, &attempt, completion.usage, completion.model.as_deref(), None);
+    let cost_usd = attempts.succeeded(&attempt, completion.usage, completion.model, None);
     Ok(Answered {
         by: AnsweredBy::of(&attempt, attempts.made()),
         body: completion.body,
+        cost_usd,
     })
 }
 

@@ -107,7 +107,7 @@ pub struct InboundResponse {
 
 /// Tokens of one answer. The cache and reasoning counts are parts of the
 /// totals, never added to them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Usage {
     /// All prompt tokens, cache reads and writes included.
     pub prompt_tokens: u32,
@@ -156,6 +156,9 @@ pub struct ProviderError {
     pub class: ErrorClass,
     pub message: String,
     pub retry_after_ms: Option<u64>,
+    /// The HTTP status of the answer it was read from (set by the host;
+    /// none for an error event inside a stream).
+    pub http_status: Option<u16>,
 }
 
 /// One server-sent event of a provider stream.

@@ -199,6 +199,7 @@ impl From<adapter::ProviderError> for host::ProviderError {
             },
             message: e.message,
             retry_after_ms: e.retry_after_ms,
+            http_status: None,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! while the server drains, new requests get a `503`.
 
 use super::Lifecycle;
-use crate::api::{self, ApiError, Body, RequestId, full, json_response};
+use crate::api::{self, ApiError, Body, RequestIds, full, json_response};
 use crate::gateway::Gateway;
 use crate::metrics::RequestLabels;
 use crate::reload::Live;
@@ -17,25 +17,29 @@ pub async fn dispatch(
 ) -> http::Response<Body> {
     // The request finishes on the configuration it started with.
     let gw = live.current();
-    let request_id = req
+    let caller_id = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.len() <= 128)
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
-    let span =
-        tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.uri().path());
+        .map(str::to_string);
+    let ids = RequestIds::new(caller_id);
+    let span = tracing::info_span!("request", id = %ids.gateway, caller_id = ids.caller.as_deref(), method = %req.method(), path = %req.uri().path());
     let mut req = req;
-    req.extensions_mut().insert(RequestId(request_id.clone()));
+    req.extensions_mut().insert(ids.clone());
     let mut response = if lifecycle.draining.is_cancelled() {
         // Arrived on an open connection after shutdown began.
         ApiError::shutting_down().into_response()
     } else {
         route(&gw, live, lifecycle, req).instrument(span).await
     };
-    if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+    // The caller's id back as it sent it, or ours.
+    let echoed = ids.caller.as_deref().unwrap_or(&ids.gateway);
+    if let Ok(value) = http::HeaderValue::from_str(echoed) {
         response.headers_mut().insert("x-request-id", value);
+    }
+    if let Ok(value) = http::HeaderValue::from_str(&ids.gateway) {
+        response.headers_mut().insert("x-switchboard-request-id", value);
     }
     response
 }

@@ -1,0 +1,233 @@
+//! The ledger's SQLite database: versioned migrations, batched inserts in
+//! one transaction, pruning by age.
+
+use super::record::RequestRecord;
+use rusqlite::{Connection, params};
+use std::path::Path;
+use std::time::Duration;
+
+/// Each migration takes the schema from version `i` to `i + 1`; applied in
+/// order at open, recorded in `PRAGMA user_version`.
+const MIGRATIONS: &[&str] = &[
+    // 1: requests and their attempts.
+    "CREATE TABLE requests (
+        id TEXT PRIMARY KEY,
+        caller_request_id TEXT,
+        at_ms INTEGER NOT NULL,
+        key_name TEXT,
+        team TEXT,
+        route TEXT,
+        tags TEXT NOT NULL,
+        stream INTEGER NOT NULL,
+        plan TEXT NOT NULL,
+        provider TEXT,
+        model TEXT,
+        answered_model TEXT,
+        prompt_tokens INTEGER,
+        cache_read_tokens INTEGER,
+        cache_write_tokens INTEGER,
+        cache_write_hour_tokens INTEGER,
+        completion_tokens INTEGER,
+        reasoning_tokens INTEGER,
+        provider_cost_usd REAL NOT NULL,
+        cost_estimated INTEGER NOT NULL,
+        charged_usd REAL NOT NULL,
+        latency_ms INTEGER NOT NULL,
+        ttft_ms INTEGER,
+        status INTEGER NOT NULL,
+        error_class TEXT,
+        outcome TEXT NOT NULL
+    );
+    CREATE INDEX requests_at ON requests (at_ms);
+    CREATE INDEX requests_caller_id ON requests (caller_request_id);
+    CREATE TABLE attempts (
+        request_id TEXT NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
+        n INTEGER NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        http_status INTEGER,
+        latency_ms INTEGER NOT NULL,
+        ttft_ms INTEGER,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        cost_usd REAL NOT NULL,
+        estimated INTEGER NOT NULL,
+        PRIMARY KEY (request_id, n)
+    );",
+];
+
+/// An open ledger database.
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Open (creating it and its folder if needed) and bring the schema up
+    /// to date. WAL mode: readers never block the writer, and a crash
+    /// leaves the last committed batch, never a corrupt file.
+    pub fn open(path: &Path) -> Result<Store, rusqlite::Error> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // A missing folder is created; an unwritable one fails the open below.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(Store { conn })
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Write a batch in one transaction: all of it, or none.
+    pub fn insert(&mut self, batch: &[RequestRecord]) -> Result<(), rusqlite::Error> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut request = tx.prepare_cached(
+                "INSERT OR REPLACE INTO requests VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
+            )?;
+            let mut attempt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO attempts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            for r in batch {
+                let u = r.usage;
+                request.execute(params![
+                    r.id,
+                    r.caller_request_id,
+                    r.at_ms,
+                    r.key,
+                    r.team,
+                    r.route,
+                    serde_json::to_string(&r.tags).expect("tags serialise"),
+                    r.stream,
+                    serde_json::to_string(&r.plan).expect("plan serialises"),
+                    r.provider,
+                    r.model,
+                    r.answered_model,
+                    u.map(|u| u.prompt_tokens),
+                    u.map(|u| u.cache_read_tokens),
+                    u.map(|u| u.cache_write_tokens),
+                    u.map(|u| u.cache_write_hour_tokens),
+                    u.map(|u| u.completion_tokens),
+                    u.map(|u| u.reasoning_tokens),
+                    r.provider_cost_usd,
+                    r.cost_estimated,
+                    r.charged_usd,
+                    r.latency_ms as i64,
+                    r.ttft_ms.map(|t| t as i64),
+                    r.status,
+                    r.error_class,
+                    r.outcome,
+                ])?;
+                for (n, a) in r.attempts.iter().enumerate() {
+                    attempt.execute(params![
+                        r.id,
+                        n as i64,
+                        a.provider,
+                        a.model,
+                        a.outcome,
+                        a.http_status,
+                        a.latency_ms as i64,
+                        a.ttft_ms.map(|t| t as i64),
+                        a.usage.map(|u| u.prompt_tokens),
+                        a.usage.map(|u| u.completion_tokens),
+                        a.cost_usd,
+                        a.estimated,
+                    ])?;
+                }
+            }
+        }
+        tx.commit()
+    }
+
+    /// Delete requests older than `before_ms` (their attempts with them).
+    pub fn prune(&mut self, before_ms: i64) -> Result<usize, rusqlite::Error> {
+        self.conn
+            .execute("DELETE FROM requests WHERE at_ms < ?1", params![before_ms])
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "ledger schema migrated");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::record::AttemptRecord;
+    use crate::plugin::types::Usage;
+
+    fn record(id: &str, at_ms: i64) -> RequestRecord {
+        RequestRecord {
+            id: id.into(),
+            at_ms,
+            route: Some("chat".into()),
+            plan: vec!["a/m".into(), "b/m".into()],
+            attempts: vec![
+                AttemptRecord {
+                    provider: "a".into(),
+                    model: "m".into(),
+                    outcome: "server_error".into(),
+                    http_status: Some(500),
+                    ..AttemptRecord::default()
+                },
+                AttemptRecord {
+                    provider: "b".into(),
+                    model: "m".into(),
+                    outcome: "success".into(),
+                    http_status: Some(200),
+                    cost_usd: 0.5,
+                    ..AttemptRecord::default()
+                },
+            ],
+            usage: Some(Usage {
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                ..Usage::default()
+            }),
+            charged_usd: 0.5,
+            status: 200,
+            outcome: "answered",
+            ..RequestRecord::default()
+        }
+    }
+
+    #[test]
+    fn migrates_once_writes_batches_and_prunes_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/ledger.db");
+        let mut store = Store::open(&path).unwrap();
+        store.insert(&[record("r1", 1_000), record("r2", 5_000)]).unwrap();
+        drop(store);
+        // Reopening applies no migration twice and keeps the data.
+        let mut store = Store::open(&path).unwrap();
+        let version: i64 = store
+            .connection()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let count = |store: &Store, table: &str| -> i64 {
+            store
+                .connection()
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!((count(&store, "requests"), count(&store, "attempts")), (2, 4));
+        assert_eq!(store.prune(2_000).unwrap(), 1);
+        assert_eq!((count(&store, "requests"), count(&store, "attempts")), (1, 2));
+    }
+}

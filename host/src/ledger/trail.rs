@@ -1,0 +1,150 @@
+//! One request's record in the making. Every stage that learns something
+//! adds it; when the last holder lets go (the response sent, or the stream
+//! ended, or the caller gone) the record is complete: it is logged as one
+//! line and handed to the ledger. So every request leaves exactly one.
+
+use super::Ledger;
+use super::record::{AttemptRecord, RequestRecord};
+use std::sync::{Arc, Mutex};
+use tokio::time::Instant;
+
+/// A shared handle on one request's record.
+#[derive(Clone)]
+pub struct Trail(Arc<Mutex<Entry>>);
+
+impl std::fmt::Debug for Trail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Trail")
+    }
+}
+
+struct Entry {
+    record: RequestRecord,
+    started: Instant,
+    ledger: Ledger,
+}
+
+impl Trail {
+    /// A request that arrived at `started` (`at_ms` in wall-clock time).
+    pub fn begin(
+        ledger: Ledger,
+        id: String,
+        caller_request_id: Option<String>,
+        at_ms: i64,
+        started: Instant,
+    ) -> Trail {
+        Trail(Arc::new(Mutex::new(Entry {
+            record: RequestRecord {
+                id,
+                caller_request_id,
+                at_ms,
+                // Until someone says otherwise, the caller went away.
+                outcome: "cancelled",
+                status: 499,
+                ..RequestRecord::default()
+            },
+            started,
+            ledger,
+        })))
+    }
+
+    /// A trail that goes nowhere (tests, benches).
+    pub fn detached() -> Trail {
+        Trail::begin(Ledger::off(), String::new(), None, 0, Instant::now())
+    }
+
+    /// Change the record.
+    pub fn note(&self, f: impl FnOnce(&mut RequestRecord)) {
+        f(&mut self.0.lock().unwrap().record);
+    }
+
+    /// Add one attempt.
+    pub fn attempt(&self, attempt: AttemptRecord) {
+        self.note(|r| r.attempts.push(attempt));
+    }
+
+    /// The answering attempt: who answered, its tokens and what it cost.
+    pub fn answered(&self, attempt: AttemptRecord, answered_model: Option<String>) {
+        self.note(|r| {
+            r.provider = Some(attempt.provider.clone());
+            r.model = Some(attempt.model.clone());
+            r.answered_model = answered_model;
+            r.usage = attempt.usage;
+            r.charged_usd = attempt.cost_usd;
+            r.ttft_ms = attempt.ttft_ms;
+            r.outcome = "answered";
+            r.attempts.push(attempt);
+        });
+    }
+
+    /// The status the caller got, and why it failed if it did.
+    pub fn status(&self, status: u16, error_class: Option<String>) {
+        self.note(|r| {
+            r.status = status;
+            if status >= 400 {
+                r.outcome = "failed";
+                r.error_class = error_class;
+            }
+        });
+    }
+
+    /// A stream that had begun ended: `answered`, `broken` or `cancelled`.
+    pub fn stream_ended(&self, outcome: &'static str, error_class: Option<String>) {
+        self.note(|r| {
+            r.outcome = outcome;
+            if error_class.is_some() {
+                r.error_class = error_class;
+            }
+        });
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let mut record = std::mem::take(&mut self.record);
+        record.latency_ms = self.started.elapsed().as_millis() as u64;
+        record.provider_cost_usd = record.attempts.iter().map(|a| a.cost_usd).sum();
+        record.cost_estimated = record.attempts.iter().any(|a| a.estimated);
+        if record.id.is_empty() {
+            return;
+        }
+        log(&record);
+        self.ledger.submit(record);
+    }
+}
+
+/// The one line per request (`--log-format json` makes each field a key).
+fn log(r: &RequestRecord) {
+    let attempts = serde_json::to_string(&r.attempts).unwrap_or_default();
+    let tags = serde_json::to_string(&r.tags).unwrap_or_default();
+    let u = r.usage.unwrap_or_default();
+    tracing::info!(
+        target: "switchboard::request",
+        request_id = %r.id,
+        caller_request_id = r.caller_request_id.as_deref(),
+        key = r.key.as_deref(),
+        team = r.team.as_deref(),
+        route = r.route.as_deref(),
+        %tags,
+        stream = r.stream,
+        plan = %r.plan.join(","),
+        %attempts,
+        provider = r.provider.as_deref(),
+        model = r.model.as_deref(),
+        answered_model = r.answered_model.as_deref(),
+        prompt_tokens = u.prompt_tokens,
+        cache_read_tokens = u.cache_read_tokens,
+        cache_write_tokens = u.cache_write_tokens,
+        completion_tokens = u.completion_tokens,
+        reasoning_tokens = u.reasoning_tokens,
+        provider_cost_usd = r.provider_cost_usd,
+        cost_estimated = r.cost_estimated,
+        charged_usd = r.charged_usd,
+        latency_ms = r.latency_ms,
+        ttft_ms = r.ttft_ms,
+        status = r.status,
+        error_class = r.error_class.as_deref(),
+        outcome = r.outcome,
+        "request"
+    );
+}
