@@ -21,6 +21,8 @@ idle_timeout_ms = 2000
 [providers.claude.models.claude-sonnet-4-5]
 input_price = 3.0
 output_price = 15.0
+cached_input_price = 0.30
+cache_write_price = 3.75
 context_window = 200000
 
 [providers.b]
@@ -195,7 +197,11 @@ async fn answers_with_text_tool_calls_thinking_and_cached_usage() {
     assert_eq!(reply.header("x-request-id"), "trace-42", "the caller's id, back");
     let ours = reply.header("x-switchboard-request-id");
     assert_eq!(ours.len(), 32, "the gateway's own id: {ours}");
-    assert_eq!(body["id"], format!("chatcmpl-{ours}"), "the answer's id is the request's");
+    assert_eq!(
+        body["id"],
+        format!("chatcmpl-{ours}"),
+        "the answer's id is the request's"
+    );
     assert_recent(&body["created"]);
     let choice = &body["choices"][0];
     assert_eq!(choice["finish_reason"], "tool_calls");
@@ -211,6 +217,10 @@ async fn answers_with_text_tool_calls_thinking_and_cached_usage() {
     assert_eq!(body["usage"]["completion_tokens"], 20);
     assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 50);
     assert_eq!(body["usage"]["cache_creation_input_tokens"], 10);
+    // Each part at its own price: 100 plain, 50 read, 10 written, 20 out.
+    let cost: f64 = reply.header("x-switchboard-cost-usd").parse().unwrap();
+    let by_hand = (100.0 * 3.0 + 50.0 * 0.30 + 10.0 * 3.75 + 20.0 * 15.0) / 1e6;
+    assert!((cost - by_hand).abs() < 1e-9, "{cost} != {by_hand}");
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ idle_timeout_ms = 2000
 [providers.google.models."gemini-2.5-flash"]
 input_price = 0.30
 output_price = 2.50
+cached_input_price = 0.03
 context_window = 1048576
 
 [providers.b]
@@ -204,7 +205,10 @@ async fn answers_with_text_tool_calls_and_usage_including_cached_and_thought_tok
     let reply = post(&gw.chat_url(), &chat("chat")).await;
     let body = reply.completion();
     assert_eq!(body["model"], "gemini-2.5-flash-001");
-    assert_eq!(body["id"], format!("chatcmpl-{}", reply.header("x-switchboard-request-id")));
+    assert_eq!(
+        body["id"],
+        format!("chatcmpl-{}", reply.header("x-switchboard-request-id"))
+    );
     crate::anthropic::assert_recent(&body["created"]);
     let choice = &body["choices"][0];
     assert_eq!(
@@ -226,6 +230,11 @@ async fn answers_with_text_tool_calls_and_usage_including_cached_and_thought_tok
     );
     assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 64);
     assert_eq!(body["usage"]["completion_tokens_details"]["reasoning_tokens"], 40);
+    // 56 plain and 64 cached prompt tokens, 70 completion tokens (40 of
+    // them thoughts, priced as output).
+    let cost: f64 = reply.header("x-switchboard-cost-usd").parse().unwrap();
+    let by_hand = (56.0 * 0.30 + 64.0 * 0.03 + 70.0 * 2.50) / 1e6;
+    assert!((cost - by_hand).abs() < 1e-9, "{cost} != {by_hand}");
 }
 
 #[tokio::test]

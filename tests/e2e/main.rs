@@ -11,6 +11,7 @@ mod failover;
 mod gemini;
 mod health;
 mod input;
+mod ledger;
 mod plugins;
 mod policies;
 mod proxy;

@@ -205,6 +205,17 @@ impl<'g> Attempts<'g> {
     /// Record a failed attempt. `Some(error)` means stop and answer with it:
     /// the request itself is at fault and no other target would do better.
     pub fn failed(&mut self, attempt: Attempt<'g>, failure: Failure) -> Option<FlowError> {
+        let spent = consumed(&failure);
+        self.failed_having(attempt, failure, spent)
+    }
+
+    /// A stream that broke after it had begun: as [`Self::failed`], and the
+    /// provider spent tokens on it whatever the failure.
+    pub fn broke(&mut self, attempt: Attempt<'g>, failure: Failure) -> Option<FlowError> {
+        self.failed_having(attempt, failure, true)
+    }
+
+    fn failed_having(&mut self, attempt: Attempt<'g>, failure: Failure, spent: bool) -> Option<FlowError> {
         let now = Instant::now();
         let verdict = failure.verdict();
         attempt
@@ -237,7 +248,7 @@ impl<'g> Attempts<'g> {
             _ => None,
         };
         self.trail
-            .attempt(attempt.record(label, status, None, consumed(&failure), self.prompt_estimate));
+            .attempt(attempt.record(label, status, None, spent, self.prompt_estimate));
         tracing::warn!(
             route = %self.route.name(),
             provider = %attempt.to.provider.name,

@@ -173,7 +173,7 @@ async fn run(
             End::Broken(failure) => {
                 let broken = incomplete(&source(&attempt), &failure.summary());
                 broke_as = failure.verdict().label;
-                (broken, attempts.failed(attempt, failure))
+                (broken, attempts.broke(attempt, failure))
             }
             End::Diverged => {
                 broke_as = "diverged";

@@ -1,0 +1,312 @@
+//! The request ledger: one record per request in SQLite, exact cost, and
+//! a database that is slow, locked or killed mid-write never costs a
+//! request.
+
+use crate::support::*;
+use rusqlite::Connection;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// `two_providers` with a ledger beside the config file, and `a`'s cached
+/// input at half price.
+fn with_ledger(a: &MockProvider, b: &MockProvider) -> String {
+    let config = two_providers(a, b, "").replacen(
+        "output_price = 2.0\n",
+        "output_price = 2.0\ncached_input_price = 0.5\n",
+        2,
+    );
+    format!("[ledger]\npath = \"ledger.db\"\n{config}")
+}
+
+fn open(gw: &Gateway) -> Connection {
+    Connection::open(gw.dir.path().join("ledger.db")).unwrap()
+}
+
+/// Wait until the ledger holds `n` requests.
+async fn records(gw: &Gateway, n: i64) -> Connection {
+    let db = open(gw);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let count: i64 = db
+            .query_row("SELECT count(*) FROM requests", [], |r| r.get(0))
+            .unwrap_or(0);
+        if count >= n || Instant::now() > deadline {
+            assert_eq!(count, n, "ledger records");
+            return db;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One request's row as JSON, by the gateway's id.
+fn row(db: &Connection, id: &str) -> Value {
+    db.query_row(
+        "SELECT route, plan, provider, model, answered_model, prompt_tokens, cache_read_tokens,
+                completion_tokens, provider_cost_usd, cost_estimated, charged_usd, status, outcome,
+                error_class, stream, caller_request_id, tags
+         FROM requests WHERE id = ?1",
+        [id],
+        |r| {
+            Ok(json!({
+                "route": r.get::<_, Option<String>>(0)?,
+                "plan": serde_json::from_str::<Value>(&r.get::<_, String>(1)?).unwrap(),
+                "provider": r.get::<_, Option<String>>(2)?,
+                "model": r.get::<_, Option<String>>(3)?,
+                "answered_model": r.get::<_, Option<String>>(4)?,
+                "prompt_tokens": r.get::<_, Option<i64>>(5)?,
+                "cache_read_tokens": r.get::<_, Option<i64>>(6)?,
+                "completion_tokens": r.get::<_, Option<i64>>(7)?,
+                "provider_cost_usd": r.get::<_, f64>(8)?,
+                "cost_estimated": r.get::<_, bool>(9)?,
+                "charged_usd": r.get::<_, f64>(10)?,
+                "status": r.get::<_, i64>(11)?,
+                "outcome": r.get::<_, String>(12)?,
+                "error_class": r.get::<_, Option<String>>(13)?,
+                "stream": r.get::<_, bool>(14)?,
+                "caller_request_id": r.get::<_, Option<String>>(15)?,
+                "tags": serde_json::from_str::<Value>(&r.get::<_, String>(16)?).unwrap(),
+            }))
+        },
+    )
+    .unwrap()
+}
+
+fn attempts(db: &Connection, id: &str) -> Vec<(String, String, Option<i64>, bool)> {
+    let mut query = db
+        .prepare(
+            "SELECT provider, outcome, http_status, estimated FROM attempts WHERE request_id = ?1 ORDER BY n",
+        )
+        .unwrap();
+    query
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// The mock's usage (11 prompt tokens, 3 of them cached, 7 completion) at
+/// $1 input, $0.50 cached input and $2 output per million.
+const MOCK_COST: f64 = (8.0 * 1.0 + 3.0 * 0.5 + 7.0 * 2.0) / 1e6;
+
+#[tokio::test]
+async fn a_failover_leaves_one_record_with_both_attempts_and_the_exact_cost() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::Status(500, vec![], "{}".into()));
+    let gw = Gateway::start(&with_ledger(&a, &b), KEYS);
+    let request = serde_json::to_vec(&chat("chat")).unwrap();
+    let reply = post_with(
+        &gw.chat_url(),
+        request,
+        &[("x-request-id", "caller-7"), ("x-switchboard-tag-team", "search")],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-switchboard-provider"), "b");
+    let cost: f64 = reply.header("x-switchboard-cost-usd").parse().unwrap();
+    assert!((cost - MOCK_COST).abs() < 1e-9, "{cost} != {MOCK_COST}");
+    let id = reply.header("x-switchboard-request-id").to_string();
+
+    let db = records(&gw, 1).await;
+    let r = row(&db, &id);
+    assert_eq!(r["route"], "chat");
+    assert_eq!(r["plan"], json!(["a/model-a", "b/model-b"]));
+    assert_eq!(
+        (r["provider"].clone(), r["model"].clone()),
+        (json!("b"), json!("model-b"))
+    );
+    assert_eq!(r["answered_model"], "model-b", "what the answer said");
+    assert_eq!(
+        (
+            r["prompt_tokens"].clone(),
+            r["cache_read_tokens"].clone(),
+            r["completion_tokens"].clone()
+        ),
+        (json!(11), json!(3), json!(7))
+    );
+    assert_eq!(
+        (r["status"].clone(), r["outcome"].clone()),
+        (json!(200), json!("answered"))
+    );
+    assert_eq!(r["caller_request_id"], "caller-7");
+    assert_eq!(r["tags"], json!([["team", "search"]]));
+    assert!((r["charged_usd"].as_f64().unwrap() - MOCK_COST).abs() < 1e-12);
+    // `a`'s 500 cost nothing: providers do not bill a refusal.
+    assert!((r["provider_cost_usd"].as_f64().unwrap() - MOCK_COST).abs() < 1e-12);
+    assert_eq!(r["cost_estimated"], false);
+    assert_eq!(
+        attempts(&db, &id),
+        vec![
+            ("a".into(), "server_error".into(), Some(500), false),
+            ("b".into(), "success".into(), Some(200), false),
+        ]
+    );
+    assert!(
+        gw.logs().contains(&format!("\"request_id\":\"{id}\"")),
+        "one log line per request"
+    );
+}
+
+#[tokio::test]
+async fn streams_refusals_and_broken_streams_are_recorded_too() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let gw = Gateway::start(&with_ledger(&a, &b), KEYS);
+
+    // A stream that asked for usage gets its cost in the usage chunk.
+    let reply = post(&gw.chat_url(), &streamed_chat("chat")).await;
+    let chunks = reply.valid_chunks();
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["prompt_tokens"], 11);
+    let streamed_cost = usage["cost_usd"].as_f64().expect("the cost in the usage chunk");
+    // The stream's usage chunk has no cached tokens: 11 at $1, 7 at $2.
+    assert!((streamed_cost - 25e-6).abs() < 1e-12, "{streamed_cost}");
+    let streamed = reply.header("x-switchboard-request-id").to_string();
+
+    let unknown = post(&gw.chat_url(), &chat("no-such-route")).await;
+    assert_eq!(unknown.status, 404);
+    let refused = unknown.header("x-switchboard-request-id").to_string();
+
+    // A stream that breaks after its first chunk, with no continuation.
+    a.set_default(Script::StreamCut(vec!["Hel", "lo"]));
+    let broken_reply = post(&gw.chat_url(), &streamed_chat("chat")).await;
+    assert!(broken_reply.sse_data().last().unwrap().contains("\"error\""));
+    let broken = broken_reply.header("x-switchboard-request-id").to_string();
+
+    let db = records(&gw, 3).await;
+    let r = row(&db, &streamed);
+    assert_eq!(
+        (r["stream"].clone(), r["outcome"].clone()),
+        (json!(true), json!("answered"))
+    );
+    assert!((r["charged_usd"].as_f64().unwrap() - streamed_cost).abs() < 1e-12);
+    let r = row(&db, &refused);
+    assert_eq!(
+        (r["status"].clone(), r["outcome"].clone()),
+        (json!(404), json!("failed"))
+    );
+    assert_eq!(r["error_class"], "model_not_found");
+    assert_eq!(r["route"], Value::Null);
+    let r = row(&db, &broken);
+    assert_eq!(
+        (r["status"].clone(), r["outcome"].clone()),
+        (json!(200), json!("broken"))
+    );
+    assert_eq!(r["provider"], Value::Null, "nobody answered");
+    assert_eq!(r["charged_usd"], 0.0, "a broken answer is not charged");
+    // It consumed tokens: the prompt is estimated and marked so.
+    assert!(r["provider_cost_usd"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["cost_estimated"], true);
+    let tried = attempts(&db, &broken);
+    assert_eq!(tried.len(), 1);
+    assert_eq!(tried[0].0, "a");
+    assert!(tried[0].3, "estimated");
+}
+
+#[tokio::test]
+async fn a_locked_database_costs_records_not_requests_and_the_writer_recovers() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let gw = Gateway::start(&with_ledger(&a, &b), KEYS);
+    assert_eq!(post(&gw.chat_url(), &chat("chat")).await.status, 200);
+    let db = records(&gw, 1).await;
+    // Another process holds the database's write lock.
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    for _ in 0..3 {
+        let reply = post(&gw.chat_url(), &chat("chat")).await;
+        assert_eq!(
+            reply.status, 200,
+            "requests are served while the ledger cannot write"
+        );
+    }
+    let dropped = "switchboard_ledger_records_dropped_total{reason=\"write_failed\"}";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sample(&gw.metrics().await, dropped) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        sample(&gw.metrics().await, dropped) >= 1,
+        "{}",
+        gw.metrics().await
+    );
+    assert!(gw.logs().contains("ledger write failed"));
+    db.execute_batch("ROLLBACK").unwrap();
+    // Writable again: the next records land.
+    let lost = sample(&gw.metrics().await, dropped) as i64;
+    assert_eq!(post(&gw.chat_url(), &chat("chat")).await.status, 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let count: i64 = db
+            .query_row("SELECT count(*) FROM requests", [], |r| r.get(0))
+            .unwrap();
+        if count + lost >= 5 || Instant::now() > deadline {
+            assert_eq!(count + lost, 5, "every record written or counted as lost");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        gw.wait_for_log("ledger writes recovered", Duration::from_secs(5))
+            .await
+    );
+}
+
+#[tokio::test]
+async fn killing_the_gateway_mid_write_never_corrupts_the_ledger() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let mut gw = Gateway::start(&with_ledger(&a, &b), KEYS);
+    let url = gw.chat_url();
+    let load = tokio::spawn(async move {
+        let request = chat("chat");
+        loop {
+            let calls = (0..16).map(|_| post(&url, &request));
+            futures_util::future::join_all(calls).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    gw.kill();
+    load.abort();
+    let db = open(&gw);
+    let check: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
+    let count: i64 = db
+        .query_row("SELECT count(*) FROM requests", [], |r| r.get(0))
+        .unwrap();
+    assert!(count > 0, "what was committed before the kill is there");
+    let orphans: i64 = db
+        .query_row(
+            "SELECT count(*) FROM attempts WHERE request_id NOT IN (SELECT id FROM requests)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(orphans, 0, "a batch is written whole or not at all");
+}
+
+#[tokio::test]
+async fn a_ledger_that_cannot_be_opened_stops_start_up_naming_the_file() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    // Its folder is a file.
+    std::fs::write(dir.path().join("blocker"), b"not a folder").unwrap();
+    let config = two_providers(&a, &b, "");
+    let file = dir.path().join("switchboard.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[plugins]\nadapter_dir = \"a\"\npolicy_dir = \"p\"\n[server]\nlisten = \"127.0.0.1:0\"\n[ledger]\npath = \"blocker/ledger.db\"\n{config}"
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("--config")
+        .arg(&file)
+        .env_clear()
+        .envs(KEYS.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot open the ledger") && stderr.contains("blocker/ledger.db"),
+        "{stderr}"
+    );
+}
