@@ -2,9 +2,10 @@
 //! gateway state, the folder and config watches and the server — composed
 //! in one place.
 
+use crate::access;
 use crate::config::PluginsConfig;
 use crate::config::{Config, Endpoint};
-use crate::gateway::{Gateway, GatewayError};
+use crate::gateway::{Gateway, GatewayError, Shared};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::plugin::{
@@ -42,6 +43,8 @@ pub enum StartError {
     Watch(String),
     #[error(transparent)]
     Ledger(#[from] crate::ledger::OpenError),
+    #[error("cannot read the gateway keys from the ledger: {0}")]
+    Keys(access::store::AccessError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -104,14 +107,6 @@ pub async fn run(
             tracing::warn!(provider = %provider.name, %reason, "provider disabled");
         }
     }
-    let watch = config.plugins.watch;
-    let watch_config = config.server.watch_config;
-    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
-    let max_connections = server::connection_capacity(config.server.max_connections);
-    let listen = listen.unwrap_or(config.server.listen);
-    if config.keys.is_empty() && !listen.ip().is_loopback() && !config.server.open_access {
-        tracing::warn!(%listen, "no [[gateway_keys]]: the API is open to anyone who can reach this address (set [server] open_access = true to say that is intended)");
-    }
     let ledger = match &config.ledger {
         Some(settings) => {
             let ledger = Ledger::open(settings.clone(), metrics.clone())?;
@@ -120,11 +115,31 @@ pub async fn run(
         }
         None => Ledger::off(),
     };
+    let shared = Shared::local(ledger.clone());
+    if let Some(settings) = &config.ledger {
+        access::watch::start(
+            &settings.path,
+            shared.keyring.clone(),
+            shared.state.clone(),
+            config_budgets(&config),
+        )
+        .map_err(StartError::Keys)?;
+    }
+    let ledger_has_keys = !shared.keyring.current().keys.is_empty();
+    let watch = config.plugins.watch;
+    let watch_config = config.server.watch_config;
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let max_connections = server::connection_capacity(config.server.max_connections);
+    let listen = listen.unwrap_or(config.server.listen);
+    if config.keys.is_empty() && !ledger_has_keys && !listen.ip().is_loopback() && !config.server.open_access
+    {
+        tracing::warn!(%listen, "no [[gateway_keys]]: the API is open to anyone who can reach this address (set [server] open_access = true to say that is intended)");
+    }
     let gw = Gateway::new(
         config,
         registry.clone(),
         metrics,
-        ledger.clone(),
+        shared,
         simulator_url.as_deref(),
         None,
     )?;
@@ -168,6 +183,22 @@ pub async fn run(
         tracing::warn!("the ledger did not finish writing before exit");
     }
     Ok(())
+}
+
+/// The budgets of the config file's keys and teams.
+fn config_budgets(config: &Config) -> Vec<access::admit::Applies> {
+    let keys = config
+        .keys
+        .iter()
+        .flat_map(|k| access::admit::budgets(&k.info, None));
+    let teams = config.teams.iter().filter_map(|(name, budget)| {
+        budget.map(|budget| access::admit::Applies {
+            id: format!("team:{name}"),
+            label: format!("team `{name}`"),
+            budget,
+        })
+    });
+    keys.chain(teams).collect()
 }
 
 /// Every plugin's call limits: the kind's defaults, overridden by name.

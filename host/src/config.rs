@@ -32,6 +32,10 @@ struct RawConfig {
     #[serde(default)]
     routes: BTreeMap<String, RawRoute>,
     ledger: Option<RawLedger>,
+    #[serde(default)]
+    teams: BTreeMap<String, RawTeam>,
+    #[serde(default)]
+    budgets: BudgetsConfig,
 }
 
 /// `[ledger]`: the request ledger (off when the section is absent).
@@ -255,6 +259,36 @@ struct RawGatewayKey {
     models: Option<Vec<String>>,
     #[serde(default)]
     admin: bool,
+    team: Option<String>,
+    rpm: Option<u32>,
+    tpm: Option<u32>,
+    budget_usd: Option<f64>,
+    period: Option<crate::access::Period>,
+}
+
+/// `[teams.<name>]`: a team's own budget.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTeam {
+    budget_usd: Option<f64>,
+    period: Option<crate::access::Period>,
+}
+
+/// `[budgets]`: how requests reserve against a budget.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetsConfig {
+    /// Output tokens a request that sets no `max_tokens` is assumed to use
+    /// when it reserves its worst-case cost.
+    pub assumed_output_tokens: u32,
+}
+
+impl Default for BudgetsConfig {
+    fn default() -> Self {
+        BudgetsConfig {
+            assumed_output_tokens: 4096,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -409,15 +443,12 @@ pub enum OnStreamBreak {
     Continue,
 }
 
-/// A caller's key to the gateway.
+/// A caller's key to the gateway, from the config file.
 #[derive(Debug)]
 pub struct GatewayKey {
-    pub name: String,
     pub secret: Secret,
-    /// Routes this key may use; all when `None`.
-    pub models: Option<Vec<String>>,
-    /// May read the `/admin` endpoints.
-    pub admin: bool,
+    /// Its name, team, routes, admin right, limits and budget.
+    pub info: std::sync::Arc<crate::access::KeyInfo>,
 }
 
 /// Where a provider's requests go.
@@ -500,6 +531,9 @@ pub struct Config {
     pub text_hash: u64,
     /// The request ledger, when configured.
     pub ledger: Option<crate::ledger::LedgerSettings>,
+    /// Teams from the file, with their budgets.
+    pub teams: HashMap<String, Option<crate::access::Budget>>,
+    pub budgets: BudgetsConfig,
 }
 
 /// A hash of a config file's text, to tell a changed file from a re-save.
@@ -613,11 +647,33 @@ impl Config {
             let value = env(&key.key_env)
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| fail(&at, format!("environment variable {} is not set", key.key_env)))?;
+            let budget = crate::access::Budget::from_parts(key.budget_usd, key.period)
+                .map_err(|e| fail(&format!("gateway_keys[{i}].budget_usd"), e))?;
+            if [key.rpm, key.tpm].contains(&Some(0)) {
+                return Err(fail(
+                    &format!("gateway_keys[{i}]"),
+                    "rpm and tpm must be above 0".into(),
+                ));
+            }
+            if let Some(team) = &key.team
+                && !raw.teams.contains_key(team)
+            {
+                return Err(fail(
+                    &format!("gateway_keys[{i}].team"),
+                    format!("no [teams.{team}] table"),
+                ));
+            }
             keys.push(GatewayKey {
-                name: key.name,
                 secret: Secret::new(value),
-                models: key.models,
-                admin: key.admin,
+                info: std::sync::Arc::new(crate::access::KeyInfo {
+                    name: key.name,
+                    team: key.team,
+                    models: key.models,
+                    admin: key.admin,
+                    rpm: key.rpm,
+                    tpm: key.tpm,
+                    budget,
+                }),
             });
         }
 
@@ -776,7 +832,7 @@ impl Config {
             });
         }
         for (i, key) in keys.iter().enumerate() {
-            for model in key.models.iter().flatten() {
+            for model in key.info.models.iter().flatten() {
                 if !route_names.contains_key(model) {
                     return Err(fail(
                         &format!("gateway_keys[{i}].models"),
@@ -799,8 +855,16 @@ impl Config {
                 queue: l.queue_capacity,
             }),
         };
+        let mut teams = HashMap::new();
+        for (name, team) in raw.teams {
+            let budget = crate::access::Budget::from_parts(team.budget_usd, team.period)
+                .map_err(|e| fail(&format!("teams.{name}.budget_usd"), e))?;
+            teams.insert(name, budget);
+        }
         Ok(Config {
             ledger,
+            teams,
+            budgets: raw.budgets,
             text_hash: text_hash(text),
             file: file.to_path_buf(),
             server: raw.server,

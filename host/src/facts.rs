@@ -23,6 +23,8 @@ pub struct Facts {
     /// the route lets its policy see them.
     pub last_user_excerpt: Option<String>,
     pub system_excerpt: Option<String>,
+    /// The smallest share of the caller's budgets left, when one applies.
+    pub budget_remaining: Option<f64>,
 }
 
 impl Facts {
@@ -120,6 +122,7 @@ impl Facts {
             tags,
             last_user_excerpt,
             system_excerpt,
+            budget_remaining: None,
         }
     }
 
@@ -134,8 +137,7 @@ impl Facts {
             format: ApiFormat::OpenAiChat,
             last_user_excerpt: self.last_user_excerpt.clone(),
             system_excerpt: self.system_excerpt.clone(),
-            // Filled by the spend ledger once budgets exist.
-            budget_remaining: None,
+            budget_remaining: self.budget_remaining,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! per-target health and metrics. Built at start-up and again, from the
 //! previous one, on each config reload.
 
+use crate::access::limits::{InMemory, SharedState};
+use crate::access::{Budget, Keyring, Stored};
 use crate::config::{Config, Endpoint, Model, Provider, Route};
 use crate::health::{CircuitSettings, TargetHealth};
 use crate::ledger::Ledger;
@@ -70,12 +72,32 @@ impl<'g> RouteRef<'g> {
     }
 }
 
+/// What outlives a configuration: the ledger's writer, the database's keys
+/// and teams, and the state limits and budgets count in.
+#[derive(Clone)]
+pub struct Shared {
+    pub ledger: Ledger,
+    pub keyring: Arc<Keyring>,
+    pub state: Arc<dyn SharedState>,
+}
+
+impl Shared {
+    /// This instance's own state, with `ledger`.
+    pub fn local(ledger: Ledger) -> Shared {
+        Shared {
+            ledger,
+            keyring: Arc::default(),
+            state: Arc::new(InMemory::default()),
+        }
+    }
+}
+
 pub struct Gateway {
     pub config: Config,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
-    /// The request ledger (the same writer across reloads).
-    pub ledger: Ledger,
+    /// The ledger, keys and limits: the same across reloads.
+    pub shared: Shared,
     /// Index-aligned with `config.providers`.
     pub upstreams: Vec<Upstream>,
     /// Index-aligned with `config.routes`.
@@ -91,7 +113,7 @@ impl Gateway {
         config: Config,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
-        ledger: Ledger,
+        shared: Shared,
         simulator_url: Option<&str>,
         previous: Option<&Gateway>,
     ) -> Result<Gateway, GatewayError> {
@@ -152,11 +174,20 @@ impl Gateway {
             config,
             registry,
             metrics,
-            ledger,
+            shared,
             upstreams,
             routes,
             health,
         })
+    }
+
+    /// A team's budget: the database's team if it has one by that name,
+    /// else the config file's.
+    pub fn team_budget(&self, stored: &Stored, team: &str) -> Option<Budget> {
+        match stored.teams.get(team) {
+            Some(budget) => *budget,
+            None => self.config.teams.get(team).copied().flatten(),
+        }
     }
 
     /// Route `index`, resolved.

@@ -1,6 +1,7 @@
 //! Switchboard: a multi-provider LLM gateway whose provider adapters and
 //! routing policies are sandboxed WebAssembly components.
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod config;

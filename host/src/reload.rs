@@ -139,7 +139,7 @@ impl Live {
             config,
             old.registry.clone(),
             old.metrics.clone(),
-            old.ledger.clone(),
+            old.shared.clone(),
             self.simulator_url.as_deref(),
             Some(old),
         )?;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 fn authorize(gw: &Gateway, headers: &http::HeaderMap) -> Result<(), ApiError> {
-    let caller = auth::authenticate(&gw.config.keys, headers)?;
+    let caller = auth::authenticate(&gw.config.keys, &gw.shared.keyring.current(), headers)?;
     if caller.is_admin() {
         Ok(())
     } else {

@@ -1,27 +1,36 @@
-//! Gateway keys: who may call, and which routes they may use.
+//! Gateway keys: who may call, and which routes they may use. Keys come
+//! from the config file and from the ledger database; key checking is on
+//! when either holds one.
 
 use super::ApiError;
+use crate::access::{KeyInfo, Stored, digest};
 use crate::config::{GatewayKey, Route};
 use http::HeaderMap;
+use std::sync::Arc;
 
 /// The authenticated caller of one request.
-pub struct Caller<'a> {
-    /// `None` when the gateway has no keys configured (open access).
-    key: Option<&'a GatewayKey>,
+pub struct Caller {
+    /// `None` when no key exists anywhere (open access).
+    key: Option<Arc<KeyInfo>>,
 }
 
-impl Caller<'_> {
+impl Caller {
     pub fn name(&self) -> &str {
-        self.key.map_or("anonymous", |k| &k.name)
+        self.key.as_ref().map_or("anonymous", |k| &k.name)
+    }
+
+    /// The key, when key checking is on.
+    pub fn key(&self) -> Option<&Arc<KeyInfo>> {
+        self.key.as_ref()
     }
 
     /// The key's name; none with open access.
     pub fn key_name(&self) -> Option<&str> {
-        self.key.map(|k| k.name.as_str())
+        self.key.as_ref().map(|k| k.name.as_str())
     }
 
     pub fn may_use(&self, route: &Route) -> Result<(), ApiError> {
-        match self.key.and_then(|k| k.models.as_ref()) {
+        match self.key.as_ref().and_then(|k| k.models.as_ref()) {
             Some(models)
                 if !models
                     .iter()
@@ -36,8 +45,14 @@ impl Caller<'_> {
         }
     }
 
+    /// May read `/admin/*`: an admin key, or anyone with open access.
     pub fn is_admin(&self) -> bool {
-        self.key.is_none_or(|k| k.admin)
+        self.key.as_ref().is_none_or(|k| k.admin)
+    }
+
+    /// Holds an admin key (open access is not enough: `/admin/keys`).
+    pub fn has_admin_key(&self) -> bool {
+        self.key.as_ref().is_some_and(|k| k.admin)
     }
 
     /// Whether the caller may see the route in `/v1/models`.
@@ -56,10 +71,11 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
-/// Check `Authorization: Bearer <key>` against the configured keys. Every
-/// key is compared, each in constant time.
-pub fn authenticate<'a>(keys: &'a [GatewayKey], headers: &HeaderMap) -> Result<Caller<'a>, ApiError> {
-    if keys.is_empty() {
+/// Check `Authorization: Bearer <key>` against the config file's keys
+/// (every one compared, each in constant time) and the database's (by the
+/// SHA-256 of what was presented).
+pub fn authenticate(keys: &[GatewayKey], stored: &Stored, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    if keys.is_empty() && stored.keys.is_empty() {
         return Ok(Caller { key: None });
     }
     let presented = headers
@@ -71,10 +87,11 @@ pub fn authenticate<'a>(keys: &'a [GatewayKey], headers: &HeaderMap) -> Result<C
     let mut found = None;
     for key in keys {
         if key.secret.matches(presented) {
-            found = Some(key);
+            found = Some(key.info.clone());
         }
     }
     found
+        .or_else(|| stored.keys.get(&digest(presented)).cloned())
         .map(|key| Caller { key: Some(key) })
         .ok_or_else(|| ApiError::unauthorized("Incorrect gateway key provided."))
 }

@@ -1,16 +1,18 @@
 //! `POST /v1/chat/completions`: the hot path, bytes in to bytes out.
 
 use super::auth;
-use super::{ApiError, Body, RequestIds, full};
+use super::{ApiError, Body, RequestIds, admission, full};
+use crate::access::admit::{self, Rates};
 use crate::facts::Facts;
 use crate::flow::hedge::Hedge;
 use crate::flow::stream::{StreamEvent, Streaming};
 use crate::flow::whole::AnsweredBy;
 use crate::flow::{Received, plan, stream, whole};
 use crate::gateway::Gateway;
+use crate::gateway::RouteRef;
 use crate::ledger::{self, Trail};
 use crate::lifecycle::Lifecycle;
-use crate::plugin::types::{ApiFormat, RequestContext};
+use crate::plugin::types::{ApiFormat, RequestContext, Usage};
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -32,7 +34,7 @@ pub async fn handle(
         .remove::<RequestIds>()
         .unwrap_or_else(|| RequestIds::new(None));
     let trail = Trail::begin(
-        gw.ledger.clone(),
+        gw.shared.ledger.clone(),
         ids.gateway.clone(),
         ids.caller,
         ledger::unix_ms(std::time::SystemTime::now()),
@@ -66,8 +68,12 @@ async fn serve(
     started: Instant,
     resolved: &mut Option<usize>,
 ) -> Result<http::Response<Body>, ApiError> {
-    let caller = auth::authenticate(&gw.config.keys, request.headers())?;
-    trail.note(|r| r.key = caller.key_name().map(str::to_string));
+    let keyring = gw.shared.keyring.current();
+    let caller = auth::authenticate(&gw.config.keys, &keyring, request.headers())?;
+    trail.note(|r| {
+        r.key = caller.key_name().map(str::to_string);
+        r.team = caller.key().and_then(|k| k.team.clone());
+    });
     let (parts, body) = request.into_parts();
     let server = &gw.config.server;
     let body_timeout = Duration::from_millis(server.body_read_timeout_ms);
@@ -77,7 +83,7 @@ async fn serve(
     )
     .await
     .map_err(|_| ApiError::body_timeout(body_timeout))??;
-    let mut body = parse(&bytes)?;
+    let body = parse(&bytes)?;
     let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
     let route = gw
         .route_named(model)
@@ -86,11 +92,86 @@ async fn serve(
     trail.note(|r| r.route = Some(route.name().to_string()));
     caller.may_use(route.config)?;
 
-    let facts = Facts::derive(&body, &parts.headers, route.config.facts_excerpt_chars);
+    let mut facts = Facts::derive(&body, &parts.headers, route.config.facts_excerpt_chars);
     trail.note(|r| {
         r.stream = facts.stream;
         r.tags = facts.tags.clone();
     });
+
+    // Admission: the key's rates now, its budgets once the plan says
+    // what the request could cost at worst.
+    let state = &gw.shared.state;
+    let mut settlements = Vec::new();
+    let (rates, budgets) = match caller.key() {
+        None => (Rates::default(), Vec::new()),
+        Some(key) => {
+            let tokens = facts.estimated_prompt_tokens + facts.max_output_tokens.unwrap_or(0);
+            let rates = admit::take_rates(&**state, key, tokens, &mut settlements)
+                .map_err(|(refusal, rates)| admission::refused(refusal, &key.name, &rates))?;
+            let team = key.team.as_ref().and_then(|t| gw.team_budget(&keyring, t));
+            (rates, admit::budgets(key, team))
+        }
+    };
+    trail.settle_with(state.clone(), std::mem::take(&mut settlements));
+    let now_ms = ledger::unix_ms(std::time::SystemTime::now());
+    facts.budget_remaining = admit::remaining(&**state, &budgets, now_ms);
+    let headers = admission::rate_headers(&rates);
+    let answer = answer(
+        gw,
+        lifecycle,
+        Asked {
+            route,
+            body,
+            facts,
+            budgets,
+            id,
+            trail,
+            started,
+        },
+    )
+    .await;
+    match answer {
+        Ok(mut response) => {
+            for (name, value) in headers {
+                if let Ok(value) = http::HeaderValue::from_str(&value) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            Ok(response)
+        }
+        Err(mut error) => {
+            error.headers.extend(headers);
+            Err(error)
+        }
+    }
+}
+
+/// An admitted request, ready to plan and answer.
+struct Asked<'a> {
+    route: RouteRef<'a>,
+    body: Map<String, Value>,
+    facts: Facts,
+    budgets: Vec<admit::Applies>,
+    id: &'a str,
+    trail: &'a Trail,
+    started: Instant,
+}
+
+/// Plan, reserve the worst case against the budgets, and answer.
+async fn answer(
+    gw: &Arc<Gateway>,
+    lifecycle: &Lifecycle,
+    asked: Asked<'_>,
+) -> Result<http::Response<Body>, ApiError> {
+    let Asked {
+        route,
+        mut body,
+        facts,
+        budgets,
+        id,
+        trail,
+        started,
+    } = asked;
     let received = Received {
         context: Arc::new(RequestContext {
             id: id.to_string(),
@@ -114,6 +195,15 @@ async fn serve(
             })
             .collect();
     });
+    if !budgets.is_empty() {
+        let worst = worst_case(route, &planned, &facts, gw.config.budgets.assumed_output_tokens);
+        let now_ms = ledger::unix_ms(std::time::SystemTime::now());
+        let mut settlements = Vec::new();
+        let key = trail.key_name();
+        admit::reserve(&*gw.shared.state, &budgets, worst, now_ms, &mut settlements)
+            .map_err(|refusal| admission::refused(refusal, &key, &Rates::default()))?;
+        trail.settle_with(gw.shared.state.clone(), settlements);
+    }
     let hedge = Hedge::for_request(route, &facts, planned.hedge);
     if facts.stream {
         let request = stream::StreamRequest {
@@ -136,6 +226,21 @@ async fn serve(
             .body(full(answered.body))
             .expect("valid response"))
     }
+}
+
+/// The most the request could cost: its prompt estimate and `max_tokens`
+/// (or the configured assumption) at the dearest target of its plan.
+fn worst_case(route: RouteRef<'_>, planned: &plan::Planned, facts: &Facts, assumed_output: u32) -> f64 {
+    let usage = Usage {
+        prompt_tokens: facts.estimated_prompt_tokens,
+        completion_tokens: facts.max_output_tokens.unwrap_or(assumed_output),
+        ..Usage::default()
+    };
+    planned
+        .attempts
+        .iter()
+        .map(|a| route.target(a.target).model.prices.cost(&usage))
+        .fold(0.0, f64::max)
 }
 
 /// Headers that say who answered and after how many attempts.

@@ -18,6 +18,8 @@ pub struct ApiError {
     pub message: String,
     /// Sent as `Retry-After` (whole seconds, rounded up).
     pub retry_after: Option<Duration>,
+    /// More headers (the `x-ratelimit-*` set of a limited key).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -34,6 +36,7 @@ impl ApiError {
             param: None,
             message: message.into(),
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -159,6 +162,32 @@ impl ApiError {
         }
     }
 
+    /// Over a key's requests or tokens per minute, as OpenAI words it.
+    pub fn over_rate(kind: &'static str, message: impl Into<String>, retry_after: Duration) -> Self {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                kind,
+                Some("rate_limit_exceeded"),
+                message,
+            )
+        }
+    }
+
+    /// A key's or team's budget is spent for its period.
+    pub fn budget_exceeded(message: impl Into<String>, retry_after: Duration) -> Self {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "insufficient_quota",
+                Some("budget_exceeded"),
+                message,
+            )
+        }
+    }
+
     pub fn bad_gateway(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_GATEWAY,
@@ -204,6 +233,9 @@ impl ApiError {
                 http::header::RETRY_AFTER,
                 wait.as_secs_f64().ceil().max(1.0).to_string(),
             );
+        }
+        for (name, value) in &self.headers {
+            builder = builder.header(*name, value);
         }
         // The connection cannot be trusted with another request: a body
         // left unread (too large, too slow), or the server going away.

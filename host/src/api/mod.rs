@@ -1,6 +1,7 @@
 //! The OpenAI-compatible HTTP surface: handlers, bodies and errors.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod chat;
 pub mod error;

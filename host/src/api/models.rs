@@ -6,7 +6,7 @@ use crate::gateway::Gateway;
 use serde_json::json;
 
 pub fn list(gw: &Gateway, headers: &http::HeaderMap) -> Result<http::Response<Body>, ApiError> {
-    let caller = auth::authenticate(&gw.config.keys, headers)?;
+    let caller = auth::authenticate(&gw.config.keys, &gw.shared.keyring.current(), headers)?;
     let data: Vec<_> = gw
         .config
         .routes

@@ -10,7 +10,7 @@ use super::hedge::{Hedge, Start, first_success};
 use super::plan::{self, PlannedAttempt};
 use crate::config::Config;
 use crate::facts::Facts;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Shared};
 use crate::ledger::{Ledger, Trail};
 use crate::metrics::Metrics;
 use crate::plugin::types::{ApiFormat, ErrorClass, HedgeChoice, ProviderError, RequestContext};
@@ -192,7 +192,7 @@ targets = ["a/m", "b/m"]
         config,
         registry,
         Arc::new(Metrics::default()),
-        Ledger::off(),
+        Shared::local(Ledger::off()),
         None,
         None,
     )

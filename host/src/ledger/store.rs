@@ -55,6 +55,47 @@ const MIGRATIONS: &[&str] = &[
         estimated INTEGER NOT NULL,
         PRIMARY KEY (request_id, n)
     );",
+    // 2: gateway keys and teams managed without the config file, their
+    // change counter (what a running gateway polls), and feedback.
+    "CREATE TABLE teams (
+        name TEXT PRIMARY KEY,
+        budget_usd REAL,
+        period TEXT,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE keys (
+        name TEXT PRIMARY KEY,
+        team TEXT,
+        hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        admin INTEGER NOT NULL,
+        models TEXT,
+        rpm INTEGER,
+        tpm INTEGER,
+        budget_usd REAL,
+        period TEXT,
+        created_ms INTEGER NOT NULL,
+        revoked_ms INTEGER
+    );
+    CREATE TABLE changes (what TEXT PRIMARY KEY, version INTEGER NOT NULL);
+    INSERT INTO changes VALUES ('access', 0);
+    CREATE TRIGGER keys_inserted AFTER INSERT ON keys BEGIN UPDATE changes SET version = version + 1 WHERE what = 'access'; END;
+    CREATE TRIGGER keys_updated AFTER UPDATE ON keys BEGIN UPDATE changes SET version = version + 1 WHERE what = 'access'; END;
+    CREATE TRIGGER keys_deleted AFTER DELETE ON keys BEGIN UPDATE changes SET version = version + 1 WHERE what = 'access'; END;
+    CREATE TRIGGER teams_inserted AFTER INSERT ON teams BEGIN UPDATE changes SET version = version + 1 WHERE what = 'access'; END;
+    CREATE TRIGGER teams_updated AFTER UPDATE ON teams BEGIN UPDATE changes SET version = version + 1 WHERE what = 'access'; END;
+    CREATE TRIGGER teams_deleted AFTER DELETE ON teams BEGIN UPDATE changes SET version = version + 1 WHERE what = 'access'; END;
+    CREATE TABLE feedback (
+        request_id TEXT NOT NULL,
+        key_name TEXT,
+        score REAL NOT NULL,
+        label TEXT,
+        comment TEXT,
+        at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX feedback_request ON feedback (request_id);
+    CREATE INDEX requests_key ON requests (key_name, at_ms);
+    CREATE INDEX requests_team ON requests (team, at_ms);",
 ];
 
 /// An open ledger database.
@@ -150,6 +191,8 @@ impl Store {
 
     /// Delete requests older than `before_ms` (their attempts with them).
     pub fn prune(&mut self, before_ms: i64) -> Result<usize, rusqlite::Error> {
+        self.conn
+            .execute("DELETE FROM feedback WHERE at_ms < ?1", params![before_ms])?;
         self.conn
             .execute("DELETE FROM requests WHERE at_ms < ?1", params![before_ms])
     }

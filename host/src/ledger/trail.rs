@@ -5,6 +5,8 @@
 
 use super::Ledger;
 use super::record::{AttemptRecord, RequestRecord};
+use crate::access::admit::{self, Settlement};
+use crate::access::limits::SharedState;
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
@@ -22,6 +24,8 @@ struct Entry {
     record: RequestRecord,
     started: Instant,
     ledger: Ledger,
+    /// What admission took or reserved, settled when the request ends.
+    settle: Vec<(Arc<dyn SharedState>, Vec<Settlement>)>,
 }
 
 impl Trail {
@@ -45,7 +49,21 @@ impl Trail {
             },
             started,
             ledger,
+            settle: Vec::new(),
         })))
+    }
+
+    /// Settle these against `state` when the request ends, to what it was
+    /// charged and the tokens it used.
+    pub fn settle_with(&self, state: Arc<dyn SharedState>, settlements: Vec<Settlement>) {
+        if !settlements.is_empty() {
+            self.0.lock().unwrap().settle.push((state, settlements));
+        }
+    }
+
+    /// The caller's key name (empty with open access).
+    pub fn key_name(&self) -> String {
+        self.0.lock().unwrap().record.key.clone().unwrap_or_default()
     }
 
     /// A trail that goes nowhere (tests, benches).
@@ -105,6 +123,10 @@ impl Drop for Entry {
         record.latency_ms = self.started.elapsed().as_millis() as u64;
         record.provider_cost_usd = record.attempts.iter().map(|a| a.cost_usd).sum();
         record.cost_estimated = record.attempts.iter().any(|a| a.estimated);
+        let tokens = record.usage.map_or(0, |u| u.prompt_tokens + u.completion_tokens);
+        for (state, settlements) in self.settle.drain(..) {
+            admit::settle(&state, &settlements, record.charged_usd, tokens);
+        }
         if record.id.is_empty() {
             return;
         }
