@@ -3,6 +3,7 @@
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use switchboard::cli::{self, KeysCommand, TeamsCommand};
 use switchboard::config::Config;
 
 #[derive(Parser)]
@@ -23,6 +24,37 @@ struct Cli {
     /// Check the configuration and exit.
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Gateway keys kept in the ledger database.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Teams and their budgets, kept in the ledger database.
+    Teams {
+        #[command(subcommand)]
+        command: TeamsCommand,
+    },
+    /// Usage from the ledger: requests, errors, tokens, cost, latency and feedback.
+    Report {
+        /// Group by these, comma-separated: provider, model, route, key, team, day.
+        #[arg(long, default_value = "provider,model")]
+        by: String,
+        /// From: a span back (7d, 24h, 30m) or a UTC date (2026-12-01, 2026-12-01T12:00:00Z).
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// Until (now when absent), read like --since.
+        #[arg(long)]
+        until: Option<String>,
+        /// JSON rows instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -49,6 +81,28 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Some(command) = cli.command {
+        let out = match command {
+            Command::Keys { command } => cli::keys(&config, command),
+            Command::Teams { command } => cli::teams(&config, command),
+            Command::Report {
+                by,
+                since,
+                until,
+                json,
+            } => cli::report(&config, &by, &since, until.as_deref(), json),
+        };
+        return match out {
+            Ok(text) => {
+                print!("{text}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("switchboard: {error}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if cli.check {
         println!(
             "{}: ok ({} providers, {} routes)",

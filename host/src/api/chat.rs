@@ -285,7 +285,11 @@ fn sse_data(json: &[u8]) -> Bytes {
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
-async fn read_body(headers: &http::HeaderMap, mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(
+    headers: &http::HeaderMap,
+    mut body: Incoming,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -323,7 +327,7 @@ async fn drain(mut body: Incoming) {
 }
 
 /// Parse the body once and check what every route relies on.
-fn parse(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+pub(super) fn parse(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::invalid_request(format!("We could not parse the JSON body of your request: {e}"))
     })?;

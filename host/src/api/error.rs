@@ -92,6 +92,26 @@ impl ApiError {
         )
     }
 
+    /// A 404 that says what was not found.
+    pub fn not_found_with(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("not_found"),
+            message,
+        )
+    }
+
+    /// A 409: the name is taken.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            Some("conflict"),
+            message,
+        )
+    }
+
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -1,5 +1,6 @@
 //! The OpenAI-compatible HTTP surface: handlers, bodies and errors.
 
+pub mod accounts;
 pub mod admin;
 pub mod admission;
 pub mod auth;

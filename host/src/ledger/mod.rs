@@ -4,6 +4,7 @@
 //! disk loses records (counted, logged once per interval), never requests.
 
 mod record;
+pub mod report;
 mod store;
 mod trail;
 
@@ -40,6 +41,7 @@ pub struct Ledger {
 }
 
 struct Inner {
+    path: PathBuf,
     tx: SyncSender<Message>,
     metrics: Arc<Metrics>,
     /// When the last "queue full" line was logged.
@@ -74,6 +76,7 @@ impl Ledger {
             source,
         })?;
         let (tx, rx) = std::sync::mpsc::sync_channel(settings.queue.max(1));
+        let path = settings.path.clone();
         let writer_metrics = metrics.clone();
         std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -81,6 +84,7 @@ impl Ledger {
             .expect("spawn the ledger writer");
         Ok(Ledger {
             inner: Some(Arc::new(Inner {
+                path,
                 tx,
                 metrics,
                 logged_full: std::sync::Mutex::new(None),
@@ -90,6 +94,16 @@ impl Ledger {
 
     pub fn is_on(&self) -> bool {
         self.inner.is_some()
+    }
+
+    /// A connection of its own to the database (for reports, feedback and
+    /// keys, off the request path); none when the ledger is off.
+    pub fn connect(&self) -> Option<Result<rusqlite::Connection, rusqlite::Error>> {
+        let inner = self.inner.as_ref()?;
+        Some(rusqlite::Connection::open(&inner.path).and_then(|conn| {
+            conn.busy_timeout(Duration::from_secs(2))?;
+            Ok(conn)
+        }))
     }
 
     /// Hand a record to the writer without waiting; a full queue drops it.

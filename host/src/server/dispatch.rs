@@ -70,6 +70,10 @@ async fn route(
             result
         }
         (http::Method::GET, "/v1/models") => api::models::list(gw, req.headers()),
+        (http::Method::POST, "/v1/feedback") => api::accounts::feedback(gw, req).await,
+        (http::Method::GET, "/admin/usage") => api::accounts::usage(gw, &req).await,
+        (_, "/admin/keys") => api::accounts::keys(gw, req).await,
+        (_, keyed) if keyed.starts_with("/admin/keys/") => api::accounts::keys(gw, req).await,
         (http::Method::GET, "/healthz") => Ok(json_response(
             http::StatusCode::OK,
             &serde_json::json!({"status": "ok"}),
@@ -95,6 +99,8 @@ async fn route(
             _,
             "/v1/chat/completions"
             | "/v1/models"
+            | "/v1/feedback"
+            | "/admin/usage"
             | "/healthz"
             | "/readyz"
             | "/metrics"
