@@ -31,8 +31,9 @@ pub enum KeysCommand {
         #[arg(long)]
         tpm: Option<u32>,
         /// Spend per period, USD.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         budget_usd: Option<f64>,
+        /// The budget's calendar period in UTC (default: month).
         #[arg(long, value_enum)]
         period: Option<Period>,
     },
@@ -47,7 +48,7 @@ pub enum TeamsCommand {
     /// Create a team, optionally with a budget.
     Create {
         name: String,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         budget_usd: Option<f64>,
         #[arg(long, value_enum)]
         period: Option<Period>,
@@ -55,7 +56,7 @@ pub enum TeamsCommand {
     /// Change a team's budget (`--no-budget` removes it).
     Set {
         name: String,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         budget_usd: Option<f64>,
         #[arg(long, value_enum)]
         period: Option<Period>,
@@ -116,7 +117,8 @@ pub fn keys(config: &Config, command: KeysCommand) -> Result<String, String> {
                 budget_usd,
                 period,
             };
-            let (secret, info) = store::create_key(conn, &new).map_err(e)?;
+            let (secret, info) =
+                store::create_key(conn, &new, |team| config.teams.contains_key(team)).map_err(e)?;
             let mut out = format!(
                 "created key `{}`{}\n{secret}\n(the secret is shown once; only its hash is kept)\n",
                 info.name,

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `switchboard` binary with real Wasm plugins,
 //! against mock providers on loopback. One binary, a module per area.
 
+mod accounts;
 mod anthropic;
 mod bulkheads;
 mod classes;

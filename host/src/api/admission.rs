@@ -37,6 +37,17 @@ pub fn rate_headers(rates: &Rates) -> Vec<(&'static str, String)> {
     headers
 }
 
+/// Dollars to six places, without trailing zeros: `0.0001`, `12.5`.
+fn usd(amount: f64) -> String {
+    let text = format!("{amount:.6}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text.contains('.') {
+        text.to_string()
+    } else {
+        format!("{text}.00")
+    }
+}
+
 /// The error for a refused request.
 pub fn refused(refusal: Refusal, key: &str, rates: &Rates) -> ApiError {
     let mut error = match refusal {
@@ -63,11 +74,11 @@ pub fn refused(refusal: Refusal, key: &str, rates: &Rates) -> ApiError {
             let wait = Duration::from_millis(resets_ms.saturating_sub(now).max(0) as u64);
             ApiError::budget_exceeded(
                 format!(
-                    "The budget of {label} (${:.2} per {}) is spent: ${:.4} charged and ${:.4} reserved by requests in flight; it resets at {}.",
-                    budget.limit_usd,
+                    "The budget of {label} (${} per {}) is spent: ${} charged and ${} reserved by requests in flight; it resets at {}.",
+                    usd(budget.limit_usd),
                     budget.period.as_str(),
-                    spend.spent,
-                    spend.reserved,
+                    usd(spend.spent),
+                    usd(spend.reserved),
                     calendar::format(resets_ms)
                 ),
                 wait,

@@ -48,6 +48,38 @@ impl Gateway {
         }
         let config_path = dir.path().join("switchboard.toml");
         std::fs::write(&config_path, with_test_sections(config)).unwrap();
+        Self::run_in(dir, env, nofile)
+    }
+
+    /// Stop the process and start it again on the same folder, config and
+    /// ledger (its port changes).
+    pub fn restart(mut self, env: &[(&str, &str)]) -> Gateway {
+        self.kill();
+        let dir = tempfile::TempDir::new_in(std::env::temp_dir()).unwrap();
+        let old = std::mem::replace(&mut self.dir, dir);
+        Self::run_in(old, env, None)
+    }
+
+    /// Run `switchboard <args>` on this gateway's config (the `keys`,
+    /// `teams` and `report` commands): its exit status, stdout and stderr.
+    pub fn command(&self, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("--config")
+            .arg(self.dir.path().join("switchboard.toml"))
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .expect("run switchboard");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    fn run_in(dir: tempfile::TempDir, env: &[(&str, &str)], nofile: Option<u32>) -> Gateway {
+        let config_path = dir.path().join("switchboard.toml");
         let binary = env!("CARGO_BIN_EXE_switchboard");
         let mut command = match nofile {
             None => Command::new(binary),
