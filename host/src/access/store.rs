@@ -341,7 +341,7 @@ mod tests {
             ..NewKey::default()
         };
         assert!(matches!(
-            create_key(conn, &orphan),
+            create_key(conn, &orphan, |_| false),
             Err(AccessError::NoSuchTeam(_))
         ));
         let negative = NewKey {
@@ -350,7 +350,7 @@ mod tests {
             ..NewKey::default()
         };
         assert!(matches!(
-            create_key(conn, &negative),
+            create_key(conn, &negative, |_| false),
             Err(AccessError::Invalid(_))
         ));
         revoke_key(conn, "ci").unwrap();
