@@ -427,3 +427,23 @@ async fn feedback_and_usage_reports_add_up_to_the_requests_made() {
     assert!(ok && table.starts_with("provider  requests"), "{table}");
     assert!(table.contains("0.75 (2)"), "{table}");
 }
+
+#[tokio::test]
+async fn the_cost_policy_turns_to_the_cheapest_as_a_budget_runs_low() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let route = r#"policy = "cost"
+policy_config = { tiers = [ { targets = ["b/model-b"] } ], economy_below_budget = 0.5 }"#;
+    let gw = Gateway::start(&config(&a, &b, route), KEYS);
+    let key = budgeted(&gw, "frugal", "0.0001").await;
+    let mut request = chat("chat");
+    request["max_tokens"] = json!(7);
+    let mut answered_by = Vec::new();
+    for _ in 0..4 {
+        let reply = chat_as(&gw, &key, &request).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        answered_by.push(reply.header("x-switchboard-provider").to_string());
+    }
+    // 25e-6 an answer of a 1e-4 budget: 100 %, 75 % and 50 % left keep the
+    // tier; 25 % left goes cheapest first.
+    assert_eq!(answered_by, ["b", "b", "b", "a"]);
+}

@@ -310,3 +310,40 @@ async fn a_ledger_that_cannot_be_opened_stops_start_up_naming_the_file() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_caller_that_goes_away_leaves_a_cancelled_record_of_what_was_spent() {
+    use http_body_util::BodyExt;
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::StreamStall(vec!["first", "second"]));
+    let config = with_ledger(&a, &b).replace("idle_timeout_ms = 1000", "idle_timeout_ms = 60000");
+    let gw = Gateway::start(&config, KEYS);
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let request = http::Request::post(gw.chat_url())
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            streamed_chat("chat").to_string(),
+        )))
+        .unwrap();
+    let mut response = client.request(request).await.unwrap();
+    let id = response.headers()["x-switchboard-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(response.body_mut().frame().await.unwrap().unwrap().is_data());
+    drop(response);
+    drop(client);
+
+    let db = records(&gw, 1).await;
+    let r = row(&db, &id);
+    assert_eq!(
+        (r["status"].clone(), r["outcome"].clone()),
+        (json!(200), json!("cancelled"))
+    );
+    assert_eq!(r["charged_usd"], 0.0, "an answer the caller left is not charged");
+    assert_eq!(r["cost_estimated"], true, "but the provider spent its prompt");
+    assert_eq!(
+        attempts(&db, &id),
+        vec![("a".into(), "cancelled".into(), Some(200), true)]
+    );
+}

@@ -6,6 +6,10 @@
 //! the input price plus its `max_tokens` (or `expected_output_tokens`) at the
 //! output price. The first tier whose conditions the request meets puts its
 //! targets first, cheapest first; every other target follows, cheapest first.
+//!
+//! With `economy_below_budget`, a caller whose remaining budget (the
+//! host's `budget-remaining`) has fallen below that share skips the tiers:
+//! every target cheapest first, so a team nearing its cap spends less.
 
 wit_bindgen::generate!({
     world: "policy",
@@ -48,6 +52,8 @@ struct Config {
     #[serde(default = "default_output")]
     expected_output_tokens: u32,
     attempt_timeout_ms: Option<u64>,
+    /// Below this share of budget left (0 to 1), tiers are skipped.
+    economy_below_budget: Option<f64>,
 }
 
 fn default_output() -> u32 {
@@ -58,6 +64,12 @@ impl Config {
     fn parse(json: &str) -> Result<Self, String> {
         let config: Config =
             serde_json::from_str(json).map_err(|e| format!("invalid cost policy config: {e}"))?;
+        if config
+            .economy_below_budget
+            .is_some_and(|share| !(0.0..=1.0).contains(&share))
+        {
+            return Err("invalid cost policy config: economy_below_budget must be between 0 and 1".into());
+        }
         for (i, tier) in config.tiers.iter().enumerate() {
             if tier.targets.is_empty() {
                 return Err(format!("invalid cost policy config: tiers[{i}] has no targets"));
@@ -67,6 +79,13 @@ impl Config {
     }
 
     fn tier(&self, facts: &RequestFacts) -> Option<&Tier> {
+        let saving = self
+            .economy_below_budget
+            .zip(facts.budget_remaining)
+            .is_some_and(|(floor, left)| left < floor);
+        if saving {
+            return None;
+        }
         self.tiers.iter().find(|tier| {
             tier.max_prompt_tokens
                 .is_none_or(|max| facts.estimated_prompt_tokens <= max)
@@ -145,5 +164,32 @@ mod tests {
         ];
         let plan = Cost::plan(facts(&[]), candidates, "{}".into()).unwrap();
         assert_eq!(order(plan), [1, 2, 0]);
+    }
+
+    #[test]
+    fn a_caller_near_its_budget_skips_the_tiers_for_the_cheapest() {
+        let candidates = vec![
+            candidate(0, "dear", 10.0, 100.0, 0),
+            candidate(1, "cheap", 0.5, 100.0, 0),
+        ];
+        let config = r#"{"tiers": [{"targets": ["dear/m"]}], "economy_below_budget": 0.25}"#;
+        let mut plenty = facts(&[]);
+        plenty.budget_remaining = Some(0.8);
+        assert_eq!(
+            order(Cost::plan(plenty, candidates.clone(), config.into()).unwrap()),
+            [0, 1]
+        );
+        let mut nearly_spent = facts(&[]);
+        nearly_spent.budget_remaining = Some(0.1);
+        assert_eq!(
+            order(Cost::plan(nearly_spent, candidates.clone(), config.into()).unwrap()),
+            [1, 0]
+        );
+        // No budget applies: the tiers hold.
+        assert_eq!(
+            order(Cost::plan(facts(&[]), candidates, config.into()).unwrap()),
+            [0, 1]
+        );
+        assert!(Cost::validate_config(r#"{"economy_below_budget": 2}"#.into()).is_err());
     }
 }
