@@ -68,8 +68,23 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TeamLabels {
+    pub team: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Spend and what is left of each team's budget in its current period.
+    pub budget_spent: Family<TeamLabels, Gauge<f64, AtomicU64>>,
+    pub budget_remaining: Family<TeamLabels, Gauge<f64, AtomicU64>>,
+    /// Requests refused by a key's limits, by kind (`requests`, `tokens`, `budget`).
+    pub limit_rejections: Family<KindLabels, Counter>,
     /// Ledger records waiting for the writer.
     pub ledger_queue: Gauge,
     /// Ledger records written.
@@ -135,6 +150,24 @@ impl Default for Metrics {
         let plugin_memory = Gauge::default();
         let plugin_memory_peak = Gauge::default();
         let plugins_quarantined = Gauge::default();
+        let budget_spent = Family::default();
+        let budget_remaining = Family::default();
+        let limit_rejections = Family::default();
+        registry.register(
+            "budget_spent_usd",
+            "Spend of each team's budget in its current period (settled and reserved)",
+            budget_spent.clone(),
+        );
+        registry.register(
+            "budget_remaining_usd",
+            "What is left of each team's budget in its current period",
+            budget_remaining.clone(),
+        );
+        registry.register(
+            "limit_rejections",
+            "Requests refused by a key's limits, by kind (requests, tokens, budget)",
+            limit_rejections.clone(),
+        );
         let ledger_queue = Gauge::default();
         let ledger_written = Counter::default();
         let ledger_dropped = Family::default();
@@ -255,6 +288,9 @@ impl Default for Metrics {
         );
         Metrics {
             registry,
+            budget_spent,
+            budget_remaining,
+            limit_rejections,
             ledger_queue,
             ledger_written,
             ledger_dropped,

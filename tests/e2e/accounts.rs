@@ -214,6 +214,11 @@ async fn a_key_over_its_rates_gets_429_with_retry_after_and_openai_headers() {
     assert_eq!(over.status, 429, "{}", over.text());
     assert_eq!(over.json()["error"]["type"], "tokens");
     assert_eq!(over.header("x-ratelimit-limit-tokens"), "40");
+    let metrics = gw.metrics().await;
+    for kind in ["requests", "tokens"] {
+        let series = format!("switchboard_limit_rejections_total{{kind=\"{kind}\"}}");
+        assert_eq!(sample(&metrics, &series), 1, "{metrics}");
+    }
 }
 
 /// A key with this daily budget.
@@ -273,6 +278,8 @@ async fn racing_requests_overspend_a_budget_by_at_most_the_documented_bound_and_
             && message.contains("resets at"),
         "{message}"
     );
+    let series = "switchboard_limit_rejections_total{kind=\"budget\"}";
+    assert_eq!(sample(&gw.metrics().await, series), refused.len() as u64);
     let spent = charged(&gw, "race", 50).await;
     // At most floor(budget / reservation) = 5 reservations fit at once, and
     // each of those may cost its answer's 25e-6 less its 20e-6 reserved more.
@@ -446,4 +453,28 @@ policy_config = { tiers = [ { targets = ["b/model-b"] } ], economy_below_budget 
     // 25e-6 an answer of a 1e-4 budget: 100 %, 75 % and 50 % left keep the
     // tier; 25 % left goes cheapest first.
     assert_eq!(answered_by, ["b", "b", "b", "a"]);
+}
+
+#[tokio::test]
+async fn a_teams_budget_made_with_the_command_is_counted_and_shown_in_metrics() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let gw = Gateway::start(&config(&a, &b, ""), KEYS);
+    let (ok, out, err) = gw.command(
+        KEYS,
+        &["teams", "create", "eng", "--budget-usd", "1", "--period", "week"],
+    );
+    assert!(ok && out.contains("$1.00/week"), "{out}{err}");
+    let (key, _) = create_key(&gw, &["--name", "dev", "--team", "eng"]);
+    until_loaded(&gw).await;
+    assert_eq!(chat_as(&gw, &key, &chat("chat")).await.status, 200);
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("switchboard_budget_spent_usd{team=\"eng\"} 0.000025"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("switchboard_budget_remaining_usd{team=\"eng\"} 0.999975"));
+    let (ok, _, _) = gw.command(KEYS, &["teams", "set", "eng", "--no-budget"]);
+    assert!(ok);
+    let (_, listed, _) = gw.command(KEYS, &["teams", "list"]);
+    assert!(listed.contains("eng\t-"), "{listed}");
 }

@@ -6,6 +6,7 @@ use super::ApiError;
 use crate::access::admit::{Rates, Refusal};
 use crate::access::calendar;
 use crate::access::limits::{RateState, openai_duration};
+use crate::metrics::{KindLabels, Metrics};
 use std::time::{Duration, SystemTime};
 
 /// The `x-ratelimit-*` headers of the limits a key has.
@@ -48,8 +49,13 @@ fn usd(amount: f64) -> String {
     }
 }
 
-/// The error for a refused request.
-pub fn refused(refusal: Refusal, key: &str, rates: &Rates) -> ApiError {
+/// The error for a refused request (counted by kind).
+pub fn refused(metrics: &Metrics, refusal: Refusal, key: &str, rates: &Rates) -> ApiError {
+    let kind = match &refusal {
+        Refusal::Rate { kind, .. } => kind,
+        Refusal::Budget { .. } => "budget",
+    };
+    metrics.limit_rejections.get_or_create(&KindLabels { kind }).inc();
     let mut error = match refusal {
         Refusal::Rate { kind, refused } => {
             let per_minute = if kind == "requests" { "RPM" } else { "TPM" };

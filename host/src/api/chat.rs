@@ -107,7 +107,7 @@ async fn serve(
         Some(key) => {
             let tokens = facts.estimated_prompt_tokens + facts.max_output_tokens.unwrap_or(0);
             let rates = admit::take_rates(&**state, key, tokens, &mut settlements)
-                .map_err(|(refusal, rates)| admission::refused(refusal, &key.name, &rates))?;
+                .map_err(|(refusal, rates)| admission::refused(&gw.metrics, refusal, &key.name, &rates))?;
             let team = key.team.as_ref().and_then(|t| gw.team_budget(&keyring, t));
             (rates, admit::budgets(key, team))
         }
@@ -201,7 +201,7 @@ async fn answer(
         let mut settlements = Vec::new();
         let key = trail.key_name();
         admit::reserve(&*gw.shared.state, &budgets, worst, now_ms, &mut settlements)
-            .map_err(|refusal| admission::refused(refusal, &key, &Rates::default()))?;
+            .map_err(|refusal| admission::refused(&gw.metrics, refusal, &key, &Rates::default()))?;
         trail.settle_with(gw.shared.state.clone(), settlements);
     }
     let hedge = Hedge::for_request(route, &facts, planned.hedge);

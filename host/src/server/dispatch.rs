@@ -84,6 +84,7 @@ async fn route(
             metrics.plugin_memory.set(gw.registry.memory_in_use() as i64);
             metrics.plugin_memory_peak.set(gw.registry.memory_peak() as i64);
             metrics.plugins_quarantined.set(gw.registry.quarantined() as i64);
+            budget_gauges(gw);
             http::Response::builder()
                 .header(
                     http::header::CONTENT_TYPE,
@@ -111,6 +112,34 @@ async fn route(
         _ => Err(ApiError::not_found()),
     };
     result.unwrap_or_else(ApiError::into_response)
+}
+
+/// Each team budget's spend and remainder in its current period.
+fn budget_gauges(gw: &Gateway) {
+    let stored = gw.shared.keyring.current();
+    let now_ms = crate::ledger::unix_ms(std::time::SystemTime::now());
+    let teams = gw.config.teams.keys().chain(stored.teams.keys());
+    for team in teams {
+        let Some(budget) = gw.team_budget(&stored, team) else {
+            continue;
+        };
+        let applies = crate::access::admit::Applies {
+            id: format!("team:{team}"),
+            label: String::new(),
+            budget,
+        };
+        let spend = gw
+            .shared
+            .state
+            .spend(&crate::access::admit::period_of(&applies, now_ms));
+        let labels = crate::metrics::TeamLabels { team: team.clone() };
+        let used = spend.spent + spend.reserved;
+        gw.metrics.budget_spent.get_or_create(&labels).set(used);
+        gw.metrics
+            .budget_remaining
+            .get_or_create(&labels)
+            .set((budget.limit_usd - used).max(0.0));
+    }
 }
 
 /// Ready when every route's policy and every provider's adapter is loaded.
