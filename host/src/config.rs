@@ -48,6 +48,8 @@ struct RawLedger {
     retention_days: u32,
     #[serde(default = "defaults::ledger_queue")]
     queue_capacity: usize,
+    #[serde(default)]
+    record_decisions: bool,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -536,6 +538,13 @@ pub struct Config {
     pub budgets: BudgetsConfig,
 }
 
+impl Config {
+    /// Whether each request's routing decision goes into the ledger.
+    pub fn record_decisions(&self) -> bool {
+        self.ledger.as_ref().is_some_and(|l| l.record_decisions)
+    }
+}
+
 /// A hash of a config file's text, to tell a changed file from a re-save.
 pub fn text_hash(text: &str) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -853,6 +862,7 @@ impl Config {
                 path: base.join(l.path),
                 retention: Duration::from_secs(l.retention_days as u64 * 86_400),
                 queue: l.queue_capacity,
+                record_decisions: l.record_decisions,
             }),
         };
         let mut teams = HashMap::new();

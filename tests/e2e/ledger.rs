@@ -347,3 +347,39 @@ async fn a_caller_that_goes_away_leaves_a_cancelled_record_of_what_was_spent() {
         vec![("a".into(), "cancelled".into(), Some(200), true)]
     );
 }
+
+#[tokio::test]
+async fn decisions_are_recorded_only_when_asked_with_the_policys_inputs_and_plan() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let config = with_ledger(&a, &b).replacen(
+        "path = \"ledger.db\"",
+        "path = \"ledger.db\"\nrecord_decisions = true",
+        1,
+    );
+    let gw = Gateway::start(&config, KEYS);
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    let id = reply.header("x-switchboard-request-id").to_string();
+    let db = records(&gw, 1).await;
+    let decision: String = db
+        .query_row(
+            "SELECT decision FROM decisions WHERE request_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let decision: Value = serde_json::from_str(&decision).unwrap();
+    assert_eq!(decision["policy"], "priority");
+    assert_eq!(decision["decided_by"], "priority");
+    assert_eq!(decision["facts"]["model"], "chat");
+    assert_eq!(decision["candidates"][1]["provider"], "b");
+    assert_eq!(decision["candidates"][0]["health"]["circuit"], "closed");
+    assert_eq!(decision["plan"], json!([0, 1]));
+
+    let gw = Gateway::start(&with_ledger(&a, &b), KEYS);
+    post(&gw.chat_url(), &chat("chat")).await;
+    let db = records(&gw, 1).await;
+    let kept: i64 = db
+        .query_row("SELECT count(*) FROM decisions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, 0, "off by default");
+}

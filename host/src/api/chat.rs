@@ -186,6 +186,7 @@ async fn answer(
     let plugins = gw.registry.snapshot();
     let planned = plan::plan(gw, &plugins, route, &facts, started).await?;
     trail.note(|r| {
+        r.decision = planned.decision.clone();
         r.plan = planned
             .attempts
             .iter()

@@ -19,10 +19,12 @@ pub struct PlannedAttempt {
 }
 
 /// A plan: the attempts in order, and whether the policy asked for a hedge.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Planned {
     pub attempts: Vec<PlannedAttempt>,
     pub hedge: HedgeChoice,
+    /// The policy's inputs and answer, when the route records decisions.
+    pub decision: Option<String>,
 }
 
 /// The plan for a request that arrived at `started`. When every candidate
@@ -52,15 +54,12 @@ pub async fn plan(
         return Err(none_usable(&route.name, &unusable));
     }
 
+    let policy_facts = facts.for_policy(&route.name);
     let from_policy = match plugins.policy(&route.policy) {
         Err(Unavailable::NotLoaded) => Err("not loaded"),
         Err(Unavailable::Quarantined) => Err("quarantined"),
         Ok(policy) => policy
-            .plan(
-                &facts.for_policy(&route.name),
-                &candidates,
-                &route.policy_config_json,
-            )
+            .plan(&policy_facts, &candidates, &route.policy_config_json)
             .await
             .map_err(|error| {
                 tracing::warn!(route = %route.name, %error, "policy failed; using the configured order");
@@ -73,6 +72,10 @@ pub async fn plan(
                     .inc();
                 error.kind()
             }),
+    };
+    let decided_by = match &from_policy {
+        Ok(_) => route.policy.as_str(),
+        Err(_) => "configured order",
     };
     let (attempts, hedge): (Vec<PlannedAttempt>, HedgeChoice) = match from_policy {
         Ok(plan) => (
@@ -113,7 +116,23 @@ pub async fn plan(
         ));
     }
     tracing::debug!(route = %route.name, plan = ?attempts, ?hedge, "plan");
-    Ok(Planned { attempts, hedge })
+    let decision = gw.config.record_decisions().then(|| {
+        let steps: Vec<u32> = attempts.iter().map(|a| a.target as u32).collect();
+        serde_json::json!({
+            "policy": route.policy,
+            "decided_by": decided_by,
+            "facts": policy_facts,
+            "candidates": candidates,
+            "plan": steps,
+            "hedge": format!("{hedge:?}"),
+        })
+        .to_string()
+    });
+    Ok(Planned {
+        attempts,
+        hedge,
+        decision,
+    })
 }
 
 /// Whether a candidate can be tried now: not cooling down after a 429, and

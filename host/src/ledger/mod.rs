@@ -32,6 +32,8 @@ pub struct LedgerSettings {
     pub retention: Duration,
     /// Records waiting for the writer at most; more are dropped.
     pub queue: usize,
+    /// Keep each request's policy inputs and plan (for offline replay).
+    pub record_decisions: bool,
 }
 
 /// A handle on the ledger; cheap to clone. Off: records go nowhere.

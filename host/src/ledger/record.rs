@@ -47,6 +47,9 @@ pub struct RequestRecord {
     /// How it ended: `answered`, `failed`, `broken` (a stream that broke
     /// after its head), `cancelled` (the caller went away).
     pub outcome: &'static str,
+    /// The policy's inputs and plan, JSON, when decisions are recorded.
+    #[serde(skip)]
+    pub decision: Option<String>,
 }
 
 /// One attempt of a request.

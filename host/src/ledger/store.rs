@@ -96,6 +96,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX feedback_request ON feedback (request_id);
     CREATE INDEX requests_key ON requests (key_name, at_ms);
     CREATE INDEX requests_team ON requests (team, at_ms);",
+    // 3: routing decisions, for replaying traffic through another policy.
+    "CREATE TABLE decisions (
+        request_id TEXT PRIMARY KEY REFERENCES requests (id) ON DELETE CASCADE,
+        decision TEXT NOT NULL
+    );",
 ];
 
 /// An open ledger database.
@@ -138,6 +143,7 @@ impl Store {
             let mut attempt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO attempts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
+            let mut decision = tx.prepare_cached("INSERT OR REPLACE INTO decisions VALUES (?1, ?2)")?;
             for r in batch {
                 let u = r.usage;
                 request.execute(params![
@@ -168,6 +174,9 @@ impl Store {
                     r.error_class,
                     r.outcome,
                 ])?;
+                if let Some(d) = &r.decision {
+                    decision.execute(params![r.id, d])?;
+                }
                 for (n, a) in r.attempts.iter().enumerate() {
                     attempt.execute(params![
                         r.id,

@@ -35,6 +35,20 @@ impl Capabilities {
     }
 }
 
+/// As the names the configuration uses: `["tools", "streaming"]`.
+impl serde::Serialize for Capabilities {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let names = [
+            (Capabilities::TOOLS, "tools"),
+            (Capabilities::IMAGES, "images"),
+            (Capabilities::JSON_SCHEMA, "json_schema"),
+            (Capabilities::STREAMING, "streaming"),
+            (Capabilities::EMBEDDINGS, "embeddings"),
+        ];
+        s.collect_seq(names.iter().filter(|(c, _)| self.contains(*c)).map(|(_, n)| n))
+    }
+}
+
 impl BitOr for Capabilities {
     type Output = Capabilities;
     fn bitor(self, other: Capabilities) -> Capabilities {
@@ -49,7 +63,8 @@ impl BitOrAssign for Capabilities {
 }
 
 /// The API a caller speaks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ApiFormat {
     /// OpenAI Chat Completions, the canonical format.
     #[default]
@@ -206,7 +221,8 @@ pub struct PolicyInfo {
 }
 
 /// A target's circuit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CircuitState {
     Closed,
     Open,
@@ -214,7 +230,7 @@ pub enum CircuitState {
 }
 
 /// A target's live health, as policies see it.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct Health {
     pub latency_ewma_ms: f64,
     pub latency_p95_ms: f64,
@@ -227,7 +243,7 @@ pub struct Health {
 }
 
 /// What a policy knows of a request.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct RequestFacts {
     /// The route name.
     pub model: String,
@@ -245,7 +261,7 @@ pub struct RequestFacts {
 }
 
 /// A target a policy may plan.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Candidate {
     /// Position in the route's targets.
     pub index: u32,
@@ -259,7 +275,7 @@ pub struct Candidate {
 }
 
 /// One attempt of a policy's plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PlanStep {
     pub candidate: u32,
     pub timeout_ms: Option<u64>,
