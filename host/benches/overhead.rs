@@ -8,51 +8,14 @@
 
 mod support;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use support::{HttpClient, percentile, process_usage, start_gateway, upstream};
+use support::{CONCURRENCY, HttpClient, load, percentile, process_usage, start_gateway, upstream};
 
 const REQUESTS: usize = 20_000;
 const STREAMS: usize = 5_000;
-const CONCURRENCY: usize = 16;
 const WARM_UP: usize = 1_000;
-
-/// Send `count` requests with `CONCURRENCY` in flight; returns sorted latencies and the wall time.
-async fn load(client: &HttpClient, url: &str, body: &'static str, count: usize) -> (Vec<Duration>, Duration) {
-    let started = Instant::now();
-    let per_task = count / CONCURRENCY;
-    let tasks: Vec<_> = (0..CONCURRENCY)
-        .map(|_| {
-            let (client, url) = (client.clone(), url.to_string());
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(per_task);
-                for _ in 0..per_task {
-                    let request = http::Request::post(&url)
-                        .header("content-type", "application/json")
-                        .body(Full::new(Bytes::from_static(body.as_bytes())))
-                        .unwrap();
-                    let t = Instant::now();
-                    let response = client.request(request).await.unwrap();
-                    assert_eq!(response.status(), 200);
-                    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-                    assert!(!bytes.is_empty());
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut all = Vec::with_capacity(count);
-    for task in tasks {
-        all.extend(task.await.unwrap());
-    }
-    all.sort();
-    (all, started.elapsed())
-}
 
 #[tokio::main]
 async fn main() {

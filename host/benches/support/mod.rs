@@ -12,7 +12,10 @@ use hyper_util::rt::TokioIo;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Requests in flight at once in the load runs.
+pub const CONCURRENCY: usize = 16;
 
 pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
@@ -173,4 +176,42 @@ pub fn process_usage(pid: u32) -> (f64, u64, u64) {
 
 pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1e6
+}
+
+/// Send `count` requests with `CONCURRENCY` in flight; returns sorted latencies and the wall time.
+pub async fn load(
+    client: &HttpClient,
+    url: &str,
+    body: &'static str,
+    count: usize,
+) -> (Vec<Duration>, Duration) {
+    let started = Instant::now();
+    let per_task = count / CONCURRENCY;
+    let tasks: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.to_string());
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_task);
+                for _ in 0..per_task {
+                    let request = http::Request::post(&url)
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from_static(body.as_bytes())))
+                        .unwrap();
+                    let t = Instant::now();
+                    let response = client.request(request).await.unwrap();
+                    assert_eq!(response.status(), 200);
+                    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                    assert!(!bytes.is_empty());
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(count);
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort();
+    (all, started.elapsed())
 }

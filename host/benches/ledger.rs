@@ -1,0 +1,141 @@
+//! What the ledger costs: how many records a second its writer sustains,
+//! what one request's record costs on the request path, and the gateway's
+//! CPU per request with the ledger off and on (runs alternated A B A B).
+//!
+//! Run: `cargo bench --bench ledger` (release build). Results are recorded
+//! in BENCHMARKS.md.
+
+mod support;
+
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{HttpClient, load, process_usage, start_gateway, upstream};
+use switchboard::ledger::{AttemptRecord, Ledger, LedgerSettings, Trail};
+use switchboard::metrics::Metrics;
+use switchboard::plugin::types::Usage;
+
+const RECORDS: usize = 100_000;
+const REQUESTS: usize = 20_000;
+const ROUNDS: usize = 2;
+
+fn settings(dir: &std::path::Path) -> LedgerSettings {
+    LedgerSettings {
+        path: dir.join("ledger.db"),
+        retention: Duration::from_secs(86_400),
+        queue: RECORDS * 2,
+        record_decisions: false,
+    }
+}
+
+/// One request's record, as a two-attempt failover leaves it.
+fn fill(trail: &Trail, n: usize) {
+    trail.note(|r| {
+        r.key = Some("bench".into());
+        r.route = Some("bench".into());
+        r.plan = vec!["up/m".into(), "other/m".into()];
+        r.tags = vec![("team".into(), "search".into())];
+    });
+    trail.attempt(AttemptRecord {
+        provider: "up".into(),
+        model: "m".into(),
+        outcome: "server_error".into(),
+        http_status: Some(500),
+        latency_ms: 3,
+        ..AttemptRecord::default()
+    });
+    let usage = Usage {
+        prompt_tokens: 20 + n as u32 % 7,
+        completion_tokens: 9,
+        ..Usage::default()
+    };
+    trail.answered(
+        AttemptRecord {
+            provider: "other".into(),
+            model: "m".into(),
+            outcome: "success".into(),
+            http_status: Some(200),
+            latency_ms: 12,
+            usage: Some(usage),
+            cost_usd: 38e-6,
+            ..AttemptRecord::default()
+        },
+        Some("m-2024".into()),
+    );
+    trail.status(200, None);
+}
+
+fn writer_and_request_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(settings(dir.path()), Arc::new(Metrics::default())).unwrap();
+    // The request path: building the record and handing it over.
+    let started = Instant::now();
+    for n in 0..RECORDS {
+        let trail = Trail::begin(
+            ledger.clone(),
+            format!("{n:032x}"),
+            None,
+            1_700_000_000_000 + n as i64,
+            tokio::time::Instant::now(),
+        );
+        fill(&trail, n);
+    }
+    let handed_over = started.elapsed();
+    assert!(ledger.flush(Duration::from_secs(120)));
+    let written = started.elapsed();
+    println!("| measure | value |");
+    println!("| --- | ---: |");
+    println!(
+        "| request path: one record built and queued | {:.2} µs |",
+        handed_over.as_secs_f64() * 1e6 / RECORDS as f64
+    );
+    println!(
+        "| writer: records written per second ({RECORDS} records, 2 attempts each, WAL, synchronous=NORMAL) | {:.0} |",
+        RECORDS as f64 / written.as_secs_f64()
+    );
+}
+
+async fn gateway_cpu() {
+    const BODY: &str = r#"{"model":"bench","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in one short sentence, please."}],"max_tokens":64}"#;
+    let upstream = upstream().await;
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(64)
+        .build_http();
+    let ledger_dir = tempfile::tempdir().unwrap();
+    let with_ledger = format!(
+        "[ledger]\npath = {:?}\n",
+        ledger_dir.path().join("ledger.db").display().to_string()
+    );
+    println!();
+    println!("| gateway, JSON | round | requests | throughput (req/s) | gateway CPU per request (µs) |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for round in 1..=ROUNDS {
+        for (name, extra) in [("ledger off", ""), ("ledger on", with_ledger.as_str())] {
+            let gateway = start_gateway(upstream, extra, &[]);
+            let pid = gateway.child.id();
+            let url = format!("{}/v1/chat/completions", gateway.url);
+            load(&client, &url, BODY, 1_000).await;
+            let (before, _, _) = process_usage(pid);
+            let (latencies, wall) = load(&client, &url, BODY, REQUESTS).await;
+            let (after, _, _) = process_usage(pid);
+            println!(
+                "| {name} | {round} | {} | {:.0} | {:.1} |",
+                latencies.len(),
+                latencies.len() as f64 / wall.as_secs_f64(),
+                (after - before) / latencies.len() as f64 * 1e6
+            );
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    writer_and_request_path();
+    gateway_cpu().await;
+    println!();
+    println!(
+        "machine: {} cores; load generator, upstream and gateway share them",
+        std::thread::available_parallelism().unwrap()
+    );
+}
