@@ -19,7 +19,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Records written in one transaction at most.
-const MAX_BATCH: usize = 4096;
+const MAX_BATCH: usize = 8192;
 /// How long the writer gathers records after the first of a batch: one
 /// transaction per window, not per record. A crash loses at most this
 /// much (plus what waits in the queue).
@@ -170,6 +170,8 @@ impl Writer {
     }
 
     fn run(mut self, rx: Receiver<Message>) {
+        // A full batch means more is waiting: the next one does not sleep.
+        let mut behind = false;
         loop {
             self.prune_if_due();
             let first = match rx.recv_timeout(PRUNE_EVERY) {
@@ -177,22 +179,27 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
-            // Gather for a window (or until a flush is asked for), then write
-            // the lot in one transaction.
-            let until = Instant::now() + BATCH_WINDOW;
+            // Sleep through a window, then take what arrived: the request
+            // path never wakes this thread per record (a flush does not wait
+            // for the window).
             let mut batch = Vec::new();
             let mut flushes = Vec::new();
-            let mut next = Some(first);
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Record(record) => batch.push(*record),
-                    Message::Flush(done) => flushes.push(done),
-                }
-                if batch.len() < MAX_BATCH && flushes.is_empty() {
-                    let left = until.saturating_duration_since(Instant::now());
-                    next = rx.recv_timeout(left).ok();
+            let take = |message: Message, batch: &mut Vec<RequestRecord>, flushes: &mut Vec<_>| match message
+            {
+                Message::Record(record) => batch.push(*record),
+                Message::Flush(done) => flushes.push(done),
+            };
+            take(first, &mut batch, &mut flushes);
+            if flushes.is_empty() && !behind {
+                std::thread::sleep(BATCH_WINDOW);
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(message) => take(message, &mut batch, &mut flushes),
+                    Err(_) => break,
                 }
             }
+            behind = batch.len() >= MAX_BATCH;
             self.metrics.ledger_queue.dec_by(batch.len() as i64);
             if !batch.is_empty() {
                 self.write(&batch);

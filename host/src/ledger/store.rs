@@ -36,25 +36,13 @@ const MIGRATIONS: &[&str] = &[
         ttft_ms INTEGER,
         status INTEGER NOT NULL,
         error_class TEXT,
-        outcome TEXT NOT NULL
-    );
-    CREATE INDEX requests_at ON requests (at_ms);
-    CREATE INDEX requests_caller_id ON requests (caller_request_id);
-    CREATE TABLE attempts (
-        request_id TEXT NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
-        n INTEGER NOT NULL,
-        provider TEXT NOT NULL,
-        model TEXT NOT NULL,
         outcome TEXT NOT NULL,
-        http_status INTEGER,
-        latency_ms INTEGER NOT NULL,
-        ttft_ms INTEGER,
-        prompt_tokens INTEGER,
-        completion_tokens INTEGER,
-        cost_usd REAL NOT NULL,
-        estimated INTEGER NOT NULL,
-        PRIMARY KEY (request_id, n)
-    );",
+        -- Each attempt, in order: a JSON array of {provider, model, outcome,
+        -- http_status, latency_ms, ttft_ms, usage, cost_usd, estimated}
+        -- (one row per request keeps the writer cheap; `json_each` reads them).
+        attempts TEXT NOT NULL
+    );
+    CREATE INDEX requests_at ON requests (at_ms);",
     // 2: gateway keys and teams managed without the config file, their
     // change counter (what a running gateway polls), and feedback.
     "CREATE TABLE teams (
@@ -138,10 +126,7 @@ impl Store {
         {
             let mut request = tx.prepare_cached(
                 "INSERT OR REPLACE INTO requests VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
-                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
-            )?;
-            let mut attempt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO attempts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
             )?;
             let mut decision = tx.prepare_cached("INSERT OR REPLACE INTO decisions VALUES (?1, ?2)")?;
             for r in batch {
@@ -173,25 +158,10 @@ impl Store {
                     r.status,
                     r.error_class,
                     r.outcome,
+                    serde_json::to_string(&r.attempts).expect("attempts serialise"),
                 ])?;
                 if let Some(d) = &r.decision {
                     decision.execute(params![r.id, d])?;
-                }
-                for (n, a) in r.attempts.iter().enumerate() {
-                    attempt.execute(params![
-                        r.id,
-                        n as i64,
-                        a.provider,
-                        a.model,
-                        a.outcome,
-                        a.http_status,
-                        a.latency_ms as i64,
-                        a.ttft_ms.map(|t| t as i64),
-                        a.usage.map(|u| u.prompt_tokens),
-                        a.usage.map(|u| u.completion_tokens),
-                        a.cost_usd,
-                        a.estimated,
-                    ])?;
                 }
             }
         }
@@ -280,8 +250,15 @@ mod tests {
                 .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
                 .unwrap()
         };
-        assert_eq!((count(&store, "requests"), count(&store, "attempts")), (2, 4));
+        assert_eq!(count(&store, "requests"), 2);
+        let attempts: i64 = store
+            .connection()
+            .query_row("SELECT sum(json_array_length(attempts)) FROM requests", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(attempts, 4);
         assert_eq!(store.prune(2_000).unwrap(), 1);
-        assert_eq!((count(&store, "requests"), count(&store, "attempts")), (1, 2));
+        assert_eq!(count(&store, "requests"), 1);
     }
 }
