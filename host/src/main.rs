@@ -65,8 +65,10 @@ enum LogFormat {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The commands print their answer; only their warnings go to stderr.
+    let default_level = if cli.command.is_some() { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
