@@ -283,12 +283,16 @@ pub struct BudgetsConfig {
     /// Output tokens a request that sets no `max_tokens` is assumed to use
     /// when it reserves its worst-case cost.
     pub assumed_output_tokens: u32,
+    /// Export each key budget's spend in metrics too (keys in the database
+    /// are unbounded labels, so this is off by default).
+    pub key_metrics: bool,
 }
 
 impl Default for BudgetsConfig {
     fn default() -> Self {
         BudgetsConfig {
             assumed_output_tokens: 4096,
+            key_metrics: false,
         }
     }
 }

@@ -74,6 +74,11 @@ pub struct TeamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
 }
@@ -83,6 +88,9 @@ pub struct Metrics {
     /// Spend and what is left of each team's budget in its current period.
     pub budget_spent: Family<TeamLabels, Gauge<f64, AtomicU64>>,
     pub budget_remaining: Family<TeamLabels, Gauge<f64, AtomicU64>>,
+    /// The same per key, when `[budgets] key_metrics` asks for it.
+    pub key_budget_spent: Family<KeyLabels, Gauge<f64, AtomicU64>>,
+    pub key_budget_remaining: Family<KeyLabels, Gauge<f64, AtomicU64>>,
     /// Requests refused by a key's limits, by kind (`requests`, `tokens`, `budget`).
     pub limit_rejections: Family<KindLabels, Counter>,
     /// Ledger records waiting for the writer.
@@ -153,6 +161,18 @@ impl Default for Metrics {
         let budget_spent = Family::default();
         let budget_remaining = Family::default();
         let limit_rejections = Family::default();
+        let key_budget_spent = Family::default();
+        let key_budget_remaining = Family::default();
+        registry.register(
+            "key_budget_spent_usd",
+            "Spend of each key's budget in its current period (with [budgets] key_metrics)",
+            key_budget_spent.clone(),
+        );
+        registry.register(
+            "key_budget_remaining_usd",
+            "What is left of each key's budget in its current period (with [budgets] key_metrics)",
+            key_budget_remaining.clone(),
+        );
         registry.register(
             "budget_spent_usd",
             "Spend of each team's budget in its current period (settled and reserved)",
@@ -290,6 +310,8 @@ impl Default for Metrics {
             registry,
             budget_spent,
             budget_remaining,
+            key_budget_spent,
+            key_budget_remaining,
             limit_rejections,
             ledger_queue,
             ledger_written,

@@ -440,7 +440,10 @@ async fn the_cost_policy_turns_to_the_cheapest_as_a_budget_runs_low() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     let route = r#"policy = "cost"
 policy_config = { tiers = [ { targets = ["b/model-b"] } ], economy_below_budget = 0.5 }"#;
-    let gw = Gateway::start(&config(&a, &b, route), KEYS);
+    let gw = Gateway::start(
+        &format!("[budgets]\nkey_metrics = true\n{}", config(&a, &b, route)),
+        KEYS,
+    );
     let key = budgeted(&gw, "frugal", "0.0001").await;
     let mut request = chat("chat");
     request["max_tokens"] = json!(7);
@@ -453,6 +456,11 @@ policy_config = { tiers = [ { targets = ["b/model-b"] } ], economy_below_budget 
     // 25e-6 an answer of a 1e-4 budget: 100 %, 75 % and 50 % left keep the
     // tier; 25 % left goes cheapest first.
     assert_eq!(answered_by, ["b", "b", "b", "a"]);
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("switchboard_key_budget_spent_usd{key=\"frugal\"} 0.0001"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -114,10 +114,31 @@ async fn route(
     result.unwrap_or_else(ApiError::into_response)
 }
 
-/// Each team budget's spend and remainder in its current period.
+/// Each team budget's spend and remainder in its current period (and each
+/// key's, when asked for).
 fn budget_gauges(gw: &Gateway) {
     let stored = gw.shared.keyring.current();
     let now_ms = crate::ledger::unix_ms(std::time::SystemTime::now());
+    if gw.config.budgets.key_metrics {
+        let keys = gw.config.keys.iter().map(|k| &k.info).chain(stored.keys.values());
+        for key in keys {
+            for applies in crate::access::admit::budgets(key, None) {
+                let spend = gw
+                    .shared
+                    .state
+                    .spend(&crate::access::admit::period_of(&applies, now_ms));
+                let labels = crate::metrics::KeyLabels {
+                    key: key.name.clone(),
+                };
+                let used = spend.spent + spend.reserved;
+                gw.metrics.key_budget_spent.get_or_create(&labels).set(used);
+                gw.metrics
+                    .key_budget_remaining
+                    .get_or_create(&labels)
+                    .set((applies.budget.limit_usd - used).max(0.0));
+            }
+        }
+    }
     let teams = gw.config.teams.keys().chain(stored.teams.keys());
     for team in teams {
         let Some(budget) = gw.team_budget(&stored, team) else {
