@@ -4,7 +4,7 @@
 //! async runtime.
 
 use super::auth::{self, Caller};
-use super::chat::read_body;
+use super::body::read_body;
 use super::{ApiError, Body, json_response};
 use crate::access::store::{self, AccessError, NewKey};
 use crate::gateway::Gateway;

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod body;
 pub mod chat;
 pub mod error;
 pub mod models;

@@ -1,0 +1,56 @@
+//! Reading a request body within its size limit: an oversized one is
+//! answered `413` at once, and what the caller still sends is drained in
+//! the background so it reads the answer instead of a reset.
+
+use super::ApiError;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+/// An oversized body is answered `413` at once; what the caller is still
+/// sending is read and thrown away (up to this much, for this long) so it
+/// can finish and read the error instead of a reset.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The whole body, at most `limit` bytes.
+pub async fn read_body(
+    headers: &http::HeaderMap,
+    mut body: Incoming,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        tokio::spawn(drain(body));
+        return Err(ApiError::too_large(limit));
+    }
+    let mut buffer = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::invalid_request(format!("Could not read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if buffer.len() + data.len() > limit {
+            tokio::spawn(drain(body));
+            return Err(ApiError::too_large(limit));
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(buffer.freeze())
+}
+
+/// Read and discard the rest of a refused body, within bounds.
+async fn drain(mut body: Incoming) {
+    let mut drained = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            drained += frame.data_ref().map_or(0, |d| d.len());
+            if drained > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
+}
