@@ -118,7 +118,9 @@ async fn calls_beyond_the_bound_fail_at_once_and_are_counted() {
 async fn plugins_together_stay_under_the_memory_cap() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     // Four allocating instances of 32 MiB would need 128: the cap is 48.
-    let plugins = "memory_limit_mib = 32\ntotal_memory_mib = 48\nquarantine_after = 0\n[plugins.policies.custom]\nmax_concurrent_calls = 4\n";
+    // A generous deadline: under a loaded machine the guests must still get
+    // to allocate until the cap stops them, not be cut short by time.
+    let plugins = "memory_limit_mib = 32\ntotal_memory_mib = 48\nquarantine_after = 0\npolicy_call_timeout_ms = 2000\n[plugins.policies.custom]\nmax_concurrent_calls = 4\n";
     let mut gw = Gateway::start_with_files(
         &config(plugins, &a, &b),
         KEYS,
