@@ -114,18 +114,29 @@ async fn calls_beyond_the_bound_fail_at_once_and_are_counted() {
     assert!(custom["versions"][0]["calls"]["calls_rejected"].as_u64().unwrap() >= 6);
 }
 
+/// A `/proc/<pid>/status` figure in KiB (`VmRSS:`, `VmHWM:`).
+fn kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 #[tokio::test]
 async fn plugins_together_stay_under_the_memory_cap() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     // Four allocating instances of 32 MiB would need 128: the cap is 48.
     // A generous deadline: under a loaded machine the guests must still get
     // to allocate until the cap stops them, not be cut short by time.
-    let plugins = "memory_limit_mib = 32\ntotal_memory_mib = 48\nquarantine_after = 0\npolicy_call_timeout_ms = 2000\n[plugins.policies.custom]\nmax_concurrent_calls = 4\n";
+    let plugins = "memory_limit_mib = 32\ntotal_memory_mib = 48\nquarantine_after = 0\npolicy_call_timeout_ms = 300\n[plugins.policies.custom]\nmax_concurrent_calls = 4\n";
     let mut gw = Gateway::start_with_files(
         &config(plugins, &a, &b),
         KEYS,
         &[("policies", "custom.wasm", wasm(MISBEHAVE))],
     );
+    let before_kib = kib(gw.pid(), "VmRSS:");
     let results = hammer(&gw, asking("hostile", "alloc"), 32, 8).await;
     // While the cap is full another plugin may be refused memory: that
     // attempt fails cleanly; nothing hangs and nothing crashes.
@@ -137,14 +148,11 @@ async fn plugins_together_stay_under_the_memory_cap() {
     let peak = sample(&metrics, "switchboard_plugin_memory_peak_bytes");
     assert!(peak > 24 << 20, "the guests did allocate: {peak}");
     assert!(peak <= 48 << 20, "at most the cap: {peak}");
-    // Eight instances of 32 MiB at once would have taken 256 MiB.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).unwrap();
-    let high_water_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    assert!(high_water_kib < 200 * 1024, "peak RSS {high_water_kib} KiB");
+    // Eight instances of 32 MiB at once would have taken 256 MiB more than
+    // the process held before; the cap allows 48 (measured: about 54 with
+    // the allocator's slack).
+    let grew_kib = kib(gw.pid(), "VmHWM:").saturating_sub(before_kib);
+    assert!(grew_kib < 80 * 1024, "peak RSS grew by {grew_kib} KiB");
     assert!(gw.is_running());
     assert_eq!(post(&gw.chat_url(), &chat("chat")).await.status, 200);
 }
