@@ -99,11 +99,13 @@ fn build_guests(root: &Path, target_dir: &Path) {
     let output = cmd.output().expect("failed to run cargo for the Wasm plugins");
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let hint = if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
-            "\nhint: run `rustup target add wasm32-wasip2`\n"
-        } else {
-            ""
-        };
-        panic!("building the Wasm plugins failed:\n{stderr}{hint}");
+        if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
+            // One clear line, not a panic's stack trace.
+            println!(
+                "cargo::error=the Wasm plugins need the wasm32-wasip2 target: run `rustup target add wasm32-wasip2`"
+            );
+            std::process::exit(1);
+        }
+        panic!("building the Wasm plugins failed:\n{stderr}");
     }
 }

@@ -144,6 +144,7 @@ pub async fn run(
         None,
     )?;
     gw.check_plugins().await?;
+    describe_routes(&gw);
     let config_file = gw.config.file.clone();
     let routes = gw.config.routes.len();
     let live = Arc::new(Live::new(gw, simulator_url));
@@ -159,13 +160,25 @@ pub async fn run(
     };
     reload::reload_on_hangup(live.clone()).map_err(StartError::Watch)?;
 
+    let metrics_open = !live.current().config.server.metrics_need_admin_key;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| StartError::Listen { addr: listen, source })?;
     let addr = listener
         .local_addr()
         .map_err(|source| StartError::Listen { addr: listen, source })?;
-    tracing::info!(addr = %addr, routes, "listening");
+    tracing::info!(
+        addr = %addr,
+        routes,
+        pid = std::process::id(),
+        adapters = %adapter_dir.display(),
+        policies = %policy_dir.display(),
+        "listening"
+    );
+    tracing::info!(
+        "endpoints: POST /v1/chat/completions, GET /v1/models, POST /v1/feedback; admin: /admin/plugins, /admin/targets, /admin/config, /admin/usage, /admin/keys; open without a key: /healthz, /readyz{}",
+        if metrics_open { ", /metrics" } else { "" }
+    );
     server::serve(
         live,
         listener,
@@ -183,6 +196,25 @@ pub async fn run(
         tracing::warn!("the ledger did not finish writing before exit");
     }
     Ok(())
+}
+
+/// What each route will do: its policy and targets, and which of those
+/// are disabled and why.
+fn describe_routes(gw: &Gateway) {
+    for route in &gw.config.routes {
+        let targets: Vec<String> = route
+            .targets
+            .iter()
+            .map(|(provider, model)| {
+                let p = &gw.config.providers[*provider];
+                match &p.disabled {
+                    Some(why) => format!("{}/{model} (disabled: {why})", p.name),
+                    None => format!("{}/{model}", p.name),
+                }
+            })
+            .collect();
+        tracing::info!(route = %route.name, policy = %route.policy, targets = %targets.join(", "), "route");
+    }
 }
 
 /// The budgets of the config file's keys and teams.

@@ -74,6 +74,8 @@ pub struct ServerConfig {
     pub max_connections: u32,
     /// Allow a reload to turn gateway-key checking off.
     pub open_access: bool,
+    /// `/metrics` needs an admin gateway key (when key checking is on).
+    pub metrics_need_admin_key: bool,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +90,7 @@ impl Default for ServerConfig {
             keep_alive_timeout_ms: 60_000,
             max_connections: 10_000,
             open_access: false,
+            metrics_need_admin_key: false,
         }
     }
 }

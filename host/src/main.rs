@@ -69,8 +69,12 @@ fn main() -> std::process::ExitCode {
     let default_level = if cli.command.is_some() { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colours only for a terminal: a redirected log is read by tools.
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => subscriber.init(),
@@ -112,6 +116,11 @@ fn main() -> std::process::ExitCode {
             config.providers.len(),
             config.routes.len()
         );
+        for provider in &config.providers {
+            if let Some(why) = &provider.disabled {
+                println!("provider {} will be disabled: {why}", provider.name);
+            }
+        }
         return std::process::ExitCode::SUCCESS;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -9,6 +9,7 @@ mod compat;
 mod connections;
 mod contract;
 mod failover;
+mod first_hour;
 mod gemini;
 mod health;
 mod input;

@@ -143,7 +143,7 @@ pub async fn usage(
     request: &http::Request<Incoming>,
 ) -> Result<http::Response<Body>, ApiError> {
     if !caller(gw, request.headers())?.is_admin() {
-        return Err(ApiError::forbidden(
+        return Err(ApiError::admin_only(
             "This gateway key may not use the admin endpoints.",
         ));
     }
@@ -185,7 +185,7 @@ pub async fn keys(
     request: http::Request<Incoming>,
 ) -> Result<http::Response<Body>, ApiError> {
     if !caller(gw, request.headers())?.has_admin_key() {
-        return Err(ApiError::forbidden(
+        return Err(ApiError::admin_only(
             "Managing keys needs an admin gateway key (create the first one with `switchboard keys create --admin`).",
         ));
     }

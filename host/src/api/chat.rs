@@ -71,6 +71,9 @@ async fn serve(
 ) -> Result<http::Response<Body>, ApiError> {
     let keyring = gw.shared.keyring.current();
     let caller = auth::authenticate(&gw.config.keys, &keyring, request.headers())?;
+    if let Some(name) = caller.key_name() {
+        tracing::Span::current().record("key", name);
+    }
     trail.note(|r| {
         r.key = caller.key_name().map(str::to_string);
         r.team = caller.key().and_then(|k| k.team.clone());
@@ -281,6 +284,9 @@ fn sse_data(json: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
+/// The message roles of OpenAI's Chat Completions API.
+const ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
+
 /// Parse the body once and check what every route relies on.
 fn parse(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
@@ -316,6 +322,20 @@ fn parse(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
         return Err(ApiError::invalid_param(
             "messages",
             format!("messages[{i}] must be an object with a string `role`."),
+        ));
+    }
+    // A role the API does not define would reach a provider that refuses it
+    // (or, worse, reads it as something else).
+    if let Some((i, role)) = messages.iter().enumerate().find_map(|(i, m)| {
+        let role = m.get("role").and_then(Value::as_str)?;
+        (!ROLES.contains(&role)).then_some((i, role))
+    }) {
+        return Err(ApiError::invalid_param(
+            "messages",
+            format!(
+                "messages[{i}].role {role:?} is not a role of the Chat Completions API: use one of {}.",
+                ROLES.join(", ")
+            ),
         ));
     }
     if let Some(i) = messages.iter().position(|m| {
@@ -410,6 +430,10 @@ mod tests {
             ),
             (b"{\"model\":\"m\",\"messages\":[]}", "messages"),
             (b"{\"model\":\"m\",\"messages\":[{\"content\":\"hi\"}]}", "role"),
+            (
+                b"{\"model\":\"m\",\"messages\":[{\"role\":\"wizard\",\"content\":\"hi\"}]}",
+                "use one of system, developer, user, assistant, tool, function",
+            ),
             (
                 b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"stream\":\"yes\"}",
                 "stream",

@@ -69,6 +69,16 @@ impl ApiError {
         )
     }
 
+    /// A key that is not an admin key asked for an admin endpoint.
+    pub fn admin_only(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            Some("admin_key_required"),
+            message,
+        )
+    }
+
     pub fn unknown_model(model: &str) -> Self {
         ApiError {
             param: Some("model"),

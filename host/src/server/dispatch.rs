@@ -24,7 +24,15 @@ pub async fn dispatch(
         .filter(|v| v.len() <= 128)
         .map(str::to_string);
     let ids = RequestIds::new(caller_id);
-    let span = tracing::info_span!("request", id = %ids.gateway, caller_id = ids.caller.as_deref(), method = %req.method(), path = %req.uri().path());
+    // `key` is filled in once the caller is known.
+    let span = tracing::info_span!(
+        "request",
+        id = %ids.gateway,
+        caller_id = ids.caller.as_deref(),
+        method = %req.method(),
+        path = %req.uri().path(),
+        key = tracing::field::Empty
+    );
     let mut req = req;
     req.extensions_mut().insert(ids.clone());
     let mut response = if lifecycle.draining.is_cancelled() {
@@ -79,20 +87,10 @@ async fn route(
             &serde_json::json!({"status": "ok"}),
         )),
         (http::Method::GET, "/readyz") => Ok(ready(gw)),
-        (http::Method::GET, "/metrics") => Ok({
-            let metrics = &gw.metrics;
-            metrics.plugin_memory.set(gw.registry.memory_in_use() as i64);
-            metrics.plugin_memory_peak.set(gw.registry.memory_peak() as i64);
-            metrics.plugins_quarantined.set(gw.registry.quarantined() as i64);
-            budget_gauges(gw);
-            http::Response::builder()
-                .header(
-                    http::header::CONTENT_TYPE,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )
-                .body(full(gw.metrics.render()))
-                .expect("valid response")
-        }),
+        (http::Method::GET, "/metrics") if gw.config.server.metrics_need_admin_key => {
+            api::admin::authorize(gw, req.headers()).map(|()| metrics(gw))
+        }
+        (http::Method::GET, "/metrics") => Ok(metrics(gw)),
         (http::Method::GET, "/admin/plugins") => api::admin::plugins(gw, req.headers()),
         (http::Method::GET, "/admin/targets") => api::admin::targets(gw, req.headers()),
         (http::Method::GET, "/admin/config") => api::admin::config(gw, &live.status(), req.headers()),
@@ -108,10 +106,41 @@ async fn route(
             | "/admin/plugins"
             | "/admin/targets"
             | "/admin/config",
-        ) => Err(ApiError::method_not_allowed()),
-        _ => Err(ApiError::not_found()),
+        ) => Err(stray(gw, &path, ApiError::method_not_allowed())),
+        _ => Err(stray(gw, &path, ApiError::not_found())),
     };
     result.unwrap_or_else(ApiError::into_response)
+}
+
+/// A request for a path the gateway does not serve, or with a wrong
+/// method: logged and counted (route `unknown`), so a client pointed at the
+/// wrong endpoint shows up.
+fn stray(gw: &Gateway, path: &str, error: ApiError) -> ApiError {
+    tracing::warn!(%path, status = error.status.as_u16(), "no such endpoint");
+    gw.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: "unknown".into(),
+            status: error.status.as_u16(),
+        })
+        .inc();
+    error
+}
+
+/// The Prometheus text, with the gauges read at scrape time brought up to date.
+fn metrics(gw: &Gateway) -> http::Response<Body> {
+    let metrics = &gw.metrics;
+    metrics.plugin_memory.set(gw.registry.memory_in_use() as i64);
+    metrics.plugin_memory_peak.set(gw.registry.memory_peak() as i64);
+    metrics.plugins_quarantined.set(gw.registry.quarantined() as i64);
+    budget_gauges(gw);
+    http::Response::builder()
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+        .body(full(gw.metrics.render()))
+        .expect("valid response")
 }
 
 /// Each team budget's spend and remainder in its current period (and each
