@@ -139,3 +139,41 @@ targets = ["goo/gemini-2.5-flash"]
     let gemini_turn = &gemini.seen()[3].body["contents"][2]["parts"][0];
     assert_eq!(gemini_turn["functionResponse"]["name"], "get_weather");
 }
+
+#[tokio::test]
+async fn the_simulator_answers_structured_outputs_tools_and_n_choices_as_a_real_model_would() {
+    let config = "[providers.sim]\nadapter = \"openai\"\nsimulated = true\n[providers.sim.models.sim-model]\n[routes.chat]\ntargets = [\"sim/sim-model\"]\n";
+    let gw = Gateway::start(config, &[]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sdk/simulator.py");
+    let url = format!("{}/v1", gw.url);
+    let output = tokio::task::spawn_blocking(move || {
+        let python = std::env::var("SWITCHBOARD_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        std::process::Command::new(python)
+            .arg(script)
+            .arg(url)
+            .arg("chat")
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("python runs (tests/run makes a venv with the openai package)");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // What it sends validates against the official schemas too.
+    let mut asked = chat("chat");
+    asked["n"] = json!(2);
+    post(&gw.chat_url(), &asked).await.completion();
+    let mut tool = streamed_chat("chat");
+    tool["tools"] = json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}}]);
+    tool["tool_choice"] = json!("required");
+    let chunks = post(&gw.chat_url(), &tool).await.valid_chunks();
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c["choices"][0]["finish_reason"] == "tool_calls")
+    );
+}
