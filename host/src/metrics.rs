@@ -91,6 +91,8 @@ pub struct Metrics {
     /// The same per key, when `[budgets] key_metrics` asks for it.
     pub key_budget_spent: Family<KeyLabels, Gauge<f64, AtomicU64>>,
     pub key_budget_remaining: Family<KeyLabels, Gauge<f64, AtomicU64>>,
+    /// Chat requests by the config file's gateway key that made them.
+    pub key_requests: Family<KeyLabels, Counter>,
     /// Requests refused by a key's limits, by kind (`requests`, `tokens`, `budget`).
     pub limit_rejections: Family<KindLabels, Counter>,
     /// Ledger records waiting for the writer.
@@ -161,6 +163,12 @@ impl Default for Metrics {
         let budget_spent = Family::default();
         let budget_remaining = Family::default();
         let limit_rejections = Family::default();
+        let key_requests = Family::default();
+        registry.register(
+            "key_requests",
+            "Chat requests by the config file's gateway key (database keys are not labelled: unbounded)",
+            key_requests.clone(),
+        );
         let key_budget_spent = Family::default();
         let key_budget_remaining = Family::default();
         registry.register(
@@ -310,6 +318,7 @@ impl Default for Metrics {
             registry,
             budget_spent,
             budget_remaining,
+            key_requests,
             key_budget_spent,
             key_budget_remaining,
             limit_rejections,

@@ -50,6 +50,12 @@ async fn start_up_says_what_runs_and_a_request_logs_its_key() {
         "the key's name is in its request's log lines: {}",
         gw.logs()
     );
+    let metrics = get(&format!("{}/metrics", gw.url), &[]).await.text();
+    assert_eq!(
+        sample(&metrics, "switchboard_key_requests_total{key=\"app\"}"),
+        1,
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

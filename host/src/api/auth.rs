@@ -12,6 +12,9 @@ use std::sync::Arc;
 pub struct Caller {
     /// `None` when no key exists anywhere (open access).
     key: Option<Arc<KeyInfo>>,
+    /// The key is one of the config file's (a bounded set, fit for a
+    /// metrics label), not the database's.
+    from_file: bool,
 }
 
 impl Caller {
@@ -22,6 +25,12 @@ impl Caller {
     /// The key, when key checking is on.
     pub fn key(&self) -> Option<&Arc<KeyInfo>> {
         self.key.as_ref()
+    }
+
+    /// The key's name when it comes from the config file: a label the
+    /// metrics can carry without growing without bound.
+    pub fn file_key_name(&self) -> Option<&str> {
+        self.key_name().filter(|_| self.from_file)
     }
 
     /// The key's name; none with open access.
@@ -76,7 +85,10 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 /// SHA-256 of what was presented).
 pub fn authenticate(keys: &[GatewayKey], stored: &Stored, headers: &HeaderMap) -> Result<Caller, ApiError> {
     if keys.is_empty() && stored.keys.is_empty() {
-        return Ok(Caller { key: None });
+        return Ok(Caller {
+            key: None,
+            from_file: false,
+        });
     }
     let presented = headers
         .get(http::header::AUTHORIZATION)
@@ -90,9 +102,19 @@ pub fn authenticate(keys: &[GatewayKey], stored: &Stored, headers: &HeaderMap) -
             found = Some(key.info.clone());
         }
     }
-    found
-        .or_else(|| stored.keys.get(&digest(presented)).cloned())
-        .map(|key| Caller { key: Some(key) })
+    if let Some(key) = found {
+        return Ok(Caller {
+            key: Some(key),
+            from_file: true,
+        });
+    }
+    stored
+        .keys
+        .get(&digest(presented))
+        .map(|key| Caller {
+            key: Some(key.clone()),
+            from_file: false,
+        })
         .ok_or_else(|| ApiError::unauthorized("Incorrect gateway key provided."))
 }
 

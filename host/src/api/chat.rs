@@ -74,6 +74,14 @@ async fn serve(
     if let Some(name) = caller.key_name() {
         tracing::Span::current().record("key", name);
     }
+    if let Some(name) = caller.file_key_name() {
+        gw.metrics
+            .key_requests
+            .get_or_create(&crate::metrics::KeyLabels {
+                key: name.to_string(),
+            })
+            .inc();
+    }
     trail.note(|r| {
         r.key = caller.key_name().map(str::to_string);
         r.team = caller.key().and_then(|k| k.team.clone());
