@@ -240,10 +240,18 @@ fn with_test_sections(config: &str) -> String {
     let mut config = config.to_string();
     // One compile cache for every test gateway: the bundled plugins are
     // compiled once per build, not at every start.
-    let plugins = format!(
+    let mut plugins = format!(
         "adapter_dir = \"adapters\"\npolicy_dir = \"policies\"\ncompile_cache_dir = {:?}\n",
         concat!(env!("CARGO_TARGET_TMPDIR"), "/wasm-cache")
     );
+    // The production deadlines (25 and 10 ms) are wall-clock: on two cores
+    // busy with the whole suite a well-behaved call can miss them. Tests of
+    // deadlines set their own.
+    for (key, ms) in [("adapter_call_timeout_ms", 250), ("policy_call_timeout_ms", 250)] {
+        if !config.contains(key) {
+            plugins.push_str(&format!("{key} = {ms}\n"));
+        }
+    }
     for (table, ours) in [
         (
             "[server]\n",
