@@ -4,6 +4,9 @@
 //! The guests are built by a nested cargo into their own target folder (as
 //! wasmtime builds its test programs), and embedded with `include_bytes!`.
 
+#[path = "build_support.rs"]
+mod build_support;
+
 use std::env;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -32,6 +35,10 @@ const TEST_GUESTS: &[&str] = &[
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.parent().unwrap();
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest.join("build_support.rs").display()
+    );
     for watched in [
         "wit",
         "guest",
@@ -99,11 +106,9 @@ fn build_guests(root: &Path, target_dir: &Path) {
     let output = cmd.output().expect("failed to run cargo for the Wasm plugins");
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
+        if let Some(message) = build_support::missing_target_message(&stderr) {
             // One clear line, not a panic's stack trace.
-            println!(
-                "cargo::error=the Wasm plugins need the wasm32-wasip2 target: run `rustup target add wasm32-wasip2`"
-            );
+            println!("cargo::error={message}");
             std::process::exit(1);
         }
         panic!("building the Wasm plugins failed:\n{stderr}");
