@@ -286,8 +286,8 @@ pub fn any_key(conn: &Connection) -> Result<bool, AccessError> {
 pub fn spent_since(conn: &Connection, column: &str, name: &str, since_ms: i64) -> Result<f64, AccessError> {
     debug_assert!(column == "key_name" || column == "team");
     Ok(conn.query_row(
-        &format!("SELECT coalesce(sum(charged_usd), 0.0) FROM requests WHERE {column} = ?1 AND at_ms >= ?2"),
-        params![name, since_ms],
+        &format!("SELECT coalesce(sum(charged_usd), 0.0) FROM requests WHERE id >= ?2 AND {column} = ?1"),
+        params![name, crate::ledger::id_from(since_ms)],
         |r| r.get(0),
     )?)
 }

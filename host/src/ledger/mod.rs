@@ -10,6 +10,7 @@ mod trail;
 
 pub use record::{AttemptRecord, RequestRecord};
 pub use store::Store;
+pub use store::id_from;
 pub use trail::Trail;
 
 use crate::metrics::{Metrics, ReasonLabels};

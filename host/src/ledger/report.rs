@@ -94,10 +94,13 @@ pub fn usage(
                 r.prompt_tokens, r.cache_read_tokens, r.cache_write_tokens, r.completion_tokens,
                 r.reasoning_tokens, r.provider_cost_usd, r.charged_usd, r.latency_ms, r.ttft_ms,
                 (SELECT avg(f.score) FROM feedback f WHERE f.request_id = r.id)
-         FROM requests r WHERE r.at_ms >= ?1 AND r.at_ms < ?2",
+         FROM requests r WHERE r.id >= ?1 AND r.id < ?2",
     )?;
     let mut groups: BTreeMap<Vec<String>, Acc> = BTreeMap::new();
-    let mut rows = query.query(params![since_ms, until_ms])?;
+    let mut rows = query.query(params![
+        super::store::id_from(since_ms),
+        super::store::id_from(until_ms)
+    ])?;
     while let Some(r) = rows.next()? {
         let text = |i: usize| -> Result<String, rusqlite::Error> {
             Ok(r.get::<_, Option<String>>(i)?.unwrap_or_else(|| "-".into()))

@@ -41,8 +41,11 @@ const MIGRATIONS: &[&str] = &[
         -- http_status, latency_ms, ttft_ms, usage, cost_usd, estimated}
         -- (one row per request keeps the writer cheap; `json_each` reads them).
         attempts TEXT NOT NULL
-    );
-    CREATE INDEX requests_at ON requests (at_ms);",
+    ) WITHOUT ROWID;
+    -- Requests are kept in id order, and ids are time-ordered (UUIDv7), so a
+    -- time range is an id range (`id_from`): no other index to keep up on
+    -- every insert. Only feedback by the caller's own id needs one.
+    CREATE INDEX requests_caller_id ON requests (caller_request_id) WHERE caller_request_id IS NOT NULL;",
     // 2: gateway keys and teams managed without the config file, their
     // change counter (what a running gateway polls), and feedback.
     "CREATE TABLE teams (
@@ -81,9 +84,7 @@ const MIGRATIONS: &[&str] = &[
         comment TEXT,
         at_ms INTEGER NOT NULL
     );
-    CREATE INDEX feedback_request ON feedback (request_id);
-    CREATE INDEX requests_key ON requests (key_name, at_ms);
-    CREATE INDEX requests_team ON requests (team, at_ms);",
+    CREATE INDEX feedback_request ON feedback (request_id);",
     // 3: routing decisions, for replaying traffic through another policy.
     "CREATE TABLE decisions (
         request_id TEXT PRIMARY KEY REFERENCES requests (id) ON DELETE CASCADE,
@@ -173,8 +174,15 @@ impl Store {
         self.conn
             .execute("DELETE FROM feedback WHERE at_ms < ?1", params![before_ms])?;
         self.conn
-            .execute("DELETE FROM requests WHERE at_ms < ?1", params![before_ms])
+            .execute("DELETE FROM requests WHERE id < ?1", params![id_from(before_ms)])
     }
+}
+
+/// The smallest request id of the millisecond `ms`: a UUIDv7 in simple
+/// form starts with its Unix milliseconds as 12 hex digits, so ids sort by
+/// time and `id >= id_from(a) AND id < id_from(b)` is the time range.
+pub fn id_from(ms: i64) -> String {
+    format!("{:012x}{}", ms.max(0), "0".repeat(20))
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
@@ -235,7 +243,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/ledger.db");
         let mut store = Store::open(&path).unwrap();
-        store.insert(&[record("r1", 1_000), record("r2", 5_000)]).unwrap();
+        let id = |ms: i64| format!("{:012x}{:020x}", ms, 7);
+        store
+            .insert(&[record(&id(1_000), 1_000), record(&id(5_000), 5_000)])
+            .unwrap();
         drop(store);
         // Reopening applies no migration twice and keeps the data.
         let mut store = Store::open(&path).unwrap();
