@@ -84,6 +84,9 @@ impl Window {
 struct Samples {
     ring: Vec<Duration>,
     next: usize,
+    /// The p95 of the ring as it is, once asked for: every request's plan
+    /// reads it, far more often than an answer changes it.
+    p95: Option<Option<Duration>>,
 }
 
 impl Default for Samples {
@@ -91,6 +94,7 @@ impl Default for Samples {
         Samples {
             ring: Vec::with_capacity(SAMPLES),
             next: 0,
+            p95: None,
         }
     }
 }
@@ -103,15 +107,18 @@ impl Samples {
             self.ring[self.next] = sample;
         }
         self.next = (self.next + 1) % SAMPLES;
+        self.p95 = None;
     }
 
-    fn p95(&self) -> Option<Duration> {
-        if self.ring.len() < MIN_SAMPLES_FOR_P95 {
-            return None;
-        }
-        let mut sorted = self.ring.clone();
-        let rank = (sorted.len() * 95).div_ceil(100) - 1;
-        Some(*sorted.select_nth_unstable(rank).1)
+    fn p95(&mut self) -> Option<Duration> {
+        *self.p95.get_or_insert_with(|| {
+            if self.ring.len() < MIN_SAMPLES_FOR_P95 {
+                return None;
+            }
+            let mut sorted = self.ring.clone();
+            let rank = (sorted.len() * 95).div_ceil(100) - 1;
+            Some(*sorted.select_nth_unstable(rank).1)
+        })
     }
 }
 
@@ -235,7 +242,7 @@ impl TargetHealth {
     }
 
     pub fn view(&self, now: Instant) -> Health {
-        let s = self.state.lock().unwrap();
+        let mut s = self.state.lock().unwrap();
         let circuit = s.circuit(now);
         let ms = |p95: Option<Duration>| p95.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
         Health {

@@ -84,28 +84,6 @@ async fn parameter_differences_are_options_not_forks() {
     );
 }
 
-/// Start the gateway on `config` and expect it to refuse: its stderr.
-fn refused_start(config: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("bad.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[plugins]\nadapter_dir = \"a\"\npolicy_dir = \"p\"\n[server]\nlisten = \"127.0.0.1:0\"\n{config}"
-        ),
-    )
-    .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("--config")
-        .arg(&file)
-        .env_clear()
-        .envs(KEYS.iter().copied())
-        .output()
-        .unwrap();
-    assert!(!output.status.success(), "the gateway started on {config}");
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 #[tokio::test]
 async fn a_typo_in_adapter_options_is_refused_at_start_up_and_on_reload_with_the_reason() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);

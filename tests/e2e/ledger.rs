@@ -289,24 +289,11 @@ async fn a_ledger_that_cannot_be_opened_stops_start_up_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     // Its folder is a file.
     std::fs::write(dir.path().join("blocker"), b"not a folder").unwrap();
-    let config = two_providers(&a, &b, "");
-    let file = dir.path().join("switchboard.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[plugins]\nadapter_dir = \"a\"\npolicy_dir = \"p\"\n[server]\nlisten = \"127.0.0.1:0\"\n[ledger]\npath = \"blocker/ledger.db\"\n{config}"
-        ),
-    )
-    .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("--config")
-        .arg(&file)
-        .env_clear()
-        .envs(KEYS.iter().copied())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let config = format!(
+        "[ledger]\npath = \"blocker/ledger.db\"\n{}",
+        two_providers(&a, &b, "")
+    );
+    let stderr = refused_start_in(dir.path(), &config);
     assert!(
         stderr.contains("cannot open the ledger") && stderr.contains("blocker/ledger.db"),
         "{stderr}"

@@ -62,25 +62,8 @@ async fn weighted_is_sticky_per_caller_when_asked() {
 #[tokio::test]
 async fn weighted_refuses_a_config_without_weights_at_start() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("bad.toml");
     let config = two_providers(&a, &b, "policy = \"weighted\"\npolicy_config = { weights = {} }");
-    std::fs::write(
-        &file,
-        format!(
-            "[plugins]\nadapter_dir = \"a\"\npolicy_dir = \"p\"\n[server]\nlisten = \"127.0.0.1:0\"\n{config}"
-        ),
-    )
-    .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("--config")
-        .arg(&file)
-        .env_clear()
-        .envs(KEYS.iter().copied())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_start(&config);
     assert!(
         stderr.contains("routes.chat.policy_config") && stderr.contains("at least one positive weight"),
         "{stderr}"

@@ -46,32 +46,12 @@ impl Guest for OpenAi {
         _context: RequestContext,
     ) -> Result<OutboundRequest, String> {
         let options = Options::parse(&target.options)?;
-        let mut body: Map<String, Value> = serde_json::from_slice(&request)
-            .map_err(|e| format!("request body is not a JSON object: {e}"))?;
         // `{model}` in the path names the deployment (Azure OpenAI).
         let path = options.path.replace("{model}", &target.model);
-        let mut changed = body.get("model").and_then(Value::as_str) != Some(&target.model);
-        body.insert("model".into(), Value::String(target.model));
+        let (mut body, mut changed) = with_model(&request, target.model)?;
         let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
         changed |= options.rewrite(&mut body, streaming);
-
-        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
-        if streaming {
-            headers.push(("accept".into(), "text/event-stream".into()));
-        }
-        headers.extend(options.headers.iter().map(|(k, v)| (k.to_lowercase(), v.clone())));
-        Ok(OutboundRequest {
-            method: "POST".into(),
-            path,
-            headers,
-            // Nothing to change: the host sends the caller's bytes as they are.
-            body: if changed {
-                Body::Bytes(serde_json::to_vec(&body).map_err(|e| e.to_string())?)
-            } else {
-                Body::Unchanged
-            },
-            credential: options.credential(),
-        })
+        post(&options, path, streaming, &body, changed)
     }
 
     fn parse_response(
@@ -105,24 +85,9 @@ impl Guest for OpenAi {
 
     fn build_embeddings_request(request: Vec<u8>, target: Target) -> Result<OutboundRequest, String> {
         let options = Options::parse(&target.options)?;
-        let mut body: Map<String, Value> = serde_json::from_slice(&request)
-            .map_err(|e| format!("request body is not a JSON object: {e}"))?;
-        let changed = body.get("model").and_then(Value::as_str) != Some(&target.model);
         let path = options.embeddings_path.replace("{model}", &target.model);
-        body.insert("model".into(), Value::String(target.model));
-        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
-        headers.extend(options.headers.iter().map(|(k, v)| (k.to_lowercase(), v.clone())));
-        Ok(OutboundRequest {
-            method: "POST".into(),
-            path,
-            headers,
-            body: if changed {
-                Body::Bytes(serde_json::to_vec(&body).map_err(|e| e.to_string())?)
-            } else {
-                Body::Unchanged
-            },
-            credential: options.credential(),
-        })
+        let (body, changed) = with_model(&request, target.model)?;
+        post(&options, path, false, &body, changed)
     }
 
     fn parse_embeddings_response(response: InboundResponse, _target: Target) -> Result<Embeddings, String> {
@@ -141,6 +106,42 @@ impl Guest for OpenAi {
             body: Body::Unchanged,
         })
     }
+}
+
+/// The request as a JSON object with `model` set, and whether that changed it.
+fn with_model(request: &[u8], model: String) -> Result<(Map<String, Value>, bool), String> {
+    let mut body: Map<String, Value> =
+        serde_json::from_slice(request).map_err(|e| format!("request body is not a JSON object: {e}"))?;
+    let changed = body.get("model").and_then(Value::as_str) != Some(&model);
+    body.insert("model".into(), Value::String(model));
+    Ok((body, changed))
+}
+
+/// A JSON `POST` to `path` with the options' headers and credential. When
+/// nothing changed the body, the host sends the caller's bytes as they are.
+fn post(
+    options: &Options,
+    path: String,
+    streaming: bool,
+    body: &Map<String, Value>,
+    changed: bool,
+) -> Result<OutboundRequest, String> {
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+    if streaming {
+        headers.push(("accept".into(), "text/event-stream".into()));
+    }
+    headers.extend(options.headers.iter().map(|(k, v)| (k.to_lowercase(), v.clone())));
+    Ok(OutboundRequest {
+        method: "POST".into(),
+        path,
+        headers,
+        body: if changed {
+            Body::Bytes(serde_json::to_vec(body).map_err(|e| e.to_string())?)
+        } else {
+            Body::Unchanged
+        },
+        credential: options.credential(),
+    })
 }
 
 /// `usage` as OpenAI sends it: cached and reasoning tokens are already

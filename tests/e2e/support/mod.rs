@@ -74,3 +74,32 @@ pub fn sample(metrics: &str, series: &str) -> u64 {
         .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
         .map_or(0, |v| v as u64)
 }
+
+/// Start the gateway on `config` (in a new folder) and expect it to refuse:
+/// its stderr.
+pub fn refused_start(config: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    refused_start_in(dir.path(), config)
+}
+
+/// As [`refused_start`], with the config file in `dir` (so it can point at
+/// files the test put there).
+pub fn refused_start_in(dir: &std::path::Path, config: &str) -> String {
+    let file = dir.join("switchboard.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[plugins]\nadapter_dir = \"a\"\npolicy_dir = \"p\"\n[server]\nlisten = \"127.0.0.1:0\"\n{config}"
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("--config")
+        .arg(&file)
+        .env_clear()
+        .envs(KEYS.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the gateway started on {config}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
