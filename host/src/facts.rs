@@ -25,6 +25,8 @@ pub struct Facts {
     pub system_excerpt: Option<String>,
     /// The smallest share of the caller's budgets left, when one applies.
     pub budget_remaining: Option<f64>,
+    /// The API the caller spoke.
+    pub format: ApiFormat,
 }
 
 impl Facts {
@@ -123,6 +125,7 @@ impl Facts {
             last_user_excerpt,
             system_excerpt,
             budget_remaining: None,
+            format: ApiFormat::OpenAiChat,
         }
     }
 
@@ -134,7 +137,7 @@ impl Facts {
             needs: self.needs,
             tags: self.tags.clone(),
             stream: self.stream,
-            format: ApiFormat::OpenAiChat,
+            format: self.format,
             last_user_excerpt: self.last_user_excerpt.clone(),
             system_excerpt: self.system_excerpt.clone(),
             budget_remaining: self.budget_remaining,

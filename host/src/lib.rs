@@ -22,6 +22,7 @@ pub mod secret;
 pub mod server;
 pub mod simulator;
 pub mod sse;
+pub mod translate;
 pub mod upstream;
 
 /// The build script's message for a missing Wasm target, tested here.

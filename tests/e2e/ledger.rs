@@ -24,7 +24,7 @@ fn open(gw: &Gateway) -> Connection {
 }
 
 /// Wait until the ledger holds `n` requests.
-async fn records(gw: &Gateway, n: i64) -> Connection {
+pub async fn records(gw: &Gateway, n: i64) -> Connection {
     let db = open(gw);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -40,7 +40,7 @@ async fn records(gw: &Gateway, n: i64) -> Connection {
 }
 
 /// One request's row as JSON, by the gateway's id.
-fn row(db: &Connection, id: &str) -> Value {
+pub fn row(db: &Connection, id: &str) -> Value {
     db.query_row(
         "SELECT route, plan, provider, model, answered_model, prompt_tokens, cache_read_tokens,
                 completion_tokens, provider_cost_usd, cost_estimated, charged_usd, status, outcome,

@@ -14,6 +14,7 @@ mod gemini;
 mod health;
 mod input;
 mod ledger;
+mod messages;
 mod plugins;
 mod policies;
 mod proxy;

@@ -17,7 +17,14 @@ fn sdk_script(wire: Wire) -> Vec<Script> {
 }
 
 async fn run_sdk(url: &str, route: &str) -> Value {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sdk/openai_sdk.py");
+    run_script("openai_sdk.py", url, route).await
+}
+
+/// Run `tests/sdk/<script> URL KEY ROUTE`; its `SUMMARY` line.
+async fn run_script(script: &str, url: &str, route: &str) -> Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/sdk")
+        .join(script);
     let (url, route) = (url.to_string(), route.to_string());
     let output = tokio::task::spawn_blocking(move || {
         // tests/run points this at its venv; plain `cargo test` uses python3.
@@ -31,7 +38,7 @@ async fn run_sdk(url: &str, route: &str) -> Value {
     })
     .await
     .unwrap()
-    .expect("python runs (tests/run makes a venv with the openai package)");
+    .expect("python runs (tests/run makes a venv with the openai and anthropic packages)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -176,4 +183,129 @@ async fn the_simulator_answers_structured_outputs_tools_and_n_choices_as_a_real_
             .iter()
             .any(|c| c["choices"][0]["finish_reason"] == "tool_calls")
     );
+}
+
+/// The answers `tests/sdk/anthropic_sdk.py` expects from a target of `wire`.
+fn anthropic_sdk_script(wire: Wire) -> Vec<Script> {
+    let thinking = match wire {
+        Wire::Anthropic => Script::Status(
+            200,
+            vec![],
+            json!({"id": "msg_t", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+                "content": [{"type": "thinking", "thinking": "Greet.", "signature": "EqQBCkgIARAB=="},
+                            {"type": "text", "text": "Hello"}],
+                "stop_reason": "end_turn", "stop_sequence": null, "usage": {"input_tokens": 11, "output_tokens": 7}})
+            .to_string(),
+        ),
+        _ => Script::Wire(wire, "Hello"),
+    };
+    let overloaded = match wire {
+        Wire::Anthropic => r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        _ => r#"{"error":{"message":"Overloaded","type":"server_error","code":null}}"#,
+    };
+    let overloaded_status = if matches!(wire, Wire::Anthropic) { 529 } else { 503 };
+    vec![
+        Script::Wire(wire, "Hello from the mock"),
+        Script::Wire(wire, "Hello from the mock"),
+        Script::WireTool(wire, "get_weather", r#"{"city":"Paris"}"#),
+        Script::Wire(wire, "It is sunny"),
+        thinking,
+        Script::Wire(wire, "A PNG image"),
+        Script::WireCut(wire, vec!["Hello", " from"]),
+        Script::Status(overloaded_status, vec![], overloaded.into()),
+    ]
+}
+
+#[tokio::test]
+async fn the_official_anthropic_sdk_works_passed_through_to_anthropic_and_translated_to_chat() {
+    let (anthropic, openai) = (
+        MockProvider::start("anthropic").await,
+        MockProvider::start("openai").await,
+    );
+    anthropic.script(anthropic_sdk_script(Wire::Anthropic));
+    openai.script(anthropic_sdk_script(Wire::OpenAi));
+    let config = format!(
+        r#"
+[[gateway_keys]]
+name = "sdk"
+key_env = "GW_KEY"
+
+[providers.ant]
+adapter = "anthropic"
+base_url = "http://{}"
+api_key_env = "ANTHROPIC_KEY"
+[providers.ant.models.claude-sonnet-4-5]
+
+[providers.oai]
+adapter = "openai"
+base_url = "{}"
+api_key_env = "OPENAI_KEY"
+[providers.oai.models.gpt-4o]
+
+[routes.claude-native]
+targets = ["ant/claude-sonnet-4-5"]
+[routes.claude-via-openai]
+targets = ["oai/gpt-4o"]
+"#,
+        anthropic.addr,
+        openai.url()
+    );
+    let env = [
+        ("GW_KEY", "sk-sdk"),
+        ("ANTHROPIC_KEY", "k1"),
+        ("OPENAI_KEY", "k2"),
+    ];
+    let gw = Gateway::start(&config, &env);
+
+    let native = run_script("anthropic_sdk.py", &gw.url, "claude-native").await;
+    let translated = run_script("anthropic_sdk.py", &gw.url, "claude-via-openai").await;
+    let common = |summary: &Value| {
+        let mut summary = summary.clone();
+        let object = summary.as_object_mut().unwrap();
+        for key in ["usage", "provider_header", "thinking_blocks", "count_tokens"] {
+            object.remove(key);
+        }
+        summary
+    };
+    let expected = json!({
+        "text": "Hello from the mock", "stop_reason": "end_turn",
+        "stream_text": "Hello from the mock", "stream_stop_reason": "end_turn",
+        "stream_first_last": ["message_start", "message_stop"], "stream_output_tokens": 7,
+        "tool": ["tool_use", "get_weather", {"city": "Paris"}], "after_tool": "It is sunny",
+        "image_text": "A PNG image",
+        "broken": ["APIStatusError", "Hello from", "api_error"],
+        "errors": [["not_found", 404, "not_found_error"], ["auth", 401, "authentication_error"],
+                   ["overloaded", 529, "overloaded_error"]],
+    });
+    assert_eq!(common(&native), expected, "passed through to Anthropic");
+    assert_eq!(common(&translated), expected, "translated to chat");
+    assert_eq!(native["provider_header"], "ant");
+    assert_eq!(translated["provider_header"], "oai");
+    // Anthropic's usage as it came; chat's prompt less its 3 cached tokens.
+    assert_eq!(native["usage"], json!([11, 7]));
+    assert_eq!(translated["usage"], json!([8, 7]));
+    // Thinking survives pass-through; chat has no thinking blocks to give.
+    assert_eq!(native["thinking_blocks"], json!(["thinking", "text"]));
+    assert_eq!(translated["thinking_blocks"], json!(["text"]));
+    assert!(native["count_tokens"].as_u64().unwrap() >= 100);
+
+    // The tool round trip reached each provider in its own format.
+    let ant_turn = &anthropic.seen()[3].body["messages"][2]["content"][0];
+    assert_eq!(ant_turn["type"], "tool_result");
+    let oai_turn = &openai.seen()[3].body["messages"][2];
+    assert_eq!(
+        (oai_turn["role"].as_str(), oai_turn["content"].as_str()),
+        (Some("tool"), Some("Sunny, 21 C"))
+    );
+    // The image, as a data URL for chat and untouched for Anthropic.
+    let url = openai.seen()[5].body["messages"][0]["content"][0]["image_url"]["url"].clone();
+    assert!(
+        url.as_str().unwrap().starts_with("data:image/png;base64,"),
+        "{url}"
+    );
+    assert_eq!(
+        anthropic.seen()[5].body["messages"][0]["content"][0]["source"]["type"],
+        "base64"
+    );
+    assert_eq!(anthropic.seen()[4].body["thinking"]["budget_tokens"], 1024);
 }

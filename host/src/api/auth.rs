@@ -80,7 +80,8 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
-/// Check `Authorization: Bearer <key>` against the config file's keys
+/// Check `Authorization: Bearer <key>` (or, as Anthropic's clients send
+/// it, `x-api-key: <key>`) against the config file's keys
 /// (every one compared, each in constant time) and the database's (by the
 /// SHA-256 of what was presented).
 pub fn authenticate(keys: &[GatewayKey], stored: &Stored, headers: &HeaderMap) -> Result<Caller, ApiError> {
@@ -90,12 +91,18 @@ pub fn authenticate(keys: &[GatewayKey], stored: &Stored, headers: &HeaderMap) -
             from_file: false,
         });
     }
-    let presented = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| bearer_token(v.as_bytes()))
-        .ok_or_else(|| {
-            ApiError::unauthorized("Missing gateway key: send it as `Authorization: Bearer <key>`.")
-        })?;
+    let presented = match headers.get(http::header::AUTHORIZATION) {
+        Some(value) => bearer_token(value.as_bytes()),
+        None => headers
+            .get("x-api-key")
+            .map(|v| v.as_bytes().trim_ascii())
+            .filter(|v| !v.is_empty()),
+    }
+    .ok_or_else(|| {
+        ApiError::unauthorized(
+            "Missing gateway key: send it as `Authorization: Bearer <key>` (or `x-api-key: <key>`).",
+        )
+    })?;
     let mut found = None;
     for key in keys {
         if key.secret.matches(presented) {

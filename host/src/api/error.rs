@@ -236,6 +236,16 @@ impl ApiError {
         )
     }
 
+    /// The providers that could answer are over capacity.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            Some("upstream_overloaded"),
+            message,
+        )
+    }
+
     pub fn gateway_timeout(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::GATEWAY_TIMEOUT,
@@ -255,8 +265,16 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> http::Response<Body> {
+        let body = serde_json::to_vec(&self.to_json()).expect("serialisable");
+        let status = self.status;
+        self.respond(status, body)
+    }
+
+    /// The response: `body` with `status`, `Retry-After`, the error's own
+    /// headers, and a close when the connection cannot be reused.
+    fn respond(self, status: StatusCode, body: Vec<u8>) -> http::Response<Body> {
         let mut builder = http::Response::builder()
-            .status(self.status)
+            .status(status)
             .header(http::header::CONTENT_TYPE, "application/json");
         if let Some(wait) = self.retry_after {
             builder = builder.header(
@@ -272,9 +290,44 @@ impl ApiError {
         if matches!(self.status.as_u16(), 408 | 413) || self.code == Some("shutting_down") {
             builder = builder.header(http::header::CONNECTION, "close");
         }
-        builder
-            .body(full(serde_json::to_vec(&self.to_json()).expect("serialisable")))
-            .expect("valid response")
+        builder.body(full(body)).expect("valid response")
+    }
+}
+
+/// The same errors in Anthropic's format, for callers of the Messages API.
+impl ApiError {
+    /// Anthropic's error type and status for this error: its own names for
+    /// the same statuses, and 529 when the providers were overloaded.
+    fn anthropic(&self) -> (StatusCode, &'static str) {
+        if self.code == Some("upstream_overloaded") {
+            return (
+                StatusCode::from_u16(529).expect("529 is a valid status"),
+                "overloaded_error",
+            );
+        }
+        let kind = match self.status.as_u16() {
+            400 | 405 | 408 | 409 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            504 => "timeout_error",
+            _ => "api_error",
+        };
+        (self.status, kind)
+    }
+
+    /// `{"type": "error", "error": {...}}`, also the data of an in-stream
+    /// `error` event.
+    pub fn to_anthropic_json(&self) -> serde_json::Value {
+        json!({"type": "error", "error": {"type": self.anthropic().1, "message": self.message}})
+    }
+
+    pub fn into_anthropic_response(self) -> http::Response<Body> {
+        let body = serde_json::to_vec(&self.to_anthropic_json()).expect("serialisable");
+        let status = self.anthropic().0;
+        self.respond(status, body)
     }
 }
 
@@ -291,6 +344,7 @@ impl From<FlowError> for ApiError {
             Answer::ContentFilter => Self::content_filter(message),
             Answer::ContextLength => Self::context_length(message),
             Answer::RateLimited => Self::rate_limited(message, retry_after.unwrap_or(Duration::from_secs(1))),
+            Answer::Overloaded => Self::overloaded(message),
             Answer::Unavailable => Self::unavailable(message),
             Answer::GatewayTimeout => Self::gateway_timeout(message),
             Answer::BadGateway => Self::bad_gateway(message),

@@ -7,7 +7,9 @@ pub mod auth;
 pub mod body;
 pub mod chat;
 pub mod error;
+pub mod messages;
 pub mod models;
+pub mod serve;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;

@@ -7,19 +7,21 @@ use super::Received;
 use super::account::record_success;
 use super::failure::{Answer, Blame, Failure, FlowError, Next};
 use super::plan::PlannedAttempt;
+use super::request::RequestBody;
 use crate::config::{Model, Provider};
 use crate::gateway::{Gateway, RouteRef, RouteTarget, TargetRef};
 use crate::health::InFlight;
 use crate::ledger::{AttemptRecord, Trail};
 use crate::metrics::{AttemptLabels, PluginLabels, RouteOutcomeLabels};
 use crate::plugin::types::CircuitState;
-use crate::plugin::types::{ErrorClass, InboundResponse, ProviderError, RequestContext, Target, Usage};
+use crate::plugin::types::{
+    ApiFormat, ErrorClass, InboundResponse, ProviderError, RequestContext, Target, Usage,
+};
 use crate::plugin::{AdapterPlugin, PluginSet, Unavailable};
 use crate::upstream::TransportError;
 use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -45,7 +47,14 @@ pub struct Attempt<'g> {
 
 /// The attempts of one request.
 pub struct Attempts<'g> {
+    /// The request's context in the caller's format, for an adapter that
+    /// speaks it, and in chat for the others.
     context: Arc<RequestContext>,
+    chat_context: Arc<RequestContext>,
+    /// Why the request cannot be sent as chat, when it cannot.
+    untranslatable: Option<String>,
+    /// Only chat attempts from now on (continuing a chat stream).
+    chat_only: bool,
     /// The request's record in the making.
     trail: Trail,
     /// The prompt estimate, for the cost of an attempt that consumed tokens
@@ -81,8 +90,18 @@ impl<'g> Attempts<'g> {
         plan: Vec<PlannedAttempt>,
         received: &Received,
     ) -> Self {
+        let chat_context = match received.context.format {
+            ApiFormat::OpenAiChat => received.context.clone(),
+            _ => Arc::new(RequestContext {
+                format: ApiFormat::OpenAiChat,
+                ..(*received.context).clone()
+            }),
+        };
         Attempts {
             context: received.context.clone(),
+            chat_context,
+            untranslatable: received.untranslatable.clone(),
+            chat_only: false,
             trail: received.trail.clone(),
             prompt_estimate: received.prompt_estimate,
             streaming,
@@ -100,6 +119,12 @@ impl<'g> Attempts<'g> {
             skip: Vec::new(),
             min_context_window: None,
         }
+    }
+
+    /// From now on, send only chat: a stream being continued was chat, and
+    /// its continuation must be too.
+    pub fn chat_only(&mut self) {
+        self.chat_only = true;
     }
 
     /// Attempts sent so far.
@@ -177,6 +202,18 @@ impl<'g> Attempts<'g> {
                     continue;
                 }
             };
+            let context = if !self.chat_only && adapter.speaks_natively(self.context.format) {
+                self.context.clone()
+            } else {
+                self.chat_context.clone()
+            };
+            if context.format == ApiFormat::OpenAiChat
+                && let Some(why) = &self.untranslatable
+            {
+                let failure = Failure::Untranslatable(why.clone());
+                self.note(provider, target, failure);
+                continue;
+            }
             self.made += 1;
             self.last_target = Some(planned.target);
             let started = Instant::now();
@@ -194,7 +231,7 @@ impl<'g> Attempts<'g> {
                     model: target.model.clone(),
                     options: provider.options_json.clone(),
                 },
-                context: self.context.clone(),
+                context,
                 started,
                 deadline: (started + timeout).min(self.deadline),
                 _in_flight: target.health.begin(started),
@@ -423,6 +460,7 @@ fn consumed(failure: &Failure) -> bool {
         Failure::Provider(_)
         | Failure::Transport(_)
         | Failure::Plugin(_)
+        | Failure::Untranslatable(_)
         | Failure::AdapterUnavailable(..)
         | Failure::CoolingDown(_)
         | Failure::CircuitOpen => false,
@@ -436,12 +474,6 @@ fn backoff(retry: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
-/// The canonical request for one target: the caller's body with `model` set.
-pub fn canonical(request: &mut Map<String, Value>, model: &str) -> Vec<u8> {
-    request.insert("model".into(), Value::String(model.to_string()));
-    serde_json::to_vec(request).expect("a JSON map serialises")
-}
-
 impl Attempt<'_> {
     /// The target model's settings (prices, context window, capabilities).
     pub fn model(&self) -> &Model {
@@ -450,13 +482,16 @@ impl Attempt<'_> {
 
     /// Build the provider request with the adapter and send it; resolves
     /// with the response head.
-    pub async fn send(&self, request: &mut Map<String, Value>) -> Result<http::Response<Incoming>, Failure> {
-        let body = canonical(request, &self.to.target.model);
-        let outbound = self
+    pub async fn send(&self, request: &mut RequestBody) -> Result<http::Response<Incoming>, Failure> {
+        let body = request
+            .bytes_for(self.context.format, &self.to.target.model)
+            .map_err(Failure::Untranslatable)?;
+        let mut outbound = self
             .adapter
             .build_request(body, &self.adapter_target, &self.context)
             .await
             .map_err(Failure::Plugin)?;
+        request.merge_headers(self.context.format, &mut outbound.headers);
         let sent = self
             .to
             .upstream

@@ -27,6 +27,9 @@ pub enum Failure {
     CoolingDown(Duration),
     /// The target's circuit is open (or its one half-open probe is out).
     CircuitOpen,
+    /// The target does not speak the caller's API, and the request cannot
+    /// be translated to chat (the reason says what cannot cross).
+    Untranslatable(String),
 }
 
 /// How a provider's stream broke (an error event it sent is a
@@ -81,6 +84,8 @@ pub enum Answer {
     ContentFilter,
     ContextLength,
     RateLimited,
+    /// The provider is over capacity (Anthropic's 529 says so apart).
+    Overloaded,
     Unavailable,
     GatewayTimeout,
     BadGateway,
@@ -150,7 +155,7 @@ impl Failure {
                 ErrorClass::RateLimited => {
                     verdict(Provider, Neutral, NextAttempt, RateLimited, "rate_limited")
                 }
-                ErrorClass::Overloaded => verdict(Provider, Fails, NextAttempt, Unavailable, "overloaded"),
+                ErrorClass::Overloaded => verdict(Provider, Fails, NextAttempt, Overloaded, "overloaded"),
                 ErrorClass::Server => verdict(Provider, Fails, NextAttempt, BadGateway, "server_error"),
                 ErrorClass::Timeout => verdict(Provider, Fails, NotThisTarget, GatewayTimeout, "timeout"),
                 ErrorClass::Auth => verdict(Provider, Fails, NextAttempt, BadGateway, "auth"),
@@ -175,6 +180,9 @@ impl Failure {
             Failure::Stream(_) => verdict(Provider, Fails, NextAttempt, BadGateway, "stream"),
             Failure::CoolingDown(_) => verdict(Gateway, Neutral, NextAttempt, RateLimited, "cooling_down"),
             Failure::CircuitOpen => verdict(Gateway, Neutral, NextAttempt, Unavailable, "circuit_open"),
+            // Another target may speak the caller's API; if none does, the
+            // request is at fault.
+            Failure::Untranslatable(_) => verdict(Caller, Neutral, NextAttempt, BadRequest, "untranslatable"),
         }
     }
 
@@ -197,6 +205,7 @@ impl Failure {
             Failure::Stream(failure) => failure.to_string(),
             Failure::CoolingDown(wait) => format!("rate-limited for another {} ms", wait.as_millis()),
             Failure::CircuitOpen => "circuit open after repeated failures".into(),
+            Failure::Untranslatable(why) => format!("it does not speak the caller's API, and {why}"),
         }
     }
 }
@@ -238,7 +247,7 @@ mod tests {
             ),
             (
                 provider(ErrorClass::Overloaded),
-                verdict(Provider, Fails, NextAttempt, Unavailable, "overloaded"),
+                verdict(Provider, Fails, NextAttempt, Overloaded, "overloaded"),
             ),
             (
                 provider(ErrorClass::Server),
@@ -311,6 +320,10 @@ mod tests {
             (
                 Failure::CircuitOpen,
                 verdict(Gateway, Neutral, NextAttempt, Unavailable, "circuit_open"),
+            ),
+            (
+                Failure::Untranslatable("server tools cannot cross".into()),
+                verdict(Caller, Neutral, NextAttempt, BadRequest, "untranslatable"),
             ),
         ];
         for (failure, expected) in rows {

@@ -5,12 +5,12 @@
 
 use super::attempts::{Attempt, Attempts};
 use super::failure::{Failure, FlowError};
+use super::request::RequestBody;
 use crate::config::HedgeDelay;
 use crate::facts::Facts;
 use crate::gateway::RouteRef;
 use crate::plugin::types::HedgeChoice;
 use futures_util::future::Either;
-use serde_json::{Map, Value};
 use std::future::Future;
 use std::time::Duration;
 
@@ -75,7 +75,7 @@ pub trait Start {
     fn start<'a>(
         &'a self,
         attempt: &'a Attempt<'_>,
-        request: &'a mut Map<String, Value>,
+        request: &'a mut RequestBody,
     ) -> impl Future<Output = Result<Self::Answer, Failure>> + Send + 'a;
 }
 
@@ -83,7 +83,7 @@ pub trait Start {
 /// Stops early when a failure says no other target would do better.
 pub async fn first_success<'g, S: Start>(
     attempts: &mut Attempts<'g>,
-    request: &mut Map<String, Value>,
+    request: &mut RequestBody,
     hedge: Option<Hedge>,
     kind: S,
 ) -> Result<(Attempt<'g>, S::Answer), FlowError> {
@@ -131,7 +131,7 @@ async fn race<'g, S: Start>(
     attempts: &mut Attempts<'g>,
     first: impl Future<Output = Result<S::Answer, Failure>>,
     delay: Duration,
-    hedge_request: &mut Map<String, Value>,
+    hedge_request: &mut RequestBody,
     kind: &S,
 ) -> Raced<'g, S::Answer> {
     let mut first = std::pin::pin!(first);

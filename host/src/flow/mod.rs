@@ -18,6 +18,7 @@ pub mod attempts;
 pub mod failure;
 pub mod hedge;
 pub mod plan;
+pub mod request;
 pub mod resume;
 pub mod stream;
 pub mod whole;
@@ -35,4 +36,8 @@ pub struct Received {
     pub trail: Trail,
     /// Estimated prompt tokens (for the cost of attempts that report none).
     pub prompt_estimate: u32,
+    /// Why the request cannot be sent as chat, when the caller spoke another
+    /// API whose request does not translate: only targets that speak that
+    /// API natively can take it.
+    pub untranslatable: Option<String>,
 }

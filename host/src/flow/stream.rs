@@ -9,11 +9,13 @@ use super::attempts::{Attempt, Attempts};
 use super::failure::{Answer, Failure, FlowError, StreamFailure};
 use super::hedge::{Hedge, Start, first_success};
 use super::plan::PlannedAttempt;
+use super::request::RequestBody;
 use super::resume::{Delivered, Splice, Strategy};
 use super::whole::AnsweredBy;
 use crate::config::{Capability, OnStreamBreak};
 use crate::cost::Prices;
 use crate::gateway::Gateway;
+use crate::plugin::types::ApiFormat;
 use crate::plugin::types::{SseEvent, Usage};
 use crate::plugin::{PluginSet, StreamSession};
 use crate::redact::Redactor;
@@ -21,7 +23,7 @@ use crate::sse::{Event, SseParser};
 use crate::upstream::TransportError;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -30,19 +32,37 @@ use tracing::Instrument;
 /// Chunks buffered between the upstream reader and a slow caller.
 const CHANNEL_DEPTH: usize = 32;
 
-/// What a started stream delivers, in order: canonical chunks (chat
-/// completion chunk JSON), then either the end of a complete answer or the
-/// failure that ended it early. The inbound API frames them.
+/// What a started stream delivers, in order: chunks in the stream's
+/// format, then either the end of a complete answer or the failure that
+/// ended it early. The inbound API frames them.
 #[derive(Debug)]
 pub enum StreamEvent {
-    Chunk(Vec<u8>),
+    Chunk(Chunk),
     Done,
     Failed(FlowError),
 }
 
-/// A stream that has its first chunk: who answers it and its events.
+/// One event of an answer: for chat a `chat.completion.chunk` (no event
+/// name); for a format that names its events, the name and its data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub event: Option<String>,
+    pub data: Vec<u8>,
+}
+
+impl Chunk {
+    /// A chat chunk.
+    pub fn chat(data: Vec<u8>) -> Chunk {
+        Chunk { event: None, data }
+    }
+}
+
+/// A stream that has its first chunk: who answers it, in which format
+/// (chat, or the caller's own when the answering target speaks it), and
+/// its events.
 pub struct Streaming {
     pub by: AnsweredBy,
+    pub format: ApiFormat,
     pub events: mpsc::Receiver<StreamEvent>,
 }
 
@@ -52,8 +72,8 @@ type Head = Result<Streaming, FlowError>;
 pub struct StreamRequest {
     pub route: usize,
     pub plan: Vec<PlannedAttempt>,
-    /// The canonical request body.
-    pub body: Map<String, Value>,
+    /// The request body.
+    pub body: RequestBody,
     /// The caller asked for the final usage chunk.
     pub include_usage: bool,
     /// Race the next target against a silent first one.
@@ -77,7 +97,7 @@ pub async fn serve(gw: Arc<Gateway>, plugins: Arc<PluginSet>, request: StreamReq
 }
 
 /// A stream being read: its attempt, its pump and the chunks it has ready.
-type Opened<'g> = (Attempt<'g>, Box<Pump>, Vec<Vec<u8>>);
+type Opened<'g> = (Attempt<'g>, Box<Pump>, Vec<Chunk>);
 
 async fn run(
     gw: Arc<Gateway>,
@@ -118,19 +138,31 @@ async fn run(
     };
     let mut ttft = attempt.started.elapsed();
     let (tx, events) = mpsc::channel::<StreamEvent>(CHANNEL_DEPTH);
+    let format = attempt.context.format;
     let head = Streaming {
         by: AnsweredBy::of(&attempt, attempts.made()),
+        format,
         events,
     };
     if head_tx.send(Ok(head)).is_err() {
         return;
     }
 
-    let continues = gw.route(route).config.on_stream_break == OnStreamBreak::Continue;
+    // Only a chat stream is continued: continuation reads and rewrites chat
+    // chunks, and goes on in chat whatever the next target speaks.
+    let continues =
+        gw.route(route).config.on_stream_break == OnStreamBreak::Continue && format == ApiFormat::OpenAiChat;
+    let delivered = match request.canonical() {
+        Some(canonical) if continues => Some(Delivered::new(canonical)),
+        _ => None,
+    };
+    if delivered.is_some() {
+        attempts.chat_only();
+    }
     let mut relay = Relay {
         tx,
         sent: 0,
-        delivered: continues.then(|| Delivered::new(&request)),
+        delivered,
         splice: None,
         cut,
     };
@@ -261,14 +293,14 @@ impl Relay {
             match batch {
                 Ok(Batch::Chunks(chunks)) => {
                     for chunk in chunks {
-                        let chunk = match self.splice.as_mut().map(|s| s.rewrite(&chunk)) {
+                        let chunk = match self.splice.as_mut().map(|s| s.rewrite(&chunk.data)) {
                             None => chunk,
-                            Some(Ok(Some(rewritten))) => rewritten,
+                            Some(Ok(Some(rewritten))) => Chunk::chat(rewritten),
                             Some(Ok(None)) => continue,
                             Some(Err(_)) => return End::Diverged,
                         };
                         if let Some(delivered) = self.delivered.as_mut() {
-                            delivered.observe(&chunk);
+                            delivered.observe(&chunk.data);
                         }
                         // A caller who stops reading is gone once the buffer
                         // stays full past the idle deadline; the cut ends it too.
@@ -310,7 +342,7 @@ fn incomplete(source: &str, reason: &str) -> String {
 /// Try targets until one produces its first chunk (hedging if asked).
 async fn open<'g>(
     attempts: &mut Attempts<'g>,
-    request: &mut Map<String, Value>,
+    request: &mut RequestBody,
     include_usage: bool,
     hedge: Option<Hedge>,
 ) -> Result<Opened<'g>, FlowError> {
@@ -325,12 +357,12 @@ struct FirstChunk {
 }
 
 impl Start for FirstChunk {
-    type Answer = (Box<Pump>, Vec<Vec<u8>>);
+    type Answer = (Box<Pump>, Vec<Chunk>);
 
     fn start<'a>(
         &'a self,
         attempt: &'a Attempt<'_>,
-        request: &'a mut Map<String, Value>,
+        request: &'a mut RequestBody,
     ) -> impl Future<Output = Started> + Send + 'a {
         first_chunk(attempt, request, self.include_usage)
     }
@@ -343,12 +375,15 @@ impl Start for FirstChunk {
 async fn resume<'g>(
     attempts: &mut Attempts<'g>,
     delivered: &Delivered,
-    request: &Map<String, Value>,
+    request: &RequestBody,
     include_usage: bool,
 ) -> Result<(Opened<'g>, Splice), String> {
     if let Some(why) = delivered.unresumable() {
         return Err(why.into());
     }
+    let Some(request) = request.canonical() else {
+        return Err("the request has no chat form".into());
+    };
     while let Some(attempt) = attempts.next().await {
         let model = &attempt.to.provider.models[&attempt.to.target.model];
         let strategy = if model.capabilities.contains(&Capability::Prefill) {
@@ -357,7 +392,8 @@ async fn resume<'g>(
             Strategy::Regenerate
         };
         tracing::info!(provider = %attempt.to.provider.name, model = %attempt.to.target.model, ?strategy, "continuing a broken stream");
-        let (mut continuation, splice) = delivered.continuation(request, strategy);
+        let (continuation, splice) = delivered.continuation(request, strategy);
+        let mut continuation = RequestBody::chat(continuation);
         match first_chunk(&attempt, &mut continuation, include_usage).await {
             Ok((pump, first)) => return Ok(((attempt, pump, first), splice)),
             Err(failure) => {
@@ -370,14 +406,10 @@ async fn resume<'g>(
     Err("no other target could take it up in time".into())
 }
 
-type Started = Result<(Box<Pump>, Vec<Vec<u8>>), Failure>;
+type Started = Result<(Box<Pump>, Vec<Chunk>), Failure>;
 
 /// Start an attempt and read up to its first chunk, within its first-token deadline.
-async fn first_chunk(
-    attempt: &Attempt<'_>,
-    request: &mut Map<String, Value>,
-    include_usage: bool,
-) -> Started {
+async fn first_chunk(attempt: &Attempt<'_>, request: &mut RequestBody, include_usage: bool) -> Started {
     // A streaming attempt's deadline is its first-token deadline.
     match tokio::time::timeout_at(attempt.deadline, start(attempt, request, include_usage)).await {
         Ok(started) => started,
@@ -387,9 +419,9 @@ async fn first_chunk(
 
 async fn start(
     attempt: &Attempt<'_>,
-    request: &mut Map<String, Value>,
+    request: &mut RequestBody,
     include_usage: bool,
-) -> Result<(Box<Pump>, Vec<Vec<u8>>), Failure> {
+) -> Result<(Box<Pump>, Vec<Chunk>), Failure> {
     let response = attempt.send(request).await?;
     if !response.status().is_success() {
         let inbound = attempt.read(response).await?;
@@ -411,6 +443,7 @@ async fn start(
         usage: None,
         model: None,
         prices: attempt.to.model.prices.clone(),
+        chat: attempt.context.format == ApiFormat::OpenAiChat,
         eof: false,
         finished: false,
         answer_finished: false,
@@ -434,8 +467,8 @@ impl Source for Pump {
 }
 
 enum Batch {
-    /// One or more canonical chunks (JSON).
-    Chunks(Vec<Vec<u8>>),
+    /// One or more chunks.
+    Chunks(Vec<Chunk>),
     /// The provider marked the normal end of the answer.
     Done,
 }
@@ -457,6 +490,8 @@ struct Pump {
     model: Option<String>,
     /// The target's prices: the final usage chunk carries the cost.
     prices: Prices,
+    /// The stream is chat (else the caller's own format, passed through).
+    chat: bool,
     eof: bool,
     finished: bool,
     /// A chunk carried a finish reason.
@@ -502,8 +537,17 @@ impl Pump {
                 }
                 self.finished = decoded.done;
                 self.failed = decoded.error.map(Failure::Provider);
-                let mut chunks: Vec<Vec<u8>> = decoded.events.into_iter().map(|e| e.data).collect();
-                if let Some(usage) = decoded.usage {
+                let mut chunks: Vec<Chunk> = decoded
+                    .events
+                    .into_iter()
+                    .map(|e| Chunk {
+                        event: e.event,
+                        data: e.data,
+                    })
+                    .collect();
+                if let Some(usage) = decoded.usage
+                    && self.chat
+                {
                     with_cost(&mut chunks, self.prices.cost(&usage));
                 }
                 if !chunks.is_empty() {
@@ -542,12 +586,12 @@ impl Pump {
 
 /// Add `usage.cost_usd` to the batch's usage chunk (the last chunk with a
 /// `usage` object), if the caller asked for one.
-fn with_cost(chunks: &mut [Vec<u8>], cost_usd: f64) {
+fn with_cost(chunks: &mut [Chunk], cost_usd: f64) {
     // Only the chunk that says `"usage"` is parsed.
-    let Some(chunk) = chunks
+    let Some(Chunk { data: chunk, .. }) = chunks
         .iter_mut()
         .rev()
-        .find(|c| c.windows(7).any(|w| w == b"\"usage\""))
+        .find(|c| c.data.windows(7).any(|w| w == b"\"usage\""))
     else {
         return;
     };
@@ -587,9 +631,9 @@ mod tests {
     }
 
     fn chunk(text: &str) -> Batch {
-        Batch::Chunks(vec![
+        Batch::Chunks(vec![Chunk::chat(
             format!(r#"{{"choices":[{{"index":0,"delta":{{"content":"{text}"}}}}]}}"#).into_bytes(),
-        ])
+        )])
     }
 
     fn relay(cut: CancellationToken) -> (Relay, mpsc::Receiver<StreamEvent>) {

@@ -8,6 +8,7 @@ use super::attempts::{Attempt, Attempts};
 use super::failure::{Answer, Failure};
 use super::hedge::{Hedge, Start, first_success};
 use super::plan::{self, PlannedAttempt};
+use super::request::RequestBody;
 use crate::config::Config;
 use crate::facts::Facts;
 use crate::gateway::{Gateway, Shared};
@@ -16,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::plugin::types::{ApiFormat, ErrorClass, HedgeChoice, ProviderError, RequestContext};
 use crate::plugin::{CallLimits, LimitTable, PluginRuntime, PluginSet, Registry, SandboxLimits};
 use crate::upstream::TransportError;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -95,7 +96,7 @@ impl Start for Script {
     fn start<'a>(
         &'a self,
         attempt: &'a Attempt<'_>,
-        _request: &'a mut Map<String, Value>,
+        _request: &'a mut RequestBody,
     ) -> impl Future<Output = Result<Self::Answer, Failure>> + Send + 'a {
         let provider = attempt.to.provider.name.clone();
         self.started.lock().unwrap().push((provider.clone(), self.ms()));
@@ -235,6 +236,7 @@ fn received() -> Received {
         started: Instant::now(),
         trail: Trail::detached(),
         prompt_estimate: 10,
+        untranslatable: None,
     }
 }
 
@@ -246,7 +248,7 @@ async fn run(
     hedge: Option<Hedge>,
 ) -> Result<(String, u64), Answer> {
     let mut attempts = Attempts::new(false, gw, plugins, gw.route(0), plan(targets), &received());
-    let mut request = Map::new();
+    let mut request = RequestBody::chat(Map::new());
     first_success(&mut attempts, &mut request, hedge, script.clone())
         .await
         .map(|(_, answer)| answer)
@@ -431,10 +433,15 @@ async fn a_context_length_failure_stops_when_no_larger_target_is_left_to_try() {
     let long = || provider_error(ErrorClass::ContextLength, None);
     let script = Script::new(&[("b", vec![Step::Hang]), ("a", vec![Step::Fail(5, long)])]);
     let mut attempts = Attempts::new(false, &gw, &plugins, gw.route(0), plan(&[1, 0, 1]), &received());
-    let error = first_success(&mut attempts, &mut Map::new(), None, script.clone())
-        .await
-        .err()
-        .unwrap();
+    let error = first_success(
+        &mut attempts,
+        &mut RequestBody::chat(Map::new()),
+        None,
+        script.clone(),
+    )
+    .await
+    .err()
+    .unwrap();
     assert_eq!(error.answer, Answer::ContextLength);
     assert_eq!(
         error.message, "scripted (a/m)",
@@ -469,10 +476,15 @@ async fn a_429_then_an_open_circuit_answers_429_with_when_to_retry() {
     let limited = || provider_error(ErrorClass::RateLimited, Some(5_000));
     let script = Script::new(&[("a", vec![Step::Fail(0, limited)]), ("b", vec![Step::Answer(0)])]);
     let mut attempts = Attempts::new(false, &gw, &plugins, gw.route(0), plan(&[0, 1]), &received());
-    let error = first_success(&mut attempts, &mut Map::new(), None, script.clone())
-        .await
-        .err()
-        .unwrap();
+    let error = first_success(
+        &mut attempts,
+        &mut RequestBody::chat(Map::new()),
+        None,
+        script.clone(),
+    )
+    .await
+    .err()
+    .unwrap();
     assert_eq!(error.answer, Answer::RateLimited);
     assert_eq!(error.retry_after, Some(Duration::from_secs(5)));
     assert_eq!(script.started(), started(&[("a", 0)]), "b's circuit is open");

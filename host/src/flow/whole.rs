@@ -6,10 +6,11 @@ use super::attempts::{Attempt, Attempts};
 use super::failure::{Failure, FlowError};
 use super::hedge::{Hedge, Start, first_success};
 use super::plan::PlannedAttempt;
+use super::request::RequestBody;
 use crate::gateway::{Gateway, RouteRef};
 use crate::plugin::PluginSet;
 use crate::plugin::types::Completion;
-use serde_json::{Map, Value};
+use crate::plugin::types::{ApiFormat, Usage};
 use std::future::Future;
 
 /// Who answered a request, and after how many attempts.
@@ -30,10 +31,13 @@ impl AnsweredBy {
     }
 }
 
-/// A whole answer: canonical chat completion JSON.
+/// A whole answer: canonical chat completion JSON, or the caller's own
+/// format when the answering target spoke it.
 pub struct Answered {
     pub by: AnsweredBy,
+    pub format: ApiFormat,
     pub body: Vec<u8>,
+    pub usage: Option<Usage>,
     /// What the answer cost, in USD (what the caller is charged).
     pub cost_usd: f64,
 }
@@ -44,7 +48,7 @@ pub async fn complete(
     plugins: &PluginSet,
     route: RouteRef<'_>,
     plan: Vec<PlannedAttempt>,
-    request: &mut Map<String, Value>,
+    request: &mut RequestBody,
     hedge: Option<Hedge>,
     received: &Received,
 ) -> Result<Answered, FlowError> {
@@ -53,7 +57,9 @@ pub async fn complete(
     let cost_usd = attempts.succeeded(&attempt, completion.usage, completion.model, None);
     Ok(Answered {
         by: AnsweredBy::of(&attempt, attempts.made()),
+        format: attempt.context.format,
         body: completion.body,
+        usage: completion.usage,
         cost_usd,
     })
 }
@@ -67,13 +73,13 @@ impl Start for WholeAnswer {
     fn start<'a>(
         &'a self,
         attempt: &'a Attempt<'_>,
-        request: &'a mut Map<String, Value>,
+        request: &'a mut RequestBody,
     ) -> impl Future<Output = Result<Completion, Failure>> + Send + 'a {
         once(attempt, request)
     }
 }
 
-async fn once(attempt: &Attempt<'_>, request: &mut Map<String, Value>) -> Result<Completion, Failure> {
+async fn once(attempt: &Attempt<'_>, request: &mut RequestBody) -> Result<Completion, Failure> {
     let response = attempt.send(request).await?;
     let inbound = attempt.read(response).await?;
     if !(200..300).contains(&inbound.status) {

@@ -62,20 +62,16 @@ async fn route(
     let path = req.uri().path().to_string();
     let result = match (method, path.as_str()) {
         (http::Method::POST, "/v1/chat/completions") => {
-            let (route, result) = api::chat::handle(gw, lifecycle, req).await;
-            let status = result.as_ref().map_or_else(|e| e.status, |r| r.status());
-            let route = route.map_or("-".to_string(), |i| gw.route(i).name().to_string());
-            gw.metrics
-                .requests
-                .get_or_create(&RequestLabels {
-                    route,
-                    status: status.as_u16(),
-                })
-                .inc();
-            if let Err(error) = &result {
-                tracing::info!(status = status.as_u16(), error = %error, "request refused");
-            }
-            result
+            counted(gw, api::chat::handle(gw, lifecycle, req).await)
+        }
+        (http::Method::POST, "/v1/messages") => {
+            let result = counted(gw, api::messages::handle(gw, lifecycle, req).await);
+            return result.unwrap_or_else(ApiError::into_anthropic_response);
+        }
+        (http::Method::POST, "/v1/messages/count_tokens") => {
+            return api::messages::count_tokens(gw, req)
+                .await
+                .unwrap_or_else(ApiError::into_anthropic_response);
         }
         (http::Method::GET, "/v1/models") => api::models::list(gw, req.headers()),
         (http::Method::POST, "/v1/feedback") => api::accounts::feedback(gw, req).await,
@@ -97,6 +93,8 @@ async fn route(
         (
             _,
             "/v1/chat/completions"
+            | "/v1/messages"
+            | "/v1/messages/count_tokens"
             | "/v1/models"
             | "/v1/feedback"
             | "/admin/usage"
@@ -110,6 +108,27 @@ async fn route(
         _ => Err(stray(gw, &path, ApiError::not_found())),
     };
     result.unwrap_or_else(ApiError::into_response)
+}
+
+/// A model request's outcome, counted by route and status, and logged
+/// when refused.
+fn counted(
+    gw: &Gateway,
+    (route, result): (Option<usize>, Result<http::Response<Body>, ApiError>),
+) -> Result<http::Response<Body>, ApiError> {
+    let status = result.as_ref().map_or_else(|e| e.status, |r| r.status());
+    let route = route.map_or("-".to_string(), |i| gw.route(i).name().to_string());
+    gw.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            status: status.as_u16(),
+        })
+        .inc();
+    if let Err(error) = &result {
+        tracing::info!(status = status.as_u16(), error = %error, "request refused");
+    }
+    result
 }
 
 /// A request for a path the gateway does not serve, or with a wrong

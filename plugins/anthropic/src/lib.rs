@@ -2,6 +2,7 @@
 //! Anthropic Messages API (`POST /v1/messages`), streaming included.
 
 mod classify;
+mod native;
 mod options;
 mod request;
 mod response;
@@ -17,7 +18,7 @@ use exports::switchboard::plugin::provider::{
     ProviderError, RequestContext, Target,
 };
 use options::Options;
-use switchboard::plugin::types::{Body, Capabilities, Usage};
+use switchboard::plugin::types::{ApiFormat, Body, Capabilities, Usage};
 
 /// The API version this adapter speaks.
 const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -32,7 +33,7 @@ impl Guest for Anthropic {
             version: env!("CARGO_PKG_VERSION").into(),
             // Anthropic has no embeddings API.
             capabilities: Capabilities::all() - Capabilities::EMBEDDINGS,
-            native_formats: Vec::new(),
+            native_formats: vec![ApiFormat::AnthropicMessages],
             stateless: true,
         }
     }
@@ -44,25 +45,16 @@ impl Guest for Anthropic {
     fn build_request(
         request: Vec<u8>,
         target: Target,
-        _context: RequestContext,
+        context: RequestContext,
     ) -> Result<OutboundRequest, String> {
         let options = Options::parse(&target.options)?;
+        if context.format == ApiFormat::AnthropicMessages {
+            return native::build(request, &target.model, &options);
+        }
         let openai: serde_json::Value =
             serde_json::from_slice(&request).map_err(|e| format!("request body is not JSON: {e}"))?;
         let translated = request::translate(&openai, &target.model, &options)?;
-        let mut headers = vec![
-            ("content-type".to_string(), "application/json".to_string()),
-            (
-                "anthropic-version".to_string(),
-                options
-                    .version
-                    .clone()
-                    .unwrap_or_else(|| ANTHROPIC_VERSION.into()),
-            ),
-        ];
-        if !options.beta.is_empty() {
-            headers.push(("anthropic-beta".into(), options.beta.join(",")));
-        }
+        let mut headers = headers(&options);
         if translated.stream {
             headers.push(("accept".into(), "text/event-stream".into()));
         }
@@ -80,6 +72,9 @@ impl Guest for Anthropic {
         target: Target,
         context: RequestContext,
     ) -> Result<Completion, String> {
+        if context.format == ApiFormat::AnthropicMessages {
+            return native::parse(&response.body);
+        }
         let message: serde_json::Value = serde_json::from_slice(&response.body)
             .map_err(|e| format!("provider answer is not JSON: {e}"))?;
         let json_tool = request::json_tool_name(&Options::parse(&target.options)?);
@@ -102,6 +97,25 @@ impl Guest for Anthropic {
     fn parse_embeddings_response(_response: InboundResponse, _target: Target) -> Result<Embeddings, String> {
         Err("Anthropic has no embeddings API".into())
     }
+}
+
+/// The headers every request carries: JSON, the API version and the
+/// configured beta features.
+pub(crate) fn headers(options: &Options) -> Vec<(String, String)> {
+    let mut headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        (
+            "anthropic-version".to_string(),
+            options
+                .version
+                .clone()
+                .unwrap_or_else(|| ANTHROPIC_VERSION.into()),
+        ),
+    ];
+    if !options.beta.is_empty() {
+        headers.push(("anthropic-beta".into(), options.beta.join(",")));
+    }
+    headers
 }
 
 /// The `id` of a translated answer: the gateway's request id.

@@ -7,8 +7,9 @@ use crate::exports::switchboard::plugin::provider::{
     Target,
 };
 use crate::options::Options;
+use crate::switchboard::plugin::types::ApiFormat;
 use crate::switchboard::plugin::types::Usage;
-use crate::{answer_id, classify, finish_reason, request, usage_from, usage_json};
+use crate::{answer_id, classify, finish_reason, native, request, usage_from, usage_json};
 use serde_json::{Value, json};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -39,6 +40,8 @@ struct One {
 }
 
 pub struct Decoder {
+    /// A caller that speaks the Messages API: its events pass through.
+    native: Option<RefCell<native::Relay>>,
     include_usage: bool,
     created: u64,
     json_tool: String,
@@ -69,7 +72,9 @@ impl GuestStreamDecoder for Decoder {
         let json_tool = Options::parse(&target.options)
             .map(|o| request::json_tool_name(&o))
             .unwrap_or_default();
+        let native = (context.format == ApiFormat::AnthropicMessages).then(RefCell::default);
         Decoder {
+            native,
             include_usage,
             created: context.created,
             json_tool,
@@ -81,6 +86,9 @@ impl GuestStreamDecoder for Decoder {
     }
 
     fn feed(&self, events: Vec<SseEvent>) -> Decoded {
+        if let Some(native) = &self.native {
+            return native.borrow_mut().feed(&events);
+        }
         let mut decoded = Decoded {
             events: Vec::new(),
             usage: None,
@@ -247,7 +255,6 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::switchboard::plugin::types::ApiFormat;
 
     fn decoder(include_usage: bool) -> Decoder {
         let target = Target {

@@ -65,6 +65,8 @@ pub struct Seen {
     pub query: String,
     pub headers: http::HeaderMap,
     pub body: Value,
+    /// The body's bytes as they came.
+    pub raw: Bytes,
 }
 
 #[derive(Clone)]
@@ -157,6 +159,7 @@ impl MockProvider {
             query: parts.uri.query().unwrap_or_default().to_string(),
             headers: parts.headers.clone(),
             body: body.clone(),
+            raw: bytes.clone(),
         });
         let step = self.script.lock().unwrap().pop_front();
         let step = step.unwrap_or_else(|| self.default.lock().unwrap().clone());
@@ -345,7 +348,7 @@ impl MockProvider {
             tokio::time::sleep(Duration::from_millis(5)).await;
             match events.next() {
                 Some(Ok(data)) => Some((
-                    Ok(Frame::data(Bytes::from(format!("data: {data}\n\n")))),
+                    Ok(Frame::data(Bytes::from(sse_event(&data)))),
                     (events, stall, guard),
                 )),
                 Some(Err(())) => Some((Err(std::io::Error::other("cut")), (events, stall, guard))),
@@ -360,6 +363,18 @@ impl MockProvider {
             .header("content-type", "text/event-stream")
             .body(BodyExt::boxed(StreamBody::new(stream)))
             .unwrap()
+    }
+}
+
+/// One server-sent event: Anthropic's events are named by their `type`, as
+/// its API names them; OpenAI's and Gemini's have data only.
+fn sse_event(data: &str) -> String {
+    let named = serde_json::from_str::<Value>(data)
+        .ok()
+        .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_string));
+    match named {
+        Some(name) => format!("event: {name}\ndata: {data}\n\n"),
+        None => format!("data: {data}\n\n"),
     }
 }
 
@@ -393,7 +408,7 @@ fn wire_tool(wire: Wire, model: &str, name: &str, arguments: &str) -> Value {
         Wire::Anthropic => json!({
             "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
             "content": [{"type": "tool_use", "id": "toolu_mock", "name": name, "input": args}],
-            "stop_reason": "tool_use", "usage": {"input_tokens": 11, "output_tokens": 7}
+            "stop_reason": "tool_use", "stop_sequence": null, "usage": {"input_tokens": 11, "output_tokens": 7}
         }),
         Wire::Gemini => json!({
             "candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"name": name, "args": args}}]}, "finishReason": "STOP"}],
@@ -410,13 +425,15 @@ fn wire_stream(wire: Wire, model: &str, pieces: &[&str], complete: bool) -> Vec<
         Wire::OpenAi => unreachable!("OpenAI streams are built by stream_events"),
         Wire::Anthropic => {
             let mut events = vec![
-                json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [], "usage": {"input_tokens": 11, "output_tokens": 1}}}),
+                json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [],
+                    "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 11, "output_tokens": 1}}}),
+                json!({"type": "ping"}),
                 json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
             ];
             events.extend(pieces.iter().map(|p| json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}})));
             if complete {
                 events.push(json!({"type": "content_block_stop", "index": 0}));
-                events.push(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 7}}));
+                events.push(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 7}}));
                 events.push(json!({"type": "message_stop"}));
             }
             events.into_iter().map(|e| e.to_string()).collect()

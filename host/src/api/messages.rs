@@ -1,0 +1,207 @@
+//! `POST /v1/messages` (Anthropic Messages) and its `count_tokens`. A
+//! target that speaks Messages gets the caller's body with only `model`
+//! changed, and its answer and events pass back as they came; any other
+//! target gets the chat translation, and its answer is translated back.
+
+use super::auth;
+use super::body::read_body;
+use super::chat::{with_answered_by, with_headers};
+use super::serve::{self, Outcome, Parsed, Served};
+use super::{ApiError, Body, full, json_response};
+use crate::facts::Facts;
+use crate::flow::request::RequestBody;
+use crate::flow::stream::{Chunk, StreamEvent, Streaming};
+use crate::gateway::Gateway;
+use crate::lifecycle::Lifecycle;
+use crate::plugin::types::ApiFormat;
+use crate::translate::messages::{self, ToChat};
+use crate::translate::messages_stream::{Event, ToMessages};
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Map, Value, json};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Caller headers of the Messages API a target that speaks it is sent.
+const FORWARDED: [&str; 1] = ["anthropic-beta"];
+
+/// Handle one Messages request; returns the route it resolved to (for metrics).
+pub async fn handle(
+    gw: &Arc<Gateway>,
+    lifecycle: &Lifecycle,
+    request: http::Request<Incoming>,
+) -> (Option<usize>, Result<http::Response<Body>, ApiError>) {
+    let forwarded: Vec<(String, String)> = FORWARDED
+        .iter()
+        .filter_map(|name| {
+            let value = request.headers().get(*name)?.to_str().ok()?;
+            Some((name.to_string(), value.to_string()))
+        })
+        .collect();
+    let (route, served) = serve::serve(
+        gw,
+        lifecycle,
+        request,
+        ApiFormat::AnthropicMessages,
+        |bytes, _| {
+            let (model, _, ToChat { chat, cannot_cross }) = parse(bytes, false)?;
+            let untranslatable = (!cannot_cross.is_empty()).then(|| {
+                format!(
+                    "the request has what cannot be sent to a provider that does not speak the Messages API: {}",
+                    cannot_cross.join("; ")
+                )
+            });
+            Ok(Parsed {
+                model,
+                body: RequestBody::native(ApiFormat::AnthropicMessages, bytes.to_vec(), chat, untranslatable)
+                    .forwarding(forwarded),
+            })
+        },
+    )
+    .await;
+    (route, served.and_then(respond))
+}
+
+/// Parse and check a Messages body: its model, its JSON and its chat form.
+fn parse(bytes: &[u8], counting: bool) -> Result<(String, Map<String, Value>, ToChat), ApiError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::invalid_request(format!("We could not parse the JSON body of your request: {e}"))
+    })?;
+    let Value::Object(request) = value else {
+        return Err(ApiError::invalid_request(
+            "The request body must be a JSON object.",
+        ));
+    };
+    messages::check(&request, counting)
+        .map_err(|(param, message)| ApiError::invalid_param(param, message))?;
+    let model = request["model"].as_str().unwrap_or_default().to_string();
+    let chat = messages::to_chat(&request);
+    Ok((model, request, chat))
+}
+
+/// A Messages answer: the target's own when it spoke Messages, else the
+/// chat answer translated.
+fn respond(served: Served) -> Result<http::Response<Body>, ApiError> {
+    let mut response = match served.outcome {
+        Outcome::Whole(answered) => {
+            let body = match answered.format {
+                ApiFormat::AnthropicMessages => answered.body,
+                _ => {
+                    let message = messages::from_chat(&answered.body, &served.id, answered.usage)
+                        .map_err(ApiError::bad_gateway)?;
+                    serde_json::to_vec(&message).expect("a JSON value serialises")
+                }
+            };
+            with_answered_by(http::Response::builder(), &answered.by)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header("x-switchboard-cost-usd", format!("{:.8}", answered.cost_usd))
+                .body(full(body))
+                .expect("valid response")
+        }
+        Outcome::Stream(streaming) => event_stream(streaming, &served.id),
+    };
+    with_headers(&mut response, served.headers);
+    Ok(response)
+}
+
+/// How a stream's events become Messages events.
+enum Framing {
+    /// The target spoke Messages: its events as they came.
+    Native,
+    /// Chat chunks translated.
+    Translated(ToMessages),
+}
+
+/// A stream as Messages server-sent events. A stream that breaks ends with
+/// an `error` event, never `message_stop`.
+fn event_stream(streaming: Streaming, id: &str) -> http::Response<Body> {
+    let framing = match streaming.format {
+        ApiFormat::AnthropicMessages => Framing::Native,
+        _ => Framing::Translated(ToMessages::new(id)),
+    };
+    let state = (streaming.events, framing);
+    let frames = futures_util::stream::unfold(state, |(mut events, mut framing)| async move {
+        loop {
+            let out = match (events.recv().await?, &mut framing) {
+                (StreamEvent::Chunk(chunk), Framing::Native) => native_event(&chunk),
+                (StreamEvent::Chunk(chunk), Framing::Translated(to)) => frame(to.chunk(&chunk.data)),
+                // A native stream's `message_stop` was its last chunk.
+                (StreamEvent::Done, Framing::Native) => Bytes::new(),
+                (StreamEvent::Done, Framing::Translated(to)) => frame(to.finish()),
+                (StreamEvent::Failed(error), _) => {
+                    frame(vec![("error", ApiError::from(error).to_anthropic_json())])
+                }
+            };
+            if !out.is_empty() {
+                return Some((Ok::<_, Infallible>(Frame::data(out)), (events, framing)));
+            }
+        }
+    });
+    with_answered_by(http::Response::builder(), &streaming.by)
+        .header(http::header::CONTENT_TYPE, "text/event-stream")
+        .header(http::header::CACHE_CONTROL, "no-cache")
+        .body(BodyExt::boxed(StreamBody::new(frames)))
+        .expect("valid response")
+}
+
+/// A provider's Messages event as it came; a provider that left the event
+/// name out has it filled in from the data's `type`.
+fn native_event(chunk: &Chunk) -> Bytes {
+    let name = match &chunk.event {
+        Some(name) => name.clone(),
+        None => serde_json::from_slice::<Value>(&chunk.data)
+            .ok()
+            .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_default(),
+    };
+    let mut out = Vec::with_capacity(chunk.data.len() + name.len() + 16);
+    if !name.is_empty() {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(&chunk.data);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+fn frame(events: Vec<Event>) -> Bytes {
+    let mut out = Vec::new();
+    for (name, data) in events {
+        out.extend_from_slice(format!("event: {name}\ndata: {data}\n\n").as_bytes());
+    }
+    Bytes::from(out)
+}
+
+/// `POST /v1/messages/count_tokens`: the gateway's estimate of the
+/// request's input tokens (the estimate routing and budgets use), for the
+/// route the model names.
+pub async fn count_tokens(
+    gw: &Gateway,
+    request: http::Request<Incoming>,
+) -> Result<http::Response<Body>, ApiError> {
+    let keyring = gw.shared.keyring.current();
+    let caller = auth::authenticate(&gw.config.keys, &keyring, request.headers())?;
+    let (parts, body) = request.into_parts();
+    let server = &gw.config.server;
+    let body_timeout = Duration::from_millis(server.body_read_timeout_ms);
+    let bytes = tokio::time::timeout(
+        body_timeout,
+        read_body(&parts.headers, body, server.max_body_bytes),
+    )
+    .await
+    .map_err(|_| ApiError::body_timeout(body_timeout))??;
+    let (model, _, ToChat { chat, .. }) = parse(&bytes, true)?;
+    let route = gw
+        .route_named(&model)
+        .ok_or_else(|| ApiError::unknown_model(&model))?;
+    caller.may_use(route.config)?;
+    let facts = Facts::derive(&chat, &parts.headers, 0);
+    Ok(json_response(
+        http::StatusCode::OK,
+        &json!({"input_tokens": facts.estimated_prompt_tokens}),
+    ))
+}
