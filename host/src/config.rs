@@ -321,6 +321,10 @@ struct RawProvider {
     idle_timeout_ms: u64,
     #[serde(default = "defaults::max_response_bytes")]
     max_response_bytes: usize,
+    /// The provider's host serves `POST /v1/responses` itself: Responses
+    /// callers are passed through to it (its adapter must take the format).
+    #[serde(default)]
+    responses_api: bool,
     #[serde(default)]
     models: BTreeMap<String, RawModel>,
 }
@@ -424,6 +428,9 @@ pub enum Capability {
     Images,
     JsonSchema,
     Streaming,
+    /// An embedding model: it serves `POST /v1/embeddings`, and chat
+    /// requests never go to it.
+    Embeddings,
     /// Continues a final assistant message (prefill). Host-side only: it
     /// decides how a broken stream is continued, never what a request needs.
     Prefill,
@@ -484,7 +491,21 @@ pub struct Provider {
     pub first_token_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_response_bytes: usize,
+    /// Serves the OpenAI Responses API itself (pass-through for its callers).
+    pub responses_api: bool,
     pub models: BTreeMap<String, Model>,
+}
+
+impl Provider {
+    /// Whether a caller of `format` is passed through to this provider
+    /// (given that its adapter takes the format).
+    pub fn passes_through(&self, format: crate::plugin::types::ApiFormat) -> bool {
+        use crate::plugin::types::ApiFormat;
+        match format {
+            ApiFormat::OpenAiChat | ApiFormat::AnthropicMessages => true,
+            ApiFormat::OpenAiResponses => self.responses_api,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -773,6 +794,7 @@ impl Config {
                 first_token_timeout: Duration::from_millis(p.first_token_timeout_ms),
                 idle_timeout: Duration::from_millis(p.idle_timeout_ms),
                 max_response_bytes: p.max_response_bytes,
+                responses_api: p.responses_api,
                 name,
                 adapter: p.adapter,
                 endpoint,

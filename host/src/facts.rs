@@ -129,6 +129,34 @@ impl Facts {
         }
     }
 
+    /// The facts of an embeddings request (`input` a string, strings, or
+    /// token arrays, checked by the caller).
+    pub fn for_embeddings(body: &Map<String, Value>, headers: &HeaderMap) -> Facts {
+        let tokens = |input: &Value| -> u32 {
+            match input {
+                Value::String(text) => (text.len() / 4).max(1) as u32,
+                // A token array counts its tokens.
+                Value::Array(items) if items.iter().all(Value::is_number) => items.len() as u32,
+                Value::Array(items) => items
+                    .iter()
+                    .map(|item| match item {
+                        Value::String(text) => (text.len() / 4).max(1) as u32,
+                        Value::Array(ids) => ids.len() as u32,
+                        _ => 0,
+                    })
+                    .sum(),
+                _ => 0,
+            }
+        };
+        let mut facts = Facts::derive(&Map::new(), headers, 0);
+        facts.estimated_prompt_tokens = body.get("input").map_or(0, tokens);
+        facts.needs = Capabilities::EMBEDDINGS;
+        if let Some(user) = body.get("user").and_then(Value::as_str) {
+            facts.tags.push(("user".into(), user.to_string()));
+        }
+        facts
+    }
+
     pub fn for_policy(&self, route: &str) -> RequestFacts {
         RequestFacts {
             model: route.to_string(),

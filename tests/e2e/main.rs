@@ -8,6 +8,7 @@ mod classes;
 mod compat;
 mod connections;
 mod contract;
+mod embeddings;
 mod failover;
 mod first_hour;
 mod gemini;

@@ -32,6 +32,7 @@ pub async fn handle(
         Ok(Parsed {
             model,
             body: RequestBody::chat(body),
+            embeddings: false,
         })
     })
     .await;

@@ -7,15 +7,15 @@ use super::auth;
 use super::body::read_body;
 use super::chat::{with_answered_by, with_headers};
 use super::serve::{self, Outcome, Parsed, Served};
-use super::{ApiError, Body, full, json_response};
+use super::{ApiError, Body, events, full, json_response};
 use crate::facts::Facts;
 use crate::flow::request::RequestBody;
-use crate::flow::stream::{Chunk, StreamEvent, Streaming};
+use crate::flow::stream::{StreamEvent, Streaming};
 use crate::gateway::Gateway;
 use crate::lifecycle::Lifecycle;
 use crate::plugin::types::ApiFormat;
 use crate::translate::messages::{self, ToChat};
-use crate::translate::messages_stream::{Event, ToMessages};
+use crate::translate::messages_stream::ToMessages;
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -57,6 +57,7 @@ pub async fn handle(
                 model,
                 body: RequestBody::native(ApiFormat::AnthropicMessages, bytes.to_vec(), chat, untranslatable)
                     .forwarding(forwarded),
+                embeddings: false,
             })
         },
     )
@@ -125,13 +126,13 @@ fn event_stream(streaming: Streaming, id: &str) -> http::Response<Body> {
     let frames = futures_util::stream::unfold(state, |(mut events, mut framing)| async move {
         loop {
             let out = match (events.recv().await?, &mut framing) {
-                (StreamEvent::Chunk(chunk), Framing::Native) => native_event(&chunk),
-                (StreamEvent::Chunk(chunk), Framing::Translated(to)) => frame(to.chunk(&chunk.data)),
+                (StreamEvent::Chunk(chunk), Framing::Native) => events::passed_through(&chunk),
+                (StreamEvent::Chunk(chunk), Framing::Translated(to)) => events::framed(to.chunk(&chunk.data)),
                 // A native stream's `message_stop` was its last chunk.
                 (StreamEvent::Done, Framing::Native) => Bytes::new(),
-                (StreamEvent::Done, Framing::Translated(to)) => frame(to.finish()),
+                (StreamEvent::Done, Framing::Translated(to)) => events::framed(to.finish()),
                 (StreamEvent::Failed(error), _) => {
-                    frame(vec![("error", ApiError::from(error).to_anthropic_json())])
+                    events::framed(vec![("error", ApiError::from(error).to_anthropic_json())])
                 }
             };
             if !out.is_empty() {
@@ -144,36 +145,6 @@ fn event_stream(streaming: Streaming, id: &str) -> http::Response<Body> {
         .header(http::header::CACHE_CONTROL, "no-cache")
         .body(BodyExt::boxed(StreamBody::new(frames)))
         .expect("valid response")
-}
-
-/// A provider's Messages event as it came; a provider that left the event
-/// name out has it filled in from the data's `type`.
-fn native_event(chunk: &Chunk) -> Bytes {
-    let name = match &chunk.event {
-        Some(name) => name.clone(),
-        None => serde_json::from_slice::<Value>(&chunk.data)
-            .ok()
-            .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or_default(),
-    };
-    let mut out = Vec::with_capacity(chunk.data.len() + name.len() + 16);
-    if !name.is_empty() {
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(name.as_bytes());
-        out.push(b'\n');
-    }
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(&chunk.data);
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
-}
-
-fn frame(events: Vec<Event>) -> Bytes {
-    let mut out = Vec::new();
-    for (name, data) in events {
-        out.extend_from_slice(format!("event: {name}\ndata: {data}\n\n").as_bytes());
-    }
-    Bytes::from(out)
 }
 
 /// `POST /v1/messages/count_tokens`: the gateway's estimate of the

@@ -6,9 +6,12 @@ pub mod admission;
 pub mod auth;
 pub mod body;
 pub mod chat;
+pub mod embeddings;
 pub mod error;
+pub mod events;
 pub mod messages;
 pub mod models;
+pub mod responses;
 pub mod serve;
 
 use bytes::Bytes;

@@ -26,6 +26,8 @@ pub struct Parsed {
     /// The model (route or alias) the caller asked for.
     pub model: String,
     pub body: RequestBody,
+    /// An embeddings request (else a chat request in some API's form).
+    pub embeddings: bool,
 }
 
 /// How a request was answered, for its API to frame.
@@ -42,6 +44,8 @@ pub struct Served {
     pub id: String,
     /// When it arrived, in whole seconds since the Unix epoch.
     pub created: u64,
+    /// The gateway's estimate of its prompt tokens.
+    pub prompt_estimate: u32,
 }
 
 /// Serve one request in `format`, whose body `parse` reads; returns the
@@ -133,7 +137,11 @@ async fn admit_and_answer(
     )
     .await
     .map_err(|_| ApiError::body_timeout(body_timeout))??;
-    let Parsed { model, body } = parse(&bytes, &parts.headers)?;
+    let Parsed {
+        model,
+        body,
+        embeddings,
+    } = parse(&bytes, &parts.headers)?;
     let route = gw
         .route_named(&model)
         .ok_or_else(|| ApiError::unknown_model(&model))?;
@@ -141,11 +149,15 @@ async fn admit_and_answer(
     trail.note(|r| r.route = Some(route.name().to_string()));
     caller.may_use(route.config)?;
 
-    let mut facts = Facts::derive(
-        body.facts_source(),
-        &parts.headers,
-        route.config.facts_excerpt_chars,
-    );
+    let mut facts = if embeddings {
+        Facts::for_embeddings(body.facts_source(), &parts.headers)
+    } else {
+        Facts::derive(
+            body.facts_source(),
+            &parts.headers,
+            route.config.facts_excerpt_chars,
+        )
+    };
     facts.format = arrived.format;
     trail.note(|r| {
         r.stream = facts.stream;
@@ -172,9 +184,11 @@ async fn admit_and_answer(
     let headers = admission::rate_headers(&rates);
     let created = unix_seconds();
     let id = arrived.id.to_string();
+    let prompt_estimate = facts.estimated_prompt_tokens;
     let asked = Asked {
         route,
         body,
+        embeddings,
         facts,
         budgets,
         created,
@@ -186,6 +200,7 @@ async fn admit_and_answer(
             headers,
             id,
             created,
+            prompt_estimate,
         }),
         Err(mut error) => {
             error.headers.extend(headers);
@@ -198,6 +213,7 @@ async fn admit_and_answer(
 struct Asked<'a> {
     route: RouteRef<'a>,
     body: RequestBody,
+    embeddings: bool,
     facts: Facts,
     budgets: Vec<admit::Applies>,
     created: u64,
@@ -209,6 +225,7 @@ async fn answer(gw: &Arc<Gateway>, lifecycle: &Lifecycle, asked: Asked<'_>) -> R
     let Asked {
         route,
         mut body,
+        embeddings,
         facts,
         budgets,
         created,
@@ -250,7 +267,11 @@ async fn answer(gw: &Arc<Gateway>, lifecycle: &Lifecycle, asked: Asked<'_>) -> R
         trail.settle_with(gw.shared.state.clone(), settlements);
     }
     let hedge = Hedge::for_request(route, &facts, planned.hedge);
-    if facts.stream {
+    if embeddings {
+        let answered =
+            whole::embed(gw, &plugins, route, planned.attempts, &mut body, hedge, &received).await?;
+        Ok(Outcome::Whole(answered))
+    } else if facts.stream {
         let request = stream::StreamRequest {
             route: route.index,
             plan: planned.attempts,

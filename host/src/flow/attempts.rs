@@ -15,7 +15,7 @@ use crate::ledger::{AttemptRecord, Trail};
 use crate::metrics::{AttemptLabels, PluginLabels, RouteOutcomeLabels};
 use crate::plugin::types::CircuitState;
 use crate::plugin::types::{
-    ApiFormat, ErrorClass, InboundResponse, ProviderError, RequestContext, Target, Usage,
+    ApiFormat, ErrorClass, InboundResponse, OutboundRequest, ProviderError, RequestContext, Target, Usage,
 };
 use crate::plugin::{AdapterPlugin, PluginSet, Unavailable};
 use crate::upstream::TransportError;
@@ -202,7 +202,9 @@ impl<'g> Attempts<'g> {
                     continue;
                 }
             };
-            let context = if !self.chat_only && adapter.speaks_natively(self.context.format) {
+            let native =
+                adapter.speaks_natively(self.context.format) && provider.passes_through(self.context.format);
+            let context = if !self.chat_only && native {
                 self.context.clone()
             } else {
                 self.chat_context.clone()
@@ -492,10 +494,15 @@ impl Attempt<'_> {
             .await
             .map_err(Failure::Plugin)?;
         request.merge_headers(self.context.format, &mut outbound.headers);
+        self.send_built(&outbound).await
+    }
+
+    /// Send a request the adapter built; resolves with the response head.
+    pub async fn send_built(&self, outbound: &OutboundRequest) -> Result<http::Response<Incoming>, Failure> {
         let sent = self
             .to
             .upstream
-            .send(&outbound, self.to.provider.credential.as_ref());
+            .send(outbound, self.to.provider.credential.as_ref());
         match tokio::time::timeout_at(self.deadline, sent).await {
             Err(_) => Err(Failure::Transport(TransportError::Timeout)),
             Ok(response) => response.map_err(Failure::Transport),

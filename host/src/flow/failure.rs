@@ -171,6 +171,12 @@ impl Failure {
                 verdict(Transport, Fails, NotThisTarget, GatewayTimeout, "timeout")
             }
             Failure::Transport(_) => verdict(Transport, Fails, NextAttempt, BadGateway, "transport"),
+            // The adapter says the request cannot be expressed for its
+            // provider: another target may take it; if none can, the request
+            // is at fault.
+            Failure::Plugin(PluginError::Refused { .. }) => {
+                verdict(Caller, Neutral, NextAttempt, BadRequest, "untranslatable")
+            }
             Failure::Plugin(_) | Failure::AdapterUnavailable(..) => {
                 verdict(Plugin, Neutral, NextAttempt, BadGateway, "plugin")
             }
@@ -320,6 +326,13 @@ mod tests {
             (
                 Failure::CircuitOpen,
                 verdict(Gateway, Neutral, NextAttempt, Unavailable, "circuit_open"),
+            ),
+            (
+                Failure::Plugin(PluginError::Refused {
+                    plugin: "gemini".into(),
+                    reason: "Gemini embeds text only".into(),
+                }),
+                verdict(Caller, Neutral, NextAttempt, BadRequest, "untranslatable"),
             ),
             (
                 Failure::Untranslatable("server tools cannot cross".into()),

@@ -191,6 +191,7 @@ fn candidates(
     let route = route_ref.config;
     let needed_tokens = facts.estimated_prompt_tokens as u64 + facts.max_output_tokens.unwrap_or(0) as u64;
     let (mut disabled, mut lacking, mut too_small) = (Vec::new(), Capabilities::empty(), 0u32);
+    let mut kind_mismatch = 0u32;
     let mut out = Vec::new();
     for resolved in route_ref.targets() {
         let (index, target, provider) = (resolved.index, resolved.target, resolved.provider);
@@ -203,6 +204,14 @@ fn candidates(
         // An adapter that is not loaded fails its attempts with the reason.
         if let Ok(adapter) = plugins.adapter(&provider.adapter) {
             capabilities = capabilities.intersection(adapter.capabilities());
+        }
+        // Embedding models answer embeddings only, and chat models chat only.
+        let embeds = model
+            .capabilities
+            .contains(&crate::config::Capability::Embeddings);
+        if embeds != facts.needs.contains(Capabilities::EMBEDDINGS) {
+            kind_mismatch += 1;
+            continue;
         }
         if !capabilities.contains(facts.needs) {
             for (flag, _) in FLAG_NAMES
@@ -239,6 +248,16 @@ fn candidates(
                 route.name
             ),
         )
+    } else if kind_mismatch > 0 && lacking == Capabilities::empty() && disabled.is_empty() {
+        let (asked, serves) = if facts.needs.contains(Capabilities::EMBEDDINGS) {
+            ("embeddings", "chat models only")
+        } else {
+            ("chat", "embedding models only (POST /v1/embeddings)")
+        };
+        FlowError::new(
+            Answer::BadRequest,
+            format!("`{}` serves {serves}; this request asks for {asked}.", route.name),
+        )
     } else if lacking != Capabilities::empty() {
         FlowError::new(
             Answer::BadRequest,
@@ -268,16 +287,18 @@ pub fn capabilities(list: &[crate::config::Capability]) -> Capabilities {
             Images => Capabilities::IMAGES,
             JsonSchema => Capabilities::JSON_SCHEMA,
             Streaming => Capabilities::STREAMING,
+            Embeddings => Capabilities::EMBEDDINGS,
             Prefill => Capabilities::empty(),
         }
     })
 }
 
-const FLAG_NAMES: [(Capabilities, &str); 4] = [
+const FLAG_NAMES: [(Capabilities, &str); 5] = [
     (Capabilities::TOOLS, "tools"),
     (Capabilities::IMAGES, "images"),
     (Capabilities::JSON_SCHEMA, "json_schema"),
     (Capabilities::STREAMING, "streaming"),
+    (Capabilities::EMBEDDINGS, "embeddings"),
 ];
 
 fn names(caps: Capabilities) -> Vec<&'static str> {

@@ -64,6 +64,71 @@ pub async fn complete(
     })
 }
 
+/// Serve an embeddings request: as [`complete`], through the adapters'
+/// embeddings translation.
+pub async fn embed(
+    gw: &Gateway,
+    plugins: &PluginSet,
+    route: RouteRef<'_>,
+    plan: Vec<PlannedAttempt>,
+    request: &mut RequestBody,
+    hedge: Option<Hedge>,
+    received: &Received,
+) -> Result<Answered, FlowError> {
+    let mut attempts = Attempts::new(false, gw, plugins, route, plan, received);
+    let (attempt, completion) = first_success(&mut attempts, request, hedge, Embeddings).await?;
+    let cost_usd = attempts.succeeded(&attempt, completion.usage, completion.model, None);
+    Ok(Answered {
+        by: AnsweredBy::of(&attempt, attempts.made()),
+        format: attempt.context.format,
+        body: completion.body,
+        usage: completion.usage,
+        cost_usd,
+    })
+}
+
+/// An embeddings attempt: the whole list.
+struct Embeddings;
+
+impl Start for Embeddings {
+    type Answer = Completion;
+
+    fn start<'a>(
+        &'a self,
+        attempt: &'a Attempt<'_>,
+        request: &'a mut RequestBody,
+    ) -> impl Future<Output = Result<Completion, Failure>> + Send + 'a {
+        embed_once(attempt, request)
+    }
+}
+
+async fn embed_once(attempt: &Attempt<'_>, request: &mut RequestBody) -> Result<Completion, Failure> {
+    let body = request
+        .bytes_for(ApiFormat::OpenAiChat, &attempt.to.target.model)
+        .map_err(Failure::Untranslatable)?;
+    let outbound = attempt
+        .adapter
+        .build_embeddings_request(body, &attempt.adapter_target)
+        .await
+        .map_err(Failure::Plugin)?;
+    let response = attempt.send_built(&outbound).await?;
+    let inbound = attempt.read(response).await?;
+    if !(200..300).contains(&inbound.status) {
+        return Err(attempt.classify(&inbound).await);
+    }
+    let embeddings = attempt
+        .adapter
+        .parse_embeddings_response(inbound, &attempt.adapter_target)
+        .await
+        .map_err(Failure::Plugin)?
+        .map_err(Failure::Malformed)?;
+    Ok(Completion {
+        body: embeddings.body,
+        usage: embeddings.usage,
+        model: None,
+    })
+}
+
 /// A non-streaming attempt: the whole answer.
 struct WholeAnswer;
 

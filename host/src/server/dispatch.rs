@@ -64,6 +64,12 @@ async fn route(
         (http::Method::POST, "/v1/chat/completions") => {
             counted(gw, api::chat::handle(gw, lifecycle, req).await)
         }
+        (http::Method::POST, "/v1/embeddings") => {
+            counted(gw, api::embeddings::handle(gw, lifecycle, req).await)
+        }
+        (http::Method::POST, "/v1/responses") => {
+            counted(gw, api::responses::handle(gw, lifecycle, req).await)
+        }
         (http::Method::POST, "/v1/messages") => {
             let result = counted(gw, api::messages::handle(gw, lifecycle, req).await);
             return result.unwrap_or_else(ApiError::into_anthropic_response);
@@ -93,8 +99,10 @@ async fn route(
         (
             _,
             "/v1/chat/completions"
+            | "/v1/embeddings"
             | "/v1/messages"
             | "/v1/messages/count_tokens"
+            | "/v1/responses"
             | "/v1/models"
             | "/v1/feedback"
             | "/admin/usage"

@@ -5,3 +5,5 @@
 
 pub mod messages;
 pub mod messages_stream;
+pub mod responses;
+pub mod responses_stream;

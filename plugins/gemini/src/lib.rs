@@ -2,6 +2,7 @@
 //! Gemini API (`generateContent`, `streamGenerateContent?alt=sse`).
 
 mod classify;
+mod embeddings;
 mod options;
 mod request;
 mod response;
@@ -27,8 +28,7 @@ impl Guest for Gemini {
     fn describe() -> AdapterInfo {
         AdapterInfo {
             version: env!("CARGO_PKG_VERSION").into(),
-            // Gemini's `embedContent` is not translated yet.
-            capabilities: Capabilities::all() - Capabilities::EMBEDDINGS,
+            capabilities: Capabilities::all(),
             native_formats: Vec::new(),
             stateless: true,
         }
@@ -88,12 +88,35 @@ impl Guest for Gemini {
         classify::classify(response.status, &response.headers, &response.body)
     }
 
-    fn build_embeddings_request(_request: Vec<u8>, _target: Target) -> Result<OutboundRequest, String> {
-        Err("the gemini adapter does not translate embeddings yet".into())
+    fn build_embeddings_request(request: Vec<u8>, target: Target) -> Result<OutboundRequest, String> {
+        let options = Options::parse(&target.options)?;
+        let openai: serde_json::Value =
+            serde_json::from_slice(&request).map_err(|e| format!("request body is not JSON: {e}"))?;
+        let body = embeddings::request(&openai, &target.model)?;
+        Ok(OutboundRequest {
+            method: "POST".into(),
+            path: format!("{}/models/{}:batchEmbedContents", options.prefix, target.model),
+            headers: vec![("content-type".to_string(), "application/json".to_string())],
+            body: Body::Bytes(serde_json::to_vec(&body).map_err(|e| e.to_string())?),
+            credential: CredentialPlacement::Header("x-goog-api-key".into()),
+        })
     }
 
-    fn parse_embeddings_response(_response: InboundResponse, _target: Target) -> Result<Embeddings, String> {
-        Err("the gemini adapter does not translate embeddings yet".into())
+    fn parse_embeddings_response(response: InboundResponse, target: Target) -> Result<Embeddings, String> {
+        let answer: serde_json::Value = serde_json::from_slice(&response.body)
+            .map_err(|e| format!("provider answer is not JSON: {e}"))?;
+        let (list, prompt) = embeddings::response(&answer, &target.model)?;
+        Ok(Embeddings {
+            body: Body::Bytes(serde_json::to_vec(&list).map_err(|e| e.to_string())?),
+            usage: prompt.map(|n| Usage {
+                prompt_tokens: n,
+                completion_tokens: 0,
+                cache_read_tokens: 0,
+                cache_write_tokens: 0,
+                cache_write_hour_tokens: 0,
+                reasoning_tokens: 0,
+            }),
+        })
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod classify;
 mod options;
+mod responses;
 mod stream;
 
 wit_bindgen::generate!({
@@ -20,7 +21,7 @@ use exports::switchboard::plugin::provider::{
 use options::Options;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use switchboard::plugin::types::{Body, Capabilities, Usage};
+use switchboard::plugin::types::{ApiFormat, Body, Capabilities, Usage};
 
 struct OpenAi;
 
@@ -31,7 +32,9 @@ impl Guest for OpenAi {
         AdapterInfo {
             version: env!("CARGO_PKG_VERSION").into(),
             capabilities: Capabilities::all(),
-            native_formats: Vec::new(),
+            // Passed through only to providers whose host serves it
+            // (`responses_api = true` in the gateway's configuration).
+            native_formats: vec![ApiFormat::OpenaiResponses],
             stateless: true,
         }
     }
@@ -43,9 +46,20 @@ impl Guest for OpenAi {
     fn build_request(
         request: Vec<u8>,
         target: Target,
-        _context: RequestContext,
+        context: RequestContext,
     ) -> Result<OutboundRequest, String> {
         let options = Options::parse(&target.options)?;
+        if context.format == ApiFormat::OpenaiResponses {
+            // The caller's bytes as they are: the host has set the model.
+            let streaming = responses::streaming(&request);
+            return post(
+                &options,
+                options.responses_path.clone(),
+                streaming,
+                &Map::new(),
+                false,
+            );
+        }
         // `{model}` in the path names the deployment (Azure OpenAI).
         let path = options.path.replace("{model}", &target.model);
         let (mut body, mut changed) = with_model(&request, target.model)?;
@@ -57,8 +71,11 @@ impl Guest for OpenAi {
     fn parse_response(
         response: InboundResponse,
         _target: Target,
-        _context: RequestContext,
+        context: RequestContext,
     ) -> Result<Completion, String> {
+        if context.format == ApiFormat::OpenaiResponses {
+            return responses::parse(&response.body);
+        }
         /// Only what is needed to check the shape and read usage; the body
         /// itself passes through byte for byte.
         #[derive(Deserialize)]

@@ -12,6 +12,8 @@ struct Raw {
     path: Option<String>,
     /// Path of the embeddings endpoint.
     embeddings_path: Option<String>,
+    /// Path of the Responses endpoint (for `responses_api` providers).
+    responses_path: Option<String>,
     /// `bearer` (default), `none`, `header:<name>` or `query:<name>`.
     auth: Option<String>,
     /// Static headers added to every request (e.g. OpenRouter's `http-referer`).
@@ -38,6 +40,7 @@ pub enum Auth {
 pub struct Options {
     pub path: String,
     pub embeddings_path: String,
+    pub responses_path: String,
     pub auth: Auth,
     pub headers: BTreeMap<String, String>,
     max_tokens_field: Option<String>,
@@ -72,7 +75,12 @@ impl Options {
         }
         let path = raw.path.unwrap_or_else(|| "/chat/completions".into());
         let embeddings_path = raw.embeddings_path.unwrap_or_else(|| "/embeddings".into());
-        for (name, value) in [("path", &path), ("embeddings_path", &embeddings_path)] {
+        let responses_path = raw.responses_path.unwrap_or_else(|| "/responses".into());
+        for (name, value) in [
+            ("path", &path),
+            ("embeddings_path", &embeddings_path),
+            ("responses_path", &responses_path),
+        ] {
             if !value.starts_with('/') {
                 return Err(format!(
                     "invalid openai adapter option {name} = {value:?}: must start with /"
@@ -82,6 +90,7 @@ impl Options {
         Ok(Options {
             path,
             embeddings_path,
+            responses_path,
             auth,
             headers: raw.headers,
             max_tokens_field: raw.max_tokens_field,

@@ -5,11 +5,14 @@
 use crate::exports::switchboard::plugin::provider::{
     Decoded, Emitted, ErrorClass, GuestStreamDecoder, ProviderError, RequestContext, SseEvent, Target,
 };
-use crate::{WireUsage, classify};
+use crate::switchboard::plugin::types::ApiFormat;
+use crate::{WireUsage, classify, responses};
 use serde::Deserialize;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 pub struct Decoder {
+    /// A Responses caller passed through: its events as they come.
+    responses: Option<RefCell<responses::Relay>>,
     include_usage: bool,
     done: Cell<bool>,
 }
@@ -28,14 +31,18 @@ struct Chunk {
 }
 
 impl GuestStreamDecoder for Decoder {
-    fn new(_target: Target, _context: RequestContext, include_usage: bool) -> Self {
+    fn new(_target: Target, context: RequestContext, include_usage: bool) -> Self {
         Decoder {
+            responses: (context.format == ApiFormat::OpenaiResponses).then(RefCell::default),
             include_usage,
             done: Cell::new(false),
         }
     }
 
     fn feed(&self, events: Vec<SseEvent>) -> Decoded {
+        if let Some(relay) = &self.responses {
+            return relay.borrow_mut().feed(&events);
+        }
         let mut decoded = Decoded {
             events: Vec::new(),
             usage: None,
@@ -91,7 +98,6 @@ impl GuestStreamDecoder for Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::switchboard::plugin::types::ApiFormat;
 
     fn decoder(include_usage: bool) -> Decoder {
         let target = Target {

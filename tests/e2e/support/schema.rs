@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use std::sync::OnceLock;
 
 fn validator(name: &str) -> jsonschema::Validator {
-    let mut document: Value = serde_json::from_str(include_str!("../../schemas/openai-chat.json")).unwrap();
+    let mut document: Value = serde_json::from_str(include_str!("../../schemas/openai.json")).unwrap();
     honour_nullable(&mut document);
     let root = json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -60,5 +60,15 @@ pub fn chunk(chunk: &Value) {
         VALIDATOR.get_or_init(|| validator("CreateChatCompletionStreamResponse")),
         "chat completion chunk",
         chunk,
+    );
+}
+
+/// Panics unless `answer` is a valid `CreateEmbeddingResponse`.
+pub fn embeddings(answer: &Value) {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    check(
+        VALIDATOR.get_or_init(|| validator("CreateEmbeddingResponse")),
+        "embeddings list",
+        answer,
     );
 }

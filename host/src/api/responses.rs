@@ -1,0 +1,176 @@
+//! `POST /v1/responses` (OpenAI Responses, the stateless subset). A
+//! provider whose host serves the API itself (`responses_api = true`) gets
+//! the caller's body with only `model` changed, and its answer and events
+//! pass back as they came; any other target gets the chat translation, and
+//! its answer is translated back into a `response` and semantic events.
+
+use super::chat::{with_answered_by, with_headers};
+use super::serve::{self, Outcome, Parsed, Served};
+use super::{ApiError, Body, events, full};
+use crate::flow::request::RequestBody;
+use crate::flow::stream::{StreamEvent, Streaming};
+use crate::gateway::Gateway;
+use crate::lifecycle::Lifecycle;
+use crate::plugin::types::ApiFormat;
+use crate::translate::responses;
+use crate::translate::responses_stream::ToResponses;
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Map, Value, json};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+/// Handle one Responses request; returns the route it resolved to (for metrics).
+pub async fn handle(
+    gw: &Arc<Gateway>,
+    lifecycle: &Lifecycle,
+    request: http::Request<Incoming>,
+) -> (Option<usize>, Result<http::Response<Body>, ApiError>) {
+    let mut echo = Map::new();
+    let (route, served) = serve::serve(gw, lifecycle, request, ApiFormat::OpenAiResponses, |bytes, _| {
+        let request = parse(bytes)?;
+        let (chat, cannot_cross) = responses::to_chat(&request);
+        let untranslatable = (!cannot_cross.is_empty()).then(|| {
+            format!(
+                "the request has what cannot be sent to a provider that does not serve the Responses API: {}",
+                cannot_cross.join("; ")
+            )
+        });
+        echo = responses::echo(&request);
+        Ok(Parsed {
+            model: request["model"].as_str().unwrap_or_default().to_string(),
+            body: RequestBody::native(ApiFormat::OpenAiResponses, bytes.to_vec(), chat, untranslatable),
+            embeddings: false,
+        })
+    })
+    .await;
+    (route, served.and_then(|served| respond(served, echo)))
+}
+
+fn parse(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::invalid_request(format!("We could not parse the JSON body of your request: {e}"))
+    })?;
+    let Value::Object(request) = value else {
+        return Err(ApiError::invalid_request(
+            "The request body must be a JSON object.",
+        ));
+    };
+    responses::check(&request).map_err(|(param, message)| ApiError::invalid_param(param, message))?;
+    Ok(request)
+}
+
+/// A `response`: the provider's own when it served the API, else the chat
+/// answer translated.
+fn respond(served: Served, echo: Map<String, Value>) -> Result<http::Response<Body>, ApiError> {
+    let mut response = match served.outcome {
+        Outcome::Whole(answered) => {
+            let body = match answered.format {
+                ApiFormat::OpenAiResponses => answered.body,
+                _ => {
+                    let response = responses::from_chat(
+                        &answered.body,
+                        &served.id,
+                        served.created,
+                        &echo,
+                        answered.usage,
+                    )
+                    .map_err(ApiError::bad_gateway)?;
+                    serde_json::to_vec(&response).expect("a JSON value serialises")
+                }
+            };
+            with_answered_by(http::Response::builder(), &answered.by)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header("x-switchboard-cost-usd", format!("{:.8}", answered.cost_usd))
+                .body(full(body))
+                .expect("valid response")
+        }
+        Outcome::Stream(streaming) => event_stream(streaming, &served.id, served.created, echo),
+    };
+    with_headers(&mut response, served.headers);
+    Ok(response)
+}
+
+/// How a stream's events become Responses events.
+enum Framing {
+    /// The provider served the API: its events as they came, and the last
+    /// sequence number seen (an error event follows it).
+    Native(u64),
+    Translated(Box<ToResponses>),
+}
+
+/// A stream as Responses server-sent events. A stream that breaks ends
+/// with `response.failed` (or, passed through, an `error` event), never
+/// `response.completed`.
+fn event_stream(
+    streaming: Streaming,
+    id: &str,
+    created: u64,
+    echo: Map<String, Value>,
+) -> http::Response<Body> {
+    let framing = match streaming.format {
+        ApiFormat::OpenAiResponses => Framing::Native(0),
+        _ => Framing::Translated(Box::new(ToResponses::new(id, created, echo))),
+    };
+    let state = (streaming.events, framing);
+    let frames = futures_util::stream::unfold(state, |(mut events, mut framing)| async move {
+        loop {
+            let out = match (events.recv().await?, &mut framing) {
+                (StreamEvent::Chunk(chunk), Framing::Native(last)) => {
+                    *last = sequence_number(&chunk.data).unwrap_or(*last);
+                    events::passed_through(&chunk)
+                }
+                (StreamEvent::Chunk(chunk), Framing::Translated(to)) => events::framed(to.chunk(&chunk.data)),
+                (StreamEvent::Done, Framing::Native(_)) => Bytes::new(),
+                (StreamEvent::Done, Framing::Translated(to)) => events::framed(to.finish()),
+                (StreamEvent::Failed(error), Framing::Native(last)) => {
+                    let error = ApiError::from(error);
+                    events::framed(vec![(
+                        "error",
+                        json!({"type": "error", "code": error.code.unwrap_or(error.kind), "message": error.message,
+                               "param": null, "sequence_number": *last + 1}),
+                    )])
+                }
+                (StreamEvent::Failed(error), Framing::Translated(to)) => {
+                    events::framed(to.failed(&error.message))
+                }
+            };
+            if !out.is_empty() {
+                return Some((Ok::<_, Infallible>(Frame::data(out)), (events, framing)));
+            }
+        }
+    });
+    with_answered_by(http::Response::builder(), &streaming.by)
+        .header(http::header::CONTENT_TYPE, "text/event-stream")
+        .header(http::header::CACHE_CONTROL, "no-cache")
+        .body(BodyExt::boxed(StreamBody::new(frames)))
+        .expect("valid response")
+}
+
+/// The `sequence_number` of an event's data, read without parsing it whole.
+fn sequence_number(data: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"sequence_number\":";
+    let at = data.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits: Vec<u8> = data[at..]
+        .iter()
+        .skip_while(|b| b.is_ascii_whitespace())
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sequence_number;
+
+    #[test]
+    fn the_sequence_number_is_read_from_the_bytes() {
+        assert_eq!(
+            sequence_number(br#"{"type":"x","sequence_number": 41,"a":1}"#),
+            Some(41)
+        );
+        assert_eq!(sequence_number(br#"{"type":"x"}"#), None);
+    }
+}
