@@ -20,6 +20,7 @@ mod plugins;
 mod policies;
 mod proxy;
 mod reload;
+mod responses;
 mod resume;
 mod sdk;
 mod secrets;

@@ -22,10 +22,16 @@ async fn run_sdk(url: &str, route: &str) -> Value {
 
 /// Run `tests/sdk/<script> URL KEY ROUTE`; its `SUMMARY` line.
 async fn run_script(script: &str, url: &str, route: &str) -> Value {
+    run_script_with(script, url, &[route]).await
+}
+
+/// Run `tests/sdk/<script> URL KEY ARGS...`; its `SUMMARY` line.
+async fn run_script_with(script: &str, url: &str, args: &[&str]) -> Value {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/sdk")
         .join(script);
-    let (url, route) = (url.to_string(), route.to_string());
+    let url = url.to_string();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let output = tokio::task::spawn_blocking(move || {
         // tests/run points this at its venv; plain `cargo test` uses python3.
         let python = std::env::var("SWITCHBOARD_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -33,7 +39,7 @@ async fn run_script(script: &str, url: &str, route: &str) -> Value {
             .arg(script)
             .arg(url)
             .arg("sk-sdk")
-            .arg(route)
+            .args(args)
             .output()
     })
     .await
@@ -308,4 +314,166 @@ targets = ["oai/gpt-4o"]
         "base64"
     );
     assert_eq!(anthropic.seen()[4].body["thinking"]["budget_tokens"], 1024);
+}
+
+/// The Responses answers `tests/sdk/openai_apis.py` expects, in `wire`'s format.
+fn responses_sdk_script(wire: Wire) -> Vec<Script> {
+    vec![
+        Script::Wire(wire, "Hello from the mock"),
+        Script::Wire(wire, "Hello from the mock"),
+        Script::WireTool(wire, "get_weather", r#"{"city":"Paris"}"#),
+        Script::Wire(wire, "It is sunny"),
+        Script::Wire(wire, r#"{"city":"Paris"}"#),
+    ]
+}
+
+#[tokio::test]
+async fn the_official_openai_sdk_speaks_responses_and_embeddings_to_every_provider_format() {
+    let (chat, native, anthropic, gemini) = (
+        MockProvider::start("chat").await,
+        MockProvider::start("native").await,
+        MockProvider::start("anthropic").await,
+        MockProvider::start("gemini").await,
+    );
+    chat.script(responses_sdk_script(Wire::OpenAi));
+    native.script(responses_sdk_script(Wire::Responses));
+    anthropic.script(responses_sdk_script(Wire::Anthropic));
+    gemini.script(responses_sdk_script(Wire::Gemini));
+    let (embed_openai, embed_gemini) = (MockProvider::start("eo").await, MockProvider::start("eg").await);
+    let openai_list = |data: Value| {
+        json!({"object": "list", "data": data, "model": "text-embedding-3-small", "usage": {"prompt_tokens": 2, "total_tokens": 2}})
+            .to_string()
+    };
+    // Each embeddings route serves two of the four runs.
+    for _ in 0..2 {
+        embed_openai.script([
+            Script::Status(
+                200,
+                vec![],
+                openai_list(
+                    json!([{"object": "embedding", "index": 0, "embedding": [0.5, -1.0]},
+                                   {"object": "embedding", "index": 1, "embedding": [0.25, 2.0]}]),
+                ),
+            ),
+            Script::Status(
+                200,
+                vec![],
+                openai_list(json!([{"object": "embedding", "index": 0, "embedding": [0.5, -1.0]}])),
+            ),
+        ]);
+        embed_gemini.script([
+            Script::Status(
+                200,
+                vec![],
+                json!({"embeddings": [{"values": [0.5, -1.0]}, {"values": [0.25, 2.0]}]}).to_string(),
+            ),
+            Script::Status(
+                200,
+                vec![],
+                json!({"embeddings": [{"values": [0.5, -1.0]}]}).to_string(),
+            ),
+        ]);
+    }
+    let config = format!(
+        r#"
+[[gateway_keys]]
+name = "sdk"
+key_env = "GW_KEY"
+
+[providers.chat]
+adapter = "openai"
+base_url = "{}"
+api_key_env = "K1"
+[providers.chat.models.llama-3]
+
+[providers.native]
+adapter = "openai"
+base_url = "{}"
+api_key_env = "K2"
+responses_api = true
+[providers.native.models.gpt-5]
+
+[providers.ant]
+adapter = "anthropic"
+base_url = "http://{}"
+api_key_env = "K3"
+[providers.ant.models.claude-sonnet-4-5]
+
+[providers.goo]
+adapter = "gemini"
+base_url = "http://{}"
+api_key_env = "K4"
+[providers.goo.models."gemini-2.5-flash"]
+
+[providers.eo]
+adapter = "openai"
+base_url = "{}"
+api_key_env = "K1"
+[providers.eo.models.text-embedding-3-small]
+capabilities = ["embeddings"]
+
+[providers.eg]
+adapter = "gemini"
+base_url = "http://{}"
+api_key_env = "K4"
+[providers.eg.models.gemini-embedding-001]
+capabilities = ["embeddings"]
+
+[routes.via-chat]
+targets = ["chat/llama-3"]
+[routes.via-native]
+targets = ["native/gpt-5"]
+[routes.via-anthropic]
+targets = ["ant/claude-sonnet-4-5"]
+[routes.via-gemini]
+targets = ["goo/gemini-2.5-flash"]
+[routes.embed-openai]
+targets = ["eo/text-embedding-3-small"]
+[routes.embed-gemini]
+targets = ["eg/gemini-embedding-001"]
+"#,
+        chat.url(),
+        native.url(),
+        anthropic.addr,
+        gemini.addr,
+        embed_openai.url(),
+        embed_gemini.addr
+    );
+    let env = [
+        ("GW_KEY", "sk-sdk"),
+        ("K1", "k1"),
+        ("K2", "k2"),
+        ("K3", "k3"),
+        ("K4", "k4"),
+    ];
+    let gw = Gateway::start(&config, &env);
+    let expected = json!({
+        "text": "Hello from the mock", "status": "completed",
+        "stream_text": "Hello from the mock", "stream_first_last": ["response.created", "response.completed"],
+        "stream_deltas": true,
+        "call": ["get_weather", {"city": "Paris"}], "after_call": "It is sunny",
+        "structured": {"city": "Paris"},
+        "previous_response_id": [400, true],
+        "embeddings": [[0.5, -1.0], [0.25, 2.0]], "float_embedding": [0.5, -1.0],
+    });
+    for (route, embed_route, provider) in [
+        ("via-chat", "embed-openai", "chat"),
+        ("via-native", "embed-gemini", "native"),
+        ("via-anthropic", "embed-openai", "ant"),
+        ("via-gemini", "embed-gemini", "goo"),
+    ] {
+        let mut summary = run_script_with("openai_apis.py", &gw.url, &[route, embed_route]).await;
+        assert_eq!(summary["provider_header"], provider, "{route}");
+        summary.as_object_mut().unwrap().remove("provider_header");
+        assert_eq!(summary, expected, "{route}");
+    }
+    // The structured output reached each chat-speaking provider as chat's
+    // `response_format`, and the native one as the caller sent it.
+    assert_eq!(chat.seen()[4].body["response_format"]["type"], "json_schema");
+    assert_eq!(native.seen()[4].body["text"]["format"]["name"], "place");
+    assert_eq!(native.seen()[0].path, "/v1/responses");
+    assert!(
+        anthropic.seen()[4].body["tools"].is_array(),
+        "Anthropic gets JSON through its tool"
+    );
 }

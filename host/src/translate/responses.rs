@@ -296,7 +296,19 @@ pub fn echo(request: &Map<String, Value>) -> Map<String, Value> {
     echo.insert("temperature".into(), get("temperature", json!(1.0)));
     echo.insert("text".into(), get("text", json!({"format": {"type": "text"}})));
     echo.insert("tool_choice".into(), get("tool_choice", json!("auto")));
-    echo.insert("tools".into(), get("tools", json!([])));
+    // Function tools as the response states them: `strict` and
+    // `parameters` always present.
+    let mut tools = get("tools", json!([]));
+    for tool in tools.as_array_mut().into_iter().flatten() {
+        if tool.get("type").and_then(Value::as_str) == Some("function") {
+            for key in ["strict", "parameters"] {
+                if tool.get(key).is_none() {
+                    tool[key] = Value::Null;
+                }
+            }
+        }
+    }
+    echo.insert("tools".into(), tools);
     echo.insert("top_p".into(), get("top_p", json!(1.0)));
     echo.insert("truncation".into(), json!("disabled"));
     echo
@@ -321,7 +333,9 @@ pub fn response(
     response.insert("incomplete_details".into(), Value::Null);
     response.insert("model".into(), model.clone());
     response.insert("output".into(), Value::Array(output));
-    response.insert("usage".into(), usage.unwrap_or(Value::Null));
+    if let Some(usage) = usage {
+        response.insert("usage".into(), usage);
+    }
     response.extend(echo.clone());
     Value::Object(response)
 }

@@ -56,6 +56,8 @@ pub enum Wire {
     OpenAi,
     Anthropic,
     Gemini,
+    /// OpenAI's Responses API (`POST /v1/responses`).
+    Responses,
 }
 
 /// A request the mock received.
@@ -392,7 +394,25 @@ fn wire_answer(wire: Wire, model: &str, text: &str) -> Value {
             "usageMetadata": {"promptTokenCount": 11, "candidatesTokenCount": 7, "totalTokenCount": 18},
             "modelVersion": model
         }),
+        Wire::Responses => responses_answer(
+            model,
+            json!([{"type": "message", "id": "msg_mock", "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}]),
+        ),
     }
+}
+
+/// A Responses API `response` with this output (11 input, 7 output tokens).
+fn responses_answer(model: &str, output: Value) -> Value {
+    json!({
+        "id": "resp_mock", "object": "response", "created_at": 1, "status": "completed", "error": null,
+        "incomplete_details": null, "instructions": null, "max_output_tokens": null, "model": model,
+        "output": output, "parallel_tool_calls": true, "previous_response_id": null, "reasoning": null,
+        "store": false, "temperature": 1.0, "text": {"format": {"type": "text"}}, "tool_choice": "auto",
+        "tools": [], "top_p": 1.0, "truncation": "disabled", "metadata": {},
+        "usage": {"input_tokens": 11, "input_tokens_details": {"cached_tokens": 3, "cache_write_tokens": 0},
+                  "output_tokens": 7, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 18}
+    })
 }
 
 /// A tool call answer in `wire`'s format.
@@ -415,6 +435,11 @@ fn wire_tool(wire: Wire, model: &str, name: &str, arguments: &str) -> Value {
             "usageMetadata": {"promptTokenCount": 11, "candidatesTokenCount": 7, "totalTokenCount": 18},
             "modelVersion": model
         }),
+        Wire::Responses => responses_answer(
+            model,
+            json!([{"type": "function_call", "id": "fc_mock", "call_id": "call_mock", "name": name,
+                    "arguments": arguments, "status": "completed"}]),
+        ),
     }
 }
 
@@ -423,6 +448,35 @@ fn wire_tool(wire: Wire, model: &str, name: &str, arguments: &str) -> Value {
 fn wire_stream(wire: Wire, model: &str, pieces: &[&str], complete: bool) -> Vec<String> {
     match wire {
         Wire::OpenAi => unreachable!("OpenAI streams are built by stream_events"),
+        Wire::Responses => {
+            let item = json!({"type": "message", "id": "msg_mock", "status": "in_progress", "role": "assistant", "content": []});
+            let mut events = vec![
+                json!({"type": "response.created", "sequence_number": 0, "response": responses_answer(model, json!([]))}),
+                json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0, "item": item}),
+                json!({"type": "response.content_part.added", "sequence_number": 2, "item_id": "msg_mock", "output_index": 0,
+                    "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
+            ];
+            for (i, piece) in pieces.iter().enumerate() {
+                events.push(json!({"type": "response.output_text.delta", "sequence_number": 3 + i, "item_id": "msg_mock",
+                    "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []}));
+            }
+            if complete {
+                let text: String = pieces.concat();
+                let part = json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
+                let done = json!({"type": "message", "id": "msg_mock", "status": "completed", "role": "assistant", "content": [part]});
+                let n = 3 + pieces.len();
+                events.push(
+                    json!({"type": "response.output_text.done", "sequence_number": n, "item_id": "msg_mock",
+                    "output_index": 0, "content_index": 0, "text": text, "logprobs": []}),
+                );
+                events.push(json!({"type": "response.content_part.done", "sequence_number": n + 1, "item_id": "msg_mock",
+                    "output_index": 0, "content_index": 0, "part": part}));
+                events.push(json!({"type": "response.output_item.done", "sequence_number": n + 2, "output_index": 0, "item": done}));
+                events.push(json!({"type": "response.completed", "sequence_number": n + 3,
+                    "response": responses_answer(model, json!([done]))}));
+            }
+            events.into_iter().map(|e| e.to_string()).collect()
+        }
         Wire::Anthropic => {
             let mut events = vec![
                 json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [],

@@ -72,3 +72,22 @@ pub fn embeddings(answer: &Value) {
         answer,
     );
 }
+/// Panics unless `answer` is a valid Responses API `Response`.
+pub fn response(answer: &Value) {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    check(
+        VALIDATOR.get_or_init(|| validator("Response")),
+        "response",
+        answer,
+    );
+}
+
+/// Panics unless `event` is a valid `ResponseStreamEvent`.
+pub fn response_event(event: &Value) {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    check(
+        VALIDATOR.get_or_init(|| validator("ResponseStreamEvent")),
+        "response stream event",
+        event,
+    );
+}
