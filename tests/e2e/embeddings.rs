@@ -198,3 +198,46 @@ async fn chat_and_embedding_models_are_kept_apart_and_bad_input_is_refused() {
     assert_eq!(reply.status, 404);
     assert_eq!(oai.hits() + goo.hits(), 0);
 }
+
+#[tokio::test]
+async fn models_are_listed_with_who_serves_them_and_where_in_either_apis_shape() {
+    let (oai, goo) = (MockProvider::start("oai").await, MockProvider::start("goo").await);
+    let gw = Gateway::start(&config(&oai, &goo), KEYS);
+    let models = get(&format!("{}/v1/models", gw.url), &[]).await.json();
+    let by_id = |id: &str| {
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let embed = by_id("embed");
+    assert_eq!(embed["owned_by"], "switchboard", "two providers serve it");
+    assert_eq!(embed["endpoints"], json!(["/v1/embeddings"]));
+    assert_eq!(
+        embed["targets"],
+        json!(["oai/text-embedding-3-small", "goo/gemini-embedding-001"])
+    );
+    let chat = by_id("chat");
+    assert_eq!(chat["owned_by"], "oai");
+    assert_eq!(
+        chat["endpoints"],
+        json!(["/v1/chat/completions", "/v1/messages", "/v1/responses"])
+    );
+    assert_eq!(chat["object"], "model");
+
+    let listed = get(
+        &format!("{}/v1/models", gw.url),
+        &[("anthropic-version", "2023-06-01")],
+    )
+    .await
+    .json();
+    assert_eq!(
+        listed,
+        json!({"data": [{"type": "model", "id": "chat", "display_name": "chat", "created_at": "1970-01-01T00:00:00Z"}],
+               "has_more": false, "first_id": "chat", "last_id": "chat"}),
+        "only what a Messages caller can use"
+    );
+}

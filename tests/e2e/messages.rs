@@ -375,3 +375,30 @@ async fn count_tokens_estimates_for_a_route_the_key_may_use() {
     assert_eq!(reply.json()["error"]["type"], "not_found_error");
     assert_eq!(ant.hits() + oai.hits(), 0, "counting calls no provider");
 }
+
+#[tokio::test]
+async fn a_keys_limits_hold_across_every_api_it_calls() {
+    let (ant, oai) = (MockProvider::start("ant").await, MockProvider::start("oai").await);
+    let config = config(&ant, &oai).replace("key_env = \"GW_KEY\"", "key_env = \"GW_KEY\"\nrpm = 2");
+    let gw = Gateway::start(&config, ENV);
+    let auth = [("authorization", "Bearer gw-secret")];
+    let reply = post_with(&gw.chat_url(), chat("translated").to_string().into_bytes(), &auth).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let reply = post_with(
+        &format!("{}/v1/responses", gw.url),
+        json!({"model": "translated", "input": "Hi"})
+            .to_string()
+            .into_bytes(),
+        &auth,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-ratelimit-remaining-requests"), "0");
+    // The third, by a third API, is over the key's two a minute.
+    let body = r#"{"model": "native", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}"#;
+    let reply = messages(&gw, body, &[]).await;
+    assert_eq!(reply.status, 429, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["type"], "rate_limit_error");
+    assert!(!reply.header("retry-after").is_empty());
+    assert_eq!(ant.hits(), 0);
+}
