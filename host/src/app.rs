@@ -176,7 +176,7 @@ pub async fn run(
         "listening"
     );
     tracing::info!(
-        "endpoints: POST /v1/chat/completions, GET /v1/models, POST /v1/feedback; admin: /admin/plugins, /admin/targets, /admin/config, /admin/usage, /admin/keys; open without a key: /healthz, /readyz{}",
+        "endpoints: POST /v1/chat/completions, POST /v1/messages (and /count_tokens), POST /v1/responses, POST /v1/embeddings, GET /v1/models, POST /v1/feedback; admin: /admin/plugins, /admin/targets, /admin/config, /admin/usage, /admin/keys; open without a key: /healthz, /readyz{}",
         if metrics_open { ", /metrics" } else { "" }
     );
     server::serve(

@@ -5,6 +5,7 @@ mod accounts;
 mod anthropic;
 mod bulkheads;
 mod classes;
+mod clients;
 mod compat;
 mod connections;
 mod contract;

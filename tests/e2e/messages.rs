@@ -330,18 +330,28 @@ async fn what_cannot_cross_goes_only_to_anthropic_or_is_refused_saying_what() {
     let (ant, oai) = (MockProvider::start("ant").await, MockProvider::start("oai").await);
     ant.set_default(Script::Wire(Wire::Anthropic, "Searched."));
     let gw = Gateway::start(&config(&ant, &oai), ENV);
-    let search = |route: &str| {
+    let search = |route: &str, forced: bool| {
+        let choice = if forced {
+            r#", "tool_choice": {"type": "tool", "name": "web_search"}"#
+        } else {
+            ""
+        };
         format!(
-            r#"{{"model": "{route}", "max_tokens": 64, "tools": [{{"type": "web_search_20250305", "name": "web_search"}}], "messages": [{{"role": "user", "content": "News?"}}]}}"#
+            r#"{{"model": "{route}", "max_tokens": 64, "tools": [{{"type": "web_search_20250305", "name": "web_search"}}]{choice}, "messages": [{{"role": "user", "content": "News?"}}]}}"#
         )
     };
-    // Chat first in the plan: skipped, the Anthropic target answers.
-    let reply = messages(&gw, &search("mixed-oai-first"), &[]).await;
+    // Required, with chat first in the plan: chat is skipped, Anthropic answers.
+    let reply = messages(&gw, &search("mixed-oai-first", true), &[]).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("x-switchboard-provider"), "ant");
     assert_eq!(reply.header("x-switchboard-attempts"), "1");
-    // Only chat: refused, and the reason names the tool.
-    let reply = messages(&gw, &search("translated"), &[]).await;
+    assert_eq!(
+        reply.header("x-switchboard-dropped-tools"),
+        "",
+        "passed through whole"
+    );
+    // Required, and only chat: refused, and the reason names the tool.
+    let reply = messages(&gw, &search("translated", true), &[]).await;
     assert_eq!(reply.status, 400, "{}", reply.text());
     let error = reply.json();
     assert_eq!(error["error"]["type"], "invalid_request_error");
@@ -353,6 +363,15 @@ async fn what_cannot_cross_goes_only_to_anthropic_or_is_refused_saying_what() {
         "{error}"
     );
     assert_eq!(oai.hits(), 0);
+    // Offered, not required: chat answers without it, and says so.
+    let reply = messages(&gw, &search("translated", false), &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-switchboard-dropped-tools"), "web_search");
+    let sent = &oai.seen()[0].body;
+    assert!(
+        sent.get("tools").is_none() && sent.get("tool_choice").is_none(),
+        "{sent}"
+    );
 }
 
 #[tokio::test]

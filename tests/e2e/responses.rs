@@ -241,8 +241,13 @@ async fn a_failing_native_provider_fails_over_to_translation_and_state_is_refuse
         assert_eq!(reply.json()["error"]["param"], param);
         assert!(reply.text().contains("stateless"), "{}", reply.text());
     }
-    let hosted = json!({"model": "translated", "input": "News?", "tools": [{"type": "web_search"}]});
-    let reply = respond(&gw, &hosted).await;
+    // A hosted tool required cannot be answered by chat; offered, it is left out.
+    let forced = json!({"model": "translated", "input": "News?", "tools": [{"type": "web_search"}], "tool_choice": {"type": "web_search"}});
+    let reply = respond(&gw, &forced).await;
     assert_eq!(reply.status, 400, "{}", reply.text());
     assert!(reply.text().contains("web_search"), "{}", reply.text());
+    let offered = json!({"model": "translated", "input": "News?", "tools": [{"type": "web_search"}]});
+    let reply = respond(&gw, &offered).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-switchboard-dropped-tools"), "web_search");
 }

@@ -53,6 +53,19 @@ fn respond(served: Served) -> http::Response<Body> {
     response
 }
 
+/// `x-switchboard-dropped-tools`: the provider-hosted tools a translated
+/// request was sent without (none when the answer passed through).
+pub fn with_dropped(response: &mut http::Response<Body>, translated: bool, dropped: &[String]) {
+    if translated
+        && !dropped.is_empty()
+        && let Ok(value) = http::HeaderValue::from_str(&dropped.join(","))
+    {
+        response
+            .headers_mut()
+            .insert("x-switchboard-dropped-tools", value);
+    }
+}
+
 /// Add the headers every answer carries.
 pub fn with_headers(response: &mut http::Response<Body>, headers: Vec<(&'static str, String)>) {
     for (name, value) in headers {

@@ -5,7 +5,7 @@
 
 use super::auth;
 use super::body::read_body;
-use super::chat::{with_answered_by, with_headers};
+use super::chat::{with_answered_by, with_dropped, with_headers};
 use super::serve::{self, Outcome, Parsed, Served};
 use super::{ApiError, Body, events, full, json_response};
 use crate::facts::Facts;
@@ -40,13 +40,20 @@ pub async fn handle(
             Some((name.to_string(), value.to_string()))
         })
         .collect();
+    let mut dropped = Vec::new();
     let (route, served) = serve::serve(
         gw,
         lifecycle,
         request,
         ApiFormat::AnthropicMessages,
         |bytes, _| {
-            let (model, _, ToChat { chat, cannot_cross }) = parse(bytes, false)?;
+            let (model, _, translated) = parse(bytes, false)?;
+            let ToChat {
+                chat,
+                cannot_cross,
+                dropped: left_out,
+            } = translated;
+            dropped = left_out;
             let untranslatable = (!cannot_cross.is_empty()).then(|| {
                 format!(
                     "the request has what cannot be sent to a provider that does not speak the Messages API: {}",
@@ -62,7 +69,7 @@ pub async fn handle(
         },
     )
     .await;
-    (route, served.and_then(respond))
+    (route, served.and_then(|served| respond(served, &dropped)))
 }
 
 /// Parse and check a Messages body: its model, its JSON and its chat form.
@@ -83,8 +90,12 @@ fn parse(bytes: &[u8], counting: bool) -> Result<(String, Map<String, Value>, To
 }
 
 /// A Messages answer: the target's own when it spoke Messages, else the
-/// chat answer translated.
-fn respond(served: Served) -> Result<http::Response<Body>, ApiError> {
+/// chat answer translated (saying which server tools it was offered without).
+fn respond(served: Served, dropped: &[String]) -> Result<http::Response<Body>, ApiError> {
+    let translated = match &served.outcome {
+        Outcome::Whole(answered) => answered.format != ApiFormat::AnthropicMessages,
+        Outcome::Stream(streaming) => streaming.format != ApiFormat::AnthropicMessages,
+    };
     let mut response = match served.outcome {
         Outcome::Whole(answered) => {
             let body = match answered.format {
@@ -104,6 +115,7 @@ fn respond(served: Served) -> Result<http::Response<Body>, ApiError> {
         Outcome::Stream(streaming) => event_stream(streaming, &served.id),
     };
     with_headers(&mut response, served.headers);
+    with_dropped(&mut response, translated, dropped);
     Ok(response)
 }
 

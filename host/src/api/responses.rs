@@ -4,7 +4,7 @@
 //! pass back as they came; any other target gets the chat translation, and
 //! its answer is translated back into a `response` and semantic events.
 
-use super::chat::{with_answered_by, with_headers};
+use super::chat::{with_answered_by, with_dropped, with_headers};
 use super::serve::{self, Outcome, Parsed, Served};
 use super::{ApiError, Body, events, full};
 use crate::flow::request::RequestBody;
@@ -28,9 +28,15 @@ pub async fn handle(
     request: http::Request<Incoming>,
 ) -> (Option<usize>, Result<http::Response<Body>, ApiError>) {
     let mut echo = Map::new();
+    let mut dropped = Vec::new();
     let (route, served) = serve::serve(gw, lifecycle, request, ApiFormat::OpenAiResponses, |bytes, _| {
         let request = parse(bytes)?;
-        let (chat, cannot_cross) = responses::to_chat(&request);
+        let responses::ToChat {
+            chat,
+            cannot_cross,
+            dropped: left_out,
+        } = responses::to_chat(&request);
+        dropped = left_out;
         let untranslatable = (!cannot_cross.is_empty()).then(|| {
             format!(
                 "the request has what cannot be sent to a provider that does not serve the Responses API: {}",
@@ -45,7 +51,7 @@ pub async fn handle(
         })
     })
     .await;
-    (route, served.and_then(|served| respond(served, echo)))
+    (route, served.and_then(|served| respond(served, echo, &dropped)))
 }
 
 fn parse(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
@@ -62,8 +68,16 @@ fn parse(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
 }
 
 /// A `response`: the provider's own when it served the API, else the chat
-/// answer translated.
-fn respond(served: Served, echo: Map<String, Value>) -> Result<http::Response<Body>, ApiError> {
+/// answer translated (saying which hosted tools it was offered without).
+fn respond(
+    served: Served,
+    echo: Map<String, Value>,
+    dropped: &[String],
+) -> Result<http::Response<Body>, ApiError> {
+    let translated = match &served.outcome {
+        Outcome::Whole(answered) => answered.format != ApiFormat::OpenAiResponses,
+        Outcome::Stream(streaming) => streaming.format != ApiFormat::OpenAiResponses,
+    };
     let mut response = match served.outcome {
         Outcome::Whole(answered) => {
             let body = match answered.format {
@@ -89,6 +103,7 @@ fn respond(served: Served, echo: Map<String, Value>) -> Result<http::Response<Bo
         Outcome::Stream(streaming) => event_stream(streaming, &served.id, served.created, echo),
     };
     with_headers(&mut response, served.headers);
+    with_dropped(&mut response, translated, dropped);
     Ok(response)
 }
 

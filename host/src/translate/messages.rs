@@ -9,6 +9,9 @@ use serde_json::{Map, Value, json};
 pub struct ToChat {
     pub chat: Map<String, Value>,
     pub cannot_cross: Vec<String>,
+    /// Server tools left out of the chat request (offered, not required:
+    /// the model answers without them).
+    pub dropped: Vec<String>,
 }
 
 /// Check what every target relies on: the reason when the request is not a
@@ -29,14 +32,14 @@ pub fn check(request: &Map<String, Value>, counting: bool) -> Result<(), (&'stat
         return Err(("messages", "messages: Field required (an array)".into()));
     };
     for (i, message) in messages.iter().enumerate() {
-        match message.get("role").and_then(Value::as_str) {
-            Some("user" | "assistant") => {}
-            _ => {
-                return Err((
-                    "messages",
-                    format!("messages.{i}.role: must be \"user\" or \"assistant\""),
-                ));
-            }
+        // Which roles a model takes is the provider's to say (Claude Code
+        // sends `system` turns mid-conversation, a beta): only the shape is
+        // checked here.
+        if !message.get("role").is_some_and(Value::is_string) {
+            return Err((
+                "messages",
+                format!("messages.{i}.role: Field required (a string)"),
+            ));
         }
         match message.get("content") {
             Some(Value::String(_)) => {}
@@ -75,7 +78,14 @@ pub fn to_chat(request: &Map<String, Value>) -> ToChat {
     let mut out = ToChat {
         chat: Map::new(),
         cannot_cross: Vec::new(),
+        dropped: Vec::new(),
     };
+    let forced = request
+        .get("tool_choice")
+        .filter(|c| c.get("type").and_then(Value::as_str) == Some("tool"))
+        .and_then(|c| c.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let chat = &mut out.chat;
     let mut messages = Vec::new();
     match request.get("system") {
@@ -98,12 +108,17 @@ pub fn to_chat(request: &Map<String, Value>) -> ToChat {
     {
         let role = message.get("role").and_then(Value::as_str).unwrap_or("user");
         match (role, message.get("content")) {
-            (_, Some(Value::String(text))) => messages.push(json!({"role": role, "content": text})),
+            ("user" | "assistant" | "system", Some(Value::String(text))) => {
+                messages.push(json!({"role": role, "content": text}));
+            }
             ("assistant", Some(Value::Array(blocks))) => {
                 messages.push(assistant(blocks, &mut out.cannot_cross));
             }
-            (_, Some(Value::Array(blocks))) => user(blocks, &mut messages, &mut out.cannot_cross),
-            _ => {}
+            ("user", Some(Value::Array(blocks))) => user(blocks, &mut messages, &mut out.cannot_cross),
+            ("system", Some(Value::Array(blocks))) => {
+                messages.push(json!({"role": "system", "content": texts(blocks)}));
+            }
+            (other, _) => out.cannot_cross.push(format!("a `{other}` turn")),
         }
     }
     chat.insert(
@@ -155,12 +170,22 @@ pub fn to_chat(request: &Map<String, Value>) -> ToChat {
                     }
                     functions.push(json!({"type": "function", "function": function}));
                 }
-                Some(server) => out
-                    .cannot_cross
-                    .push(format!("the server tool `{server}` runs only at Anthropic")),
+                // A server tool runs at Anthropic: offered, it is left out;
+                // required, the request cannot be answered elsewhere.
+                Some(server) => {
+                    let name = tool.get("name").and_then(Value::as_str).unwrap_or(server);
+                    if forced.as_deref() == Some(name) {
+                        out.cannot_cross
+                            .push(format!("the server tool `{server}` runs only at Anthropic"));
+                    } else {
+                        out.dropped.push(name.to_string());
+                    }
+                }
             }
         }
-        chat.insert("tools".into(), Value::Array(functions));
+        if !functions.is_empty() {
+            chat.insert("tools".into(), Value::Array(functions));
+        }
     }
     if let Some(choice) = request.get("tool_choice") {
         match choice.get("type").and_then(Value::as_str) {
@@ -185,6 +210,11 @@ pub fn to_chat(request: &Map<String, Value>) -> ToChat {
         if choice.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true) {
             chat.insert("parallel_tool_calls".into(), Value::Bool(false));
         }
+    }
+    if !chat.contains_key("tools") {
+        // Chat takes a tool choice only with tools.
+        chat.remove("tool_choice");
+        chat.remove("parallel_tool_calls");
     }
     if let Some(thinking) = request.get("thinking") {
         let budget = thinking.get("budget_tokens").and_then(Value::as_u64);
@@ -443,6 +473,7 @@ mod tests {
         let out = chat(json!({
             "model": "m", "max_tokens": 1, "stream": true,
             "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+            "tool_choice": {"type": "tool", "name": "web_search"},
             "messages": [{"role": "user", "content": [
                 {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAA"}},
                 {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}},
@@ -459,6 +490,13 @@ mod tests {
                 .any(|why| why.contains("web_search_20250305"))
         );
         assert!(out.cannot_cross.iter().any(|why| why.contains("Files API")));
+        // Offered, not required: left out, and said so.
+        let offered = chat(json!({"model": "m", "max_tokens": 1,
+            "tools": [{"type": "web_search_20250305", "name": "web_search"}, {"name": "f", "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": "hi"}]}));
+        assert!(offered.cannot_cross.is_empty());
+        assert_eq!(offered.dropped, ["web_search"]);
+        assert_eq!(offered.chat["tools"].as_array().unwrap().len(), 1);
     }
 
     #[test]
@@ -468,7 +506,7 @@ mod tests {
             (json!({"model": "m", "messages": []}), "max_tokens"),
             (json!({"model": "m", "max_tokens": 1}), "messages"),
             (
-                json!({"model": "m", "max_tokens": 1, "messages": [{"role": "system", "content": "x"}]}),
+                json!({"model": "m", "max_tokens": 1, "messages": [{"role": 5, "content": "x"}]}),
                 "messages",
             ),
             (

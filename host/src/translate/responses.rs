@@ -67,9 +67,25 @@ pub fn check(request: &Map<String, Value>) -> Result<(), (&'static str, String)>
     Ok(())
 }
 
-/// A (checked) Responses request as chat, and what cannot cross.
-pub fn to_chat(request: &Map<String, Value>) -> (Map<String, Value>, Vec<String>) {
+/// A Responses request as chat: what cannot cross, and the hosted tools
+/// left out (offered, not required: the model answers without them).
+pub struct ToChat {
+    pub chat: Map<String, Value>,
+    pub cannot_cross: Vec<String>,
+    pub dropped: Vec<String>,
+}
+
+/// A (checked) Responses request as chat.
+pub fn to_chat(request: &Map<String, Value>) -> ToChat {
     let mut cannot_cross = Vec::new();
+    let mut dropped = Vec::new();
+    // A hosted tool the caller requires (`tool_choice: {"type": "web_search"}`).
+    let forced = request
+        .get("tool_choice")
+        .and_then(|c| c.get("type"))
+        .and_then(Value::as_str)
+        .filter(|t| *t != "function")
+        .map(str::to_string);
     let mut chat = Map::new();
     let mut messages = Vec::new();
     if let Some(instructions) = request.get("instructions").and_then(Value::as_str) {
@@ -129,13 +145,20 @@ pub fn to_chat(request: &Map<String, Value>) -> (Map<String, Value>, Vec<String>
                     }
                     functions.push(json!({"type": "function", "function": function}));
                 }
-                other => cannot_cross.push(format!(
-                    "the hosted tool `{}` runs only at OpenAI",
-                    other.unwrap_or("?")
-                )),
+                other => {
+                    let kind = other.unwrap_or("?");
+                    if forced.as_deref() == Some(kind) {
+                        cannot_cross.push(format!("the hosted tool `{kind}` runs only at OpenAI"));
+                    } else {
+                        let name = tool.get("name").and_then(Value::as_str).unwrap_or(kind);
+                        dropped.push(name.to_string());
+                    }
+                }
             }
         }
-        chat.insert("tools".into(), Value::Array(functions));
+        if !functions.is_empty() {
+            chat.insert("tools".into(), Value::Array(functions));
+        }
     }
     match request.get("tool_choice") {
         Some(Value::String(choice)) => {
@@ -147,8 +170,13 @@ pub fn to_chat(request: &Map<String, Value>) -> (Map<String, Value>, Vec<String>
                 json!({"type": "function", "function": {"name": choice.get("name").cloned().unwrap_or(Value::Null)}}),
             );
         }
-        Some(Value::Null) | None => {}
-        Some(other) => cannot_cross.push(format!("the tool choice {other}")),
+        // A hosted tool required: said above.
+        Some(Value::Null) | None | Some(_) => {}
+    }
+    if !chat.contains_key("tools") {
+        // Chat takes a tool choice only with tools.
+        chat.remove("tool_choice");
+        chat.remove("parallel_tool_calls");
     }
     if let Some(format) = request.get("text").and_then(|t| t.get("format")) {
         match format.get("type").and_then(Value::as_str) {
@@ -173,7 +201,11 @@ pub fn to_chat(request: &Map<String, Value>) -> (Map<String, Value>, Vec<String>
             _ => {}
         }
     }
-    (chat, cannot_cross)
+    ToChat {
+        chat,
+        cannot_cross,
+        dropped,
+    }
 }
 
 /// One input item as chat messages.
@@ -413,7 +445,9 @@ mod tests {
         });
         let request = request.as_object().unwrap();
         check(request).unwrap();
-        let (chat, cannot_cross) = to_chat(request);
+        let ToChat {
+            chat, cannot_cross, ..
+        } = to_chat(request);
         assert!(cannot_cross.is_empty(), "{cannot_cross:?}");
         assert_eq!(chat["max_tokens"], 50);
         assert_eq!(chat["reasoning_effort"], "low");
@@ -459,12 +493,20 @@ mod tests {
             )
             .is_ok()
         );
-        let (_, cannot_cross) = to_chat(
+        let offered = to_chat(
             json!({"model": "m", "input": "hi", "tools": [{"type": "web_search"}]})
                 .as_object()
                 .unwrap(),
         );
-        assert!(cannot_cross[0].contains("web_search"));
+        assert!(offered.cannot_cross.is_empty());
+        assert_eq!(offered.dropped, ["web_search"]);
+        assert!(!offered.chat.contains_key("tools"), "no empty tool list");
+        let forced = to_chat(
+            json!({"model": "m", "input": "hi", "tools": [{"type": "web_search"}], "tool_choice": {"type": "web_search"}})
+                .as_object()
+                .unwrap(),
+        );
+        assert!(forced.cannot_cross[0].contains("web_search"));
     }
 
     #[test]
