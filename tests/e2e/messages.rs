@@ -41,6 +41,7 @@ output_price = 10.0
 
 [routes.native]
 targets = ["ant/claude-sonnet-4-5", "oai/gpt-4o"]
+on_stream_break = "continue"
 [routes.translated]
 targets = ["oai/gpt-4o"]
 [routes.mixed-oai-first]
@@ -280,6 +281,15 @@ async fn an_overloaded_anthropic_fails_over_to_chat_and_a_broken_stream_ends_in_
     assert!(!names.contains(&"message_stop"));
     assert_eq!(events.last().unwrap().1["type"], "error");
     assert_eq!(events.last().unwrap().1["error"]["type"], "api_error");
+    let why = events.last().unwrap().1["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        why.contains("not continued"),
+        "the route continues chat streams, and says why not this one: {why}"
+    );
+    assert_eq!(oai.hits(), 1, "only the whole answer reached chat");
 }
 
 #[tokio::test]

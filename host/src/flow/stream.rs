@@ -150,8 +150,8 @@ async fn run(
 
     // Only a chat stream is continued: continuation reads and rewrites chat
     // chunks, and goes on in chat whatever the next target speaks.
-    let continues =
-        gw.route(route).config.on_stream_break == OnStreamBreak::Continue && format == ApiFormat::OpenAiChat;
+    let wants_continue = gw.route(route).config.on_stream_break == OnStreamBreak::Continue;
+    let continues = wants_continue && format == ApiFormat::OpenAiChat;
     let delivered = match request.canonical() {
         Some(canonical) if continues => Some(Delivered::new(canonical)),
         _ => None,
@@ -221,6 +221,9 @@ async fn run(
         // not after another target has taken the answer up.
         drop(pump);
         let resumed = match (&relay.delivered, stop) {
+            (None, _) if wants_continue && !continues => Err(format!(
+                "{broken}; it is not continued: it passed through in the caller's API, and what it delivered (thinking, tool use) only its own kind of target could carry on"
+            )),
             (None, _) | (Some(_), Some(_)) => Err(broken),
             (Some(delivered), None) => tokio::select! {
                 _ = relay.tx.closed() => return,
