@@ -19,6 +19,7 @@ const LIMITS: CallLimits = CallLimits {
     max_concurrent: 64,
     max_slow: 64,
     quarantine_after: 0,
+    reuse: true,
 };
 
 fn wasm(name: &str) -> Vec<u8> {

@@ -241,6 +241,7 @@ fn limit_table(plugins: &PluginsConfig) -> LimitTable {
         max_concurrent: plugins.max_concurrent_calls(),
         max_slow: plugins.max_slow_calls(),
         quarantine_after: plugins.quarantine_after,
+        reuse: plugins.reuse_instances,
     };
     let (adapter, policy) = (
         base(
@@ -259,6 +260,7 @@ fn limit_table(plugins: &PluginsConfig) -> LimitTable {
         max_concurrent: settings.max_concurrent_calls.unwrap_or(defaults.max_concurrent),
         max_slow: settings.max_slow_calls.unwrap_or(defaults.max_slow),
         quarantine_after: settings.quarantine_after.unwrap_or(defaults.quarantine_after),
+        reuse: settings.reuse_instances.unwrap_or(defaults.reuse),
     };
     let overrides = plugins
         .adapters

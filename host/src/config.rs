@@ -119,6 +119,8 @@ pub struct PluginsConfig {
     pub max_slow_calls: u32,
     /// Traps or timeouts in a row that quarantine a plugin file's version (0: never).
     pub quarantine_after: u32,
+    /// Reuse the instances of plugins that declare themselves stateless.
+    pub reuse_instances: bool,
     /// Linear memory cap of one plugin instance.
     pub memory_limit_mib: usize,
     /// Linear memory cap of all plugin instances together.
@@ -145,6 +147,7 @@ pub struct PluginSettings {
     pub max_concurrent_calls: Option<u32>,
     pub max_slow_calls: Option<u32>,
     pub quarantine_after: Option<u32>,
+    pub reuse_instances: Option<bool>,
 }
 
 /// Measured per-call costs (`cargo bench --bench plugin_calls`, BENCHMARKS.md):
@@ -170,6 +173,7 @@ impl Default for PluginsConfig {
             max_concurrent_calls: 0,
             max_slow_calls: 0,
             quarantine_after: 5,
+            reuse_instances: true,
             memory_limit_mib: 64,
             total_memory_mib: 2048,
             max_instances: 1000,

@@ -373,3 +373,61 @@ async fn the_readme_example_policy_is_the_one_built_and_it_routes() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("x-switchboard-provider"), "b");
 }
+
+/// `instances` of the serving version of plugin `name` of `kind`.
+fn instances(admin: &serde_json::Value, kind: &str, name: &str) -> serde_json::Value {
+    let plugin = admin[kind]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("{kind} {name} in {admin}"));
+    plugin["versions"][0]["instances"].clone()
+}
+
+#[tokio::test]
+async fn stateless_plugins_reuse_their_instances_and_requests_still_see_only_their_own() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let config = two_providers(&a, &b, "").replacen(
+        "[providers.b]\nadapter = \"openai\"",
+        "[providers.b]\nadapter = \"misbehave\"",
+        1,
+    );
+    let gw = Gateway::start_with_files(&config, KEYS, &[("adapters", "misbehave.wasm", wasm(MISBEHAVE))]);
+    for i in 0..5 {
+        let mut request = chat("chat");
+        request["messages"][0]["content"] = serde_json::json!(format!("question {i}"));
+        let reply = post(&gw.chat_url(), &request).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    // Each request reached the provider with its own words only.
+    for (i, seen) in a.seen().iter().enumerate() {
+        assert_eq!(seen.body["messages"][0]["content"], format!("question {i}"));
+    }
+    let admin = gw.plugins_admin().await;
+    // Five requests, two adapter calls each: all but the first on a kept instance.
+    let openai = instances(&admin, "adapters", "openai");
+    assert!(openai["reused_calls"].as_u64().unwrap() >= 9, "{openai}");
+    assert!(openai["kept"].as_u64().unwrap() >= 1, "{openai}");
+    let priority = instances(&admin, "policies", "priority");
+    assert!(priority["reused_calls"].as_u64().unwrap() >= 4, "{priority}");
+    // A plugin that does not say it is stateless gets a fresh instance every call.
+    assert_eq!(
+        instances(&admin, "adapters", "misbehave"),
+        serde_json::json!({"reused_calls": 0, "kept": 0})
+    );
+
+    // Reuse can be turned off.
+    let off = format!(
+        "[plugins]\nreuse_instances = false\n{}",
+        two_providers(&a, &b, "")
+    );
+    let gw = Gateway::start(&off, KEYS);
+    for _ in 0..3 {
+        assert_eq!(post(&gw.chat_url(), &chat("chat")).await.status, 200);
+    }
+    assert_eq!(
+        instances(&gw.plugins_admin().await, "adapters", "openai"),
+        serde_json::json!({"reused_calls": 0, "kept": 0})
+    );
+}

@@ -85,6 +85,8 @@ fn listing<P: Guarded>(plugins: &HashMap<String, Versions<P>>, about: impl Fn(&P
                     entry["source"] = json!(p.source());
                     entry["serving"] = json!(serving.is_some_and(|s| Arc::ptr_eq(s, p)));
                     entry["calls"] = json!(p.bulkhead().view());
+                    let (reused, kept) = p.reuse();
+                    entry["instances"] = json!({"reused_calls": reused, "kept": kept});
                     entry
                 })
                 .collect();

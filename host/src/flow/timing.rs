@@ -172,6 +172,7 @@ targets = ["a/m", "b/m"]
         max_concurrent: 8,
         max_slow: 8,
         quarantine_after: 0,
+        reuse: true,
     };
     let table = LimitTable {
         adapter: limits,

@@ -4,6 +4,7 @@
 use super::PluginError;
 use super::bulkhead::{Bulkhead, CallLimits};
 use super::contract::Version;
+use super::pool::InstancePool;
 use super::sandbox::{PluginRuntime, Sandbox};
 use super::types::{
     AdapterInfo, ApiFormat, Capabilities, Completion, Decoded, Embeddings, InboundResponse, OutboundRequest,
@@ -14,8 +15,9 @@ use std::sync::Arc;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
-/// One loaded version of an adapter, pre-instantiated; each call gets a fresh
-/// instance, so no state leaks between requests.
+/// One loaded version of an adapter, pre-instantiated. Each call gets a
+/// fresh instance, or, when the adapter declares itself stateless, one kept
+/// from an earlier call that returned normally.
 pub struct AdapterPlugin {
     pub name: String,
     pub source: String,
@@ -25,6 +27,8 @@ pub struct AdapterPlugin {
     pub contract: Version,
     pre: Pre,
     runtime: Arc<PluginRuntime>,
+    /// Instances kept for the next calls (none unless the adapter is stateless).
+    pool: InstancePool<Instance>,
 }
 
 enum Pre {
@@ -67,17 +71,26 @@ impl AdapterPlugin {
             contract,
             pre,
             runtime: runtime.clone(),
+            pool: InstancePool::new(0),
         };
         plugin.info = plugin
             .describe()
             .await
             .map_err(|e| format!("smoke call failed: {e}"))?;
+        if plugin.info.stateless && limits.reuse {
+            plugin.pool = InstancePool::new(limits.max_concurrent as usize);
+        }
         Ok(plugin)
     }
 
     /// What the adapter can translate.
     pub fn capabilities(&self) -> Capabilities {
         self.info.capabilities
+    }
+
+    /// Calls served by a kept instance, and instances kept now.
+    pub fn reuse(&self) -> (u64, usize) {
+        (self.pool.reused(), self.pool.idle())
     }
 
     /// Whether the adapter takes requests in `format` as they are.
@@ -109,9 +122,22 @@ impl AdapterPlugin {
     ) -> Result<R, PluginError> {
         let _place = self.bulkhead.enter(&self.name)?;
         let result = async {
-            let (mut store, instance) = self.instantiate(input).await?;
-            let result = f(&instance, &mut store).await;
-            result.map_err(|e| self.runtime.call_error(&self.name, &store, e))
+            let (mut store, instance) = match self.pool.take() {
+                Some((mut store, instance)) => {
+                    self.runtime
+                        .rearm(&mut store, self.bulkhead.limits().deadline(input));
+                    (store, instance)
+                }
+                None => self.instantiate(input).await?,
+            };
+            match f(&instance, &mut store).await {
+                Ok(answer) => {
+                    self.runtime.end_call(&store);
+                    self.pool.put(store, instance);
+                    Ok(answer)
+                }
+                Err(e) => Err(self.runtime.call_error(&self.name, &store, e)),
+            }
         }
         .await;
         self.settle(&result);

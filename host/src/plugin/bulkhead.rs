@@ -26,6 +26,8 @@ pub struct CallLimits {
     pub max_slow: u32,
     /// Traps or timeouts in a row that quarantine the version (0: never).
     pub quarantine_after: u32,
+    /// Keep instances between calls when the plugin declares itself stateless.
+    pub reuse: bool,
 }
 
 pub struct Bulkhead {
@@ -148,6 +150,7 @@ mod tests {
         max_concurrent: 2,
         max_slow: 1,
         quarantine_after: 3,
+        reuse: true,
     };
 
     fn trap() -> Result<(), PluginError> {

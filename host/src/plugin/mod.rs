@@ -5,6 +5,7 @@ mod adapter;
 mod bulkhead;
 mod contract;
 mod policy;
+mod pool;
 mod registry;
 mod sandbox;
 pub mod types;

@@ -4,12 +4,15 @@
 use super::PluginError;
 use super::bulkhead::{Bulkhead, CallLimits};
 use super::contract::Version;
+use super::pool::InstancePool;
 use super::sandbox::{PluginRuntime, Sandbox};
 use super::types::{Candidate, HedgeChoice, Plan, PolicyInfo, RequestFacts};
 use super::{v0_1, v0_2};
 use std::sync::Arc;
 
-/// One loaded version of a policy, pre-instantiated.
+/// One loaded version of a policy, pre-instantiated. Each call gets a fresh
+/// instance, or, when the policy declares itself stateless, one kept from
+/// an earlier call that returned normally.
 pub struct PolicyPlugin {
     pub name: String,
     pub source: String,
@@ -19,6 +22,8 @@ pub struct PolicyPlugin {
     pub contract: Version,
     pre: Pre,
     runtime: Arc<PluginRuntime>,
+    /// Instances kept for the next calls (none unless the policy is stateless).
+    pool: InstancePool<Instance>,
 }
 
 enum Pre {
@@ -54,11 +59,15 @@ impl PolicyPlugin {
             contract,
             pre,
             runtime: runtime.clone(),
+            pool: InstancePool::new(0),
         };
         plugin.info = plugin
             .describe()
             .await
             .map_err(|e| format!("smoke call failed: {e}"))?;
+        if plugin.info.stateless && limits.reuse {
+            plugin.pool = InstancePool::new(limits.max_concurrent as usize);
+        }
         // A policy must at least answer; whether it likes `{}` is its own business.
         match plugin.validate_config("{}").await {
             Ok(()) | Err(PluginError::Refused { .. }) => {}
@@ -73,25 +82,47 @@ impl PolicyPlugin {
     ) -> Result<R, PluginError> {
         let _place = self.bulkhead.enter(&self.name)?;
         let result = async {
-            let mut store = self
-                .runtime
-                .store(self.bulkhead.limits().timeout, Some(self.bulkhead.slow_lane()));
-            let instance = match &self.pre {
-                Pre::V0_1(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_1),
-                Pre::V0_2(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_2),
+            let (mut store, instance) = match self.pool.take() {
+                Some((mut store, instance)) => {
+                    self.runtime.rearm(&mut store, self.bulkhead.limits().timeout);
+                    (store, instance)
+                }
+                None => self.instantiate().await?,
             };
-            let instance = match instance {
-                Ok(instance) => instance,
-                Err(e) => return Err(self.runtime.instantiate_error(&self.name, &store, e)),
-            };
-            let result = f(&instance, &mut store).await;
-            result.map_err(|e| self.runtime.call_error(&self.name, &store, e))
+            match f(&instance, &mut store).await {
+                Ok(answer) => {
+                    self.runtime.end_call(&store);
+                    self.pool.put(store, instance);
+                    Ok(answer)
+                }
+                Err(e) => Err(self.runtime.call_error(&self.name, &store, e)),
+            }
         }
         .await;
         if self.bulkhead.record(&result) {
             tracing::error!(plugin = %self.name, source = %self.source, limit = self.bulkhead.limits().quarantine_after, "policy quarantined after repeated traps or timeouts; an earlier version serves if there is one, else its routes use the configured order");
         }
         result
+    }
+
+    /// A fresh instance with the call deadline armed.
+    async fn instantiate(&self) -> Result<(wasmtime::Store<Sandbox>, Instance), PluginError> {
+        let mut store = self
+            .runtime
+            .store(self.bulkhead.limits().timeout, Some(self.bulkhead.slow_lane()));
+        let instance = match &self.pre {
+            Pre::V0_1(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_1),
+            Pre::V0_2(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_2),
+        };
+        match instance {
+            Ok(instance) => Ok((store, instance)),
+            Err(e) => Err(self.runtime.instantiate_error(&self.name, &store, e)),
+        }
+    }
+
+    /// Calls served by a kept instance, and instances kept now.
+    pub fn reuse(&self) -> (u64, usize) {
+        (self.pool.reused(), self.pool.idle())
     }
 
     fn refused(&self, reason: String) -> PluginError {

@@ -62,6 +62,10 @@ impl PluginSet {
 pub trait Guarded {
     fn source(&self) -> &str;
     fn bulkhead(&self) -> &Bulkhead;
+    /// Calls served by a kept instance, and instances kept now.
+    fn reuse(&self) -> (u64, usize) {
+        (0, 0)
+    }
 }
 
 impl Guarded for AdapterPlugin {
@@ -71,6 +75,9 @@ impl Guarded for AdapterPlugin {
     fn bulkhead(&self) -> &Bulkhead {
         &self.bulkhead
     }
+    fn reuse(&self) -> (u64, usize) {
+        AdapterPlugin::reuse(self)
+    }
 }
 
 impl Guarded for PolicyPlugin {
@@ -79,6 +86,9 @@ impl Guarded for PolicyPlugin {
     }
     fn bulkhead(&self) -> &Bulkhead {
         &self.bulkhead
+    }
+    fn reuse(&self) -> (u64, usize) {
+        PolicyPlugin::reuse(self)
     }
 }
 
@@ -396,6 +406,7 @@ mod tests {
             max_concurrent: 4,
             max_slow: 1,
             quarantine_after: 1,
+            reuse: true,
         };
         Arc::new(Fake {
             source,

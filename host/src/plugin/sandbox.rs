@@ -172,6 +172,15 @@ impl Drop for MemoryLimiter {
     }
 }
 
+impl Sandbox {
+    /// Fit for another call: the guest wrote nothing to stderr (a panic
+    /// message says something went wrong) and its memory is no more than a
+    /// fresh slot keeps resident.
+    pub fn reusable(&self) -> bool {
+        self.limits.mine <= KEEP_RESIDENT && !self.limits.starved && self.stderr.contents().is_empty()
+    }
+}
+
 impl WasiView for Sandbox {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {

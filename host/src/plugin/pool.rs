@@ -1,0 +1,60 @@
+//! Instances kept between calls of a plugin that declares itself
+//! stateless: the next call reuses one instead of instantiating afresh.
+//! Only an instance whose call returned normally goes back, and only while
+//! it is small and silent (no trap, no timeout, no stderr, memory within
+//! what a fresh slot keeps resident anyway); the pool holds at most as
+//! many as the plugin may have calls in progress.
+
+use super::sandbox::Sandbox;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use wasmtime::Store;
+
+pub struct InstancePool<I> {
+    idle: Mutex<Vec<(Store<Sandbox>, I)>>,
+    capacity: usize,
+    reused: AtomicU64,
+}
+
+impl<I> InstancePool<I> {
+    /// A pool of at most `capacity` idle instances (0: never reuse).
+    pub fn new(capacity: usize) -> InstancePool<I> {
+        InstancePool {
+            idle: Mutex::new(Vec::new()),
+            capacity,
+            reused: AtomicU64::new(0),
+        }
+    }
+
+    /// An idle instance, if there is one.
+    pub fn take(&self) -> Option<(Store<Sandbox>, I)> {
+        let taken = self.idle.lock().unwrap().pop();
+        if taken.is_some() {
+            self.reused.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    /// Keep an instance whose call returned normally, if it is fit for
+    /// another call and there is room; else it is dropped (its memory
+    /// returns to the budget).
+    pub fn put(&self, store: Store<Sandbox>, instance: I) {
+        if !store.data().reusable() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < self.capacity {
+            idle.push((store, instance));
+        }
+    }
+
+    /// Calls served by a kept instance so far.
+    pub fn reused(&self) -> u64 {
+        self.reused.load(Ordering::Relaxed)
+    }
+
+    /// Instances kept now.
+    pub fn idle(&self) -> usize {
+        self.idle.lock().unwrap().len()
+    }
+}
