@@ -1,85 +1,242 @@
-//! What the gateway costs: added latency, CPU time per request and memory,
-//! with the bundled `openai` adapter and `priority` policy in the path,
-//! against calling the same loopback upstream directly.
+//! What the gateway costs next to a plain reverse proxy: nginx and the
+//! gateway (bundled `openai` adapter and `priority` policy in the path) in
+//! front of the same loopback upstream, answering a 783-byte completion
+//! and a 41-event stream (about 12 KiB in one write). Rounds alternate the
+//! targets (nginx, gateway, gateway variants, nginx, ...) so drift on a
+//! shared machine falls on all of them.
 //!
-//! Run: `cargo bench --bench overhead` (release build). Results are recorded
-//! in BENCHMARKS.md. CPU time is the gateway process's own (user + system,
-//! from /proc), so the load generator sharing the machine does not count.
+//! Per target: CPU per request (the process's own user + system time from
+//! /proc, so the load generator sharing the machine does not count) and
+//! throughput at 64 connections, for JSON and streams; added latency at one
+//! connection (p50 and p99 over calling the upstream directly, measured in
+//! the same round); a stream's added time to first byte; peak resident
+//! memory. The gateway runs as configured by default (ledger on, provider
+//! credential scrubbed) and with each of those off, with
+//! `on_stream_break = "continue"`, and with hedging configured but not
+//! firing.
+//!
+//! Run: `cargo bench --bench overhead` (release build; installs Debian's
+//! nginx when missing and run as root). Results are recorded in
+//! BENCHMARKS.md.
 
 mod support;
 
+use bytes::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::sync::Arc;
-use support::{CONCURRENCY, HttpClient, load, percentile, process_usage, start_gateway, upstream};
+use std::time::Duration;
+use support::{
+    HttpClient, Timing, completion_783, load_on, process_usage, start_gateway, start_nginx, stream_41,
+};
 
-const REQUESTS: usize = 20_000;
-const STREAMS: usize = 5_000;
-const WARM_UP: usize = 1_000;
+const ROUNDS: usize = 3;
+const CONNECTIONS: usize = 64;
+const JSON_REQUESTS: usize = 19_200;
+const STREAMS: usize = 6_400;
+const ONE_CONNECTION: usize = 2_000;
+const WARM_UP: usize = 1_280;
 
-#[tokio::main]
-async fn main() {
-    const PLAIN: &str = r#"{"model":"bench","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in one short sentence, please."}],"max_tokens":64}"#;
-    const STREAM: &str = r#"{"model":"bench","stream":true,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in one short sentence, please."}],"max_tokens":64}"#;
-    let upstream = upstream().await;
-    let gateway = Arc::new(start_gateway(upstream, "", &[]));
-    let pid = gateway.child.id();
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(64)
-        .build_http();
-    let direct = format!("http://{upstream}/v1/chat/completions");
-    let via = format!("{}/v1/chat/completions", gateway.url);
-    let (_, idle_rss, _) = process_usage(pid);
+const JSON: &str = r#"{"model":"bench","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in one short sentence, please."}],"max_tokens":64}"#;
+const STREAM: &str = r#"{"model":"bench","stream":true,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in one short sentence, please."}],"max_tokens":64}"#;
 
-    println!(
-        "| scenario | requests | throughput (req/s) | p50 (µs) | p99 (µs) | gateway CPU per request (µs) |"
-    );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    for (name, url, body, count, through_gateway) in [
-        ("direct to upstream, JSON", &direct, PLAIN, REQUESTS, false),
-        ("through the gateway, JSON", &via, PLAIN, REQUESTS, true),
+/// The figures of one target in one round.
+#[derive(Clone, Copy, Default)]
+struct Figures {
+    json_cpu_us: f64,
+    json_rps: f64,
+    stream_cpu_us: f64,
+    stream_rps: f64,
+    added_p50_us: f64,
+    added_p99_us: f64,
+    ttfb_added_p50_us: f64,
+    peak_rss_mib: f64,
+}
+
+fn quantile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[((values.len() as f64 * q) as usize).min(values.len() - 1)]
+}
+
+fn totals(timings: &[Timing]) -> Vec<f64> {
+    timings.iter().map(|t| t.total.as_secs_f64() * 1e6).collect()
+}
+
+fn first_bytes(timings: &[Timing]) -> Vec<f64> {
+    timings.iter().map(|t| t.first_byte.as_secs_f64() * 1e6).collect()
+}
+
+/// The direct figures a round's added latencies are measured against.
+struct Direct {
+    p50: f64,
+    p99: f64,
+    ttfb_p50: f64,
+}
+
+async fn direct(client: &HttpClient, url: &str) -> Direct {
+    load_on(client, url, JSON, WARM_UP, 1).await;
+    let (json, _) = load_on(client, url, JSON, ONE_CONNECTION, 1).await;
+    let (stream, _) = load_on(client, url, STREAM, ONE_CONNECTION / 2, 1).await;
+    Direct {
+        p50: quantile(&mut totals(&json), 0.5),
+        p99: quantile(&mut totals(&json), 0.99),
+        ttfb_p50: quantile(&mut first_bytes(&stream), 0.5),
+    }
+}
+
+async fn measure(client: &HttpClient, url: &str, pid: u32, direct: &Direct) -> Figures {
+    let cpu = || process_usage(pid).0;
+    load_on(client, url, JSON, WARM_UP, CONNECTIONS).await;
+    load_on(client, url, STREAM, WARM_UP, CONNECTIONS).await;
+    let before = cpu();
+    let (json, wall) = load_on(client, url, JSON, JSON_REQUESTS, CONNECTIONS).await;
+    let json_cpu_us = (cpu() - before) / json.len() as f64 * 1e6;
+    let json_rps = json.len() as f64 / wall.as_secs_f64();
+    let before = cpu();
+    let (streams, wall) = load_on(client, url, STREAM, STREAMS, CONNECTIONS).await;
+    let stream_cpu_us = (cpu() - before) / streams.len() as f64 * 1e6;
+    let stream_rps = streams.len() as f64 / wall.as_secs_f64();
+    let (one, _) = load_on(client, url, JSON, ONE_CONNECTION, 1).await;
+    let (one_stream, _) = load_on(client, url, STREAM, ONE_CONNECTION / 2, 1).await;
+    Figures {
+        json_cpu_us,
+        json_rps,
+        stream_cpu_us,
+        stream_rps,
+        added_p50_us: quantile(&mut totals(&one), 0.5) - direct.p50,
+        added_p99_us: quantile(&mut totals(&one), 0.99) - direct.p99,
+        ttfb_added_p50_us: quantile(&mut first_bytes(&one_stream), 0.5) - direct.ttfb_p50,
+        peak_rss_mib: process_usage(pid).2 as f64 / 1024.0,
+    }
+}
+
+/// The gateway variants measured, and the config each adds.
+fn variants(ledger: &str) -> Vec<(&'static str, String, bool)> {
+    vec![
         (
-            "direct to upstream, SSE stream (8 chunks)",
-            &direct,
-            STREAM,
-            STREAMS,
+            "gateway (default: ledger on, scrubbing on)",
+            ledger.to_string(),
+            true,
+        ),
+        ("gateway, ledger off", String::new(), true),
+        (
+            "gateway, scrubbing off (keyless provider)",
+            ledger.to_string(),
             false,
         ),
         (
-            "through the gateway, SSE stream (8 chunks)",
-            &via,
-            STREAM,
-            STREAMS,
+            "gateway, on_stream_break = \"continue\"",
+            format!("on_stream_break = \"continue\"\n{ledger}"),
             true,
         ),
-    ] {
-        load(&client, url, body, WARM_UP).await;
-        let (cpu_before, _, _) = process_usage(pid);
-        let (latencies, wall) = load(&client, url, body, count).await;
-        let (cpu_after, _, _) = process_usage(pid);
-        let cpu = if through_gateway {
-            format!("{:.0}", (cpu_after - cpu_before) / latencies.len() as f64 * 1e6)
-        } else {
-            "-".into()
-        };
+        (
+            "gateway, hedging configured, not firing",
+            format!("hedge_after_ms = 60000\n{ledger}"),
+            true,
+        ),
+    ]
+}
+
+#[tokio::main]
+async fn main() {
+    let upstream = support::upstream_with(Bytes::from(completion_783()), Bytes::from(stream_41())).await;
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build_http();
+    let direct_url = format!("http://{upstream}/v1/chat/completions");
+    let ledger_dir = tempfile::tempdir().unwrap();
+    // The route table's keys come first in `extra`; the ledger is a table of its own.
+    let ledger = format!(
+        "\n[ledger]\npath = {:?}\n",
+        ledger_dir.path().join("ledger.db").display().to_string()
+    );
+    let variants = variants(&ledger);
+    let mut results: Vec<(String, Vec<Figures>)> = Vec::new();
+    let mut record = |name: &str, figures: Figures| match results.iter_mut().find(|(n, _)| n == name) {
+        Some((_, all)) => all.push(figures),
+        None => results.push((name.to_string(), vec![figures])),
+    };
+    println!(
+        "| round | target | JSON CPU/req (µs) | JSON req/s | stream CPU/req (µs) | stream req/s | added p50 / p99 (µs) | stream TTFB added p50 (µs) | peak RSS (MiB) |"
+    );
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let show = |round: usize, name: &str, f: &Figures| {
         println!(
-            "| {name} | {} | {:.0} | {:.0} | {:.0} | {cpu} |",
-            latencies.len(),
-            latencies.len() as f64 / wall.as_secs_f64(),
-            percentile(&latencies, 0.50),
-            percentile(&latencies, 0.99),
+            "| {round} | {name} | {:.1} | {:.0} | {:.1} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} |",
+            f.json_cpu_us,
+            f.json_rps,
+            f.stream_cpu_us,
+            f.stream_rps,
+            f.added_p50_us,
+            f.added_p99_us,
+            f.ttfb_added_p50_us,
+            f.peak_rss_mib
         );
+    };
+    for round in 1..=ROUNDS {
+        let direct = direct(&client, &direct_url).await;
+        if let Some(nginx) = start_nginx(upstream) {
+            let url = format!("{}/v1/chat/completions", nginx.url);
+            let figures = measure(&client, &url, nginx.child.id(), &direct).await;
+            show(round, "nginx", &figures);
+            record("nginx", figures);
+        }
+        for (name, extra, keyed) in &variants {
+            let gateway = if *keyed {
+                start_gateway(upstream, extra, &[])
+            } else {
+                support::start_keyless_gateway(upstream, extra)
+            };
+            let url = format!("{}/v1/chat/completions", gateway.url);
+            let figures = measure(&client, &url, gateway.child.id(), &direct).await;
+            show(round, name, &figures);
+            record(name, figures);
+        }
     }
-    let (_, rss, peak) = process_usage(pid);
+
+    // Medians over the rounds, and the gateway's as a ratio to nginx's.
+    let median = |all: &[Figures], get: fn(&Figures) -> f64| {
+        let mut values: Vec<f64> = all.iter().map(get).collect();
+        quantile(&mut values, 0.5)
+    };
     println!();
     println!(
-        "gateway memory: {} MiB resident idle after start-up, {} MiB after the runs, {} MiB peak",
-        idle_rss / 1024,
-        rss / 1024,
-        peak / 1024
+        "| target (median of {ROUNDS} rounds) | JSON CPU/req | JSON req/s | stream CPU/req | stream req/s | added p50 | added p99 | TTFB added | peak RSS |"
     );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let nginx = results.iter().find(|(n, _)| n == "nginx").map(|(_, f)| f.clone());
+    for (name, all) in &results {
+        let ratio = |get: fn(&Figures) -> f64| match &nginx {
+            Some(reference) if name != "nginx" => {
+                format!(" ({:.2}x)", median(all, get) / median(reference, get))
+            }
+            _ => String::new(),
+        };
+        println!(
+            "| {name} | {:.1} µs{} | {:.0}{} | {:.1} µs{} | {:.0}{} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} MiB |",
+            median(all, |f| f.json_cpu_us),
+            ratio(|f| f.json_cpu_us),
+            median(all, |f| f.json_rps),
+            ratio(|f| f.json_rps),
+            median(all, |f| f.stream_cpu_us),
+            ratio(|f| f.stream_cpu_us),
+            median(all, |f| f.stream_rps),
+            ratio(|f| f.stream_rps),
+            median(all, |f| f.added_p50_us),
+            median(all, |f| f.added_p99_us),
+            median(all, |f| f.ttfb_added_p50_us),
+            median(all, |f| f.peak_rss_mib),
+        );
+    }
+    println!();
     println!(
-        "machine: {} cores; load generator, upstream and gateway share them; concurrency {CONCURRENCY}",
-        std::thread::available_parallelism().unwrap()
+        "machine: {} cores, load average {}; the load generator, upstream, nginx and gateway share them; {CONNECTIONS} connections, one for the latency figures",
+        std::thread::available_parallelism().unwrap(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
 }

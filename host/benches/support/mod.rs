@@ -32,24 +32,63 @@ pub fn stream_body() -> String {
     out
 }
 
+/// A 783-byte chat completion (the reference workload of issue 13).
+pub fn completion_783() -> String {
+    let text = "Hello! I can help with that. Here is a short answer that runs to a few sentences, \
+as a typical small completion does: the gateway must pass it on unchanged, count its tokens and \
+price them, and say who answered. Nothing in it is special; its size is what matters here, \
+about the median of real traffic.";
+    let body = format!(
+        r#"{{"id":"chatcmpl-bench0000000000000000000001","object":"chat.completion","created":1733000000,"model":"m","choices":[{{"index":0,"message":{{"role":"assistant","content":"{text}","refusal":null}},"logprobs":null,"finish_reason":"stop"}}],"usage":{{"prompt_tokens":20,"completion_tokens":62,"total_tokens":82,"prompt_tokens_details":{{"cached_tokens":0}}}},"system_fingerprint":"fp_b"}}"#
+    );
+    let pad = 783usize.saturating_sub(body.len());
+    body.replacen("fp_b", &format!("fp_b{}", "0".repeat(pad)), 1)
+}
+
+/// A 41-event stream: a role chunk, 38 content chunks, the finish and the
+/// usage chunk, then `[DONE]` (about 12 KiB, sent in one write).
+pub fn stream_41() -> String {
+    let chunk = |delta: &str, finish: &str| {
+        format!(
+            "data: {{\"id\":\"chatcmpl-bench0000000000000000000001\",\"object\":\"chat.completion.chunk\",\"created\":1733000000,\"model\":\"m\",\"system_fingerprint\":\"fp_b\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]}}\n\n"
+        )
+    };
+    let mut out = chunk(r#"{"role":"assistant","content":"","refusal":null}"#, "null");
+    for i in 0..38 {
+        out.push_str(&chunk(&format!(r#"{{"content":" word{i:02}"}}"#), "null"));
+    }
+    out.push_str(&chunk("{}", "\"stop\""));
+    out.push_str("data: {\"id\":\"chatcmpl-bench0000000000000000000001\",\"object\":\"chat.completion.chunk\",\"created\":1733000000,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":39,\"total_tokens\":59}}\n\ndata: [DONE]\n\n");
+    out
+}
+
 pub async fn upstream() -> std::net::SocketAddr {
+    upstream_with(
+        Bytes::from_static(COMPLETION.as_bytes()),
+        Bytes::from(stream_body()),
+    )
+    .await
+}
+
+/// An upstream answering `completion` to a whole request and `stream` (one
+/// write) to a streaming one.
+pub async fn upstream_with(completion: Bytes, stream: Bytes) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let stream = Bytes::from(stream_body());
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
-            let stream = stream.clone();
+            let (stream, completion) = (stream.clone(), completion.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let stream = stream.clone();
+                    let (stream, completion) = (stream.clone(), completion.clone());
                     async move {
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         let streaming = memchr_stream(&body);
                         let (content_type, body) = if streaming {
                             ("text/event-stream", stream)
                         } else {
-                            ("application/json", Bytes::from_static(COMPLETION.as_bytes()))
+                            ("application/json", completion)
                         };
                         Ok::<_, std::convert::Infallible>(
                             http::Response::builder()
@@ -91,6 +130,22 @@ pub fn start_gateway(
     extra: &str,
     files: &[(&str, &str, PathBuf)],
 ) -> Gateway {
+    launch(upstream, extra, files, true)
+}
+
+/// As [`start_gateway`], with a provider that takes no key (so there is no
+/// credential to scrub from its answers).
+pub fn start_keyless_gateway(upstream: std::net::SocketAddr, extra: &str) -> Gateway {
+    launch(upstream, extra, &[], false)
+}
+
+fn launch(
+    upstream: std::net::SocketAddr,
+    extra: &str,
+    files: &[(&str, &str, PathBuf)],
+    keyed: bool,
+) -> Gateway {
+    let key = if keyed { "api_key_env = \"UP_KEY\"" } else { "" };
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bench.toml");
     std::fs::write(
@@ -106,7 +161,7 @@ watch = false
 [providers.up]
 adapter = "openai"
 base_url = "http://{upstream}/v1"
-api_key_env = "UP_KEY"
+{key}
 [providers.up.models.m]
 input_price = 1.0
 output_price = 2.0
@@ -214,4 +269,160 @@ pub async fn load(
     }
     all.sort();
     (all, started.elapsed())
+}
+
+/// One request's times: until the whole answer, and until its first body byte.
+#[derive(Clone, Copy)]
+pub struct Timing {
+    pub total: Duration,
+    pub first_byte: Duration,
+}
+
+/// Send `count` requests with `connections` in flight; the timings (in no
+/// particular order) and the wall time.
+pub async fn load_on(
+    client: &HttpClient,
+    url: &str,
+    body: &'static str,
+    count: usize,
+    connections: usize,
+) -> (Vec<Timing>, Duration) {
+    let started = Instant::now();
+    let per_task = count / connections;
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.to_string());
+            tokio::spawn(async move {
+                let mut timings = Vec::with_capacity(per_task);
+                for _ in 0..per_task {
+                    let request = http::Request::post(&url)
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from_static(body.as_bytes())))
+                        .unwrap();
+                    let t = Instant::now();
+                    let response = client.request(request).await.unwrap();
+                    assert_eq!(response.status(), 200);
+                    let mut body = response.into_body();
+                    let mut first_byte = None;
+                    let mut size = 0;
+                    while let Some(frame) = body.frame().await {
+                        if let Ok(data) = frame.unwrap().into_data() {
+                            first_byte.get_or_insert_with(|| t.elapsed());
+                            size += data.len();
+                        }
+                    }
+                    assert!(size > 0);
+                    timings.push(Timing {
+                        total: t.elapsed(),
+                        first_byte: first_byte.unwrap(),
+                    });
+                }
+                timings
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(count);
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    (all, started.elapsed())
+}
+
+/// A plain nginx reverse proxy in front of `upstream`, one process (no
+/// master), its CPU read like the gateway's. Installed from Debian's
+/// packages when missing and run as root; none when it cannot be had.
+pub struct Nginx {
+    pub child: std::process::Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_binary() -> Option<PathBuf> {
+    let found = || {
+        ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+    };
+    if let Some(path) = found() {
+        return Some(path);
+    }
+    let root = Command::new("id").arg("-u").output().ok()?.stdout == b"0\n";
+    if root {
+        eprintln!("nginx is missing: installing Debian's nginx-light for the reference");
+        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "nginx-light"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+    }
+    found()
+}
+
+pub fn start_nginx(upstream: std::net::SocketAddr) -> Option<Nginx> {
+    let binary = nginx_binary()?;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let prefix = dir.path().display();
+    let config = format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    upstream up {{ server {upstream}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"#
+    );
+    let file = dir.path().join("nginx.conf");
+    std::fs::write(&file, config).unwrap();
+    let child = Command::new(binary)
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&file)
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    // Ready once it accepts connections.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(Nginx {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    })
 }
