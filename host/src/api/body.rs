@@ -41,6 +41,31 @@ pub async fn read_body(
     Ok(buffer.freeze())
 }
 
+/// The whole body within the server's size limit and body deadline.
+pub async fn read_within(
+    server: &crate::config::ServerConfig,
+    headers: &http::HeaderMap,
+    body: Incoming,
+) -> Result<Bytes, ApiError> {
+    let timeout = std::time::Duration::from_millis(server.body_read_timeout_ms);
+    tokio::time::timeout(timeout, read_body(headers, body, server.max_body_bytes))
+        .await
+        .map_err(|_| ApiError::body_timeout(timeout))?
+}
+
+/// A body that must be one JSON object.
+pub fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::invalid_request(format!("We could not parse the JSON body of your request: {e}"))
+    })?;
+    match value {
+        serde_json::Value::Object(object) => Ok(object),
+        _ => Err(ApiError::invalid_request(
+            "The request body must be a JSON object.",
+        )),
+    }
+}
+
 /// Read and discard the rest of a refused body, within bounds.
 async fn drain(mut body: Incoming) {
     let mut drained = 0usize;

@@ -1,6 +1,7 @@
 //! `POST /v1/chat/completions`: OpenAI Chat Completions in, the canonical
 //! form; the request is served by [`super::serve`] and framed here.
 
+use super::body::json_object;
 use super::serve::{self, Outcome, Parsed, Served};
 use super::{ApiError, Body, full};
 use crate::flow::request::RequestBody;
@@ -116,14 +117,7 @@ const ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "f
 
 /// Parse the body once and check what every route relies on.
 fn parse(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::invalid_request(format!("We could not parse the JSON body of your request: {e}"))
-    })?;
-    let Value::Object(body) = value else {
-        return Err(ApiError::invalid_request(
-            "The request body must be a JSON object.",
-        ));
-    };
+    let body = json_object(bytes)?;
     match body.get("model") {
         Some(Value::String(m)) if !m.is_empty() => {}
         _ => {

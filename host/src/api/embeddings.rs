@@ -1,6 +1,7 @@
 //! `POST /v1/embeddings`: OpenAI's embeddings API, routed like chat to the
 //! route's embedding models, through each adapter's embeddings translation.
 
+use super::body::json_object;
 use super::chat::{with_answered_by, with_headers};
 use super::serve::{self, Outcome, Parsed, Served};
 use super::{ApiError, Body, full};
@@ -39,14 +40,7 @@ pub async fn handle(
 
 /// Parse and check an embeddings request.
 fn parse(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::invalid_request(format!("We could not parse the JSON body of your request: {e}"))
-    })?;
-    let Value::Object(body) = value else {
-        return Err(ApiError::invalid_request(
-            "The request body must be a JSON object.",
-        ));
-    };
+    let body = json_object(bytes)?;
     match body.get("model") {
         Some(Value::String(m)) if !m.is_empty() => {}
         _ => {

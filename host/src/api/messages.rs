@@ -4,7 +4,7 @@
 //! target gets the chat translation, and its answer is translated back.
 
 use super::auth;
-use super::body::read_body;
+use super::body::{json_object, read_within};
 use super::chat::{with_answered_by, with_dropped, with_headers};
 use super::serve::{self, Outcome, Parsed, Served};
 use super::{ApiError, Body, events, full, json_response};
@@ -22,7 +22,6 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{Map, Value, json};
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Caller headers of the Messages API a target that speaks it is sent.
 const FORWARDED: [&str; 1] = ["anthropic-beta"];
@@ -74,14 +73,7 @@ pub async fn handle(
 
 /// Parse and check a Messages body: its model, its JSON and its chat form.
 fn parse(bytes: &[u8], counting: bool) -> Result<(String, Map<String, Value>, ToChat), ApiError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::invalid_request(format!("We could not parse the JSON body of your request: {e}"))
-    })?;
-    let Value::Object(request) = value else {
-        return Err(ApiError::invalid_request(
-            "The request body must be a JSON object.",
-        ));
-    };
+    let request = json_object(bytes)?;
     messages::check(&request, counting)
         .map_err(|(param, message)| ApiError::invalid_param(param, message))?;
     let model = request["model"].as_str().unwrap_or_default().to_string();
@@ -169,14 +161,7 @@ pub async fn count_tokens(
     let keyring = gw.shared.keyring.current();
     let caller = auth::authenticate(&gw.config.keys, &keyring, request.headers())?;
     let (parts, body) = request.into_parts();
-    let server = &gw.config.server;
-    let body_timeout = Duration::from_millis(server.body_read_timeout_ms);
-    let bytes = tokio::time::timeout(
-        body_timeout,
-        read_body(&parts.headers, body, server.max_body_bytes),
-    )
-    .await
-    .map_err(|_| ApiError::body_timeout(body_timeout))??;
+    let bytes = read_within(&gw.config.server, &parts.headers, body).await?;
     let (model, _, ToChat { chat, .. }) = parse(&bytes, true)?;
     let route = gw
         .route_named(&model)

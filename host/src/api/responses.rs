@@ -4,6 +4,7 @@
 //! pass back as they came; any other target gets the chat translation, and
 //! its answer is translated back into a `response` and semantic events.
 
+use super::body::json_object;
 use super::chat::{with_answered_by, with_dropped, with_headers};
 use super::serve::{self, Outcome, Parsed, Served};
 use super::{ApiError, Body, events, full};
@@ -55,14 +56,7 @@ pub async fn handle(
 }
 
 fn parse(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::invalid_request(format!("We could not parse the JSON body of your request: {e}"))
-    })?;
-    let Value::Object(request) = value else {
-        return Err(ApiError::invalid_request(
-            "The request body must be a JSON object.",
-        ));
-    };
+    let request = json_object(bytes)?;
     responses::check(&request).map_err(|(param, message)| ApiError::invalid_param(param, message))?;
     Ok(request)
 }

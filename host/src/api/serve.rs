@@ -3,7 +3,7 @@
 //! Each inbound API parses its own body first and frames the outcome after.
 
 use super::auth;
-use super::body::read_body;
+use super::body::read_within;
 use super::{ApiError, RequestIds, admission};
 use crate::access::admit::{self, Rates};
 use crate::facts::Facts;
@@ -18,7 +18,6 @@ use crate::lifecycle::Lifecycle;
 use crate::plugin::types::{ApiFormat, RequestContext, Usage};
 use hyper::body::Incoming;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::time::Instant;
 
 /// A request as its inbound API parsed it.
@@ -129,14 +128,7 @@ async fn admit_and_answer(
         r.team = caller.key().and_then(|k| k.team.clone());
     });
     let (parts, body) = request.into_parts();
-    let server = &gw.config.server;
-    let body_timeout = Duration::from_millis(server.body_read_timeout_ms);
-    let bytes = tokio::time::timeout(
-        body_timeout,
-        read_body(&parts.headers, body, server.max_body_bytes),
-    )
-    .await
-    .map_err(|_| ApiError::body_timeout(body_timeout))??;
+    let bytes = read_within(&gw.config.server, &parts.headers, body).await?;
     let Parsed {
         model,
         body,

@@ -52,16 +52,7 @@ pub async fn complete(
     hedge: Option<Hedge>,
     received: &Received,
 ) -> Result<Answered, FlowError> {
-    let mut attempts = Attempts::new(false, gw, plugins, route, plan, received);
-    let (attempt, completion) = first_success(&mut attempts, request, hedge, WholeAnswer).await?;
-    let cost_usd = attempts.succeeded(&attempt, completion.usage, completion.model, None);
-    Ok(Answered {
-        by: AnsweredBy::of(&attempt, attempts.made()),
-        format: attempt.context.format,
-        body: completion.body,
-        usage: completion.usage,
-        cost_usd,
-    })
+    answer(gw, plugins, route, plan, request, hedge, received, WholeAnswer).await
 }
 
 /// Serve an embeddings request: as [`complete`], through the adapters'
@@ -75,8 +66,23 @@ pub async fn embed(
     hedge: Option<Hedge>,
     received: &Received,
 ) -> Result<Answered, FlowError> {
+    answer(gw, plugins, route, plan, request, hedge, received, Embeddings).await
+}
+
+/// Attempts until one target's whole answer of `kind` is had.
+#[allow(clippy::too_many_arguments)]
+async fn answer<S: Start<Answer = Completion>>(
+    gw: &Gateway,
+    plugins: &PluginSet,
+    route: RouteRef<'_>,
+    plan: Vec<PlannedAttempt>,
+    request: &mut RequestBody,
+    hedge: Option<Hedge>,
+    received: &Received,
+    kind: S,
+) -> Result<Answered, FlowError> {
     let mut attempts = Attempts::new(false, gw, plugins, route, plan, received);
-    let (attempt, completion) = first_success(&mut attempts, request, hedge, Embeddings).await?;
+    let (attempt, completion) = first_success(&mut attempts, request, hedge, kind).await?;
     let cost_usd = attempts.succeeded(&attempt, completion.usage, completion.model, None);
     Ok(Answered {
         by: AnsweredBy::of(&attempt, attempts.made()),
