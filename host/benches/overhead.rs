@@ -26,7 +26,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 use support::{
-    HttpClient, Timing, completion_783, load_on, process_usage, start_gateway, start_nginx, stream_41,
+    HttpClient, Timing, completion_783, load_on, process_usage, start_gateway_variant, start_nginx, stream_41,
 };
 
 const ROUNDS: usize = 3;
@@ -109,29 +109,53 @@ async fn measure(client: &HttpClient, url: &str, pid: u32, direct: &Direct) -> F
     }
 }
 
-/// The gateway variants measured, and the config each adds.
-fn variants(ledger: &str) -> Vec<(&'static str, String, bool)> {
+/// A gateway variant: its name, what it adds to the route (and after it),
+/// whether its provider has a key to scrub, and its `[plugins]` settings.
+struct Variant {
+    name: &'static str,
+    extra: String,
+    keyed: bool,
+    plugins: &'static str,
+}
+
+fn variants(ledger: &str) -> Vec<Variant> {
+    let variant = |name, extra: String, keyed, plugins| Variant {
+        name,
+        extra,
+        keyed,
+        plugins,
+    };
     vec![
-        (
+        variant(
             "gateway (default: ledger on, scrubbing on)",
             ledger.to_string(),
             true,
+            "",
         ),
-        ("gateway, ledger off", String::new(), true),
-        (
+        variant("gateway, ledger off", String::new(), true, ""),
+        variant(
             "gateway, scrubbing off (keyless provider)",
             ledger.to_string(),
             false,
+            "",
         ),
-        (
+        variant(
+            "gateway, plugin instances not reused",
+            ledger.to_string(),
+            true,
+            "reuse_instances = false",
+        ),
+        variant(
             "gateway, on_stream_break = \"continue\"",
             format!("on_stream_break = \"continue\"\n{ledger}"),
             true,
+            "",
         ),
-        (
+        variant(
             "gateway, hedging configured, not firing",
             format!("hedge_after_ms = 60000\n{ledger}"),
             true,
+            "",
         ),
     ]
 }
@@ -181,16 +205,12 @@ async fn main() {
             show(round, "nginx", &figures);
             record("nginx", figures);
         }
-        for (name, extra, keyed) in &variants {
-            let gateway = if *keyed {
-                start_gateway(upstream, extra, &[])
-            } else {
-                support::start_keyless_gateway(upstream, extra)
-            };
+        for variant in &variants {
+            let gateway = start_gateway_variant(upstream, &variant.extra, variant.keyed, variant.plugins);
             let url = format!("{}/v1/chat/completions", gateway.url);
             let figures = measure(&client, &url, gateway.child.id(), &direct).await;
-            show(round, name, &figures);
-            record(name, figures);
+            show(round, variant.name, &figures);
+            record(variant.name, figures);
         }
     }
 

@@ -130,13 +130,19 @@ pub fn start_gateway(
     extra: &str,
     files: &[(&str, &str, PathBuf)],
 ) -> Gateway {
-    launch(upstream, extra, files, true)
+    launch(upstream, extra, files, true, "")
 }
 
-/// As [`start_gateway`], with a provider that takes no key (so there is no
-/// credential to scrub from its answers).
-pub fn start_keyless_gateway(upstream: std::net::SocketAddr, extra: &str) -> Gateway {
-    launch(upstream, extra, &[], false)
+/// A variant of the bench gateway: `keyed` (else its provider takes no key,
+/// so there is no credential to scrub from its answers), and `plugins`
+/// added to its `[plugins]` table.
+pub fn start_gateway_variant(
+    upstream: std::net::SocketAddr,
+    extra: &str,
+    keyed: bool,
+    plugins: &str,
+) -> Gateway {
+    launch(upstream, extra, &[], keyed, plugins)
 }
 
 fn launch(
@@ -144,6 +150,7 @@ fn launch(
     extra: &str,
     files: &[(&str, &str, PathBuf)],
     keyed: bool,
+    plugins: &str,
 ) -> Gateway {
     let key = if keyed { "api_key_env = \"UP_KEY\"" } else { "" };
     let dir = tempfile::tempdir().unwrap();
@@ -158,6 +165,7 @@ listen = "127.0.0.1:0"
 adapter_dir = "adapters"
 policy_dir = "policies"
 watch = false
+{plugins}
 [providers.up]
 adapter = "openai"
 base_url = "http://{upstream}/v1"
