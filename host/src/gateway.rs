@@ -117,7 +117,17 @@ impl Gateway {
         simulator_url: Option<&str>,
         previous: Option<&Gateway>,
     ) -> Result<Gateway, GatewayError> {
-        // Every provider's answers are scrubbed of every credential we hold.
+        // Every provider's answers are scrubbed of every credential we hold
+        // (but placeholders too short to be a key).
+        for provider in &config.providers {
+            if provider
+                .credential
+                .as_ref()
+                .is_some_and(|c| c.expose().len() < crate::redact::MIN_SCRUBBED_LEN)
+            {
+                tracing::warn!(provider = %provider.name, "the provider's key is shorter than {} characters: taken for a placeholder, it is not scrubbed from answers", crate::redact::MIN_SCRUBBED_LEN);
+            }
+        }
         let redactor = Arc::new(Redactor::new(
             config.providers.iter().filter_map(|p| p.credential.as_ref()),
         ));

@@ -12,6 +12,12 @@ use std::borrow::Cow;
 /// What a credential is replaced with.
 pub const REDACTED: &str = "[redacted]";
 
+/// Credentials shorter than this are not looked for: a placeholder such as
+/// `ollama` or `x`, given to a host that ignores keys, would otherwise be
+/// cut out of every answer that happens to contain it. No provider issues
+/// keys this short.
+pub const MIN_SCRUBBED_LEN: usize = 8;
+
 /// Finds and replaces a set of credentials. Text without one is returned
 /// as it is, without a copy: answers never carry one, so they pass through
 /// byte for byte.
@@ -23,7 +29,11 @@ pub struct Redactor {
 
 impl Redactor {
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> Redactor {
-        let mut patterns: Vec<String> = secrets.into_iter().flat_map(|s| forms(s.expose())).collect();
+        let mut patterns: Vec<String> = secrets
+            .into_iter()
+            .filter(|s| s.expose().len() >= MIN_SCRUBBED_LEN)
+            .flat_map(|s| forms(s.expose()))
+            .collect();
         patterns.sort();
         patterns.dedup();
         if patterns.is_empty() {
@@ -147,6 +157,13 @@ mod tests {
     fn redactor(keys: &[&str]) -> Redactor {
         let secrets: Vec<Secret> = keys.iter().map(|k| Secret::new(k.to_string())).collect();
         Redactor::new(&secrets)
+    }
+
+    #[test]
+    fn a_placeholder_too_short_to_be_a_key_leaves_answers_alone() {
+        let r = redactor(&["ollama", "k", "sk-real-key-0123"]);
+        let text = "ollama says: tokens ok; sk-real-key-0123";
+        assert_eq!(r.text(text), "ollama says: tokens ok; [redacted]");
     }
 
     #[test]

@@ -194,7 +194,7 @@ targets = ["up/m"]
         .args(["--log-format", "json", "--config"])
         .arg(&config)
         .env_clear()
-        .env("UP_KEY", "k")
+        .env("UP_KEY", "sk-bench-0123456789abcdef0123456789abcdef")
         .env("RUST_LOG", "warn,switchboard::app=info")
         .stderr(Stdio::piped())
         .spawn()
