@@ -112,7 +112,7 @@ pub struct PluginsConfig {
     pub policy_call_timeout_ms: Option<u64>,
     /// Added to an adapter call's deadline per MiB of input.
     pub adapter_call_timeout_per_mib_ms: u64,
-    /// Calls of one plugin version in progress at once (0: twice the cores, at least 4).
+    /// Calls of one plugin version in progress at once (0: 32 per core, at least 64).
     pub max_concurrent_calls: u32,
     /// Calls of one plugin version that may run past an epoch tick at once
     /// (0: half the cores, at least 1).
@@ -211,12 +211,16 @@ impl PluginsConfig {
             .unwrap_or(DEFAULT_POLICY_CALL_TIMEOUT_MS)
     }
 
-    /// `max_concurrent_calls`, with 0 resolved from the machine.
+    /// `max_concurrent_calls`, with 0 resolved from the machine. Calls are
+    /// async: one running at an epoch tick yields, and under load many are
+    /// in progress at once though few run, so the bound is generous (CPU is
+    /// bounded by `max_slow_calls`, memory by `total_memory_mib`). Twice
+    /// the cores rejected well-behaved calls at 64 connections on two cores.
     pub fn max_concurrent_calls(&self) -> u32 {
         if self.max_concurrent_calls > 0 {
             return self.max_concurrent_calls;
         }
-        (2 * cores()).max(4)
+        (32 * cores()).max(64)
     }
 
     /// `max_slow_calls`, with 0 resolved from the machine: a looping plugin

@@ -256,3 +256,28 @@ fn custom_section(text: &str) -> Vec<u8> {
     section.extend(payload);
     section
 }
+
+#[tokio::test]
+async fn sixty_four_callers_at_once_are_all_served_on_the_default_bounds() {
+    // Calls are async: under load many are in progress at once though few
+    // run. The old default bound (twice the cores) turned well-behaved
+    // calls away as `busy` at 64 connections.
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::Slow(5, "hello"));
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let url = gw.chat_url();
+    for _ in 0..3 {
+        let calls: Vec<_> = (0..64)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { post(&url, &chat("chat")).await })
+            })
+            .collect();
+        for call in calls {
+            let reply = call.await.unwrap();
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            assert_eq!(reply.header("x-switchboard-provider"), "a");
+        }
+    }
+    assert_eq!(b.hits(), 0, "no call was turned away to the next target");
+}

@@ -309,7 +309,11 @@ pub async fn load_on(
                         .unwrap();
                     let t = Instant::now();
                     let response = client.request(request).await.unwrap();
-                    assert_eq!(response.status(), 200);
+                    if response.status() != 200 {
+                        let status = response.status();
+                        let text = response.into_body().collect().await.unwrap().to_bytes();
+                        panic!("{status}: {}", String::from_utf8_lossy(&text));
+                    }
                     let mut body = response.into_body();
                     let mut first_byte = None;
                     let mut size = 0;

@@ -4,7 +4,7 @@
 use super::PluginError;
 use super::bulkhead::{Bulkhead, CallLimits};
 use super::contract::Version;
-use super::pool::InstancePool;
+use super::pool::{self, InstancePool};
 use super::sandbox::{PluginRuntime, Sandbox};
 use super::types::{
     AdapterInfo, ApiFormat, Capabilities, Completion, Decoded, Embeddings, InboundResponse, OutboundRequest,
@@ -78,7 +78,7 @@ impl AdapterPlugin {
             .await
             .map_err(|e| format!("smoke call failed: {e}"))?;
         if plugin.info.stateless && limits.reuse {
-            plugin.pool = InstancePool::new(limits.max_concurrent as usize);
+            plugin.pool = InstancePool::new(pool::capacity());
         }
         Ok(plugin)
     }

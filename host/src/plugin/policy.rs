@@ -4,7 +4,7 @@
 use super::PluginError;
 use super::bulkhead::{Bulkhead, CallLimits};
 use super::contract::Version;
-use super::pool::InstancePool;
+use super::pool::{self, InstancePool};
 use super::sandbox::{PluginRuntime, Sandbox};
 use super::types::{Candidate, HedgeChoice, Plan, PolicyInfo, RequestFacts};
 use super::{v0_1, v0_2};
@@ -66,7 +66,7 @@ impl PolicyPlugin {
             .await
             .map_err(|e| format!("smoke call failed: {e}"))?;
         if plugin.info.stateless && limits.reuse {
-            plugin.pool = InstancePool::new(limits.max_concurrent as usize);
+            plugin.pool = InstancePool::new(pool::capacity());
         }
         // A policy must at least answer; whether it likes `{}` is its own business.
         match plugin.validate_config("{}").await {

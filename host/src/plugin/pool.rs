@@ -2,8 +2,9 @@
 //! stateless: the next call reuses one instead of instantiating afresh.
 //! Only an instance whose call returned normally goes back, and only while
 //! it is small and silent (no trap, no timeout, no stderr, memory within
-//! what a fresh slot keeps resident anyway); the pool holds at most as
-//! many as the plugin may have calls in progress.
+//! what a fresh slot keeps resident anyway); the pool holds at most twice
+//! as many as there are cores (calls run on that many workers), so what
+//! it keeps resident stays small.
 
 use super::sandbox::Sandbox;
 use std::sync::Mutex;
@@ -14,6 +15,12 @@ pub struct InstancePool<I> {
     idle: Mutex<Vec<(Store<Sandbox>, I)>>,
     capacity: usize,
     reused: AtomicU64,
+}
+
+/// Idle instances a plugin version keeps: twice the cores, at least 4.
+pub fn capacity() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (2 * cores).max(4)
 }
 
 impl<I> InstancePool<I> {
