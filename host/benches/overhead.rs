@@ -50,6 +50,9 @@ struct Figures {
     added_p99_us: f64,
     ttfb_added_p50_us: f64,
     peak_rss_mib: f64,
+    /// Answers other than 200 (a plugin deadline missed on the overloaded
+    /// machine, say), of all the requests of the round.
+    errors: usize,
 }
 
 fn quantile(values: &mut [f64], q: f64) -> f64 {
@@ -58,11 +61,23 @@ fn quantile(values: &mut [f64], q: f64) -> f64 {
 }
 
 fn totals(timings: &[Timing]) -> Vec<f64> {
-    timings.iter().map(|t| t.total.as_secs_f64() * 1e6).collect()
+    timings
+        .iter()
+        .filter(|t| t.ok)
+        .map(|t| t.total.as_secs_f64() * 1e6)
+        .collect()
 }
 
 fn first_bytes(timings: &[Timing]) -> Vec<f64> {
-    timings.iter().map(|t| t.first_byte.as_secs_f64() * 1e6).collect()
+    timings
+        .iter()
+        .filter(|t| t.ok)
+        .map(|t| t.first_byte.as_secs_f64() * 1e6)
+        .collect()
+}
+
+fn errors(timings: &[Timing]) -> usize {
+    timings.iter().filter(|t| !t.ok).count()
 }
 
 /// The direct figures a round's added latencies are measured against.
@@ -106,6 +121,7 @@ async fn measure(client: &HttpClient, url: &str, pid: u32, direct: &Direct) -> F
         added_p99_us: quantile(&mut totals(&one), 0.99) - direct.p99,
         ttfb_added_p50_us: quantile(&mut first_bytes(&one_stream), 0.5) - direct.ttfb_p50,
         peak_rss_mib: process_usage(pid).2 as f64 / 1024.0,
+        errors: errors(&json) + errors(&streams) + errors(&one) + errors(&one_stream),
     }
 }
 
@@ -181,12 +197,12 @@ async fn main() {
         None => results.push((name.to_string(), vec![figures])),
     };
     println!(
-        "| round | target | JSON CPU/req (µs) | JSON req/s | stream CPU/req (µs) | stream req/s | added p50 / p99 (µs) | stream TTFB added p50 (µs) | peak RSS (MiB) |"
+        "| round | target | JSON CPU/req (µs) | JSON req/s | stream CPU/req (µs) | stream req/s | added p50 / p99 (µs) | stream TTFB added p50 (µs) | peak RSS (MiB) | errors |"
     );
-    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let show = |round: usize, name: &str, f: &Figures| {
         println!(
-            "| {round} | {name} | {:.1} | {:.0} | {:.1} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} |",
+            "| {round} | {name} | {:.1} | {:.0} | {:.1} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} | {} |",
             f.json_cpu_us,
             f.json_rps,
             f.stream_cpu_us,
@@ -194,7 +210,8 @@ async fn main() {
             f.added_p50_us,
             f.added_p99_us,
             f.ttfb_added_p50_us,
-            f.peak_rss_mib
+            f.peak_rss_mib,
+            f.errors
         );
     };
     for round in 1..=ROUNDS {

@@ -279,11 +279,13 @@ pub async fn load(
     (all, started.elapsed())
 }
 
-/// One request's times: until the whole answer, and until its first body byte.
+/// One request's times: until the whole answer, and until its first body
+/// byte; `ok` is false for an answer other than 200 (counted, not timed).
 #[derive(Clone, Copy)]
 pub struct Timing {
     pub total: Duration,
     pub first_byte: Duration,
+    pub ok: bool,
 }
 
 /// Send `count` requests with `connections` in flight; the timings (in no
@@ -310,9 +312,13 @@ pub async fn load_on(
                     let t = Instant::now();
                     let response = client.request(request).await.unwrap();
                     if response.status() != 200 {
-                        let status = response.status();
-                        let text = response.into_body().collect().await.unwrap().to_bytes();
-                        panic!("{status}: {}", String::from_utf8_lossy(&text));
+                        let _ = response.into_body().collect().await;
+                        timings.push(Timing {
+                            total: t.elapsed(),
+                            first_byte: t.elapsed(),
+                            ok: false,
+                        });
+                        continue;
                     }
                     let mut body = response.into_body();
                     let mut first_byte = None;
@@ -327,6 +333,7 @@ pub async fn load_on(
                     timings.push(Timing {
                         total: t.elapsed(),
                         first_byte: first_byte.unwrap(),
+                        ok: true,
                     });
                 }
                 timings
