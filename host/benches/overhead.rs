@@ -190,7 +190,19 @@ async fn main() {
         "\n[ledger]\npath = {:?}\n",
         ledger_dir.path().join("ledger.db").display().to_string()
     );
-    let variants = variants(&ledger);
+    // `SWITCHBOARD_BENCH_ONLY=default,reused` keeps the variants whose
+    // names contain one of the words (nginx always runs).
+    let only: Vec<String> = std::env::var("SWITCHBOARD_BENCH_ONLY")
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let variants: Vec<Variant> = variants(&ledger)
+        .into_iter()
+        .filter(|v| only.is_empty() || only.iter().any(|w| v.name.contains(w.as_str())))
+        .collect();
+    let rounds = std::env::var("SWITCHBOARD_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(ROUNDS);
     let mut results: Vec<(String, Vec<Figures>)> = Vec::new();
     let mut record = |name: &str, figures: Figures| match results.iter_mut().find(|(n, _)| n == name) {
         Some((_, all)) => all.push(figures),
@@ -214,7 +226,7 @@ async fn main() {
             f.errors
         );
     };
-    for round in 1..=ROUNDS {
+    for round in 1..=rounds {
         let direct = direct(&client, &direct_url).await;
         if let Some(nginx) = start_nginx(upstream) {
             let url = format!("{}/v1/chat/completions", nginx.url);
@@ -238,7 +250,7 @@ async fn main() {
     };
     println!();
     println!(
-        "| target (median of {ROUNDS} rounds) | JSON CPU/req | JSON req/s | stream CPU/req | stream req/s | added p50 | added p99 | TTFB added | peak RSS |"
+        "| target (median of {rounds} rounds) | JSON CPU/req | JSON req/s | stream CPU/req | stream req/s | added p50 | added p99 | TTFB added | peak RSS |"
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let nginx = results.iter().find(|(n, _)| n == "nginx").map(|(_, f)| f.clone());

@@ -431,3 +431,23 @@ async fn a_keys_limits_hold_across_every_api_it_calls() {
     assert!(!reply.header("retry-after").is_empty());
     assert_eq!(ant.hits(), 0);
 }
+
+#[tokio::test]
+async fn a_target_that_cannot_take_the_request_does_not_hide_why_the_others_failed() {
+    let (ant, oai) = (MockProvider::start("ant").await, MockProvider::start("oai").await);
+    let overloaded = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+    ant.set_default(Script::Status(529, vec![], overloaded.into()));
+    let gw = Gateway::start(&config(&ant, &oai), ENV);
+    // Anthropic (first) is overloaded; chat (second) cannot take a required server tool.
+    let body = r#"{"model": "native", "max_tokens": 64, "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+        "tool_choice": {"type": "tool", "name": "web_search"}, "messages": [{"role": "user", "content": "News?"}]}"#;
+    let reply = messages(&gw, body, &[]).await;
+    assert_eq!(reply.status, 529, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["type"], "overloaded_error");
+    assert_eq!(oai.hits(), 0);
+    // The same key named twice at the top level is refused before routing.
+    let twice = r#"{"model": "native", "max_tokens": 8, "model": "translated", "messages": [{"role": "user", "content": "x"}]}"#;
+    let reply = messages(&gw, twice, &[]).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.text().contains("`model` twice"), "{}", reply.text());
+}

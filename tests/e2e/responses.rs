@@ -186,6 +186,10 @@ async fn a_provider_that_serves_responses_gets_the_callers_bytes_and_answers_as_
     let events = stream_events(&reply);
     assert_eq!(events.first().unwrap().0, "response.created");
     assert_eq!(events.last().unwrap().0, "response.completed");
+    // A body that says nothing of `store` is sent saying no: the provider
+    // would otherwise keep it.
+    assert_eq!(native.seen()[1].body["store"], false);
+    assert_eq!(native.seen()[1].body["input"], "Hi");
     assert_eq!(chat.hits(), 0);
 }
 

@@ -66,6 +66,41 @@ pub fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, serde_json::V
     }
 }
 
+/// Refuse a body whose top level names a key twice: the gateway routes on
+/// the last `model`, and a provider that read the first would answer with
+/// another model than the one routed, priced and allowed. Checked where
+/// the caller's bytes pass through to the provider.
+pub fn no_duplicate_keys(bytes: &[u8]) -> Result<(), ApiError> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
+            // Read to the end (serde checks the object closes), noting
+            // the first key seen twice.
+            let (mut seen, mut twice) = (std::collections::HashSet::new(), None);
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if twice.is_none() && !seen.insert(key.clone()) {
+                    twice = Some(key);
+                }
+            }
+            Ok(twice)
+        }
+    }
+    let mut reader = serde_json::Deserializer::from_slice(bytes);
+    match reader.deserialize_map(Keys) {
+        Ok(Some(key)) => Err(ApiError::invalid_request(format!(
+            "The request body names `{key}` twice."
+        ))),
+        // Not an object, or not JSON: the parse that follows says so.
+        _ => Ok(()),
+    }
+}
+
 /// Read and discard the rest of a refused body, within bounds.
 async fn drain(mut body: Incoming) {
     let mut drained = 0usize;
@@ -78,4 +113,21 @@ async fn drain(mut body: Incoming) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::no_duplicate_keys;
+
+    #[test]
+    fn a_key_named_twice_at_the_top_is_refused() {
+        assert!(no_duplicate_keys(br#"{"model":"a","x":{"model":1,"model":2},"y":1}"#).is_ok());
+        for body in [
+            &br#"{"model":"opus","messages":[],"model":"cheap"}"#[..],
+            br#"{"model": "opus", "model": "cheap", "messages": []}"#,
+        ] {
+            let error = no_duplicate_keys(body).unwrap_err();
+            assert!(error.message.contains("`model` twice"), "{}", error.message);
+        }
+    }
 }

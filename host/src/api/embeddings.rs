@@ -106,6 +106,11 @@ fn respond(served: Served, base64: bool) -> Result<http::Response<Body>, ApiErro
     let body = if base64 || answered.usage.is_none() {
         let mut list: Value = serde_json::from_slice(&answered.body)
             .map_err(|e| ApiError::bad_gateway(format!("the embeddings answer is not JSON: {e}")))?;
+        if !list.is_object() {
+            return Err(ApiError::bad_gateway(
+                "the embeddings answer is not a JSON object",
+            ));
+        }
         finish(&mut list, base64, served.prompt_estimate);
         serde_json::to_vec(&list).expect("a JSON value serialises")
     } else {
@@ -124,7 +129,12 @@ fn respond(served: Served, base64: bool) -> Result<http::Response<Body>, ApiErro
 /// does) when asked, and fill in `usage` when the answer has none.
 fn finish(list: &mut Value, base64: bool, prompt_estimate: u32) {
     if base64 {
-        for item in list["data"].as_array_mut().into_iter().flatten() {
+        for item in list["data"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+            .filter(|i| i.is_object())
+        {
             if let Some(floats) = item["embedding"].as_array() {
                 let bytes: Vec<u8> = floats
                     .iter()

@@ -4,7 +4,7 @@
 //! target gets the chat translation, and its answer is translated back.
 
 use super::auth;
-use super::body::{json_object, read_within};
+use super::body::{json_object, no_duplicate_keys, read_within};
 use super::chat::{with_answered_by, with_dropped, with_headers};
 use super::serve::{self, Outcome, Parsed, Served};
 use super::{ApiError, Body, events, full, json_response};
@@ -74,6 +74,7 @@ pub async fn handle(
 /// Parse and check a Messages body: its model, its JSON and its chat form.
 fn parse(bytes: &[u8], counting: bool) -> Result<(String, Map<String, Value>, ToChat), ApiError> {
     let request = json_object(bytes)?;
+    no_duplicate_keys(bytes)?;
     messages::check(&request, counting)
         .map_err(|(param, message)| ApiError::invalid_param(param, message))?;
     let model = request["model"].as_str().unwrap_or_default().to_string();

@@ -4,7 +4,7 @@
 //! pass back as they came; any other target gets the chat translation, and
 //! its answer is translated back into a `response` and semantic events.
 
-use super::body::json_object;
+use super::body::{json_object, no_duplicate_keys};
 use super::chat::{with_answered_by, with_dropped, with_headers};
 use super::serve::{self, Outcome, Parsed, Served};
 use super::{ApiError, Body, events, full};
@@ -45,9 +45,16 @@ pub async fn handle(
             )
         });
         echo = responses::echo(&request);
+        // OpenAI stores a response unless told not to; the gateway promises
+        // statelessness, so a body that says nothing says no.
+        let native = if request.contains_key("store") {
+            bytes.to_vec()
+        } else {
+            with_store_false(bytes)
+        };
         Ok(Parsed {
             model: request["model"].as_str().unwrap_or_default().to_string(),
-            body: RequestBody::native(ApiFormat::OpenAiResponses, bytes.to_vec(), chat, untranslatable),
+            body: RequestBody::native(ApiFormat::OpenAiResponses, native, chat, untranslatable),
             embeddings: false,
         })
     })
@@ -57,8 +64,20 @@ pub async fn handle(
 
 fn parse(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let request = json_object(bytes)?;
+    no_duplicate_keys(bytes)?;
     responses::check(&request).map_err(|(param, message)| ApiError::invalid_param(param, message))?;
     Ok(request)
+}
+
+/// `bytes` (a JSON object) with `"store":false` as its first member, every
+/// other byte as the caller sent it.
+fn with_store_false(bytes: &[u8]) -> Vec<u8> {
+    let open = bytes.iter().position(|b| *b == b'{').map_or(0, |i| i + 1);
+    let mut out = Vec::with_capacity(bytes.len() + 15);
+    out.extend_from_slice(&bytes[..open]);
+    out.extend_from_slice(b"\"store\":false,");
+    out.extend_from_slice(&bytes[open..]);
+    out
 }
 
 /// A `response`: the provider's own when it served the API, else the chat
@@ -173,6 +192,14 @@ fn sequence_number(data: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::sequence_number;
+
+    #[test]
+    fn a_body_that_says_nothing_of_store_says_no() {
+        let body = super::with_store_false(br#" {"model": "m", "input": "hi"}"#);
+        assert_eq!(body, br#" {"store":false,"model": "m", "input": "hi"}"#.to_vec());
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["store"], false);
+    }
 
     #[test]
     fn the_sequence_number_is_read_from_the_bytes() {

@@ -163,7 +163,9 @@ async fn admit_and_answer(
     let (rates, budgets) = match caller.key() {
         None => (Rates::default(), Vec::new()),
         Some(key) => {
-            let tokens = facts.estimated_prompt_tokens + facts.max_output_tokens.unwrap_or(0);
+            let tokens = facts
+                .estimated_prompt_tokens
+                .saturating_add(facts.max_output_tokens.unwrap_or(0));
             let rates = admit::take_rates(&**state, key, tokens, &mut settlements)
                 .map_err(|(refusal, rates)| admission::refused(&gw.metrics, refusal, &key.name, &rates))?;
             let team = key.team.as_ref().and_then(|t| gw.team_budget(&keyring, t));

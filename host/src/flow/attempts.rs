@@ -409,8 +409,14 @@ impl<'g> Attempts<'g> {
             target.model,
             failure.summary()
         ));
-        self.rate_limited |= failure.verdict().answer == Answer::RateLimited;
-        self.last = Some(failure);
+        let verdict = failure.verdict();
+        self.rate_limited |= verdict.answer == Answer::RateLimited;
+        // A target that cannot take this request says nothing of the ones
+        // that failed it: it is the answer only when nothing else was said.
+        let cannot_take = verdict.label == "untranslatable";
+        if !(cannot_take && self.last.is_some()) {
+            self.last = Some(failure);
+        }
     }
 
     /// The plan is used up without an answer: the error that says so.

@@ -3,8 +3,8 @@
 //! Only an instance whose call returned normally goes back, and only while
 //! it is small and silent (no trap, no timeout, no stderr, memory within
 //! what a fresh slot keeps resident anyway); the pool holds at most twice
-//! as many as there are cores (calls run on that many workers), so what
-//! it keeps resident stays small.
+//! as many as there are cores (calls run on that many workers), and never
+//! more than 16, so what it keeps resident stays small.
 
 use super::sandbox::Sandbox;
 use std::sync::Mutex;
@@ -17,10 +17,11 @@ pub struct InstancePool<I> {
     reused: AtomicU64,
 }
 
-/// Idle instances a plugin version keeps: twice the cores, at least 4.
+/// Idle instances a plugin version keeps: twice the cores, at least 4 and
+/// at most 16 (each holds a pooled slot of `max_instances`).
 pub fn capacity() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (2 * cores).max(4)
+    (2 * cores).clamp(4, 16)
 }
 
 impl<I> InstancePool<I> {

@@ -374,7 +374,9 @@ pub fn stop_reason(finish: Option<&str>) -> &'static str {
 pub fn usage(usage: Option<Usage>) -> Value {
     let u = usage.unwrap_or_default();
     json!({
-        "input_tokens": u.prompt_tokens.saturating_sub(u.cache_read_tokens + u.cache_write_tokens),
+        "input_tokens": u
+            .prompt_tokens
+            .saturating_sub(u.cache_read_tokens.saturating_add(u.cache_write_tokens)),
         "output_tokens": u.completion_tokens,
         "cache_creation_input_tokens": u.cache_write_tokens,
         "cache_read_input_tokens": u.cache_read_tokens,
