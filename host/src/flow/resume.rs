@@ -18,6 +18,33 @@ pub enum Strategy {
     Regenerate,
 }
 
+/// What continuation reads of a chat chunk.
+#[derive(serde::Deserialize)]
+struct ChunkView<'a> {
+    #[serde(borrow, default)]
+    id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    choices: Option<Vec<ChoiceView<'a>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChoiceView<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default)]
+    finish_reason: Option<serde::de::IgnoredAny>,
+    #[serde(borrow, default)]
+    delta: Option<DeltaView<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct DeltaView<'a> {
+    #[serde(borrow, default)]
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<serde::de::IgnoredAny>,
+}
+
 /// What the caller has received of a stream.
 #[derive(Debug, Default)]
 pub struct Delivered {
@@ -38,35 +65,30 @@ impl Delivered {
         }
     }
 
-    /// Note one canonical chunk sent to the caller.
+    /// Note one canonical chunk sent to the caller. Only what continuation
+    /// needs is read, borrowed from the chunk (no tree of values is built:
+    /// this runs on every chunk of a stream whose route continues).
     pub fn observe(&mut self, chunk: &[u8]) {
         if self.unresumable.is_some() {
             return;
         }
-        let Ok(Value::Object(chunk)) = serde_json::from_slice::<Value>(chunk) else {
+        let Ok(chunk) = serde_json::from_slice::<ChunkView>(chunk) else {
             self.unresumable = Some("a chunk was not a JSON object");
             return;
         };
         if self.id.is_none() {
-            self.id = chunk.get("id").and_then(Value::as_str).map(str::to_string);
+            self.id = chunk.id.map(|id| id.into_owned());
         }
-        for choice in chunk
-            .get("choices")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if choice.get("index").and_then(Value::as_u64).unwrap_or(0) != 0 {
+        for choice in chunk.choices.into_iter().flatten() {
+            let delta = choice.delta;
+            if choice.index.unwrap_or(0) != 0 {
                 self.unresumable = Some("several choices were streamed");
-            } else if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
+            } else if choice.finish_reason.is_some() {
                 self.unresumable = Some("the answer had already finished");
-            } else if choice
-                .pointer("/delta/tool_calls")
-                .is_some_and(|calls| !calls.is_null())
-            {
+            } else if delta.as_ref().is_some_and(|d| d.tool_calls.is_some()) {
                 self.unresumable = Some("tool calls were already streamed");
-            } else if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
-                self.text.push_str(text);
+            } else if let Some(text) = delta.and_then(|d| d.content) {
+                self.text.push_str(&text);
             }
         }
     }
@@ -208,6 +230,19 @@ impl Suppress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_is_read_for_its_text_whatever_it_leaves_null() {
+        let mut delivered = Delivered::default();
+        delivered.observe(br#"{"id":"c1","choices":null}"#);
+        delivered.observe(br#"{"choices":[{"index":0,"delta":null,"finish_reason":null}]}"#);
+        delivered.observe(br#"{"choices":[{"index":0,"delta":{"content":"say \"hi\"","tool_calls":null}}]}"#);
+        assert_eq!(delivered.unresumable(), None);
+        assert_eq!(delivered.text, "say \"hi\"");
+        assert_eq!(delivered.id.as_deref(), Some("c1"));
+        delivered.observe(b"[1]");
+        assert_eq!(delivered.unresumable(), Some("a chunk was not a JSON object"));
+    }
 
     fn chunk(id: &str, delta: Value, finish: Value) -> Vec<u8> {
         json!({"id": id, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
