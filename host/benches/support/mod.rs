@@ -248,35 +248,11 @@ pub async fn load(
     body: &'static str,
     count: usize,
 ) -> (Vec<Duration>, Duration) {
-    let started = Instant::now();
-    let per_task = count / CONCURRENCY;
-    let tasks: Vec<_> = (0..CONCURRENCY)
-        .map(|_| {
-            let (client, url) = (client.clone(), url.to_string());
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(per_task);
-                for _ in 0..per_task {
-                    let request = http::Request::post(&url)
-                        .header("content-type", "application/json")
-                        .body(Full::new(Bytes::from_static(body.as_bytes())))
-                        .unwrap();
-                    let t = Instant::now();
-                    let response = client.request(request).await.unwrap();
-                    assert_eq!(response.status(), 200);
-                    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-                    assert!(!bytes.is_empty());
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut all = Vec::with_capacity(count);
-    for task in tasks {
-        all.extend(task.await.unwrap());
-    }
-    all.sort();
-    (all, started.elapsed())
+    let (timings, wall) = load_on(client, url, body, count, CONCURRENCY).await;
+    assert!(timings.iter().all(|t| t.ok), "every answer is a 200");
+    let mut latencies: Vec<Duration> = timings.iter().map(|t| t.total).collect();
+    latencies.sort();
+    (latencies, wall)
 }
 
 /// One request's times: until the whole answer, and until its first body

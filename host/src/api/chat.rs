@@ -3,7 +3,7 @@
 
 use super::body::json_object;
 use super::serve::{self, Outcome, Parsed, Served};
-use super::{ApiError, Body, full};
+use super::{ApiError, Body, events, full};
 use crate::flow::request::RequestBody;
 use crate::flow::stream::{StreamEvent, Streaming};
 use crate::flow::whole::AnsweredBy;
@@ -11,10 +11,8 @@ use crate::gateway::Gateway;
 use crate::lifecycle::Lifecycle;
 use crate::plugin::types::ApiFormat;
 use bytes::Bytes;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use serde_json::{Map, Value};
-use std::convert::Infallible;
 use std::sync::Arc;
 
 /// Handle one chat completion; returns the route it resolved to (for metrics).
@@ -89,19 +87,11 @@ pub fn with_answered_by(builder: http::response::Builder, by: &AnsweredBy) -> ht
 /// `data: [DONE]` after a complete answer, the error object in band when it
 /// broke (never `[DONE]` then).
 fn event_stream(streaming: Streaming) -> http::Response<Body> {
-    let frames = futures_util::stream::unfold(streaming.events, |mut events| async move {
-        let data = match events.recv().await? {
-            StreamEvent::Chunk(chunk) => sse_data(&chunk.data),
-            StreamEvent::Done => Bytes::from_static(b"data: [DONE]\n\n"),
-            StreamEvent::Failed(error) => sse_data(ApiError::from(error).to_json().to_string().as_bytes()),
-        };
-        Some((Ok::<_, Infallible>(Frame::data(data)), events))
-    });
-    with_answered_by(http::Response::builder(), &streaming.by)
-        .header(http::header::CONTENT_TYPE, "text/event-stream")
-        .header(http::header::CACHE_CONTROL, "no-cache")
-        .body(BodyExt::boxed(StreamBody::new(frames)))
-        .expect("valid response")
+    events::response(streaming, |event| match event {
+        StreamEvent::Chunk(chunk) => sse_data(&chunk.data),
+        StreamEvent::Done => Bytes::from_static(b"data: [DONE]\n\n"),
+        StreamEvent::Failed(error) => sse_data(ApiError::from(error).to_json().to_string().as_bytes()),
+    })
 }
 
 pub fn sse_data(json: &[u8]) -> Bytes {

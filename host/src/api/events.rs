@@ -1,9 +1,37 @@
 //! Framing named server-sent events, as the Messages and Responses APIs
 //! send them: `event: <name>` then `data: <json>`.
 
-use crate::flow::stream::Chunk;
+use super::Body;
+use super::chat::with_answered_by;
+use crate::flow::stream::{Chunk, StreamEvent, Streaming};
 use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
 use serde_json::Value;
+use std::convert::Infallible;
+
+/// A stream as a `text/event-stream` response saying who answers it:
+/// `frame` turns each event into the bytes the caller gets, in order (none
+/// for an event that says nothing in the caller's API).
+pub fn response(
+    streaming: Streaming,
+    frame: impl FnMut(StreamEvent) -> Bytes + Send + Sync + 'static,
+) -> http::Response<Body> {
+    let frames =
+        futures_util::stream::unfold((streaming.events, frame), |(mut events, mut frame)| async move {
+            loop {
+                let out = frame(events.recv().await?);
+                if !out.is_empty() {
+                    return Some((Ok::<_, Infallible>(Frame::data(out)), (events, frame)));
+                }
+            }
+        });
+    with_answered_by(http::Response::builder(), &streaming.by)
+        .header(http::header::CONTENT_TYPE, "text/event-stream")
+        .header(http::header::CACHE_CONTROL, "no-cache")
+        .body(BodyExt::boxed(StreamBody::new(frames)))
+        .expect("valid response")
+}
 
 /// A provider's event passed through as it came; a provider that left the
 /// event name out has it filled in from the data's `type`.

@@ -17,10 +17,8 @@ use crate::plugin::types::ApiFormat;
 use crate::translate::messages::{self, ToChat};
 use crate::translate::messages_stream::ToMessages;
 use bytes::Bytes;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
-use std::convert::Infallible;
 use std::sync::Arc;
 
 /// Caller headers of the Messages API a target that speaks it is sent.
@@ -127,29 +125,17 @@ fn event_stream(streaming: Streaming, id: &str) -> http::Response<Body> {
         ApiFormat::AnthropicMessages => Framing::Native,
         _ => Framing::Translated(ToMessages::new(id)),
     };
-    let state = (streaming.events, framing);
-    let frames = futures_util::stream::unfold(state, |(mut events, mut framing)| async move {
-        loop {
-            let out = match (events.recv().await?, &mut framing) {
-                (StreamEvent::Chunk(chunk), Framing::Native) => events::passed_through(&chunk),
-                (StreamEvent::Chunk(chunk), Framing::Translated(to)) => events::framed(to.chunk(&chunk.data)),
-                // A native stream's `message_stop` was its last chunk.
-                (StreamEvent::Done, Framing::Native) => Bytes::new(),
-                (StreamEvent::Done, Framing::Translated(to)) => events::framed(to.finish()),
-                (StreamEvent::Failed(error), _) => {
-                    events::framed(vec![("error", ApiError::from(error).to_anthropic_json())])
-                }
-            };
-            if !out.is_empty() {
-                return Some((Ok::<_, Infallible>(Frame::data(out)), (events, framing)));
-            }
+    let mut framing = framing;
+    events::response(streaming, move |event| match (event, &mut framing) {
+        (StreamEvent::Chunk(chunk), Framing::Native) => events::passed_through(&chunk),
+        (StreamEvent::Chunk(chunk), Framing::Translated(to)) => events::framed(to.chunk(&chunk.data)),
+        // A native stream's `message_stop` was its last chunk.
+        (StreamEvent::Done, Framing::Native) => Bytes::new(),
+        (StreamEvent::Done, Framing::Translated(to)) => events::framed(to.finish()),
+        (StreamEvent::Failed(error), _) => {
+            events::framed(vec![("error", ApiError::from(error).to_anthropic_json())])
         }
-    });
-    with_answered_by(http::Response::builder(), &streaming.by)
-        .header(http::header::CONTENT_TYPE, "text/event-stream")
-        .header(http::header::CACHE_CONTROL, "no-cache")
-        .body(BodyExt::boxed(StreamBody::new(frames)))
-        .expect("valid response")
+    })
 }
 
 /// `POST /v1/messages/count_tokens`: the gateway's estimate of the

@@ -16,10 +16,8 @@ use crate::plugin::types::ApiFormat;
 use crate::translate::responses;
 use crate::translate::responses_stream::ToResponses;
 use bytes::Bytes;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
-use std::convert::Infallible;
 use std::sync::Arc;
 
 /// Handle one Responses request; returns the route it resolved to (for metrics).
@@ -141,39 +139,25 @@ fn event_stream(
         ApiFormat::OpenAiResponses => Framing::Native(0),
         _ => Framing::Translated(Box::new(ToResponses::new(id, created, echo))),
     };
-    let state = (streaming.events, framing);
-    let frames = futures_util::stream::unfold(state, |(mut events, mut framing)| async move {
-        loop {
-            let out = match (events.recv().await?, &mut framing) {
-                (StreamEvent::Chunk(chunk), Framing::Native(last)) => {
-                    *last = sequence_number(&chunk.data).unwrap_or(*last);
-                    events::passed_through(&chunk)
-                }
-                (StreamEvent::Chunk(chunk), Framing::Translated(to)) => events::framed(to.chunk(&chunk.data)),
-                (StreamEvent::Done, Framing::Native(_)) => Bytes::new(),
-                (StreamEvent::Done, Framing::Translated(to)) => events::framed(to.finish()),
-                (StreamEvent::Failed(error), Framing::Native(last)) => {
-                    let error = ApiError::from(error);
-                    events::framed(vec![(
-                        "error",
-                        json!({"type": "error", "code": error.code.unwrap_or(error.kind), "message": error.message,
-                               "param": null, "sequence_number": *last + 1}),
-                    )])
-                }
-                (StreamEvent::Failed(error), Framing::Translated(to)) => {
-                    events::framed(to.failed(&error.message))
-                }
-            };
-            if !out.is_empty() {
-                return Some((Ok::<_, Infallible>(Frame::data(out)), (events, framing)));
-            }
+    let mut framing = framing;
+    events::response(streaming, move |event| match (event, &mut framing) {
+        (StreamEvent::Chunk(chunk), Framing::Native(last)) => {
+            *last = sequence_number(&chunk.data).unwrap_or(*last);
+            events::passed_through(&chunk)
         }
-    });
-    with_answered_by(http::Response::builder(), &streaming.by)
-        .header(http::header::CONTENT_TYPE, "text/event-stream")
-        .header(http::header::CACHE_CONTROL, "no-cache")
-        .body(BodyExt::boxed(StreamBody::new(frames)))
-        .expect("valid response")
+        (StreamEvent::Chunk(chunk), Framing::Translated(to)) => events::framed(to.chunk(&chunk.data)),
+        (StreamEvent::Done, Framing::Native(_)) => Bytes::new(),
+        (StreamEvent::Done, Framing::Translated(to)) => events::framed(to.finish()),
+        (StreamEvent::Failed(error), Framing::Native(last)) => {
+            let error = ApiError::from(error);
+            events::framed(vec![(
+                "error",
+                json!({"type": "error", "code": error.code.unwrap_or(error.kind), "message": error.message,
+                       "param": null, "sequence_number": *last + 1}),
+            )])
+        }
+        (StreamEvent::Failed(error), Framing::Translated(to)) => events::framed(to.failed(&error.message)),
+    })
 }
 
 /// The `sequence_number` of an event's data, read without parsing it whole.

@@ -531,6 +531,16 @@ impl Attempt<'_> {
         })
     }
 
+    /// Read a whole response: a success as it came, anything else as the
+    /// adapter classifies it.
+    pub async fn read_success(&self, response: http::Response<Incoming>) -> Result<InboundResponse, Failure> {
+        let inbound = self.read(response).await?;
+        if !(200..300).contains(&inbound.status) {
+            return Err(self.classify(&inbound).await);
+        }
+        Ok(inbound)
+    }
+
     /// The adapter's verdict on a failed response.
     pub async fn classify(&self, inbound: &InboundResponse) -> Failure {
         match self.adapter.classify_error(inbound, &self.adapter_target).await {

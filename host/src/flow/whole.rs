@@ -118,10 +118,7 @@ async fn embed_once(attempt: &Attempt<'_>, request: &mut RequestBody) -> Result<
         .await
         .map_err(Failure::Plugin)?;
     let response = attempt.send_built(&outbound).await?;
-    let inbound = attempt.read(response).await?;
-    if !(200..300).contains(&inbound.status) {
-        return Err(attempt.classify(&inbound).await);
-    }
+    let inbound = attempt.read_success(response).await?;
     let embeddings = attempt
         .adapter
         .parse_embeddings_response(inbound, &attempt.adapter_target)
@@ -152,10 +149,7 @@ impl Start for WholeAnswer {
 
 async fn once(attempt: &Attempt<'_>, request: &mut RequestBody) -> Result<Completion, Failure> {
     let response = attempt.send(request).await?;
-    let inbound = attempt.read(response).await?;
-    if !(200..300).contains(&inbound.status) {
-        return Err(attempt.classify(&inbound).await);
-    }
+    let inbound = attempt.read_success(response).await?;
     attempt
         .adapter
         .parse_response(inbound, &attempt.adapter_target, &attempt.context)
