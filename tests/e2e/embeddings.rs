@@ -94,6 +94,7 @@ async fn openai_format_embeddings_pass_through_with_their_usage_and_cost() {
     let db = crate::ledger::records(&gw, 1).await;
     let record = crate::ledger::row(&db, reply.header("x-switchboard-request-id"));
     assert_eq!(record["route"], "embed");
+    assert_eq!(record["endpoint"], "/v1/embeddings");
     assert_eq!(record["model"], "text-embedding-3-small");
     assert_eq!(record["prompt_tokens"], 5);
     assert_eq!(record["charged_usd"], 5.0 * 0.02 / 1e6);

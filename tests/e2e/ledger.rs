@@ -44,7 +44,7 @@ pub fn row(db: &Connection, id: &str) -> Value {
     db.query_row(
         "SELECT route, plan, provider, model, answered_model, prompt_tokens, cache_read_tokens,
                 completion_tokens, provider_cost_usd, cost_estimated, charged_usd, status, outcome,
-                error_class, stream, caller_request_id, tags
+                error_class, stream, caller_request_id, tags, endpoint
          FROM requests WHERE id = ?1",
         [id],
         |r| {
@@ -66,6 +66,7 @@ pub fn row(db: &Connection, id: &str) -> Value {
                 "stream": r.get::<_, bool>(14)?,
                 "caller_request_id": r.get::<_, Option<String>>(15)?,
                 "tags": serde_json::from_str::<Value>(&r.get::<_, String>(16)?).unwrap(),
+                "endpoint": r.get::<_, Option<String>>(17)?,
             }))
         },
     )
@@ -112,6 +113,7 @@ async fn a_failover_leaves_one_record_with_both_attempts_and_the_exact_cost() {
     let db = records(&gw, 1).await;
     let r = row(&db, &id);
     assert_eq!(r["route"], "chat");
+    assert_eq!(r["endpoint"], "/v1/chat/completions");
     assert_eq!(r["plan"], json!(["a/model-a", "b/model-b"]));
     assert_eq!(
         (r["provider"].clone(), r["model"].clone()),

@@ -175,6 +175,7 @@ async fn a_claude_stream_passes_through_event_by_event() {
     let db = crate::ledger::records(&gw, 1).await;
     let record = crate::ledger::row(&db, reply.header("x-switchboard-request-id"));
     assert_eq!(record["route"], "native");
+    assert_eq!(record["endpoint"], "/v1/messages");
     assert_eq!(record["outcome"], "answered");
     assert_eq!(record["provider"], "ant");
     assert_eq!(record["stream"], true);

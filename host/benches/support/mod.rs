@@ -237,6 +237,30 @@ pub fn process_usage(pid: u32) -> (f64, u64, u64) {
     (ticks as f64 / clk_tck, kib("VmRSS:"), kib("VmHWM:"))
 }
 
+/// CPU seconds used so far by the thread of process `pid` named `name`
+/// (0 when there is none).
+pub fn thread_cpu(pid: u32, name: &str) -> f64 {
+    let clk_tck: f64 = String::from_utf8(Command::new("getconf").arg("CLK_TCK").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        return ticks as f64 / clk_tck;
+    }
+    0.0
+}
+
 pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1e6
 }

@@ -47,6 +47,14 @@ pub struct Served {
     pub prompt_estimate: u32,
 }
 
+/// The endpoints that serve model requests, as the ledger records them.
+const ENDPOINTS: [&str; 4] = [
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/messages",
+    "/v1/responses",
+];
+
 /// Serve one request in `format`, whose body `parse` reads; returns the
 /// route it resolved to (for metrics).
 pub async fn serve(
@@ -68,6 +76,8 @@ pub async fn serve(
         ledger::unix_ms(std::time::SystemTime::now()),
         started,
     );
+    let path = request.uri().path();
+    trail.note(|r| r.endpoint = ENDPOINTS.into_iter().find(|e| *e == path).unwrap_or_default());
     let mut route = None;
     let arrived = Arrived {
         id: &ids.gateway,

@@ -17,6 +17,8 @@ pub struct RequestRecord {
     pub key: Option<String>,
     pub team: Option<String>,
     pub route: Option<String>,
+    /// The API it came in on: its path, such as `/v1/messages`.
+    pub endpoint: &'static str,
     /// Caller tags (`x-switchboard-tag-*` and `user`).
     pub tags: Vec<(String, String)>,
     pub stream: bool,

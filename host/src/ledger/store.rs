@@ -90,6 +90,8 @@ const MIGRATIONS: &[&str] = &[
         request_id TEXT PRIMARY KEY REFERENCES requests (id) ON DELETE CASCADE,
         decision TEXT NOT NULL
     );",
+    // 4: the API a request came in on (null for records written before).
+    "ALTER TABLE requests ADD COLUMN endpoint TEXT;",
 ];
 
 /// An open ledger database.
@@ -127,7 +129,7 @@ impl Store {
         {
             let mut request = tx.prepare_cached(
                 "INSERT OR REPLACE INTO requests VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
-                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
+                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
             )?;
             let mut decision = tx.prepare_cached("INSERT OR REPLACE INTO decisions VALUES (?1, ?2)")?;
             for r in batch {
@@ -160,6 +162,7 @@ impl Store {
                     r.error_class,
                     r.outcome,
                     serde_json::to_string(&r.attempts).expect("attempts serialise"),
+                    (!r.endpoint.is_empty()).then_some(r.endpoint),
                 ])?;
                 if let Some(d) = &r.decision {
                     decision.execute(params![r.id, d])?;
@@ -208,6 +211,7 @@ mod tests {
             id: id.into(),
             at_ms,
             route: Some("chat".into()),
+            endpoint: "/v1/messages",
             plan: vec!["a/m".into(), "b/m".into()],
             attempts: vec![
                 AttemptRecord {
@@ -269,6 +273,11 @@ mod tests {
             })
             .unwrap();
         assert_eq!(attempts, 4);
+        let endpoint: String = store
+            .connection()
+            .query_row("SELECT DISTINCT endpoint FROM requests", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(endpoint, "/v1/messages");
         assert_eq!(store.prune(2_000).unwrap(), 1);
         assert_eq!(count(&store, "requests"), 1);
     }

@@ -151,6 +151,7 @@ fn log(r: &RequestRecord) {
         key = r.key.as_deref(),
         team = r.team.as_deref(),
         route = r.route.as_deref(),
+        endpoint = r.endpoint,
         %tags,
         stream = r.stream,
         plan = %r.plan.join(","),
