@@ -417,6 +417,25 @@ async fn stateless_plugins_reuse_their_instances_and_requests_still_see_only_the
         serde_json::json!({"reused_calls": 0, "kept": 0})
     );
 
+    // Streams decode on kept instances too, and each stream's decoder is its
+    // own: whether the caller asked for the usage chunk does not carry over.
+    let reused = |admin: &serde_json::Value| {
+        instances(admin, "adapters", "openai")["reused_calls"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = reused(&gw.plugins_admin().await);
+    for include_usage in [true, false, true, false] {
+        let mut request = crate::support::streamed_chat("chat");
+        request["stream_options"]["include_usage"] = serde_json::json!(include_usage);
+        let reply = post(&gw.chat_url(), &request).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let usage_chunks = reply.chunks().iter().filter(|c| !c["usage"].is_null()).count();
+        assert_eq!(usage_chunks, usize::from(include_usage), "{}", reply.text());
+    }
+    // Four streams, each building its request and decoding on a kept instance.
+    assert!(reused(&gw.plugins_admin().await) - before >= 8);
+
     // Reuse can be turned off.
     let off = format!(
         "[plugins]\nreuse_instances = false\n{}",

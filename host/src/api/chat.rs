@@ -10,7 +10,6 @@ use crate::flow::whole::AnsweredBy;
 use crate::gateway::Gateway;
 use crate::lifecycle::Lifecycle;
 use crate::plugin::types::ApiFormat;
-use bytes::Bytes;
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -87,19 +86,18 @@ pub fn with_answered_by(builder: http::response::Builder, by: &AnsweredBy) -> ht
 /// `data: [DONE]` after a complete answer, the error object in band when it
 /// broke (never `[DONE]` then).
 fn event_stream(streaming: Streaming) -> http::Response<Body> {
-    events::response(streaming, |event| match event {
-        StreamEvent::Chunk(chunk) => sse_data(&chunk.data),
-        StreamEvent::Done => Bytes::from_static(b"data: [DONE]\n\n"),
-        StreamEvent::Failed(error) => sse_data(ApiError::from(error).to_json().to_string().as_bytes()),
+    events::response(streaming, |event, out| match event {
+        StreamEvent::Chunk(chunk) => sse_data(&chunk.data, out),
+        StreamEvent::Done => out.extend_from_slice(b"data: [DONE]\n\n"),
+        StreamEvent::Failed(error) => sse_data(ApiError::from(error).to_json().to_string().as_bytes(), out),
     })
 }
 
-pub fn sse_data(json: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(json.len() + 8);
+/// One `data:` event.
+fn sse_data(json: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(json);
     out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
 }
 
 /// The message roles of OpenAI's Chat Completions API.

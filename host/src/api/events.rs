@@ -11,18 +11,27 @@ use serde_json::Value;
 use std::convert::Infallible;
 
 /// A stream as a `text/event-stream` response saying who answers it:
-/// `frame` turns each event into the bytes the caller gets, in order (none
-/// for an event that says nothing in the caller's API).
+/// `frame` writes each event as the bytes the caller gets, in order
+/// (nothing for an event that says nothing in the caller's API). The events
+/// of one provider read go out as one frame: one buffer, one write.
 pub fn response(
     streaming: Streaming,
-    frame: impl FnMut(StreamEvent) -> Bytes + Send + Sync + 'static,
+    frame: impl FnMut(StreamEvent, &mut Vec<u8>) + Send + Sync + 'static,
 ) -> http::Response<Body> {
     let frames =
         futures_util::stream::unfold((streaming.events, frame), |(mut events, mut frame)| async move {
             loop {
-                let out = frame(events.recv().await?);
+                let batch = events.recv().await?;
+                let size = batch.iter().map(StreamEvent::framed_size).sum();
+                let mut out = Vec::with_capacity(size);
+                for event in batch {
+                    frame(event, &mut out);
+                }
                 if !out.is_empty() {
-                    return Some((Ok::<_, Infallible>(Frame::data(out)), (events, frame)));
+                    return Some((
+                        Ok::<_, Infallible>(Frame::data(Bytes::from(out))),
+                        (events, frame),
+                    ));
                 }
             }
         });
@@ -35,7 +44,7 @@ pub fn response(
 
 /// A provider's event passed through as it came; a provider that left the
 /// event name out has it filled in from the data's `type`.
-pub fn passed_through(chunk: &Chunk) -> Bytes {
+pub fn passed_through(chunk: &Chunk, out: &mut Vec<u8>) {
     let name = match &chunk.event {
         Some(name) => name.clone(),
         None => serde_json::from_slice::<Value>(&chunk.data)
@@ -43,7 +52,6 @@ pub fn passed_through(chunk: &Chunk) -> Bytes {
             .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_string))
             .unwrap_or_default(),
     };
-    let mut out = Vec::with_capacity(chunk.data.len() + name.len() + 16);
     if !name.is_empty() {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(name.as_bytes());
@@ -52,16 +60,14 @@ pub fn passed_through(chunk: &Chunk) -> Bytes {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(&chunk.data);
     out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
 }
 
 /// Events the gateway wrote, framed in order.
-pub fn framed(events: Vec<(&'static str, Value)>) -> Bytes {
-    let mut out = Vec::new();
+pub fn framed(events: Vec<(&'static str, Value)>, out: &mut Vec<u8>) {
+    use std::io::Write;
     for (name, data) in events {
-        out.extend_from_slice(format!("event: {name}\ndata: {data}\n\n").as_bytes());
+        write!(out, "event: {name}\ndata: {data}\n\n").expect("writing to a Vec cannot fail");
     }
-    Bytes::from(out)
 }
 
 #[cfg(test)]
@@ -71,14 +77,15 @@ mod tests {
     #[test]
     fn a_nameless_event_is_named_by_its_type() {
         let chunk = Chunk::chat(br#"{"type":"ping"}"#.to_vec());
-        assert_eq!(
-            &passed_through(&chunk)[..],
-            b"event: ping\ndata: {\"type\":\"ping\"}\n\n"
-        );
+        let mut out = Vec::new();
+        passed_through(&chunk, &mut out);
+        assert_eq!(out, b"event: ping\ndata: {\"type\":\"ping\"}\n\n");
         let named = Chunk {
             event: Some("x".into()),
             data: b"{}".to_vec(),
         };
-        assert_eq!(&passed_through(&named)[..], b"event: x\ndata: {}\n\n");
+        out.clear();
+        passed_through(&named, &mut out);
+        assert_eq!(out, b"event: x\ndata: {}\n\n");
     }
 }

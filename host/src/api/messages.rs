@@ -16,7 +16,6 @@ use crate::lifecycle::Lifecycle;
 use crate::plugin::types::ApiFormat;
 use crate::translate::messages::{self, ToChat};
 use crate::translate::messages_stream::ToMessages;
-use bytes::Bytes;
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -126,14 +125,14 @@ fn event_stream(streaming: Streaming, id: &str) -> http::Response<Body> {
         _ => Framing::Translated(ToMessages::new(id)),
     };
     let mut framing = framing;
-    events::response(streaming, move |event| match (event, &mut framing) {
-        (StreamEvent::Chunk(chunk), Framing::Native) => events::passed_through(&chunk),
-        (StreamEvent::Chunk(chunk), Framing::Translated(to)) => events::framed(to.chunk(&chunk.data)),
+    events::response(streaming, move |event, out| match (event, &mut framing) {
+        (StreamEvent::Chunk(chunk), Framing::Native) => events::passed_through(&chunk, out),
+        (StreamEvent::Chunk(chunk), Framing::Translated(to)) => events::framed(to.chunk(&chunk.data), out),
         // A native stream's `message_stop` was its last chunk.
-        (StreamEvent::Done, Framing::Native) => Bytes::new(),
-        (StreamEvent::Done, Framing::Translated(to)) => events::framed(to.finish()),
+        (StreamEvent::Done, Framing::Native) => {}
+        (StreamEvent::Done, Framing::Translated(to)) => events::framed(to.finish(), out),
         (StreamEvent::Failed(error), _) => {
-            events::framed(vec![("error", ApiError::from(error).to_anthropic_json())])
+            events::framed(vec![("error", ApiError::from(error).to_anthropic_json())], out)
         }
     })
 }

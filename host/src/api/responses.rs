@@ -15,7 +15,6 @@ use crate::lifecycle::Lifecycle;
 use crate::plugin::types::ApiFormat;
 use crate::translate::responses;
 use crate::translate::responses_stream::ToResponses;
-use bytes::Bytes;
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -140,30 +139,35 @@ fn event_stream(
         _ => Framing::Translated(Box::new(ToResponses::new(id, created, echo))),
     };
     let mut framing = framing;
-    events::response(streaming, move |event| match (event, &mut framing) {
+    events::response(streaming, move |event, out| match (event, &mut framing) {
         (StreamEvent::Chunk(chunk), Framing::Native(last)) => {
             *last = sequence_number(&chunk.data).unwrap_or(*last);
-            events::passed_through(&chunk)
+            events::passed_through(&chunk, out)
         }
-        (StreamEvent::Chunk(chunk), Framing::Translated(to)) => events::framed(to.chunk(&chunk.data)),
-        (StreamEvent::Done, Framing::Native(_)) => Bytes::new(),
-        (StreamEvent::Done, Framing::Translated(to)) => events::framed(to.finish()),
+        (StreamEvent::Chunk(chunk), Framing::Translated(to)) => events::framed(to.chunk(&chunk.data), out),
+        (StreamEvent::Done, Framing::Native(_)) => {}
+        (StreamEvent::Done, Framing::Translated(to)) => events::framed(to.finish(), out),
         (StreamEvent::Failed(error), Framing::Native(last)) => {
             let error = ApiError::from(error);
-            events::framed(vec![(
-                "error",
-                json!({"type": "error", "code": error.code.unwrap_or(error.kind), "message": error.message,
-                       "param": null, "sequence_number": *last + 1}),
-            )])
+            events::framed(
+                vec![(
+                    "error",
+                    json!({"type": "error", "code": error.code.unwrap_or(error.kind), "message": error.message,
+                           "param": null, "sequence_number": *last + 1}),
+                )],
+                out,
+            )
         }
-        (StreamEvent::Failed(error), Framing::Translated(to)) => events::framed(to.failed(&error.message)),
+        (StreamEvent::Failed(error), Framing::Translated(to)) => {
+            events::framed(to.failed(&error.message), out)
+        }
     })
 }
 
 /// The `sequence_number` of an event's data, read without parsing it whole.
 fn sequence_number(data: &[u8]) -> Option<u64> {
     const KEY: &[u8] = b"\"sequence_number\":";
-    let at = data.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let at = memchr::memmem::find(data, KEY)? + KEY.len();
     let digits: Vec<u8> = data[at..]
         .iter()
         .skip_while(|b| b.is_ascii_whitespace())

@@ -29,8 +29,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// Chunks buffered between the upstream reader and a slow caller.
-const CHANNEL_DEPTH: usize = 32;
+/// Batches (the chunks of one provider read each) buffered between the
+/// upstream reader and a slow caller.
+const CHANNEL_DEPTH: usize = 8;
 
 /// What a started stream delivers, in order: chunks in the stream's
 /// format, then either the end of a complete answer or the failure that
@@ -40,6 +41,17 @@ pub enum StreamEvent {
     Chunk(Chunk),
     Done,
     Failed(FlowError),
+}
+
+impl StreamEvent {
+    /// About how many bytes the event takes framed (a buffer's capacity).
+    pub fn framed_size(&self) -> usize {
+        match self {
+            StreamEvent::Chunk(chunk) => chunk.data.len() + chunk.event.as_ref().map_or(0, String::len) + 16,
+            StreamEvent::Done => 16,
+            StreamEvent::Failed(_) => 256,
+        }
+    }
 }
 
 /// One event of an answer: for chat a `chat.completion.chunk` (no event
@@ -59,11 +71,11 @@ impl Chunk {
 
 /// A stream that has its first chunk: who answers it, in which format
 /// (chat, or the caller's own when the answering target speaks it), and
-/// its events.
+/// its events, a batch per provider read.
 pub struct Streaming {
     pub by: AnsweredBy,
     pub format: ApiFormat,
-    pub events: mpsc::Receiver<StreamEvent>,
+    pub events: mpsc::Receiver<Vec<StreamEvent>>,
 }
 
 type Head = Result<Streaming, FlowError>;
@@ -137,7 +149,7 @@ async fn run(
         }
     };
     let mut ttft = attempt.started.elapsed();
-    let (tx, events) = mpsc::channel::<StreamEvent>(CHANNEL_DEPTH);
+    let (tx, events) = mpsc::channel::<Vec<StreamEvent>>(CHANNEL_DEPTH);
     let format = attempt.context.format;
     let head = Streaming {
         by: AnsweredBy::of(&attempt, attempts.made()),
@@ -253,9 +265,9 @@ async fn run(
     }
 }
 
-/// Sends a stream's chunks to the caller.
+/// Sends a stream's chunks to the caller, a batch per provider read.
 struct Relay {
-    tx: mpsc::Sender<StreamEvent>,
+    tx: mpsc::Sender<Vec<StreamEvent>>,
     /// Chunks the caller has been sent.
     sent: usize,
     /// What the caller has, when a break may be continued.
@@ -282,7 +294,29 @@ const LAST_WORD: std::time::Duration = std::time::Duration::from_secs(1);
 impl Relay {
     /// Send the stream's last event, if the caller makes room for it soon.
     async fn last_word(&self, event: StreamEvent) {
-        let _ = tokio::time::timeout(LAST_WORD, self.tx.send(event)).await;
+        let _ = tokio::time::timeout(LAST_WORD, self.tx.send(vec![event])).await;
+    }
+
+    /// Hand the caller a batch of chunks; the end, if the caller is gone
+    /// or the cut came first.
+    async fn deliver(&mut self, batch: Vec<StreamEvent>, idle: std::time::Duration) -> Option<End> {
+        if batch.is_empty() {
+            return None;
+        }
+        let count = batch.len();
+        // A caller who stops reading is gone once the buffer stays full
+        // past the idle deadline; the cut ends it too.
+        tokio::select! {
+            sent = self.tx.send(batch) => {
+                if sent.is_err() {
+                    return Some(End::CallerGone);
+                }
+            }
+            _ = tokio::time::sleep(idle) => return Some(End::CallerGone),
+            _ = self.cut.cancelled() => return Some(End::Cut),
+        }
+        self.sent += count;
+        None
     }
 
     /// Relay `batch` and the rest of the attempt's stream, until it ends.
@@ -295,28 +329,29 @@ impl Relay {
         loop {
             match batch {
                 Ok(Batch::Chunks(chunks)) => {
+                    let mut out = Vec::with_capacity(chunks.len());
+                    let mut diverged = false;
                     for chunk in chunks {
                         let chunk = match self.splice.as_mut().map(|s| s.rewrite(&chunk.data)) {
                             None => chunk,
                             Some(Ok(Some(rewritten))) => Chunk::chat(rewritten),
                             Some(Ok(None)) => continue,
-                            Some(Err(_)) => return End::Diverged,
+                            Some(Err(_)) => {
+                                diverged = true;
+                                break;
+                            }
                         };
                         if let Some(delivered) = self.delivered.as_mut() {
                             delivered.observe(&chunk.data);
                         }
-                        // A caller who stops reading is gone once the buffer
-                        // stays full past the idle deadline; the cut ends it too.
-                        tokio::select! {
-                            sent = self.tx.send(StreamEvent::Chunk(chunk)) => {
-                                if sent.is_err() {
-                                    return End::CallerGone;
-                                }
-                            }
-                            _ = tokio::time::sleep(idle) => return End::CallerGone,
-                            _ = self.cut.cancelled() => return End::Cut,
-                        }
-                        self.sent += 1;
+                        out.push(StreamEvent::Chunk(chunk));
+                    }
+                    // What came before a divergence is the caller's.
+                    if let Some(end) = self.deliver(out, idle).await {
+                        return end;
+                    }
+                    if diverged {
+                        return End::Diverged;
                     }
                 }
                 Ok(Batch::Done) => {
@@ -594,7 +629,7 @@ fn with_cost(chunks: &mut [Chunk], cost_usd: f64) {
     let Some(Chunk { data: chunk, .. }) = chunks
         .iter_mut()
         .rev()
-        .find(|c| c.data.windows(7).any(|w| w == b"\"usage\""))
+        .find(|c| memchr::memmem::find(&c.data, b"\"usage\"").is_some())
     else {
         return;
     };
@@ -633,13 +668,15 @@ mod tests {
         }
     }
 
-    fn chunk(text: &str) -> Batch {
-        Batch::Chunks(vec![Chunk::chat(
-            format!(r#"{{"choices":[{{"index":0,"delta":{{"content":"{text}"}}}}]}}"#).into_bytes(),
-        )])
+    fn text(text: &str) -> Chunk {
+        Chunk::chat(format!(r#"{{"choices":[{{"index":0,"delta":{{"content":"{text}"}}}}]}}"#).into_bytes())
     }
 
-    fn relay(cut: CancellationToken) -> (Relay, mpsc::Receiver<StreamEvent>) {
+    fn chunk(text_of: &str) -> Batch {
+        Batch::Chunks(vec![text(text_of)])
+    }
+
+    fn relay(cut: CancellationToken) -> (Relay, mpsc::Receiver<Vec<StreamEvent>>) {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let relay = Relay {
             tx,
@@ -667,7 +704,7 @@ mod tests {
         assert_eq!(Instant::now() - started, Duration::from_millis(2300));
         assert_eq!(relay.sent, 3);
         for _ in 0..3 {
-            assert!(matches!(rx.try_recv(), Ok(StreamEvent::Chunk(_))));
+            assert!(matches!(rx.try_recv().as_deref(), Ok([StreamEvent::Chunk(_)])));
         }
     }
 
@@ -711,7 +748,7 @@ mod tests {
             .run(&mut source, Ok(chunk("a")), Duration::from_secs(1))
             .await;
         assert!(matches!(end, End::CallerGone));
-        // The buffer filled after CHANNEL_DEPTH chunks (a millisecond each
+        // The buffer filled after CHANNEL_DEPTH batches (a millisecond each
         // after the first); then a second with no room.
         assert_eq!(relay.sent, CHANNEL_DEPTH);
         assert_eq!(
@@ -728,7 +765,22 @@ mod tests {
             .run(&mut source, Ok(chunk("a")), Duration::from_secs(1))
             .await;
         assert!(matches!(end, End::Complete));
-        assert!(matches!(rx.try_recv(), Ok(StreamEvent::Chunk(_))));
-        assert!(matches!(rx.try_recv(), Ok(StreamEvent::Done)));
+        assert!(matches!(rx.try_recv().as_deref(), Ok([StreamEvent::Chunk(_)])));
+        assert!(matches!(rx.try_recv().as_deref(), Ok([StreamEvent::Done])));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_chunks_of_one_read_reach_the_caller_together() {
+        let (mut relay, mut rx) = relay(CancellationToken::new());
+        let three = Batch::Chunks(vec![text("a"), text("b"), text("c")]);
+        let mut source = Scripted(VecDeque::from([(10, three), (10, Batch::Done)]));
+        let end = relay
+            .run(&mut source, Ok(chunk("first")), Duration::from_secs(1))
+            .await;
+        assert!(matches!(end, End::Complete));
+        assert_eq!(relay.sent, 4, "chunks are counted, not batches");
+        assert_eq!(rx.try_recv().map(|b| b.len()), Ok(1));
+        assert_eq!(rx.try_recv().map(|b| b.len()), Ok(3));
+        assert!(matches!(rx.try_recv().as_deref(), Ok([StreamEvent::Done])));
     }
 }

@@ -367,7 +367,8 @@ impl AdapterPlugin {
         Ok(parsed)
     }
 
-    /// Start decoding one stream; the session keeps its own instance.
+    /// Start decoding one stream; the session keeps its instance (a kept
+    /// one, when the plugin is stateless) until the stream ends.
     pub async fn open_stream(
         self: &Arc<Self>,
         target: &Target,
@@ -376,7 +377,13 @@ impl AdapterPlugin {
     ) -> Result<StreamSession, PluginError> {
         let _place = self.bulkhead.enter(&self.name)?;
         let opened = async {
-            let (mut store, instance) = self.instantiate(0).await?;
+            let (mut store, instance) = match self.pool.take() {
+                Some((mut store, instance)) => {
+                    self.runtime.rearm(&mut store, self.bulkhead.limits().deadline(0));
+                    (store, instance)
+                }
+                None => self.instantiate(0).await?,
+            };
             let decoder = match &instance {
                 Instance::V0_1(i) => {
                     i.switchboard_plugin_provider()
@@ -400,9 +407,12 @@ impl AdapterPlugin {
         self.settle(&opened);
         let (store, instance, decoder) = opened?;
         Ok(StreamSession {
-            store,
-            instance,
-            decoder,
+            open: Some(Open {
+                store,
+                instance,
+                decoder,
+                healthy: true,
+            }),
             format: context.format,
             plugin: self.clone(),
         })
@@ -411,11 +421,53 @@ impl AdapterPlugin {
 
 /// A stream decoder resource and the instance that owns it.
 pub struct StreamSession {
+    /// Taken when the session ends.
+    open: Option<Open>,
+    format: ApiFormat,
+    plugin: Arc<AdapterPlugin>,
+}
+
+struct Open {
     store: Store<Sandbox>,
     instance: Instance,
     decoder: ResourceAny,
-    format: ApiFormat,
-    plugin: Arc<AdapterPlugin>,
+    /// No call of this session has failed: the instance may be kept.
+    healthy: bool,
+}
+
+impl Drop for StreamSession {
+    /// A stateless adapter's instance goes back to its pool once the
+    /// decoder is dropped inside it (its memory freed in the guest), so the
+    /// next stream or call does not instantiate afresh. That drop is a
+    /// guest call, so it runs in a task of its own.
+    fn drop(&mut self) {
+        let Some(Open {
+            mut store,
+            instance,
+            decoder,
+            healthy,
+        }) = self.open.take()
+        else {
+            return;
+        };
+        if !healthy || !self.plugin.pool.keeps() || !store.data().reusable() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let plugin = self.plugin.clone();
+        runtime.spawn(async move {
+            plugin
+                .runtime
+                .rearm(&mut store, plugin.bulkhead.limits().deadline(0));
+            let dropped = decoder.resource_drop_async(&mut store).await;
+            plugin.runtime.end_call(&store);
+            if dropped.is_ok() {
+                plugin.pool.put(store, instance);
+            }
+        });
+    }
 }
 
 impl StreamSession {
@@ -427,12 +479,14 @@ impl StreamSession {
         // Between batches the decoder holds its memory, not a place.
         let _place = plugin.bulkhead.enter(&plugin.name)?;
         let input = batch.iter().map(|e| e.data.len()).sum();
+        let open = self.open.as_mut().expect("a session is open until dropped");
         plugin
             .runtime
-            .rearm(&mut self.store, plugin.bulkhead.limits().deadline(input));
-        let _lane = plugin.runtime.lane_guard(&self.store);
-        let decoded = self.decode(batch).await;
+            .rearm(&mut open.store, plugin.bulkhead.limits().deadline(input));
+        let _lane = plugin.runtime.lane_guard(&open.store);
+        let decoded = Self::decode(open, &plugin, batch).await;
         plugin.settle(&decoded);
+        open.healthy &= decoded.is_ok();
         let decoded = decoded?;
         // Checking that each chunk is JSON also tells whether the answer
         // has finished (a choice with a finish_reason). Native formats
@@ -440,25 +494,31 @@ impl StreamSession {
         let mut finished = false;
         let canonical = self.format == ApiFormat::OpenAiChat;
         for event in decoded.events.iter().filter(|_| canonical) {
-            let shape: ChunkShape = serde_json::from_slice(&event.data)
-                .map_err(|_| plugin.contract("stream chunk is not a valid chat.completion.chunk"))?;
+            let Ok(shape) = serde_json::from_slice::<ChunkShape>(&event.data) else {
+                open.healthy = false;
+                return Err(plugin.contract("stream chunk is not a valid chat.completion.chunk"));
+            };
             finished |= shape.choices.iter().any(|c| c.finish_reason.is_some());
         }
         Ok(Fed { decoded, finished })
     }
 
-    async fn decode(&mut self, batch: Vec<SseEvent>) -> Result<Decoded, PluginError> {
-        let plugin = &self.plugin;
-        let store = &mut self.store;
+    async fn decode(
+        open: &mut Open,
+        plugin: &AdapterPlugin,
+        batch: Vec<SseEvent>,
+    ) -> Result<Decoded, PluginError> {
+        let store = &mut open.store;
+        let decoder_handle = open.decoder;
         let failed = |store: &Store<Sandbox>, e| plugin.runtime.call_error(&plugin.name, store, e);
-        match &self.instance {
+        match &open.instance {
             // 0.1 decodes one event per call.
             Instance::V0_1(i) => {
                 let decoder = i.switchboard_plugin_provider().stream_decoder();
                 let mut decoded = Decoded::default();
                 for event in batch {
                     let event = v0_1::adapter::SseEvent::from(event);
-                    match decoder.call_feed(&mut *store, self.decoder, &event).await {
+                    match decoder.call_feed(&mut *store, decoder_handle, &event).await {
                         Err(e) => return Err(failed(store, e)),
                         Ok(Err(provider_error)) => {
                             decoded.error = Some(provider_error.into());
@@ -477,7 +537,7 @@ impl StreamSession {
                 let decoded = i
                     .switchboard_plugin_provider()
                     .stream_decoder()
-                    .call_feed(&mut *store, self.decoder, &batch)
+                    .call_feed(&mut *store, decoder_handle, &batch)
                     .await
                     .map_err(|e| failed(store, e))?;
                 v0_2::decoded(decoded, &mut batch).map_err(|detail| plugin.contract(detail))

@@ -56,6 +56,11 @@ impl<I> InstancePool<I> {
         }
     }
 
+    /// Whether instances are kept at all.
+    pub fn keeps(&self) -> bool {
+        self.capacity > 0
+    }
+
     /// Calls served by a kept instance so far.
     pub fn reused(&self) -> u64 {
         self.reused.load(Ordering::Relaxed)
