@@ -228,7 +228,7 @@ struct Asked<'a> {
 async fn answer(gw: &Arc<Gateway>, lifecycle: &Lifecycle, asked: Asked<'_>) -> Result<Outcome, ApiError> {
     let Asked {
         route,
-        mut body,
+        body,
         embeddings,
         facts,
         budgets,
@@ -272,8 +272,7 @@ async fn answer(gw: &Arc<Gateway>, lifecycle: &Lifecycle, asked: Asked<'_>) -> R
     }
     let hedge = Hedge::for_request(route, &facts, planned.hedge);
     if embeddings {
-        let answered =
-            whole::embed(gw, &plugins, route, planned.attempts, &mut body, hedge, &received).await?;
+        let answered = whole::embed(gw, &plugins, route, planned.attempts, &body, hedge, &received).await?;
         Ok(Outcome::Whole(answered))
     } else if facts.stream {
         let request = stream::StreamRequest {
@@ -289,7 +288,7 @@ async fn answer(gw: &Arc<Gateway>, lifecycle: &Lifecycle, asked: Asked<'_>) -> R
         Ok(Outcome::Stream(streaming))
     } else {
         let answered =
-            whole::complete(gw, &plugins, route, planned.attempts, &mut body, hedge, &received).await?;
+            whole::complete(gw, &plugins, route, planned.attempts, &body, hedge, &received).await?;
         Ok(Outcome::Whole(answered))
     }
 }

@@ -490,7 +490,7 @@ impl Attempt<'_> {
 
     /// Build the provider request with the adapter and send it; resolves
     /// with the response head.
-    pub async fn send(&self, request: &mut RequestBody) -> Result<http::Response<Incoming>, Failure> {
+    pub async fn send(&self, request: &RequestBody) -> Result<http::Response<Incoming>, Failure> {
         let body = request
             .bytes_for(self.context.format, &self.to.target.model)
             .map_err(Failure::Untranslatable)?;

@@ -75,7 +75,7 @@ pub trait Start {
     fn start<'a>(
         &'a self,
         attempt: &'a Attempt<'_>,
-        request: &'a mut RequestBody,
+        request: &'a RequestBody,
     ) -> impl Future<Output = Result<Self::Answer, Failure>> + Send + 'a;
 }
 
@@ -83,17 +83,16 @@ pub trait Start {
 /// Stops early when a failure says no other target would do better.
 pub async fn first_success<'g, S: Start>(
     attempts: &mut Attempts<'g>,
-    request: &mut RequestBody,
+    request: &RequestBody,
     hedge: Option<Hedge>,
     kind: S,
 ) -> Result<(Attempt<'g>, S::Answer), FlowError> {
     while let Some(attempt) = attempts.next().await {
         let raced = match hedge {
             Some(hedge) => {
-                let mut hedge_request = request.clone();
                 let delay = hedge.delay(&attempt);
                 let first = kind.start(&attempt, request);
-                race(attempts, first, delay, &mut hedge_request, &kind).await
+                race(attempts, first, delay, request, &kind).await
             }
             None => Raced::First(kind.start(&attempt, request).await, None),
         };
@@ -131,7 +130,7 @@ async fn race<'g, S: Start>(
     attempts: &mut Attempts<'g>,
     first: impl Future<Output = Result<S::Answer, Failure>>,
     delay: Duration,
-    hedge_request: &mut RequestBody,
+    request: &RequestBody,
     kind: &S,
 ) -> Raced<'g, S::Answer> {
     let mut first = std::pin::pin!(first);
@@ -157,7 +156,7 @@ async fn race<'g, S: Start>(
     // Settle the race inside a block, so the futures (which borrow the hedge
     // attempt) are gone before the attempt itself is recorded.
     let settled = {
-        let second = Box::pin(kind.start(&hedge, hedge_request));
+        let second = Box::pin(kind.start(&hedge, request));
         match futures_util::future::select(first, second).await {
             Either::Left((Ok(answer), _)) => Settled::FirstWon(answer),
             Either::Right((Ok(answer), _)) => Settled::HedgeWon(answer, None),

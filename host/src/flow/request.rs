@@ -112,21 +112,47 @@ impl RequestBody {
     }
 
     /// The body for a target of `model` that is sent `format`.
-    pub fn bytes_for(&mut self, format: ApiFormat, model: &str) -> Result<Vec<u8>, String> {
+    pub fn bytes_for(&self, format: ApiFormat, model: &str) -> Result<Vec<u8>, String> {
         match &self.native {
             Some(native) if native.format == format => Ok(with_model(&native.bytes, model)),
             _ => match &self.untranslatable {
                 Some(why) => Err(why.clone()),
-                None => Ok(chat_bytes(&mut self.canonical, model)),
+                None => Ok(chat_bytes(&self.canonical, model)),
             },
         }
     }
 }
 
-/// The canonical request for one target: the caller's body with `model` set.
-pub fn chat_bytes(request: &mut Map<String, Value>, model: &str) -> Vec<u8> {
-    request.insert("model".into(), Value::String(model.to_string()));
-    serde_json::to_vec(request).expect("a JSON map serialises")
+/// The canonical request for one target: the caller's body with `model`
+/// set, written straight from the shared map (attempts and hedges read one
+/// body; none copies it).
+pub fn chat_bytes(request: &Map<String, Value>, model: &str) -> Vec<u8> {
+    serde_json::to_vec(&WithModel { request, model }).expect("a JSON map serialises")
+}
+
+/// A map serialised with its `model` replaced (in its place), or added last.
+struct WithModel<'a> {
+    request: &'a Map<String, Value>,
+    model: &'a str,
+}
+
+impl serde::Serialize for WithModel<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let has_model = self.request.contains_key("model");
+        let mut map = serializer.serialize_map(Some(self.request.len() + usize::from(!has_model)))?;
+        for (key, value) in self.request {
+            if key == "model" {
+                map.serialize_entry(key, self.model)?;
+            } else {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        if !has_model {
+            map.serialize_entry("model", self.model)?;
+        }
+        map.end()
+    }
 }
 
 /// `bytes` (a JSON object) with its top-level `model` replaced, every other
@@ -149,8 +175,8 @@ fn with_model(bytes: &[u8], model: &str) -> Vec<u8> {
         out.extend_from_slice(&bytes[end..]);
         return out;
     }
-    let mut map: Map<String, Value> = serde_json::from_slice(bytes).unwrap_or_default();
-    chat_bytes(&mut map, model)
+    let map: Map<String, Value> = serde_json::from_slice(bytes).unwrap_or_default();
+    chat_bytes(&map, model)
 }
 
 #[cfg(test)]
@@ -173,8 +199,22 @@ mod tests {
     }
 
     #[test]
+    fn the_chat_body_has_the_targets_model_in_place_or_added() {
+        let mut request = Map::new();
+        request.insert("a".into(), Value::from(1));
+        request.insert("model".into(), Value::from("route"));
+        request.insert("z".into(), Value::from(2));
+        let sent: Value = serde_json::from_slice(&chat_bytes(&request, "m")).unwrap();
+        assert_eq!(sent, serde_json::json!({"a": 1, "model": "m", "z": 2}));
+        assert_eq!(request["model"], "route", "the shared body is not changed");
+        request.remove("model");
+        let sent: Value = serde_json::from_slice(&chat_bytes(&request, "m")).unwrap();
+        assert_eq!(sent, serde_json::json!({"a": 1, "model": "m", "z": 2}));
+    }
+
+    #[test]
     fn a_format_the_target_does_not_speak_gets_the_translation_or_why_not() {
-        let mut body = RequestBody::native(
+        let body = RequestBody::native(
             ApiFormat::AnthropicMessages,
             br#"{"model":"r"}"#.to_vec(),
             Map::new(),

@@ -120,7 +120,7 @@ async fn run(
     let StreamRequest {
         route,
         plan,
-        body: mut request,
+        body: request,
         include_usage,
         hedge,
         received,
@@ -139,7 +139,7 @@ async fn run(
             )));
             return;
         }
-        opened = open(&mut attempts, &mut request, include_usage, hedge) => opened,
+        opened = open(&mut attempts, &request, include_usage, hedge) => opened,
     };
     let (mut attempt, mut pump, first) = match opened {
         Ok(opened) => opened,
@@ -380,7 +380,7 @@ fn incomplete(source: &str, reason: &str) -> String {
 /// Try targets until one produces its first chunk (hedging if asked).
 async fn open<'g>(
     attempts: &mut Attempts<'g>,
-    request: &mut RequestBody,
+    request: &RequestBody,
     include_usage: bool,
     hedge: Option<Hedge>,
 ) -> Result<Opened<'g>, FlowError> {
@@ -400,7 +400,7 @@ impl Start for FirstChunk {
     fn start<'a>(
         &'a self,
         attempt: &'a Attempt<'_>,
-        request: &'a mut RequestBody,
+        request: &'a RequestBody,
     ) -> impl Future<Output = Started> + Send + 'a {
         first_chunk(attempt, request, self.include_usage)
     }
@@ -431,8 +431,8 @@ async fn resume<'g>(
         };
         tracing::info!(provider = %attempt.to.provider.name, model = %attempt.to.target.model, ?strategy, "continuing a broken stream");
         let (continuation, splice) = delivered.continuation(request, strategy);
-        let mut continuation = RequestBody::chat(continuation);
-        match first_chunk(&attempt, &mut continuation, include_usage).await {
+        let continuation = RequestBody::chat(continuation);
+        match first_chunk(&attempt, &continuation, include_usage).await {
             Ok((pump, first)) => return Ok(((attempt, pump, first), splice)),
             Err(failure) => {
                 if let Some(stop) = attempts.failed(attempt, failure) {
@@ -447,7 +447,7 @@ async fn resume<'g>(
 type Started = Result<(Box<Pump>, Vec<Chunk>), Failure>;
 
 /// Start an attempt and read up to its first chunk, within its first-token deadline.
-async fn first_chunk(attempt: &Attempt<'_>, request: &mut RequestBody, include_usage: bool) -> Started {
+async fn first_chunk(attempt: &Attempt<'_>, request: &RequestBody, include_usage: bool) -> Started {
     // A streaming attempt's deadline is its first-token deadline.
     match tokio::time::timeout_at(attempt.deadline, start(attempt, request, include_usage)).await {
         Ok(started) => started,
@@ -457,7 +457,7 @@ async fn first_chunk(attempt: &Attempt<'_>, request: &mut RequestBody, include_u
 
 async fn start(
     attempt: &Attempt<'_>,
-    request: &mut RequestBody,
+    request: &RequestBody,
     include_usage: bool,
 ) -> Result<(Box<Pump>, Vec<Chunk>), Failure> {
     let response = attempt.send(request).await?;

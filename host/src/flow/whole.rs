@@ -48,7 +48,7 @@ pub async fn complete(
     plugins: &PluginSet,
     route: RouteRef<'_>,
     plan: Vec<PlannedAttempt>,
-    request: &mut RequestBody,
+    request: &RequestBody,
     hedge: Option<Hedge>,
     received: &Received,
 ) -> Result<Answered, FlowError> {
@@ -62,7 +62,7 @@ pub async fn embed(
     plugins: &PluginSet,
     route: RouteRef<'_>,
     plan: Vec<PlannedAttempt>,
-    request: &mut RequestBody,
+    request: &RequestBody,
     hedge: Option<Hedge>,
     received: &Received,
 ) -> Result<Answered, FlowError> {
@@ -76,7 +76,7 @@ async fn answer<S: Start<Answer = Completion>>(
     plugins: &PluginSet,
     route: RouteRef<'_>,
     plan: Vec<PlannedAttempt>,
-    request: &mut RequestBody,
+    request: &RequestBody,
     hedge: Option<Hedge>,
     received: &Received,
     kind: S,
@@ -102,13 +102,13 @@ impl Start for Embeddings {
     fn start<'a>(
         &'a self,
         attempt: &'a Attempt<'_>,
-        request: &'a mut RequestBody,
+        request: &'a RequestBody,
     ) -> impl Future<Output = Result<Completion, Failure>> + Send + 'a {
         embed_once(attempt, request)
     }
 }
 
-async fn embed_once(attempt: &Attempt<'_>, request: &mut RequestBody) -> Result<Completion, Failure> {
+async fn embed_once(attempt: &Attempt<'_>, request: &RequestBody) -> Result<Completion, Failure> {
     let body = request
         .bytes_for(ApiFormat::OpenAiChat, &attempt.to.target.model)
         .map_err(Failure::Untranslatable)?;
@@ -141,13 +141,13 @@ impl Start for WholeAnswer {
     fn start<'a>(
         &'a self,
         attempt: &'a Attempt<'_>,
-        request: &'a mut RequestBody,
+        request: &'a RequestBody,
     ) -> impl Future<Output = Result<Completion, Failure>> + Send + 'a {
         once(attempt, request)
     }
 }
 
-async fn once(attempt: &Attempt<'_>, request: &mut RequestBody) -> Result<Completion, Failure> {
+async fn once(attempt: &Attempt<'_>, request: &RequestBody) -> Result<Completion, Failure> {
     let response = attempt.send(request).await?;
     let inbound = attempt.read_success(response).await?;
     attempt
