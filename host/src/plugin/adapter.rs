@@ -431,7 +431,8 @@ struct Open {
     store: Store<Sandbox>,
     instance: Instance,
     decoder: ResourceAny,
-    /// No call of this session has failed: the instance may be kept.
+    /// Every call of this session returned, none failing: the instance
+    /// may be kept.
     healthy: bool,
 }
 
@@ -484,9 +485,13 @@ impl StreamSession {
             .runtime
             .rearm(&mut open.store, plugin.bulkhead.limits().deadline(input));
         let _lane = plugin.runtime.lane_guard(&open.store);
+        // A call dropped midway (the caller left, the idle deadline) leaves
+        // the guest wherever it was, perhaps inside its allocator: such an
+        // instance is never kept. Healthy again only once the call returns.
+        let healthy = std::mem::replace(&mut open.healthy, false);
         let decoded = Self::decode(open, &plugin, batch).await;
         plugin.settle(&decoded);
-        open.healthy &= decoded.is_ok();
+        open.healthy = healthy && decoded.is_ok();
         let decoded = decoded?;
         // Checking that each chunk is JSON also tells whether the answer
         // has finished (a choice with a finish_reason). Native formats
