@@ -62,6 +62,9 @@ impl Guest for OpenAi {
         }
         // `{model}` in the path names the deployment (Azure OpenAI).
         let path = options.path.replace("{model}", &target.model);
+        if let Some(streaming) = options.leaves_unchanged(&request, &target.model) {
+            return post(&options, path, streaming, &Map::new(), false);
+        }
         let (mut body, mut changed) = with_model(&request, target.model)?;
         let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
         changed |= options.rewrite(&mut body, streaming);
@@ -253,6 +256,33 @@ mod tests {
         };
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["stream_options"]["include_usage"], true);
+        // One that asked for usage already goes as it is, streamed.
+        let request =
+            br#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
+        let built = OpenAi::build_request(request.to_vec(), target("{}"), context()).unwrap();
+        assert!(matches!(built.body, Body::Unchanged));
+        assert!(
+            built
+                .headers
+                .contains(&("accept".into(), "text/event-stream".into()))
+        );
+        // Another model, or fields of another type than expected, are read whole.
+        let request = br#"{"model":"route","messages":[]}"#;
+        let built = OpenAi::build_request(request.to_vec(), target("{}"), context()).unwrap();
+        let Body::Bytes(body) = built.body else {
+            panic!("the model was not set");
+        };
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap()["model"],
+            "gpt-4o-mini"
+        );
+        let request = br#"{"model":"gpt-4o-mini","stream":"yes","messages":[]}"#;
+        let built = OpenAi::build_request(request.to_vec(), target("{}"), context()).unwrap();
+        assert!(
+            matches!(built.body, Body::Unchanged),
+            "a non-boolean stream is not a stream"
+        );
+        assert!(OpenAi::build_request(b"[1]".to_vec(), target("{}"), context()).is_err());
     }
 
     #[test]

@@ -101,6 +101,32 @@ impl Options {
 
     /// Adjust a canonical request body to what this host accepts; true
     /// when anything changed.
+    /// Whether the request goes out as it came, read without building its
+    /// tree: `Some(streaming)` when its model is already `model` and no
+    /// option would change it; `None` when it must be rewritten (or read
+    /// whole to tell).
+    pub fn leaves_unchanged(&self, request: &[u8], model: &str) -> Option<bool> {
+        #[derive(serde::Deserialize)]
+        struct Peek<'a> {
+            #[serde(borrow)]
+            model: Option<std::borrow::Cow<'a, str>>,
+            stream: Option<bool>,
+            stream_options: Option<StreamOptions>,
+        }
+        #[derive(serde::Deserialize)]
+        struct StreamOptions {
+            include_usage: Option<bool>,
+        }
+        if self.max_tokens_field.is_some() || !self.drop_params.is_empty() {
+            return None;
+        }
+        let peek: Peek = serde_json::from_slice(request).ok()?;
+        let streaming = peek.stream.unwrap_or(false);
+        let usage_asked = peek.stream_options.and_then(|o| o.include_usage) == Some(true);
+        let adds_usage = streaming && self.stream_usage && !usage_asked;
+        (peek.model.as_deref() == Some(model) && !adds_usage).then_some(streaming)
+    }
+
     pub fn rewrite(&self, body: &mut Map<String, Value>, streaming: bool) -> bool {
         let mut changed = false;
         if let Some(field) = &self.max_tokens_field {
