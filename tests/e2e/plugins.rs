@@ -432,9 +432,21 @@ async fn stateless_plugins_reuse_their_instances_and_requests_still_see_only_the
         assert_eq!(reply.status, 200, "{}", reply.text());
         let usage_chunks = reply.chunks().iter().filter(|c| !c["usage"].is_null()).count();
         assert_eq!(usage_chunks, usize::from(include_usage), "{}", reply.text());
+        // The decoder's instance goes back once the stream has ended and
+        // its decoder is dropped in the guest, which runs after the last
+        // byte has left.
+        let back = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while instances(&gw.plugins_admin().await, "adapters", "openai")["kept"] == 0 {
+            assert!(
+                tokio::time::Instant::now() < back,
+                "the stream's instance never went back"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
     // Four streams, each building its request and decoding on a kept instance.
-    assert!(reused(&gw.plugins_admin().await) - before >= 8);
+    let reused_by_streams = reused(&gw.plugins_admin().await) - before;
+    assert!(reused_by_streams >= 8, "{reused_by_streams}");
 
     // Reuse can be turned off.
     let off = format!(
