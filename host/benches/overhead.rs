@@ -26,7 +26,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 use support::{
-    HttpClient, Timing, completion_783, load_on, process_usage, start_gateway_variant, start_nginx, stream_41,
+    HttpClient, Timing, completion_783, load_on, process_usage, start_gateway_variant, start_nginx,
+    stream_41, thread_cpu,
 };
 
 const ROUNDS: usize = 3;
@@ -50,6 +51,8 @@ struct Figures {
     added_p99_us: f64,
     ttfb_added_p50_us: f64,
     peak_rss_mib: f64,
+    /// The ledger writer thread's CPU per JSON request (0 without one).
+    ledger_writer_us: f64,
     /// Answers other than 200 (a plugin deadline missed on the overloaded
     /// machine, say), of all the requests of the round.
     errors: usize,
@@ -103,8 +106,10 @@ async fn measure(client: &HttpClient, url: &str, pid: u32, direct: &Direct) -> F
     load_on(client, url, JSON, WARM_UP, CONNECTIONS).await;
     load_on(client, url, STREAM, WARM_UP, CONNECTIONS).await;
     let before = cpu();
+    let writer_before = thread_cpu(pid, "ledger-writer");
     let (json, wall) = load_on(client, url, JSON, JSON_REQUESTS, CONNECTIONS).await;
     let json_cpu_us = (cpu() - before) / json.len() as f64 * 1e6;
+    let ledger_writer_us = (thread_cpu(pid, "ledger-writer") - writer_before) / json.len() as f64 * 1e6;
     let json_rps = json.len() as f64 / wall.as_secs_f64();
     let before = cpu();
     let (streams, wall) = load_on(client, url, STREAM, STREAMS, CONNECTIONS).await;
@@ -121,6 +126,7 @@ async fn measure(client: &HttpClient, url: &str, pid: u32, direct: &Direct) -> F
         added_p99_us: quantile(&mut totals(&one), 0.99) - direct.p99,
         ttfb_added_p50_us: quantile(&mut first_bytes(&one_stream), 0.5) - direct.ttfb_p50,
         peak_rss_mib: process_usage(pid).2 as f64 / 1024.0,
+        ledger_writer_us,
         errors: errors(&json) + errors(&streams) + errors(&one) + errors(&one_stream),
     }
 }
@@ -209,12 +215,12 @@ async fn main() {
         None => results.push((name.to_string(), vec![figures])),
     };
     println!(
-        "| round | target | JSON CPU/req (µs) | JSON req/s | stream CPU/req (µs) | stream req/s | added p50 / p99 (µs) | stream TTFB added p50 (µs) | peak RSS (MiB) | errors |"
+        "| round | target | JSON CPU/req (µs) | JSON req/s | stream CPU/req (µs) | stream req/s | added p50 / p99 (µs) | stream TTFB added p50 (µs) | peak RSS (MiB) | ledger writer CPU/JSON req (µs) | errors |"
     );
-    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let show = |round: usize, name: &str, f: &Figures| {
         println!(
-            "| {round} | {name} | {:.1} | {:.0} | {:.1} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} | {} |",
+            "| {round} | {name} | {:.1} | {:.0} | {:.1} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} | {:.1} | {} |",
             f.json_cpu_us,
             f.json_rps,
             f.stream_cpu_us,
@@ -223,6 +229,7 @@ async fn main() {
             f.added_p99_us,
             f.ttfb_added_p50_us,
             f.peak_rss_mib,
+            f.ledger_writer_us,
             f.errors
         );
     };
