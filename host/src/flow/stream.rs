@@ -95,12 +95,23 @@ pub struct StreamRequest {
     pub cut: CancellationToken,
 }
 
-/// Serve a streaming request. The stream runs in its own task, which hands
-/// back the response head once the first chunk is ready (or the error).
+/// Serve a streaming request: the response head once the first chunk is
+/// ready (or the error). The stream starts on the caller's task, so its
+/// first byte waits for no hand-over to another worker; once it has its
+/// head, the rest of it runs in a task of its own.
 pub async fn serve(gw: Arc<Gateway>, plugins: Arc<PluginSet>, request: StreamRequest) -> Head {
-    let (head_tx, head_rx) = oneshot::channel();
-    tokio::spawn(run(gw, plugins, request, head_tx).in_current_span());
-    head_rx.await.unwrap_or_else(|_| {
+    let (head_tx, mut head_rx) = oneshot::channel();
+    let mut stream = Box::pin(run(gw, plugins, request, head_tx).in_current_span());
+    let (head, running) = tokio::select! {
+        biased;
+        head = &mut head_rx => (head, true),
+        // It ended in the poll that sent its head (or without one).
+        () = &mut stream => (head_rx.await, false),
+    };
+    if running {
+        tokio::spawn(stream);
+    }
+    head.unwrap_or_else(|_| {
         Err(FlowError::new(
             Answer::Internal,
             "the stream ended before it started",
