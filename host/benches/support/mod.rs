@@ -218,14 +218,7 @@ targets = ["up/m"]
 
 /// (user + system CPU seconds, current RSS KiB, peak RSS KiB) of a process.
 pub fn process_usage(pid: u32) -> (f64, u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    let clk_tck: f64 = String::from_utf8(Command::new("getconf").arg("CLK_TCK").output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let cpu = cpu_seconds(&format!("/proc/{pid}/stat"));
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib = |key: &str| {
         status
@@ -234,17 +227,26 @@ pub fn process_usage(pid: u32) -> (f64, u64, u64) {
             .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
             .unwrap()
     };
-    (ticks as f64 / clk_tck, kib("VmRSS:"), kib("VmHWM:"))
+    (cpu, kib("VmRSS:"), kib("VmHWM:"))
 }
 
-/// CPU seconds used so far by the thread of process `pid` named `name`
-/// (0 when there is none).
-pub fn thread_cpu(pid: u32, name: &str) -> f64 {
+/// User + system CPU seconds from a `/proc` `stat` file (a process's or a
+/// thread's).
+fn cpu_seconds(stat: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     let clk_tck: f64 = String::from_utf8(Command::new("getconf").arg("CLK_TCK").output().unwrap().stdout)
         .unwrap()
         .trim()
         .parse()
         .unwrap();
+    ticks as f64 / clk_tck
+}
+
+/// CPU seconds used so far by the thread of process `pid` named `name`
+/// (0 when there is none).
+pub fn thread_cpu(pid: u32, name: &str) -> f64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0.0;
     };
@@ -253,10 +255,7 @@ pub fn thread_cpu(pid: u32, name: &str) -> f64 {
         if comm.trim_end() != name {
             continue;
         }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
-        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        return ticks as f64 / clk_tck;
+        return cpu_seconds(&task.path().join("stat").display().to_string());
     }
     0.0
 }

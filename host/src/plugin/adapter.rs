@@ -122,14 +122,11 @@ impl AdapterPlugin {
     ) -> Result<R, PluginError> {
         let _place = self.bulkhead.enter(&self.name)?;
         let result = async {
-            let (mut store, instance) = match self.pool.take() {
-                Some((mut store, instance)) => {
-                    self.runtime
-                        .rearm(&mut store, self.bulkhead.limits().deadline(input));
-                    (store, instance)
-                }
-                None => self.instantiate(input).await?,
-            };
+            let deadline = self.bulkhead.limits().deadline(input);
+            let (mut store, instance) = self
+                .pool
+                .checkout(&self.runtime, deadline, self.instantiate(input))
+                .await?;
             match f(&instance, &mut store).await {
                 Ok(answer) => {
                     self.runtime.end_call(&store);
@@ -377,13 +374,11 @@ impl AdapterPlugin {
     ) -> Result<StreamSession, PluginError> {
         let _place = self.bulkhead.enter(&self.name)?;
         let opened = async {
-            let (mut store, instance) = match self.pool.take() {
-                Some((mut store, instance)) => {
-                    self.runtime.rearm(&mut store, self.bulkhead.limits().deadline(0));
-                    (store, instance)
-                }
-                None => self.instantiate(0).await?,
-            };
+            let deadline = self.bulkhead.limits().deadline(0);
+            let (mut store, instance) = self
+                .pool
+                .checkout(&self.runtime, deadline, self.instantiate(0))
+                .await?;
             let decoder = match &instance {
                 Instance::V0_1(i) => {
                     i.switchboard_plugin_provider()

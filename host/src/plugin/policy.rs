@@ -82,13 +82,11 @@ impl PolicyPlugin {
     ) -> Result<R, PluginError> {
         let _place = self.bulkhead.enter(&self.name)?;
         let result = async {
-            let (mut store, instance) = match self.pool.take() {
-                Some((mut store, instance)) => {
-                    self.runtime.rearm(&mut store, self.bulkhead.limits().timeout);
-                    (store, instance)
-                }
-                None => self.instantiate().await?,
-            };
+            let deadline = self.bulkhead.limits().timeout;
+            let (mut store, instance) = self
+                .pool
+                .checkout(&self.runtime, deadline, self.instantiate())
+                .await?;
             match f(&instance, &mut store).await {
                 Ok(answer) => {
                     self.runtime.end_call(&store);

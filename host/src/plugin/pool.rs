@@ -6,9 +6,11 @@
 //! as many as there are cores (calls run on that many workers), and never
 //! more than 16, so what it keeps resident stays small.
 
-use super::sandbox::Sandbox;
+use super::PluginError;
+use super::sandbox::{PluginRuntime, Sandbox};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use wasmtime::Store;
 
 pub struct InstancePool<I> {
@@ -41,6 +43,23 @@ impl<I> InstancePool<I> {
             self.reused.fetch_add(1, Ordering::Relaxed);
         }
         taken
+    }
+
+    /// A kept instance rearmed for a call of `deadline`, else a fresh one
+    /// from `fresh` (which is not started when one is kept).
+    pub async fn checkout(
+        &self,
+        runtime: &PluginRuntime,
+        deadline: Duration,
+        fresh: impl Future<Output = Result<(Store<Sandbox>, I), PluginError>>,
+    ) -> Result<(Store<Sandbox>, I), PluginError> {
+        match self.take() {
+            Some((mut store, instance)) => {
+                runtime.rearm(&mut store, deadline);
+                Ok((store, instance))
+            }
+            None => fresh.await,
+        }
     }
 
     /// Keep an instance whose call returned normally, if it is fit for
