@@ -40,7 +40,7 @@ fn fill(trail: &Trail, n: usize) {
     trail.attempt(AttemptRecord {
         provider: "up".into(),
         model: "m".into(),
-        outcome: "server_error".into(),
+        outcome: "server_error",
         http_status: Some(500),
         latency_ms: 3,
         ..AttemptRecord::default()
@@ -54,7 +54,7 @@ fn fill(trail: &Trail, n: usize) {
         AttemptRecord {
             provider: "other".into(),
             model: "m".into(),
-            outcome: "success".into(),
+            outcome: "success",
             http_status: Some(200),
             latency_ms: 12,
             usage: Some(usage),

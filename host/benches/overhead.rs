@@ -3,7 +3,9 @@
 //! front of the same loopback upstream, answering a 783-byte completion
 //! and a 41-event stream (about 12 KiB in one write). Rounds alternate the
 //! targets (nginx, gateway, gateway variants, nginx, ...) so drift on a
-//! shared machine falls on all of them.
+//! shared machine falls on all of them. A third reference, a pass-through
+//! proxy built of the gateway's own HTTP stack (tokio, hyper), shows how
+//! much of the gap to nginx is the stack's and how much the gateway's work.
 //!
 //! Per target: CPU per request (the process's own user + system time from
 //! /proc, so the load generator sharing the machine does not count) and
@@ -26,11 +28,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 use support::{
-    HttpClient, Timing, completion_783, load_on, process_usage, start_gateway_variant, start_nginx,
-    stream_41, thread_cpu,
+    HttpClient, Timing, completion_783, load_on, process_usage, start_gateway_variant, start_hyper_proxy,
+    start_nginx, stream_41, thread_cpu,
 };
 
 const ROUNDS: usize = 3;
+/// The floor on the gateway's own stack (see `support::HyperProxy`).
+const HYPER: &str = "hyper pass-through proxy (the stack's floor)";
 const CONNECTIONS: usize = 64;
 const JSON_REQUESTS: usize = 19_200;
 const STREAMS: usize = 6_400;
@@ -182,8 +186,15 @@ fn variants(ledger: &str) -> Vec<Variant> {
     ]
 }
 
+fn main() {
+    if support::serve_as_hyper_proxy() {
+        return;
+    }
+    bench();
+}
+
 #[tokio::main]
-async fn main() {
+async fn bench() {
     let upstream = support::upstream_with(Bytes::from(completion_783()), Bytes::from(stream_41())).await;
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(256)
@@ -197,7 +208,7 @@ async fn main() {
         ledger_dir.path().join("ledger.db").display().to_string()
     );
     // `SWITCHBOARD_BENCH_ONLY=default,reused` keeps the variants whose
-    // names contain one of the words (nginx always runs).
+    // names contain one of the words (nginx and the hyper proxy always run).
     let only: Vec<String> = std::env::var("SWITCHBOARD_BENCH_ONLY")
         .map(|v| v.split(',').map(str::to_string).collect())
         .unwrap_or_default();
@@ -240,6 +251,13 @@ async fn main() {
             let figures = measure(&client, &url, nginx.child.id(), &direct).await;
             show(round, "nginx", &figures);
             record("nginx", figures);
+        }
+        {
+            let proxy = start_hyper_proxy(upstream);
+            let url = format!("{}/v1/chat/completions", proxy.url);
+            let figures = measure(&client, &url, proxy.child.id(), &direct).await;
+            show(round, HYPER, &figures);
+            record(HYPER, figures);
         }
         for variant in &variants {
             let gateway = start_gateway_variant(upstream, &variant.extra, variant.keyed, variant.plugins);

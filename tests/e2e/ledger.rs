@@ -77,7 +77,7 @@ fn attempts(db: &Connection, id: &str) -> Vec<(String, String, Option<i64>, bool
     let mut query = db
         .prepare(
             "SELECT a.value ->> 'provider', a.value ->> 'outcome', a.value ->> 'http_status',
-                    a.value ->> 'estimated'
+                    coalesce(a.value ->> 'estimated', false)
              FROM requests r, json_each(r.attempts) a WHERE r.id = ?1 ORDER BY a.key",
         )
         .unwrap();

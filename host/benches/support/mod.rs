@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -344,6 +344,81 @@ pub async fn load_on(
         all.extend(task.await.unwrap());
     }
     (all, started.elapsed())
+}
+
+/// The floor under the gateway on its own stack: a reverse proxy built of
+/// exactly what the gateway's HTTP sides are built of (tokio's runtime,
+/// hyper-util's auto server and pooled client with `TCP_NODELAY`) that
+/// passes bodies through untouched: no JSON, no plugins, no ledger. What
+/// the gateway costs above it is what its own work costs; what this costs
+/// above nginx is the stack's. It runs in a process of its own (the bench's
+/// executable again, with `SWITCHBOARD_BENCH_ROLE=hyper-proxy`), its CPU
+/// read like the others'.
+pub struct HyperProxy {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for HyperProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const ROLE: &str = "SWITCHBOARD_BENCH_ROLE";
+
+pub fn start_hyper_proxy(upstream: std::net::SocketAddr) -> HyperProxy {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(ROLE, "hyper-proxy")
+        .env("SWITCHBOARD_BENCH_UPSTREAM", upstream.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    HyperProxy {
+        child,
+        url: format!("http://{}", line.trim()),
+    }
+}
+
+/// Serve as the hyper proxy when this process was started as one (call
+/// first thing in `main`); false in the bench itself.
+pub fn serve_as_hyper_proxy() -> bool {
+    if std::env::var(ROLE).as_deref() != Ok("hyper-proxy") {
+        return false;
+    }
+    let upstream = std::env::var("SWITCHBOARD_BENCH_UPSTREAM").unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async move {
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        let client: Client<_, hyper::body::Incoming> = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap());
+        let server = std::sync::Arc::new(hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()));
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let _ = tcp.set_nodelay(true);
+            let (client, upstream, server) = (client.clone(), upstream.clone(), server.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let (client, upstream) = (client.clone(), upstream.clone());
+                    async move {
+                        let (mut parts, body) = request.into_parts();
+                        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                        parts.uri = format!("http://{upstream}{path}").parse().unwrap();
+                        client.request(hyper::Request::from_parts(parts, body)).await
+                    }
+                });
+                let _ = server.serve_connection(TokioIo::new(tcp), service).await;
+            });
+        }
+    })
 }
 
 /// A plain nginx reverse proxy in front of `upstream`, one process (no

@@ -380,7 +380,7 @@ impl<'g> Attempts<'g> {
 
     /// An attempt that ended without an answer but, having reached the
     /// provider, consumed tokens.
-    fn consumed(&self, attempt: &Attempt<'g>, outcome: &str) {
+    fn consumed(&self, attempt: &Attempt<'g>, outcome: &'static str) {
         let record = attempt.record(outcome, Some(200), None, true, self.prompt_estimate);
         self.trail.attempt(record);
     }
@@ -557,7 +557,7 @@ impl Attempt<'_> {
     /// prompt (the output it may have produced is not known).
     pub fn record(
         &self,
-        outcome: &str,
+        outcome: &'static str,
         http_status: Option<u16>,
         usage: Option<Usage>,
         consumed: bool,
@@ -578,7 +578,7 @@ impl Attempt<'_> {
         AttemptRecord {
             provider: self.to.provider.name.clone(),
             model: self.to.target.model.clone(),
-            outcome: outcome.to_string(),
+            outcome,
             http_status,
             latency_ms: self.started.elapsed().as_millis() as u64,
             ttft_ms: None,

@@ -54,21 +54,91 @@ pub struct RequestRecord {
     pub decision: Option<String>,
 }
 
-/// One attempt of a request.
+/// One attempt of a request. In the ledger's `attempts` column (JSON), a
+/// field that is null, zero or false is left out: every byte of a record
+/// is written twice (the WAL, then the database), so the writer's cost
+/// follows the record's size.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct AttemptRecord {
     pub provider: String,
     pub model: String,
     /// `success`, or the failure's label (`server_error`, `timeout`, ...),
     /// `cancelled`, `diverged`, `shutdown`.
-    pub outcome: String,
+    pub outcome: &'static str,
     /// The provider's HTTP status, when it answered with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
     pub latency_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ttft_ms: Option<u64>,
+    /// Its tokens, by kind; the kinds it had none of are left out.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "tokens")]
     pub usage: Option<Usage>,
+    #[serde(skip_serializing_if = "is_zero")]
     pub cost_usd: f64,
     /// `cost_usd` is an estimate: the attempt consumed tokens without a
     /// usage report.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub estimated: bool,
+}
+
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
+}
+
+/// A usage as an object of its non-zero token counts.
+fn tokens<S: serde::Serializer>(usage: &Option<Usage>, serializer: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let u = usage.unwrap_or_default();
+    let counts = [
+        ("prompt_tokens", u.prompt_tokens),
+        ("completion_tokens", u.completion_tokens),
+        ("cache_read_tokens", u.cache_read_tokens),
+        ("cache_write_tokens", u.cache_write_tokens),
+        ("cache_write_hour_tokens", u.cache_write_hour_tokens),
+        ("reasoning_tokens", u.reasoning_tokens),
+    ];
+    let mut map = serializer.serialize_map(None)?;
+    for (kind, count) in counts.into_iter().filter(|(_, count)| *count != 0) {
+        map.serialize_entry(kind, &count)?;
+    }
+    map.end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_leaves_out_what_it_does_not_have() {
+        let failed = AttemptRecord {
+            provider: "a".into(),
+            model: "m".into(),
+            outcome: "timeout",
+            latency_ms: 30_000,
+            ..AttemptRecord::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&failed).unwrap(),
+            r#"{"provider":"a","model":"m","outcome":"timeout","latency_ms":30000}"#
+        );
+        let answered = AttemptRecord {
+            outcome: "success",
+            http_status: Some(200),
+            ttft_ms: Some(0),
+            usage: Some(Usage {
+                prompt_tokens: 11,
+                completion_tokens: 7,
+                cache_read_tokens: 3,
+                ..Usage::default()
+            }),
+            cost_usd: 0.25,
+            estimated: true,
+            ..failed
+        };
+        assert_eq!(
+            serde_json::to_string(&answered).unwrap(),
+            r#"{"provider":"a","model":"m","outcome":"success","http_status":200,"latency_ms":30000,"ttft_ms":0,"usage":{"prompt_tokens":11,"completion_tokens":7,"cache_read_tokens":3},"cost_usd":0.25,"estimated":true}"#
+        );
+    }
 }

@@ -97,6 +97,8 @@ const MIGRATIONS: &[&str] = &[
 /// An open ledger database.
 pub struct Store {
     conn: Connection,
+    /// Buffers the JSON columns are written into, kept between rows.
+    json: [Vec<u8>; 3],
 }
 
 impl Store {
@@ -116,7 +118,10 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn)?;
-        Ok(Store { conn })
+        Ok(Store {
+            conn,
+            json: Default::default(),
+        })
     }
 
     pub fn connection(&self) -> &Connection {
@@ -124,14 +129,19 @@ impl Store {
     }
 
     /// Write a batch in one transaction: all of it, or none.
+    ///
+    /// `INSERT OR IGNORE`, not `OR REPLACE`: ids are unique, and a replace
+    /// may delete (cascading to `decisions`), which makes SQLite keep a
+    /// statement journal for every row.
     pub fn insert(&mut self, batch: &[RequestRecord]) -> Result<(), rusqlite::Error> {
         let tx = self.conn.transaction()?;
         {
             let mut request = tx.prepare_cached(
-                "INSERT OR REPLACE INTO requests VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+                "INSERT OR IGNORE INTO requests VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
                  ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
             )?;
-            let mut decision = tx.prepare_cached("INSERT OR REPLACE INTO decisions VALUES (?1, ?2)")?;
+            let mut decision = tx.prepare_cached("INSERT OR IGNORE INTO decisions VALUES (?1, ?2)")?;
+            let [tags, plan, attempts] = &mut self.json;
             for r in batch {
                 let u = r.usage;
                 request.execute(params![
@@ -141,9 +151,9 @@ impl Store {
                     r.key,
                     r.team,
                     r.route,
-                    serde_json::to_string(&r.tags).expect("tags serialise"),
+                    json(tags, &r.tags),
                     r.stream,
-                    serde_json::to_string(&r.plan).expect("plan serialises"),
+                    json(plan, &r.plan),
                     r.provider,
                     r.model,
                     r.answered_model,
@@ -161,7 +171,7 @@ impl Store {
                     r.status,
                     r.error_class,
                     r.outcome,
-                    serde_json::to_string(&r.attempts).expect("attempts serialise"),
+                    json(attempts, &r.attempts),
                     (!r.endpoint.is_empty()).then_some(r.endpoint),
                 ])?;
                 if let Some(d) = &r.decision {
@@ -179,6 +189,13 @@ impl Store {
         self.conn
             .execute("DELETE FROM requests WHERE id < ?1", params![id_from(before_ms)])
     }
+}
+
+/// `value` as JSON text, written into `buffer` (reused from row to row).
+fn json<'b>(buffer: &'b mut Vec<u8>, value: &impl serde::Serialize) -> &'b str {
+    buffer.clear();
+    serde_json::to_writer(&mut *buffer, value).expect("ledger columns serialise");
+    std::str::from_utf8(buffer).expect("serde_json writes UTF-8")
 }
 
 /// The smallest request id of the millisecond `ms`: a UUIDv7 in simple
@@ -217,14 +234,14 @@ mod tests {
                 AttemptRecord {
                     provider: "a".into(),
                     model: "m".into(),
-                    outcome: "server_error".into(),
+                    outcome: "server_error",
                     http_status: Some(500),
                     ..AttemptRecord::default()
                 },
                 AttemptRecord {
                     provider: "b".into(),
                     model: "m".into(),
-                    outcome: "success".into(),
+                    outcome: "success",
                     http_status: Some(200),
                     cost_usd: 0.5,
                     ..AttemptRecord::default()
