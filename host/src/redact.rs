@@ -25,6 +25,9 @@ pub const MIN_SCRUBBED_LEN: usize = 8;
 pub struct Redactor {
     /// `None` when there is no credential to look for.
     finder: Option<AhoCorasick>,
+    /// The shortest form of any credential: shorter text (most header
+    /// values) cannot hold one and is not searched.
+    shortest: usize,
 }
 
 impl Redactor {
@@ -40,16 +43,20 @@ impl Redactor {
             return Redactor::default();
         }
         // Leftmost-longest: a form that contains another is replaced whole.
+        let shortest = patterns.iter().map(String::len).min().unwrap_or(0);
         let finder = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             .build(&patterns)
             .expect("literal patterns always build");
-        Redactor { finder: Some(finder) }
+        Redactor {
+            finder: Some(finder),
+            shortest,
+        }
     }
 
     pub fn bytes<'a>(&self, text: &'a [u8]) -> Cow<'a, [u8]> {
         match &self.finder {
-            Some(finder) if finder.is_match(text) => {
+            Some(finder) if text.len() >= self.shortest && finder.is_match(text) => {
                 let replacements = vec![REDACTED.as_bytes(); finder.patterns_len()];
                 Cow::Owned(finder.replace_all_bytes(text, &replacements))
             }
@@ -59,7 +66,7 @@ impl Redactor {
 
     pub fn text<'a>(&self, text: &'a str) -> Cow<'a, str> {
         match &self.finder {
-            Some(finder) if finder.is_match(text) => {
+            Some(finder) if text.len() >= self.shortest && finder.is_match(text) => {
                 let replacements = vec![REDACTED; finder.patterns_len()];
                 Cow::Owned(finder.replace_all(text, &replacements))
             }
@@ -210,6 +217,14 @@ mod tests {
             Redactor::default().text("secret-key-a"),
             Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn text_as_long_as_the_credential_is_searched_shorter_text_is_not() {
+        let r = redactor(&["k3y-value"]);
+        assert_eq!(r.text("k3y-value"), "[redacted]");
+        assert_eq!(r.bytes(b"k3y-value").as_ref(), b"[redacted]");
+        assert!(matches!(r.text("k3y-valu"), Cow::Borrowed(_)));
     }
 
     #[test]

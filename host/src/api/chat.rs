@@ -10,6 +10,7 @@ use crate::flow::whole::AnsweredBy;
 use crate::gateway::Gateway;
 use crate::lifecycle::Lifecycle;
 use crate::plugin::types::ApiFormat;
+use http::HeaderName;
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -73,13 +74,21 @@ pub fn with_headers(response: &mut http::Response<Body>, headers: Vec<(&'static 
     }
 }
 
-/// Headers that say who answered and after how many attempts.
-pub fn with_answered_by(builder: http::response::Builder, by: &AnsweredBy) -> http::response::Builder {
+/// Headers that say who answered and after how many attempts, in a map
+/// with room for the answer's own and the request's (ids, rate limits,
+/// budgets) too, so it does not grow while they are added.
+pub fn with_answered_by(mut builder: http::response::Builder, by: &AnsweredBy) -> http::response::Builder {
+    const PROVIDER: HeaderName = HeaderName::from_static("x-switchboard-provider");
+    const MODEL: HeaderName = HeaderName::from_static("x-switchboard-model");
+    const ATTEMPTS: HeaderName = HeaderName::from_static("x-switchboard-attempts");
+    if let Some(headers) = builder.headers_mut() {
+        headers.reserve(16);
+    }
     let value = |s: &str| http::HeaderValue::from_str(s).unwrap_or(http::HeaderValue::from_static("invalid"));
     builder
-        .header("x-switchboard-provider", value(&by.provider))
-        .header("x-switchboard-model", value(&by.model))
-        .header("x-switchboard-attempts", by.attempts)
+        .header(PROVIDER, value(&by.provider))
+        .header(MODEL, value(&by.model))
+        .header(ATTEMPTS, by.attempts)
 }
 
 /// A stream as OpenAI's server-sent events: a `data:` line per chunk,
