@@ -28,6 +28,8 @@ pub struct RouteTarget {
     pub provider: usize,
     pub model: String,
     pub health: Arc<TargetHealth>,
+    /// Its success metrics, fetched at its first success.
+    pub success_metrics: std::sync::OnceLock<crate::metrics::SuccessMetrics>,
 }
 
 /// A route resolved: its settings and its targets, each resolved in turn.
@@ -176,6 +178,7 @@ impl Gateway {
                                     .unwrap_or_else(|| Arc::new(TargetHealth::new(circuit)))
                             })
                             .clone(),
+                        success_metrics: std::sync::OnceLock::new(),
                     })
                     .collect()
             })

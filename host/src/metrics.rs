@@ -349,7 +349,51 @@ impl Default for Metrics {
     }
 }
 
+/// What a target's every success updates, taken from their families once
+/// (labels cloned and hashed once, not on every answer). Clones of a
+/// family's metric share its value, so the exposition is the same.
+pub struct SuccessMetrics {
+    pub attempts: Counter,
+    pub seconds: Histogram,
+    /// Prompt, completion, cached, cache write, reasoning: the order of
+    /// [`TOKEN_KINDS`].
+    pub tokens: [Counter; 5],
+    pub cost_usd: Counter<f64, AtomicU64>,
+}
+
+/// The `kind` label of `tokens_total`, in [`SuccessMetrics::tokens`] order.
+pub const TOKEN_KINDS: [&str; 5] = ["prompt", "completion", "cached", "cache_write", "reasoning"];
+
 impl Metrics {
+    /// The metrics a success on `provider`'s `model` updates.
+    pub fn success(&self, provider: &str, model: &str) -> SuccessMetrics {
+        let target = TargetLabels {
+            provider: provider.to_string(),
+            model: model.to_string(),
+        };
+        SuccessMetrics {
+            attempts: self
+                .attempts
+                .get_or_create(&AttemptLabels {
+                    provider: provider.to_string(),
+                    model: model.to_string(),
+                    outcome: "success".to_string(),
+                })
+                .clone(),
+            seconds: self.attempt_seconds.get_or_create(&target).clone(),
+            tokens: TOKEN_KINDS.map(|kind| {
+                self.tokens
+                    .get_or_create(&TokenLabels {
+                        provider: provider.to_string(),
+                        model: model.to_string(),
+                        kind,
+                    })
+                    .clone()
+            }),
+            cost_usd: self.cost_usd.get_or_create(&target).clone(),
+        }
+    }
+
     /// A plugin file was tried (bundled plugins are not counted).
     pub fn plugin_loaded(&self, kind: &'static str, loaded: bool) {
         let outcome = if loaded { "loaded" } else { "refused" };
@@ -365,5 +409,30 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_targets_success_handles_count_in_the_families_series() {
+        let metrics = Metrics::default();
+        let first = metrics.success("a", "m");
+        first.attempts.inc();
+        first.tokens[1].inc_by(7);
+        first.cost_usd.inc_by(0.5);
+        // Taken again (after a reload, say): the same series, not new ones.
+        metrics.success("a", "m").tokens[1].inc_by(3);
+        let text = metrics.render();
+        for line in [
+            r#"switchboard_attempts_total{provider="a",model="m",outcome="success"} 1"#,
+            r#"switchboard_tokens_total{provider="a",model="m",kind="completion"} 10"#,
+            r#"switchboard_tokens_total{provider="a",model="m",kind="reasoning"} 0"#,
+            r#"switchboard_cost_usd_total{provider="a",model="m"} 0.5"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 use super::attempts::Attempt;
 use crate::gateway::Gateway;
 use crate::health::Outcome;
-use crate::metrics::{TargetLabels, TokenLabels};
+use crate::metrics::TargetLabels;
 use crate::plugin::types::Usage;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -25,46 +25,35 @@ pub fn record_success(
         .target
         .health
         .record(now, Outcome::Success, latency, ttft);
-    let provider = attempt.to.provider.name.clone();
-    let model = attempt.to.target.model.clone();
-    let metrics = &gw.metrics;
-    attempt.count(metrics, "success");
-    let target = TargetLabels {
-        provider: provider.clone(),
-        model: model.clone(),
-    };
-    metrics
-        .attempt_seconds
-        .get_or_create(&target)
-        .observe(latency.as_secs_f64());
+    let (provider, model) = (&attempt.to.provider.name, &attempt.to.target.model);
+    let metrics = attempt
+        .to
+        .target
+        .success_metrics
+        .get_or_init(|| gw.metrics.success(provider, model));
+    metrics.attempts.inc();
+    metrics.seconds.observe(latency.as_secs_f64());
     if let Some(ttft) = ttft {
-        metrics
+        gw.metrics
             .ttft_seconds
-            .get_or_create(&target)
+            .get_or_create(&TargetLabels {
+                provider: provider.clone(),
+                model: model.clone(),
+            })
             .observe(ttft.as_secs_f64());
     }
     if let Some(usage) = usage {
-        let prices = &attempt.to.provider.models[&attempt.to.target.model];
-        for (kind, n) in [
-            ("prompt", usage.prompt_tokens),
-            ("completion", usage.completion_tokens),
-            ("cached", usage.cache_read_tokens),
-            ("cache_write", usage.cache_write_tokens),
-            ("reasoning", usage.reasoning_tokens),
-        ] {
-            metrics
-                .tokens
-                .get_or_create(&TokenLabels {
-                    provider: provider.clone(),
-                    model: model.clone(),
-                    kind,
-                })
-                .inc_by(n as u64);
+        let counts = [
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+            usage.reasoning_tokens,
+        ];
+        for (counter, n) in metrics.tokens.iter().zip(counts) {
+            counter.inc_by(n as u64);
         }
-        metrics
-            .cost_usd
-            .get_or_create(&target)
-            .inc_by(prices.prices.cost(&usage));
+        metrics.cost_usd.inc_by(attempt.to.model.prices.cost(&usage));
     }
     tracing::info!(
         provider = %provider,
