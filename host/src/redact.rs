@@ -28,15 +28,23 @@ pub struct Redactor {
     /// The shortest form of any credential: shorter text (most header
     /// values) cannot hold one and is not searched.
     shortest: usize,
+    /// Per credential, its longest run of ASCII letters and digits. Every
+    /// form keeps those runs whole (the encodings escape only other
+    /// characters), so text without any anchor holds no form, and one SIMD
+    /// substring search clears it (answers and stream events almost always).
+    /// Empty when some credential has no such run: then every text is
+    /// searched in full.
+    anchors: Vec<memchr::memmem::Finder<'static>>,
 }
 
 impl Redactor {
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> Redactor {
-        let mut patterns: Vec<String> = secrets
+        let secrets: Vec<&str> = secrets
             .into_iter()
-            .filter(|s| s.expose().len() >= MIN_SCRUBBED_LEN)
-            .flat_map(|s| forms(s.expose()))
+            .map(Secret::expose)
+            .filter(|s| s.len() >= MIN_SCRUBBED_LEN)
             .collect();
+        let mut patterns: Vec<String> = secrets.iter().flat_map(|s| forms(s)).collect();
         patterns.sort();
         patterns.dedup();
         if patterns.is_empty() {
@@ -48,15 +56,23 @@ impl Redactor {
             .match_kind(MatchKind::LeftmostLongest)
             .build(&patterns)
             .expect("literal patterns always build");
+        let anchors: Option<Vec<_>> = secrets.iter().map(|s| anchor(s)).collect();
         Redactor {
             finder: Some(finder),
             shortest,
+            anchors: anchors.unwrap_or_default(),
         }
+    }
+
+    /// Whether `text` may hold a form of a credential (false: it cannot).
+    fn may_hold(&self, text: &[u8]) -> bool {
+        text.len() >= self.shortest
+            && (self.anchors.is_empty() || self.anchors.iter().any(|a| a.find(text).is_some()))
     }
 
     pub fn bytes<'a>(&self, text: &'a [u8]) -> Cow<'a, [u8]> {
         match &self.finder {
-            Some(finder) if text.len() >= self.shortest && finder.is_match(text) => {
+            Some(finder) if self.may_hold(text) && finder.is_match(text) => {
                 let replacements = vec![REDACTED.as_bytes(); finder.patterns_len()];
                 Cow::Owned(finder.replace_all_bytes(text, &replacements))
             }
@@ -66,7 +82,7 @@ impl Redactor {
 
     pub fn text<'a>(&self, text: &'a str) -> Cow<'a, str> {
         match &self.finder {
-            Some(finder) if text.len() >= self.shortest && finder.is_match(text) => {
+            Some(finder) if self.may_hold(text.as_bytes()) && finder.is_match(text) => {
                 let replacements = vec![REDACTED; finder.patterns_len()];
                 Cow::Owned(finder.replace_all(text, &replacements))
             }
@@ -106,6 +122,16 @@ fn forms(value: &str) -> Vec<String> {
     forms.push(value.chars().map(html_safe_escape).collect());
     forms.retain(|f| !f.is_empty());
     forms
+}
+
+/// The longest run of ASCII letters and digits in `secret`, which every
+/// one of its [`forms`] holds; none when it has no letter or digit.
+fn anchor(secret: &str) -> Option<memchr::memmem::Finder<'static>> {
+    let run = secret
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .max_by_key(|run| run.len())
+        .filter(|run| !run.is_empty())?;
+    Some(memchr::memmem::Finder::new(run.as_bytes()).into_owned())
 }
 
 fn unicode_escape(c: char) -> String {
@@ -225,6 +251,22 @@ mod tests {
         assert_eq!(r.text("k3y-value"), "[redacted]");
         assert_eq!(r.bytes(b"k3y-value").as_ref(), b"[redacted]");
         assert!(matches!(r.text("k3y-valu"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn the_anchor_only_clears_text_the_full_search_decides_the_rest() {
+        let r = redactor(&["key-0123456789"]);
+        assert_eq!(r.anchors.len(), 1);
+        // Its longest letter-and-digit run alone is not the credential.
+        assert!(matches!(r.text("0123456789 alone"), Cow::Borrowed(_)));
+        assert_eq!(r.text("a key-0123456789 here"), "a [redacted] here");
+        // An escaped form holds the anchor whole.
+        assert_eq!(r.text("key\\u002d0123456789"), "[redacted]");
+        // A credential with no letter or digit has no anchor: everything is
+        // searched in full, and it is still found.
+        let r = redactor(&["key-0123456789", "!!!!----????"]);
+        assert!(r.anchors.is_empty());
+        assert_eq!(r.text("say !!!!----????"), "say [redacted]");
     }
 
     #[test]

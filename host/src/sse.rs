@@ -28,30 +28,46 @@ pub struct SseParser {
 }
 
 impl SseParser {
-    /// Feed bytes; complete events are appended to `out`.
+    /// Feed bytes; complete events are appended to `out`. Lines are read
+    /// where the bytes are; only an incomplete last line is kept (copied)
+    /// for the next read.
     pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), SseError> {
-        self.buf.extend_from_slice(bytes);
-        let mut start = 0;
-        while let Some(pos) = self.buf[start..].iter().position(|&b| b == b'\n' || b == b'\r') {
-            let end = start + pos;
-            let terminator = self.buf[end];
-            // A CR at the very end may be the first half of CRLF: wait for more.
-            if terminator == b'\r' && end + 1 == self.buf.len() {
-                break;
-            }
-            let line = std::str::from_utf8(&self.buf[start..end]).map_err(|_| SseError::InvalidUtf8)?;
-            let line = line.to_owned();
-            self.line(&line, out);
-            start = end + 1;
-            if terminator == b'\r' && self.buf.get(start) == Some(&b'\n') {
-                start += 1;
-            }
-        }
-        self.buf.drain(..start);
+        let mut buf = std::mem::take(&mut self.buf);
+        let read = if buf.is_empty() {
+            self.lines(bytes, out)
+                .map(|used| buf.extend_from_slice(&bytes[used..]))
+        } else {
+            buf.extend_from_slice(bytes);
+            self.lines(&buf, out).map(|used| {
+                buf.drain(..used);
+            })
+        };
+        self.buf = buf;
+        read?;
         if self.buf.len() + self.data.len() > MAX_EVENT_BYTES {
             return Err(SseError::TooLarge);
         }
         Ok(())
+    }
+
+    /// Handle the complete lines of `input`; how many bytes they took.
+    fn lines(&mut self, input: &[u8], out: &mut Vec<Event>) -> Result<usize, SseError> {
+        let mut start = 0;
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', &input[start..]) {
+            let end = start + pos;
+            let terminator = input[end];
+            // A CR at the very end may be the first half of CRLF: wait for more.
+            if terminator == b'\r' && end + 1 == input.len() {
+                break;
+            }
+            let line = std::str::from_utf8(&input[start..end]).map_err(|_| SseError::InvalidUtf8)?;
+            self.line(line, out);
+            start = end + 1;
+            if terminator == b'\r' && input.get(start) == Some(&b'\n') {
+                start += 1;
+            }
+        }
+        Ok(start)
     }
 
     /// The stream ended: dispatch an event left without its blank line.
@@ -152,6 +168,18 @@ mod tests {
             events.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
             vec!["x", "y"]
         );
+    }
+
+    #[test]
+    fn any_cut_of_the_reads_gives_the_same_events() {
+        let text =
+            "event: a\r\ndata: {\"t\":\"héllo\"}\r\n\r\n: note\ndata: 1\ndata: 2\n\ndata: end\r\r".as_bytes();
+        let whole = parse(&[text]);
+        assert_eq!(whole.len(), 3);
+        for size in 1..=9 {
+            let reads: Vec<&[u8]> = text.chunks(size).collect();
+            assert_eq!(parse(&reads), whole, "reads of {size} bytes");
+        }
     }
 
     #[test]

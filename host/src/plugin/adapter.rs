@@ -560,6 +560,8 @@ struct ChunkShape {
 
 #[derive(serde::Deserialize)]
 struct ChoiceShape {
+    /// Present and not null: the choice has finished (its value is not
+    /// needed, so not copied).
     #[serde(default)]
-    finish_reason: Option<String>,
+    finish_reason: Option<serde::de::IgnoredAny>,
 }
