@@ -33,13 +33,13 @@ fn settings(dir: &std::path::Path) -> LedgerSettings {
 fn fill(trail: &Trail, n: usize) {
     trail.note(|r| {
         r.key = Some("bench".into());
-        r.route = Some("bench".into());
-        r.plan = vec!["up/m".into(), "other/m".into()];
+        r.route = Some("bench");
+        r.plan = vec!["up/m", "other/m"];
         r.tags = vec![("team".into(), "search".into())];
     });
     trail.attempt(AttemptRecord {
-        provider: "up".into(),
-        model: "m".into(),
+        provider: "up",
+        model: "m",
         outcome: "server_error",
         http_status: Some(500),
         latency_ms: 3,
@@ -52,8 +52,8 @@ fn fill(trail: &Trail, n: usize) {
     };
     trail.answered(
         AttemptRecord {
-            provider: "other".into(),
-            model: "m".into(),
+            provider: "other",
+            model: "m",
             outcome: "success",
             http_status: Some(200),
             latency_ms: 12,

@@ -7,6 +7,7 @@ use crate::access::{Budget, Keyring, Stored};
 use crate::config::{Config, Endpoint, Model, Provider, Route};
 use crate::health::{CircuitSettings, TargetHealth};
 use crate::ledger::Ledger;
+use crate::ledger::names::intern;
 use crate::metrics::Metrics;
 use crate::plugin::{PluginError, Registry, Unavailable};
 use crate::redact::Redactor;
@@ -30,6 +31,17 @@ pub struct RouteTarget {
     pub health: Arc<TargetHealth>,
     /// Its success metrics, fetched at its first success.
     pub success_metrics: std::sync::OnceLock<crate::metrics::SuccessMetrics>,
+    /// Its names as request records carry them.
+    pub names: TargetNames,
+}
+
+/// A target's names, interned ([`crate::ledger::names`]).
+#[derive(Clone, Copy, Debug)]
+pub struct TargetNames {
+    pub provider: &'static str,
+    pub model: &'static str,
+    /// `provider/model`, as plans name it.
+    pub label: &'static str,
 }
 
 /// A route resolved: its settings and its targets, each resolved in turn.
@@ -54,6 +66,11 @@ pub struct TargetRef<'g> {
 impl<'g> RouteRef<'g> {
     pub fn name(&self) -> &'g str {
         &self.config.name
+    }
+
+    /// The route's name as request records carry it (interned).
+    pub fn record_name(&self) -> &'static str {
+        self.gw.route_names[self.index]
     }
 
     pub fn target(&self, index: usize) -> TargetRef<'g> {
@@ -104,6 +121,8 @@ pub struct Gateway {
     pub upstreams: Vec<Upstream>,
     /// Index-aligned with `config.routes`.
     pub routes: Vec<Vec<RouteTarget>>,
+    /// Index-aligned with `config.routes`: their names, interned.
+    pub route_names: Vec<&'static str>,
     /// Health by (provider, model), shared by every route that uses the target.
     pub health: HashMap<(usize, String), Arc<TargetHealth>>,
 }
@@ -179,10 +198,19 @@ impl Gateway {
                             })
                             .clone(),
                         success_metrics: std::sync::OnceLock::new(),
+                        names: {
+                            let provider = &config.providers[*provider].name;
+                            TargetNames {
+                                provider: intern(provider),
+                                model: intern(model),
+                                label: intern(&format!("{provider}/{model}")),
+                            }
+                        },
                     })
                     .collect()
             })
             .collect();
+        let route_names = config.routes.iter().map(|r| intern(&r.name)).collect();
         Ok(Gateway {
             config,
             registry,
@@ -190,6 +218,7 @@ impl Gateway {
             shared,
             upstreams,
             routes,
+            route_names,
             health,
         })
     }

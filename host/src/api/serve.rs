@@ -148,7 +148,7 @@ async fn admit_and_answer(
         .route_named(&model)
         .ok_or_else(|| ApiError::unknown_model(&model))?;
     *resolved = Some(route.index);
-    trail.note(|r| r.route = Some(route.name().to_string()));
+    trail.note(|r| r.route = Some(route.record_name()));
     caller.may_use(route.config)?;
 
     let mut facts = if embeddings {
@@ -255,10 +255,7 @@ async fn answer(gw: &Arc<Gateway>, lifecycle: &Lifecycle, asked: Asked<'_>) -> R
         r.plan = planned
             .attempts
             .iter()
-            .map(|a| {
-                let t = route.target(a.target);
-                format!("{}/{}", t.provider.name, t.target.model)
-            })
+            .map(|a| route.target(a.target).target.names.label)
             .collect();
     });
     if !budgets.is_empty() {

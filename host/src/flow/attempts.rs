@@ -576,8 +576,8 @@ impl Attempt<'_> {
             None => (0.0, false),
         };
         AttemptRecord {
-            provider: self.to.provider.name.clone(),
-            model: self.to.target.model.clone(),
+            provider: self.to.target.names.provider,
+            model: self.to.target.names.model,
             outcome,
             http_status,
             latency_ms: self.started.elapsed().as_millis() as u64,

@@ -3,6 +3,7 @@
 //! The request path never waits on the disk: a full queue or a failing
 //! disk loses records (counted, logged once per interval), never requests.
 
+pub mod names;
 mod record;
 pub mod report;
 mod store;

@@ -16,18 +16,19 @@ pub struct RequestRecord {
     /// The gateway key's name, and its team.
     pub key: Option<String>,
     pub team: Option<String>,
-    pub route: Option<String>,
+    /// Names come from the configuration, interned ([`super::names`]).
+    pub route: Option<&'static str>,
     /// The API it came in on: its path, such as `/v1/messages`.
     pub endpoint: &'static str,
     /// Caller tags (`x-switchboard-tag-*` and `user`).
     pub tags: Vec<(String, String)>,
     pub stream: bool,
     /// The plan's targets in order, `provider/model`.
-    pub plan: Vec<String>,
+    pub plan: Vec<&'static str>,
     pub attempts: Vec<AttemptRecord>,
     /// Who answered.
-    pub provider: Option<String>,
-    pub model: Option<String>,
+    pub provider: Option<&'static str>,
+    pub model: Option<&'static str>,
     /// The model the provider said answered.
     pub answered_model: Option<String>,
     /// The answering attempt's tokens.
@@ -60,8 +61,8 @@ pub struct RequestRecord {
 /// follows the record's size.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct AttemptRecord {
-    pub provider: String,
-    pub model: String,
+    pub provider: &'static str,
+    pub model: &'static str,
     /// `success`, or the failure's label (`server_error`, `timeout`, ...),
     /// `cancelled`, `diverged`, `shutdown`.
     pub outcome: &'static str,
@@ -112,8 +113,8 @@ mod tests {
     #[test]
     fn an_attempt_leaves_out_what_it_does_not_have() {
         let failed = AttemptRecord {
-            provider: "a".into(),
-            model: "m".into(),
+            provider: "a",
+            model: "m",
             outcome: "timeout",
             latency_ms: 30_000,
             ..AttemptRecord::default()

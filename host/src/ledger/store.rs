@@ -227,20 +227,20 @@ mod tests {
         RequestRecord {
             id: id.into(),
             at_ms,
-            route: Some("chat".into()),
+            route: Some("chat"),
             endpoint: "/v1/messages",
-            plan: vec!["a/m".into(), "b/m".into()],
+            plan: vec!["a/m", "b/m"],
             attempts: vec![
                 AttemptRecord {
-                    provider: "a".into(),
-                    model: "m".into(),
+                    provider: "a",
+                    model: "m",
                     outcome: "server_error",
                     http_status: Some(500),
                     ..AttemptRecord::default()
                 },
                 AttemptRecord {
-                    provider: "b".into(),
-                    model: "m".into(),
+                    provider: "b",
+                    model: "m",
                     outcome: "success",
                     http_status: Some(200),
                     cost_usd: 0.5,

@@ -84,8 +84,8 @@ impl Trail {
     /// The answering attempt: who answered, its tokens and what it cost.
     pub fn answered(&self, attempt: AttemptRecord, answered_model: Option<String>) {
         self.note(|r| {
-            r.provider = Some(attempt.provider.clone());
-            r.model = Some(attempt.model.clone());
+            r.provider = Some(attempt.provider);
+            r.model = Some(attempt.model);
             r.answered_model = answered_model;
             r.usage = attempt.usage;
             r.charged_usd = attempt.cost_usd;
