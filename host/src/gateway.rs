@@ -64,12 +64,8 @@ pub struct TargetRef<'g> {
 }
 
 impl<'g> RouteRef<'g> {
-    pub fn name(&self) -> &'g str {
-        &self.config.name
-    }
-
-    /// The route's name as request records carry it (interned).
-    pub fn record_name(&self) -> &'static str {
+    /// The route's name, interned: request records carry it as it is.
+    pub fn name(&self) -> &'static str {
         self.gw.route_names[self.index]
     }
 

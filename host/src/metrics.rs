@@ -1,12 +1,14 @@
 //! Prometheus metrics: requests, attempts, latency, tokens, cost and plugin
 //! health, rendered in the text exposition format at `/metrics`.
 
+use crate::plugin::types::Usage;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -355,14 +357,40 @@ impl Default for Metrics {
 pub struct SuccessMetrics {
     pub attempts: Counter,
     pub seconds: Histogram,
-    /// Prompt, completion, cached, cache write, reasoning: the order of
-    /// [`TOKEN_KINDS`].
-    pub tokens: [Counter; 5],
+    /// In [`TOKEN_KINDS`] order.
+    tokens: [Counter; 5],
     pub cost_usd: Counter<f64, AtomicU64>,
+    /// Taken at the first success that has a time to first token (a
+    /// stream's): whole answers leave no empty series.
+    ttft: OnceLock<Histogram>,
+    target: TargetLabels,
 }
 
-/// The `kind` label of `tokens_total`, in [`SuccessMetrics::tokens`] order.
-pub const TOKEN_KINDS: [&str; 5] = ["prompt", "completion", "cached", "cache_write", "reasoning"];
+/// The `kind` labels of `tokens_total`, in the order [`SuccessMetrics::tokens`] counts them.
+const TOKEN_KINDS: [&str; 5] = ["prompt", "completion", "cached", "cache_write", "reasoning"];
+
+impl SuccessMetrics {
+    /// Count an answer's tokens by kind.
+    pub fn tokens(&self, usage: &Usage) {
+        let counts = [
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+            usage.reasoning_tokens,
+        ];
+        for (counter, n) in self.tokens.iter().zip(counts) {
+            counter.inc_by(n.into());
+        }
+    }
+
+    /// Observe an answer's time to first token.
+    pub fn ttft(&self, metrics: &Metrics, seconds: f64) {
+        self.ttft
+            .get_or_init(|| metrics.ttft_seconds.get_or_create(&self.target).clone())
+            .observe(seconds);
+    }
+}
 
 impl Metrics {
     /// The metrics a success on `provider`'s `model` updates.
@@ -391,6 +419,8 @@ impl Metrics {
                     .clone()
             }),
             cost_usd: self.cost_usd.get_or_create(&target).clone(),
+            ttft: OnceLock::new(),
+            target,
         }
     }
 
@@ -421,10 +451,16 @@ mod tests {
         let metrics = Metrics::default();
         let first = metrics.success("a", "m");
         first.attempts.inc();
-        first.tokens[1].inc_by(7);
+        first.tokens(&Usage {
+            completion_tokens: 7,
+            ..Usage::default()
+        });
         first.cost_usd.inc_by(0.5);
         // Taken again (after a reload, say): the same series, not new ones.
-        metrics.success("a", "m").tokens[1].inc_by(3);
+        metrics.success("a", "m").tokens(&Usage {
+            completion_tokens: 3,
+            ..Usage::default()
+        });
         let text = metrics.render();
         for line in [
             r#"switchboard_attempts_total{provider="a",model="m",outcome="success"} 1"#,

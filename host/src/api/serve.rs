@@ -148,7 +148,7 @@ async fn admit_and_answer(
         .route_named(&model)
         .ok_or_else(|| ApiError::unknown_model(&model))?;
     *resolved = Some(route.index);
-    trail.note(|r| r.route = Some(route.record_name()));
+    trail.note(|r| r.route = Some(route.name()));
     caller.may_use(route.config)?;
 
     let mut facts = if embeddings {

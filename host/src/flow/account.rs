@@ -4,7 +4,6 @@
 use super::attempts::Attempt;
 use crate::gateway::Gateway;
 use crate::health::Outcome;
-use crate::metrics::TargetLabels;
 use crate::plugin::types::Usage;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -34,25 +33,10 @@ pub fn record_success(
     metrics.attempts.inc();
     metrics.seconds.observe(latency.as_secs_f64());
     if let Some(ttft) = ttft {
-        gw.metrics
-            .ttft_seconds
-            .get_or_create(&TargetLabels {
-                provider: provider.clone(),
-                model: model.clone(),
-            })
-            .observe(ttft.as_secs_f64());
+        metrics.ttft(&gw.metrics, ttft.as_secs_f64());
     }
     if let Some(usage) = usage {
-        let counts = [
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            usage.cache_read_tokens,
-            usage.cache_write_tokens,
-            usage.reasoning_tokens,
-        ];
-        for (counter, n) in metrics.tokens.iter().zip(counts) {
-            counter.inc_by(n as u64);
-        }
+        metrics.tokens(&usage);
         metrics.cost_usd.inc_by(attempt.to.model.prices.cost(&usage));
     }
     tracing::info!(

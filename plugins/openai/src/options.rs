@@ -99,8 +99,6 @@ impl Options {
         })
     }
 
-    /// Adjust a canonical request body to what this host accepts; true
-    /// when anything changed.
     /// Whether the request goes out as it came, read without building its
     /// tree: `Some(streaming)` when its model is already `model` and no
     /// option would change it; `None` when it must be rewritten (or read
@@ -127,6 +125,8 @@ impl Options {
         (peek.model.as_deref() == Some(model) && !adds_usage).then_some(streaming)
     }
 
+    /// Adjust a canonical request body to what this host accepts; true
+    /// when anything changed.
     pub fn rewrite(&self, body: &mut Map<String, Value>, streaming: bool) -> bool {
         let mut changed = false;
         if let Some(field) = &self.max_tokens_field {
