@@ -117,8 +117,7 @@ pub fn keys(config: &Config, command: KeysCommand) -> Result<String, String> {
                 budget_usd,
                 period,
             };
-            let (secret, info) =
-                store::create_key(conn, &new, |team| config.teams.contains_key(team)).map_err(e)?;
+            let (secret, info) = store::create_key(conn, &new, &store::InConfig::of(config)).map_err(e)?;
             let mut out = format!(
                 "created key `{}`{}\n{secret}\n(the secret is shown once; only its hash is kept)\n",
                 info.name,

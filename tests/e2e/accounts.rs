@@ -345,6 +345,13 @@ async fn feedback_and_usage_reports_add_up_to_the_requests_made() {
             .status,
         201
     );
+    // A second opinion on the same answer counts as one more score.
+    assert_eq!(
+        send(admin.clone(), json!({"request_id": ids[1], "score": 0.0}))
+            .await
+            .status,
+        201
+    );
     // By the caller's own id.
     assert_eq!(
         send(admin.clone(), json!({"request_id": "mine-1", "score": 0.25}))
@@ -392,8 +399,11 @@ async fn feedback_and_usage_reports_add_up_to_the_requests_made() {
     assert_eq!(a_row["requests"], 3);
     assert_eq!(a_row["prompt_tokens"], 33, "3 answers of 11 prompt tokens");
     assert_eq!(a_row["completion_tokens"], 21);
-    assert_eq!(a_row["feedback_count"], 2);
-    assert_eq!(a_row["feedback_mean"], 0.75);
+    assert_eq!(
+        a_row["feedback_count"], 3,
+        "every score, not every scored request"
+    );
+    assert_eq!(a_row["feedback_mean"], 0.5);
     assert!((a_row["charged_usd"].as_f64().unwrap() - 3.0 * 25e-6).abs() < 1e-12);
     assert!(a_row["latency_p50_ms"].is_u64());
     let b_row = row("b");
@@ -432,7 +442,51 @@ async fn feedback_and_usage_reports_add_up_to_the_requests_made() {
     assert_eq!(printed, json!(rows));
     let (ok, table, _) = gw.command(KEYS, &["report", "--by", "provider", "--since", "1d"]);
     assert!(ok && table.starts_with("provider  requests"), "{table}");
-    assert!(table.contains("0.75 (2)"), "{table}");
+    assert!(table.contains("0.50 (3)"), "{table}");
+}
+
+#[tokio::test]
+async fn the_config_files_keys_and_team_budgets_count_and_their_names_stay_theirs() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    // A team budget of two answers (25e-6 each; each reserves ~20e-6 first).
+    let config = format!(
+        "[ledger]\npath = \"ledger.db\"\n[teams.ops]\nbudget_usd = 0.00005\nperiod = \"day\"\n\n\
+         [[gateway_keys]]\nname = \"deploy\"\nkey_env = \"GW_DEPLOY\"\nteam = \"ops\"\ntpm = 1000\n{}",
+        two_providers(&a, &b, "")
+    );
+    let env = [KEYS, &[("GW_DEPLOY", "gw-deploy-secret")]].concat();
+    let gw = Gateway::start(&config, &env);
+    let mut request = chat("chat");
+    request["max_tokens"] = json!(7);
+    let first = chat_as(&gw, "gw-deploy-secret", &request).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    // Token headers under the limit too: the reservation (a 6-token prompt
+    // estimate and max_tokens 7) settled to the answer's 18 tokens.
+    assert_eq!(first.header("x-ratelimit-limit-tokens"), "1000");
+    assert_eq!(first.header("x-ratelimit-remaining-tokens"), "987");
+    assert!(first.header("x-ratelimit-reset-tokens").ends_with('s'));
+    assert_eq!(chat_as(&gw, "gw-deploy-secret", &request).await.status, 200);
+    let over = chat_as(&gw, "gw-deploy-secret", &request).await;
+    assert_eq!(over.status, 429, "{}", over.text());
+    let error = &over.json()["error"];
+    assert_eq!(error["code"], "budget_exceeded");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("team `ops`") && message.contains("$0.00005 per day"),
+        "{message}"
+    );
+    // Three records (the refusal is recorded too), two answers charged.
+    assert!((charged(&gw, "deploy", 3).await - 50e-6).abs() < 1e-12);
+
+    // The file's key name cannot be taken by a key in the database (they
+    // would share a budget and each other's requests); its team can be joined.
+    let (ok, _, err) = gw.command(&env, &["keys", "create", "--name", "deploy"]);
+    assert!(
+        !ok && err.contains("a key named `deploy` exists already"),
+        "{err}"
+    );
+    let (ok, out, err) = gw.command(&env, &["keys", "create", "--name", "ops-ci", "--team", "ops"]);
+    assert!(ok && out.contains("sk-sb-"), "{err}");
 }
 
 #[tokio::test]

@@ -93,6 +93,48 @@ fn attempts(db: &Connection, id: &str) -> Vec<(String, String, Option<i64>, bool
 const MOCK_COST: f64 = (8.0 * 1.0 + 3.0 * 0.5 + 7.0 * 2.0) / 1e6;
 
 #[tokio::test]
+async fn openai_cached_and_reasoning_tokens_are_priced_at_their_own_rates() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let config = with_ledger(&a, &b).replacen(
+        "cached_input_price = 0.5\n",
+        "cached_input_price = 0.5\nreasoning_price = 4.0\n",
+        1,
+    );
+    let answer = json!({
+        "id": "chatcmpl-r", "object": "chat.completion", "created": 1, "model": "model-a",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "42", "refusal": null},
+                     "logprobs": null, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150,
+                  "prompt_tokens_details": {"cached_tokens": 40},
+                  "completion_tokens_details": {"reasoning_tokens": 30}}
+    });
+    a.set_default(Script::Status(
+        200,
+        vec![("content-type", "application/json".into())],
+        answer.to_string(),
+    ));
+    let gw = Gateway::start(&config, KEYS);
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // 60 fresh prompt tokens at $1, 40 cached at $0.50, 20 plain completion
+    // tokens at $2 and 30 reasoning tokens at $4 per million: each counted once.
+    let expected = (60.0 * 1.0 + 40.0 * 0.5 + 20.0 * 2.0 + 30.0 * 4.0) / 1e6;
+    let cost: f64 = reply.header("x-switchboard-cost-usd").parse().unwrap();
+    assert!((cost - expected).abs() < 1e-12, "{cost} != {expected}");
+    let id = reply.header("x-switchboard-request-id").to_string();
+    let db = records(&gw, 1).await;
+    let (reasoning, charged): (i64, f64) = db
+        .query_row(
+            "SELECT reasoning_tokens, charged_usd FROM requests WHERE id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(reasoning, 30);
+    assert!((charged - expected).abs() < 1e-12);
+}
+
+#[tokio::test]
 async fn a_failover_leaves_one_record_with_both_attempts_and_the_exact_cost() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     a.set_default(Script::Status(500, vec![], "{}".into()));
@@ -207,6 +249,37 @@ async fn streams_refusals_and_broken_streams_are_recorded_too() {
 }
 
 #[tokio::test]
+async fn a_hedge_that_loses_is_recorded_cancelled_with_an_estimated_cost() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let config = with_ledger(&a, &b).replacen(
+        "targets = [\"a/model-a\", \"b/model-b\"]\n",
+        "targets = [\"a/model-a\", \"b/model-b\"]\nhedge_after_ms = 50\n",
+        1,
+    );
+    // `a` is slow: `b` is started beside it after 50 ms and answers first.
+    a.set_default(Script::Slow(800, "late"));
+    let gw = Gateway::start(&config, KEYS);
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-switchboard-provider"), "b");
+    let id = reply.header("x-switchboard-request-id").to_string();
+    let db = records(&gw, 1).await;
+    let r = row(&db, &id);
+    assert_eq!(
+        attempts(&db, &id),
+        vec![
+            ("a".into(), "cancelled".into(), None, true),
+            ("b".into(), "success".into(), Some(200), false),
+        ]
+    );
+    // The caller pays for the answer; the abandoned attempt read the whole
+    // prompt, so what the providers cost is more, and marked estimated.
+    assert!((r["charged_usd"].as_f64().unwrap() - MOCK_COST).abs() < 1e-12);
+    assert!(r["provider_cost_usd"].as_f64().unwrap() > MOCK_COST);
+    assert_eq!(r["cost_estimated"], true);
+}
+
+#[tokio::test]
 async fn a_locked_database_costs_records_not_requests_and_the_writer_recovers() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     let gw = Gateway::start(&with_ledger(&a, &b), KEYS);
@@ -251,6 +324,47 @@ async fn a_locked_database_costs_records_not_requests_and_the_writer_recovers() 
         gw.wait_for_log("ledger writes recovered", Duration::from_secs(5))
             .await
     );
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_records_not_requests_and_counts_them() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let config = with_ledger(&a, &b).replacen(
+        "path = \"ledger.db\"\n",
+        "path = \"ledger.db\"\nqueue_capacity = 2\n",
+        1,
+    );
+    let gw = Gateway::start(&config, KEYS);
+    let db = open(&gw);
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    // The writer takes the first record and waits on the lock (2 s)...
+    assert_eq!(post(&gw.chat_url(), &chat("chat")).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // ...so the queue fills with the next two, and the two after are dropped.
+    for _ in 0..4 {
+        assert_eq!(post(&gw.chat_url(), &chat("chat")).await.status, 200);
+    }
+    let metrics = gw.metrics().await;
+    assert_eq!(sample(&metrics, "switchboard_ledger_queue_depth"), 2, "{metrics}");
+    let full = "switchboard_ledger_records_dropped_total{reason=\"queue_full\"}";
+    assert_eq!(sample(&metrics, full), 2, "{metrics}");
+    assert!(gw.logs().contains("ledger queue full"));
+    db.execute_batch("ROLLBACK").unwrap();
+    // Every record is written or counted as lost, and the queue drains.
+    let failed = "switchboard_ledger_records_dropped_total{reason=\"write_failed\"}";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = gw.metrics().await;
+        let written: i64 = db
+            .query_row("SELECT count(*) FROM requests", [], |r| r.get(0))
+            .unwrap();
+        let accounted = written as u64 + sample(&metrics, full) + sample(&metrics, failed);
+        if accounted == 5 && sample(&metrics, "switchboard_ledger_queue_depth") == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{written} written\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

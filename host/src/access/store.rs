@@ -75,23 +75,45 @@ fn valid_name(name: &str) -> Result<(), AccessError> {
     }
 }
 
+/// The names the config file gives keys and teams. A key made in the
+/// database may join one of the file's teams, but not take the name of one
+/// of its keys: the two would share a budget, a name in the ledger, and
+/// each other's requests to score.
+#[derive(Clone, Debug, Default)]
+pub struct InConfig {
+    pub keys: Vec<String>,
+    pub teams: Vec<String>,
+}
+
+impl InConfig {
+    pub fn of(config: &crate::config::Config) -> InConfig {
+        InConfig {
+            keys: config.keys.iter().map(|k| k.info.name.clone()).collect(),
+            teams: config.teams.keys().cloned().collect(),
+        }
+    }
+}
+
 /// Create a key; the secret is returned once and never stored. Its team
-/// is one of the database's, or one `in_config` knows.
+/// is one of the database's or of the config file's.
 pub fn create_key(
     conn: &Connection,
     new: &NewKey,
-    in_config: impl Fn(&str) -> bool,
+    in_config: &InConfig,
 ) -> Result<(String, KeyInfo), AccessError> {
     valid_name(&new.name)?;
     let budget = Budget::from_parts(new.budget_usd, new.period).map_err(AccessError::Invalid)?;
     if let Some(team) = &new.team
-        && !in_config(team)
+        && !in_config.teams.contains(team)
         && !team_exists(conn, team)?
     {
         return Err(AccessError::NoSuchTeam(team.clone()));
     }
     if [new.rpm, new.tpm].contains(&Some(0)) {
         return Err(AccessError::Invalid("rpm and tpm must be above 0".into()));
+    }
+    if in_config.keys.contains(&new.name) {
+        return Err(AccessError::KeyTaken(new.name.clone()));
     }
     let secret = new_secret();
     let taken: bool = conn
@@ -101,7 +123,8 @@ pub fn create_key(
     if taken {
         return Err(AccessError::KeyTaken(new.name.clone()));
     }
-    conn.execute(
+    // Checked above, but another process may have taken the name since.
+    let inserted = conn.execute(
         "INSERT INTO keys (name, team, hash, prefix, admin, models, rpm, tpm, budget_usd, period, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
@@ -119,7 +142,11 @@ pub fn create_key(
             budget.map(|b| b.period.as_str()),
             now_ms(),
         ],
-    )?;
+    );
+    if is_clash(&inserted) {
+        return Err(AccessError::KeyTaken(new.name.clone()));
+    }
+    inserted?;
     let info = KeyInfo {
         name: new.name.clone(),
         team: new.team.clone(),
@@ -190,7 +217,7 @@ pub fn create_team(conn: &Connection, name: &str, budget: Option<Budget>) -> Res
     if team_exists(conn, name)? {
         return Err(AccessError::TeamTaken(name.to_string()));
     }
-    conn.execute(
+    let inserted = conn.execute(
         "INSERT INTO teams (name, budget_usd, period, created_ms) VALUES (?1, ?2, ?3, ?4)",
         params![
             name,
@@ -198,8 +225,21 @@ pub fn create_team(conn: &Connection, name: &str, budget: Option<Budget>) -> Res
             budget.map(|b| b.period.as_str()),
             now_ms()
         ],
-    )?;
+    );
+    if is_clash(&inserted) {
+        return Err(AccessError::TeamTaken(name.to_string()));
+    }
+    inserted?;
     Ok(())
+}
+
+/// An insert refused by a uniqueness constraint: a name taken between the
+/// check and the write.
+fn is_clash(inserted: &Result<usize, rusqlite::Error>) -> bool {
+    matches!(
+        inserted,
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation
+    )
 }
 
 /// Change a team's budget (none: no budget).
@@ -316,7 +356,7 @@ mod tests {
             rpm: Some(60),
             ..NewKey::default()
         };
-        let (secret, info) = create_key(conn, &new, |_| false).unwrap();
+        let (secret, info) = create_key(conn, &new, &InConfig::default()).unwrap();
         assert!(secret.starts_with("sk-sb-") && secret.len() == 46);
         assert_eq!(info.team.as_deref(), Some("search"));
         let stored: String = conn.query_row("SELECT hash FROM keys", [], |r| r.get(0)).unwrap();
@@ -332,7 +372,7 @@ mod tests {
             })
         );
         assert!(matches!(
-            create_key(conn, &new, |_| false),
+            create_key(conn, &new, &InConfig::default()),
             Err(AccessError::KeyTaken(_))
         ));
         let orphan = NewKey {
@@ -341,7 +381,7 @@ mod tests {
             ..NewKey::default()
         };
         assert!(matches!(
-            create_key(conn, &orphan, |_| false),
+            create_key(conn, &orphan, &InConfig::default()),
             Err(AccessError::NoSuchTeam(_))
         ));
         let negative = NewKey {
@@ -350,9 +390,24 @@ mod tests {
             ..NewKey::default()
         };
         assert!(matches!(
-            create_key(conn, &negative, |_| false),
+            create_key(conn, &negative, &InConfig::default()),
             Err(AccessError::Invalid(_))
         ));
+        // The config file's key names are taken too; its teams may be joined.
+        let config = InConfig {
+            keys: vec!["deploy".into()],
+            teams: vec!["nowhere".into()],
+        };
+        let clash = NewKey {
+            name: "deploy".into(),
+            ..NewKey::default()
+        };
+        assert!(matches!(
+            create_key(conn, &clash, &config),
+            Err(AccessError::KeyTaken(name)) if name == "deploy"
+        ));
+        create_key(conn, &orphan, &config).unwrap();
+        revoke_key(conn, "x").unwrap();
         revoke_key(conn, "ci").unwrap();
         assert!(load(conn).unwrap().keys.is_empty());
         assert!(matches!(revoke_key(conn, "ci"), Err(AccessError::NoSuchKey(_))));

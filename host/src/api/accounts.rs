@@ -201,9 +201,9 @@ pub async fn keys(
             let bytes = read_body(&parts.headers, body, SMALL_BODY).await?;
             let new: NewKey = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::invalid_request(format!("Invalid key: {e}.")))?;
-            let teams: Vec<String> = gw.config.teams.keys().cloned().collect();
+            let in_config = store::InConfig::of(&gw.config);
             let (secret, info) = with_db(gw, move |conn| {
-                store::create_key(conn, &new, |team| teams.iter().any(|t| t == team)).map_err(access_error)
+                store::create_key(conn, &new, &in_config).map_err(access_error)
             })
             .await?;
             tracing::info!(key = %info.name, team = info.team.as_deref(), admin = info.admin, "gateway key created");

@@ -371,6 +371,15 @@ impl<'g> Attempts<'g> {
         tracing::info!(provider = %attempt.to.provider.name, model = %attempt.to.target.model, "caller went away; upstream stream dropped");
     }
 
+    /// A hedge race's loser, stopped before it answered: not the target's
+    /// fault, not billed to the caller; it had the prompt, so its cost is
+    /// estimated. No status: it may not have had one yet.
+    pub fn lost_race(&mut self, attempt: Attempt<'g>) {
+        attempt.count(&self.gw.metrics, "cancelled");
+        let record = attempt.record("cancelled", None, None, true, self.prompt_estimate);
+        self.trail.attempt(record);
+    }
+
     /// The server's shutdown grace period ended mid-stream: not billed.
     pub fn shut_down(&mut self, attempt: Attempt<'g>) {
         attempt.count(&self.gw.metrics, "shutdown");

@@ -104,7 +104,7 @@ pub async fn first_success<'g, S: Start>(
                     Some(failure) => {
                         let _ = attempts.failed(attempt, failure);
                     }
-                    None => attempts.cancelled(attempt),
+                    None => attempts.lost_race(attempt),
                 }
                 return Ok(*won);
             }
@@ -170,7 +170,7 @@ async fn race<'g, S: Start>(
     match settled {
         Settled::FirstWon(answer) => {
             attempts.hedged("first");
-            attempts.cancelled(hedge);
+            attempts.lost_race(hedge);
             Raced::First(Ok(answer), None)
         }
         Settled::HedgeWon(answer, first_failure) => {

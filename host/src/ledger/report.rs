@@ -79,7 +79,8 @@ struct Acc {
     row: Row,
     latencies: Vec<u64>,
     ttfts: Vec<u64>,
-    scores: Vec<f64>,
+    /// The sum of every feedback score given to the group's requests.
+    score_sum: f64,
 }
 
 /// Requests in `[since_ms, until_ms)`, grouped.
@@ -93,7 +94,8 @@ pub fn usage(
         "SELECT r.provider, r.model, r.route, r.key_name, r.team, r.at_ms, r.status, r.error_class,
                 r.prompt_tokens, r.cache_read_tokens, r.cache_write_tokens, r.completion_tokens,
                 r.reasoning_tokens, r.provider_cost_usd, r.charged_usd, r.latency_ms, r.ttft_ms,
-                (SELECT avg(f.score) FROM feedback f WHERE f.request_id = r.id)
+                (SELECT sum(f.score) FROM feedback f WHERE f.request_id = r.id),
+                (SELECT count(*) FROM feedback f WHERE f.request_id = r.id)
          FROM requests r WHERE r.id >= ?1 AND r.id < ?2",
     )?;
     let mut groups: BTreeMap<Vec<String>, Acc> = BTreeMap::new();
@@ -145,9 +147,9 @@ pub fn usage(
         if let Some(ttft) = r.get::<_, Option<i64>>(16)? {
             acc.ttfts.push(ttft as u64);
         }
-        if let Some(score) = r.get::<_, Option<f64>>(17)? {
-            acc.scores.push(score);
-        }
+        // Every score counts once: a request scored twice weighs twice.
+        acc.score_sum += r.get::<_, Option<f64>>(17)?.unwrap_or(0.0);
+        acc.row.feedback_count += n(18)?;
     }
     Ok(groups
         .into_iter()
@@ -157,9 +159,8 @@ pub fn usage(
             acc.row.latency_p95_ms = percentile(&mut acc.latencies, 95);
             acc.row.ttft_p50_ms = percentile(&mut acc.ttfts, 50);
             acc.row.ttft_p95_ms = percentile(&mut acc.ttfts, 95);
-            acc.row.feedback_count = acc.scores.len() as u64;
-            acc.row.feedback_mean =
-                (!acc.scores.is_empty()).then(|| acc.scores.iter().sum::<f64>() / acc.scores.len() as f64);
+            let scores = acc.row.feedback_count;
+            acc.row.feedback_mean = (scores > 0).then(|| acc.score_sum / scores as f64);
             acc.row
         })
         .collect())
