@@ -368,6 +368,63 @@ async fn a_full_queue_drops_records_not_requests_and_counts_them() {
 }
 
 #[tokio::test]
+async fn records_past_retention_are_pruned_and_newer_ones_kept() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let config = with_ledger(&a, &b).replacen(
+        "path = \"ledger.db\"\n",
+        "path = \"ledger.db\"\nretention_days = 7\n",
+        1,
+    );
+    let gw = Gateway::start(&config, KEYS);
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    let kept = reply.header("x-switchboard-request-id").to_string();
+    let db = records(&gw, 1).await;
+    // Records of 8 and 6 days ago, as an older gateway would have left them
+    // (ids are UUIDv7: their first 12 hex digits are the Unix milliseconds).
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for (days, id) in [(8, "old"), (6, "recent")] {
+        let at_ms = now_ms - days * 86_400_000;
+        db.execute(
+            "INSERT INTO requests (id, caller_request_id, at_ms, tags, stream, plan, provider_cost_usd,
+                 cost_estimated, charged_usd, latency_ms, status, outcome, attempts)
+             VALUES (printf('%012x%020d', ?1, 1), ?2, ?1, '[]', 0, '[]', 0, 0, 0, 1, 200, 'answered', '[]')",
+            rusqlite::params![at_ms, id],
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO feedback (request_id, score, at_ms) VALUES (printf('%012x%020d', ?1, 1), 1.0, ?1)",
+            [at_ms],
+        )
+        .unwrap();
+    }
+    // Pruning runs at start and every hour after.
+    let gw = gw.restart(KEYS);
+    let db = open(&gw);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<String> = db
+            .prepare("SELECT coalesce(caller_request_id, id) FROM requests ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        if left.len() == 2 || Instant::now() > deadline {
+            assert_eq!(left, ["recent", kept.as_str()]);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let feedback: i64 = db
+        .query_row("SELECT count(*) FROM feedback", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(feedback, 1, "the old record's feedback went with it");
+}
+
+#[tokio::test]
 async fn killing_the_gateway_mid_write_never_corrupts_the_ledger() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     let mut gw = Gateway::start(&with_ledger(&a, &b), KEYS);
