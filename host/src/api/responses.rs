@@ -167,14 +167,17 @@ fn event_stream(
 /// The `sequence_number` of an event's data, read without parsing it whole.
 fn sequence_number(data: &[u8]) -> Option<u64> {
     const KEY: &[u8] = b"\"sequence_number\":";
-    let at = memchr::memmem::find(data, KEY)? + KEY.len();
-    let digits: Vec<u8> = data[at..]
+    /// Built once: building a searcher costs more than one search.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
+    let at = FINDER.find(data)? + KEY.len();
+    let rest = &data[at..];
+    let digits = &rest[rest.iter().position(|b| !b.is_ascii_whitespace())?..];
+    let end = digits
         .iter()
-        .skip_while(|b| b.is_ascii_whitespace())
-        .take_while(|b| b.is_ascii_digit())
-        .copied()
-        .collect();
-    std::str::from_utf8(&digits).ok()?.parse().ok()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
 #[cfg(test)]

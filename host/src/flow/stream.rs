@@ -636,11 +636,11 @@ impl Pump {
 /// Add `usage.cost_usd` to the batch's usage chunk (the last chunk with a
 /// `usage` object), if the caller asked for one.
 fn with_cost(chunks: &mut [Chunk], cost_usd: f64) {
+    /// Built once: building a searcher costs more than one search.
+    static USAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
     // Only the chunk that says `"usage"` is parsed.
-    let Some(Chunk { data: chunk, .. }) = chunks
-        .iter_mut()
-        .rev()
-        .find(|c| memchr::memmem::find(&c.data, b"\"usage\"").is_some())
+    let Some(Chunk { data: chunk, .. }) = chunks.iter_mut().rev().find(|c| USAGE.find(&c.data).is_some())
     else {
         return;
     };
