@@ -317,6 +317,10 @@ async fn feedback_and_usage_reports_add_up_to_the_requests_made() {
     )
     .await;
     assert_eq!(failed_over.header("x-switchboard-provider"), "b");
+    // Both failing: a request no one answered, counted by its error class.
+    b.set_default(Script::Status(500, vec![], "{}".into()));
+    let unanswered = chat_as(&gw, &admin, &chat("chat")).await;
+    assert_eq!(unanswered.status, 502, "{}", unanswered.text());
 
     let feedback_url = format!("{}/v1/feedback", gw.url);
     let send = |key: String, body: Value| {
@@ -379,7 +383,7 @@ async fn feedback_and_usage_reports_add_up_to_the_requests_made() {
     .await;
     assert_eq!(junk.status, 400);
 
-    charged(&gw, "ops", 4).await;
+    charged(&gw, "ops", 5).await;
     let auth = format!("Bearer {admin}");
     let usage = get(
         &format!("{}/admin/usage?group_by=key,provider,model&since=1d", gw.url),
@@ -405,11 +409,28 @@ async fn feedback_and_usage_reports_add_up_to_the_requests_made() {
     );
     assert_eq!(a_row["feedback_mean"], 0.5);
     assert!((a_row["charged_usd"].as_f64().unwrap() - 3.0 * 25e-6).abs() < 1e-12);
-    assert!(a_row["latency_p50_ms"].is_u64());
+    assert!(a_row["latency_p50_ms"].as_u64().unwrap() <= a_row["latency_p95_ms"].as_u64().unwrap());
+    assert_eq!(a_row["errors"], json!({}));
     let b_row = row("b");
     assert_eq!(
         (b_row["requests"].clone(), b_row["feedback_mean"].clone()),
         (json!(1), json!(0.25))
+    );
+    // `a`'s refusal cost nothing; `b`'s answer is both figures.
+    for figure in ["provider_cost_usd", "charged_usd"] {
+        assert!((b_row[figure].as_f64().unwrap() - 25e-6).abs() < 1e-12, "{b_row}");
+    }
+    let none = row("-");
+    assert_eq!(none["requests"], 1);
+    let errors = none["errors"].as_object().unwrap();
+    assert_eq!(
+        errors.values().map(|n| n.as_u64().unwrap()).sum::<u64>(),
+        1,
+        "{none}"
+    );
+    assert!(
+        none["latency_p50_ms"].is_null(),
+        "failures are not timed as answers"
     );
 
     let by_team = get(
@@ -424,7 +445,7 @@ async fn feedback_and_usage_reports_add_up_to_the_requests_made() {
         .iter()
         .find(|r| r["group"] == json!({"team": "search", "key": "ops"}))
         .expect("a row for the team's key");
-    assert_eq!(search["requests"], 4);
+    assert_eq!(search["requests"], 5);
     let bad_group = get(
         &format!("{}/admin/usage?group_by=colour", gw.url),
         &[("authorization", &auth)],
@@ -526,10 +547,12 @@ async fn a_teams_budget_made_with_the_command_is_counted_and_shown_in_metrics() 
         &["teams", "create", "eng", "--budget-usd", "1", "--period", "week"],
     );
     assert!(ok && out.contains("$1.00/week"), "{out}{err}");
-    let (key, _) = create_key(&gw, &["--name", "dev", "--team", "eng"]);
+    let (key, _) = create_key(&gw, &["--name", "dev", "--team", "eng", "--budget-usd", "1"]);
     until_loaded(&gw).await;
     assert_eq!(chat_as(&gw, &key, &chat("chat")).await.status, 200);
     let metrics = gw.metrics().await;
+    // Keys in the database are unbounded labels: none unless asked for.
+    assert!(!metrics.contains("switchboard_key_budget"), "{metrics}");
     assert!(
         metrics.contains("switchboard_budget_spent_usd{team=\"eng\"} 0.000025"),
         "{metrics}"
