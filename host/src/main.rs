@@ -6,6 +6,19 @@ use std::path::PathBuf;
 use switchboard::cli::{self, KeysCommand, TeamsCommand};
 use switchboard::config::Config;
 
+/// jemalloc, not glibc's malloc. The runtime's workers free what other
+/// workers allocated (a body read on one is written out on another), and
+/// glibc frees such memory under the lock of the arena it came from: with
+/// arenas few enough to keep memory down, busy workers queued on each
+/// other's locks (a futex call and a context switch on most requests).
+/// jemalloc frees into the freeing thread's cache. Its settings (one arena,
+/// thread caches for small sizes, freed pages returned within a second)
+/// are built in from `.cargo/config.toml`; `_RJEM_MALLOC_CONF` overrides
+/// them when the process starts. Measured in BENCHMARKS.md.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     version,
@@ -63,29 +76,7 @@ enum LogFormat {
     Json,
 }
 
-/// glibc gives each thread that allocates under contention an arena of its
-/// own, up to eight per core, and keeps what each arena once held: under
-/// load that was 35 MiB of the gateway's 72 MiB resident. One arena per
-/// core measured the same CPU with 59 MiB (BENCHMARKS.md). An operator's
-/// `MALLOC_ARENA_MAX` still wins.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn limit_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-        return;
-    }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let arenas = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `mallopt` only sets a tunable of glibc's allocator; called
-    // first thing in `main`, before any other thread exists.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
-
 fn main() -> std::process::ExitCode {
-    limit_malloc_arenas();
     let cli = Cli::parse();
     // The commands print their answer; only their warnings go to stderr.
     let default_level = if cli.command.is_some() { "warn" } else { "info" };
