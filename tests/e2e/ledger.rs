@@ -347,7 +347,9 @@ async fn a_full_queue_drops_records_not_requests_and_counts_them() {
     let metrics = gw.metrics().await;
     assert_eq!(sample(&metrics, "switchboard_ledger_queue_depth"), 2, "{metrics}");
     let full = "switchboard_ledger_records_dropped_total{reason=\"queue_full\"}";
-    assert_eq!(sample(&metrics, full), 2, "{metrics}");
+    // Two, or three on a machine so busy the writer had not yet taken the first.
+    let dropped = sample(&metrics, full);
+    assert!((2..=3).contains(&dropped), "{metrics}");
     assert!(gw.logs().contains("ledger queue full"));
     db.execute_batch("ROLLBACK").unwrap();
     // Every record is written or counted as lost, and the queue drains.
