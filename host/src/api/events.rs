@@ -83,6 +83,7 @@ mod tests {
         let named = Chunk {
             event: Some("x".into()),
             data: b"{}".to_vec(),
+            seen: None,
         };
         out.clear();
         passed_through(&named, &mut out);

@@ -7,6 +7,7 @@
 //! exactly that text. The continuation's chunks are rewritten to carry the
 //! first stream's id and no second `role`, so the caller sees one answer.
 
+use crate::chunk::{ChunkView, Seen};
 use serde_json::{Map, Value, json};
 
 /// How a broken stream may be continued on another target.
@@ -16,33 +17,6 @@ pub enum Strategy {
     Prefill,
     /// Ask again and drop the delivered prefix from the new answer.
     Regenerate,
-}
-
-/// What continuation reads of a chat chunk.
-#[derive(serde::Deserialize)]
-struct ChunkView<'a> {
-    #[serde(borrow, default)]
-    id: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    choices: Option<Vec<ChoiceView<'a>>>,
-}
-
-#[derive(serde::Deserialize)]
-struct ChoiceView<'a> {
-    #[serde(default)]
-    index: Option<u64>,
-    #[serde(default)]
-    finish_reason: Option<serde::de::IgnoredAny>,
-    #[serde(borrow, default)]
-    delta: Option<DeltaView<'a>>,
-}
-
-#[derive(serde::Deserialize)]
-struct DeltaView<'a> {
-    #[serde(borrow, default)]
-    content: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    tool_calls: Option<serde::de::IgnoredAny>,
 }
 
 /// What the caller has received of a stream.
@@ -65,32 +39,28 @@ impl Delivered {
         }
     }
 
-    /// Note one canonical chunk sent to the caller. Only what continuation
-    /// needs is read, borrowed from the chunk (no tree of values is built:
-    /// this runs on every chunk of a stream whose route continues).
+    /// Note one canonical chunk sent to the caller, reading it. A chunk the
+    /// adapter session has read already comes as [`Seen`] (`note`).
     pub fn observe(&mut self, chunk: &[u8]) {
         if self.unresumable.is_some() {
             return;
         }
-        let Ok(chunk) = serde_json::from_slice::<ChunkView>(chunk) else {
-            self.unresumable = Some("a chunk was not a JSON object");
+        match serde_json::from_slice::<ChunkView>(chunk) {
+            Ok(view) => self.note(view.seen()),
+            Err(_) => self.unresumable = Some("a chunk was not a JSON object"),
+        }
+    }
+
+    /// Note what one chunk sent to the caller said.
+    pub fn note(&mut self, seen: Seen) {
+        if self.unresumable.is_some() {
             return;
-        };
+        }
         if self.id.is_none() {
-            self.id = chunk.id.map(|id| id.into_owned());
+            self.id = seen.id;
         }
-        for choice in chunk.choices.into_iter().flatten() {
-            let delta = choice.delta;
-            if choice.index.unwrap_or(0) != 0 {
-                self.unresumable = Some("several choices were streamed");
-            } else if choice.finish_reason.is_some() {
-                self.unresumable = Some("the answer had already finished");
-            } else if delta.as_ref().is_some_and(|d| d.tool_calls.is_some()) {
-                self.unresumable = Some("tool calls were already streamed");
-            } else if let Some(text) = delta.and_then(|d| d.content) {
-                self.text.push_str(&text);
-            }
-        }
+        self.text.push_str(&seen.text);
+        self.unresumable = seen.unresumable;
     }
 
     /// Why the answer cannot be continued, if it cannot.
@@ -234,7 +204,7 @@ mod tests {
     #[test]
     fn a_chunk_is_read_for_its_text_whatever_it_leaves_null() {
         let mut delivered = Delivered::default();
-        delivered.observe(br#"{"id":"c1","choices":null}"#);
+        delivered.observe(br#"{"id":"c1","choices":[]}"#);
         delivered.observe(br#"{"choices":[{"index":0,"delta":null,"finish_reason":null}]}"#);
         delivered.observe(br#"{"choices":[{"index":0,"delta":{"content":"say \"hi\"","tool_calls":null}}]}"#);
         assert_eq!(delivered.unresumable(), None);
@@ -242,6 +212,32 @@ mod tests {
         assert_eq!(delivered.id.as_deref(), Some("c1"));
         delivered.observe(b"[1]");
         assert_eq!(delivered.unresumable(), Some("a chunk was not a JSON object"));
+        // `choices` must be a list, as the adapter session's check demands
+        // of every chunk (the same reading).
+        let mut delivered = Delivered::default();
+        delivered.observe(br#"{"id":"c1","choices":null}"#);
+        assert_eq!(delivered.unresumable(), Some("a chunk was not a JSON object"));
+    }
+
+    #[test]
+    fn what_the_session_read_of_a_chunk_counts_as_reading_it_again() {
+        let chunks: [&[u8]; 4] = [
+            br#"{"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+            br#"{"id":"c1","choices":[{"index":0,"delta":{"content":"Hel"}}]}"#,
+            br#"{"id":"c1","choices":[{"index":0,"delta":{"content":"lo"}}]}"#,
+            br#"{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        ];
+        let (mut read, mut noted) = (Delivered::default(), Delivered::default());
+        for chunk in chunks {
+            read.observe(chunk);
+            let view: ChunkView = serde_json::from_slice(chunk).unwrap();
+            noted.note(view.seen());
+        }
+        for delivered in [&read, &noted] {
+            assert_eq!(delivered.text, "Hello");
+            assert_eq!(delivered.id.as_deref(), Some("c1"));
+            assert_eq!(delivered.unresumable(), Some("the answer had already finished"));
+        }
     }
 
     fn chunk(id: &str, delta: Value, finish: Value) -> Vec<u8> {

@@ -12,12 +12,13 @@ use super::plan::PlannedAttempt;
 use super::request::RequestBody;
 use super::resume::{Delivered, Splice, Strategy};
 use super::whole::AnsweredBy;
+use crate::chunk::Seen;
 use crate::config::{Capability, OnStreamBreak};
 use crate::cost::Prices;
 use crate::gateway::Gateway;
 use crate::plugin::types::ApiFormat;
 use crate::plugin::types::{SseEvent, Usage};
-use crate::plugin::{PluginSet, StreamSession};
+use crate::plugin::{Fed, PluginSet, StreamSession};
 use crate::redact::Redactor;
 use crate::sse::{Event, SseParser};
 use crate::upstream::TransportError;
@@ -60,12 +61,19 @@ impl StreamEvent {
 pub struct Chunk {
     pub event: Option<String>,
     pub data: Vec<u8>,
+    /// What a chat chunk said, read when its adapter session checked it, for
+    /// a stream that may be continued (else it is read again if needed).
+    pub seen: Option<Seen>,
 }
 
 impl Chunk {
     /// A chat chunk.
     pub fn chat(data: Vec<u8>) -> Chunk {
-        Chunk { event: None, data }
+        Chunk {
+            event: None,
+            data,
+            seen: None,
+        }
     }
 }
 
@@ -139,6 +147,7 @@ async fn run(
     } = stream;
     let gw = &*gw;
     let mut attempts = Attempts::new(true, gw, &plugins, gw.route(route), plan, &received);
+    let wants_continue = gw.route(route).config.on_stream_break == OnStreamBreak::Continue;
     let opened = tokio::select! {
         biased;
         // The caller went away before the first chunk: stop trying.
@@ -150,7 +159,7 @@ async fn run(
             )));
             return;
         }
-        opened = open(&mut attempts, &request, include_usage, hedge) => opened,
+        opened = open(&mut attempts, &request, include_usage, wants_continue, hedge) => opened,
     };
     let (mut attempt, mut pump, first) = match opened {
         Ok(opened) => opened,
@@ -173,7 +182,6 @@ async fn run(
 
     // Only a chat stream is continued: continuation reads and rewrites chat
     // chunks, and goes on in chat whatever the next target speaks.
-    let wants_continue = gw.route(route).config.on_stream_break == OnStreamBreak::Continue;
     let continues = wants_continue && format == ApiFormat::OpenAiChat;
     let delivered = match request.canonical() {
         Some(canonical) if continues => Some(Delivered::new(canonical)),
@@ -342,9 +350,11 @@ impl Relay {
                 Ok(Batch::Chunks(chunks)) => {
                     let mut out = Vec::with_capacity(chunks.len());
                     let mut diverged = false;
-                    for chunk in chunks {
+                    for mut chunk in chunks {
+                        let seen = chunk.seen.take();
                         let chunk = match self.splice.as_mut().map(|s| s.rewrite(&chunk.data)) {
                             None => chunk,
+                            // What the caller gets is the rewritten chunk.
                             Some(Ok(Some(rewritten))) => Chunk::chat(rewritten),
                             Some(Ok(None)) => continue,
                             Some(Err(_)) => {
@@ -353,7 +363,10 @@ impl Relay {
                             }
                         };
                         if let Some(delivered) = self.delivered.as_mut() {
-                            delivered.observe(&chunk.data);
+                            match seen.filter(|_| self.splice.is_none()) {
+                                Some(seen) => delivered.note(seen),
+                                None => delivered.observe(&chunk.data),
+                            }
                         }
                         out.push(StreamEvent::Chunk(chunk));
                     }
@@ -393,16 +406,19 @@ async fn open<'g>(
     attempts: &mut Attempts<'g>,
     request: &RequestBody,
     include_usage: bool,
+    track: bool,
     hedge: Option<Hedge>,
 ) -> Result<Opened<'g>, FlowError> {
-    let (attempt, (pump, first)) =
-        first_success(attempts, request, hedge, FirstChunk { include_usage }).await?;
+    let start = FirstChunk { include_usage, track };
+    let (attempt, (pump, first)) = first_success(attempts, request, hedge, start).await?;
     Ok((attempt, pump, first))
 }
 
 /// A streaming attempt, up to its first chunk.
 struct FirstChunk {
     include_usage: bool,
+    /// The route continues broken streams: keep what each chunk says.
+    track: bool,
 }
 
 impl Start for FirstChunk {
@@ -413,7 +429,7 @@ impl Start for FirstChunk {
         attempt: &'a Attempt<'_>,
         request: &'a RequestBody,
     ) -> impl Future<Output = Started> + Send + 'a {
-        first_chunk(attempt, request, self.include_usage)
+        first_chunk(attempt, request, self.include_usage, self.track)
     }
 }
 
@@ -443,7 +459,7 @@ async fn resume<'g>(
         tracing::info!(provider = %attempt.to.provider.name, model = %attempt.to.target.model, ?strategy, "continuing a broken stream");
         let (continuation, splice) = delivered.continuation(request, strategy);
         let continuation = RequestBody::chat(continuation);
-        match first_chunk(&attempt, &continuation, include_usage).await {
+        match first_chunk(&attempt, &continuation, include_usage, true).await {
             Ok((pump, first)) => return Ok(((attempt, pump, first), splice)),
             Err(failure) => {
                 if let Some(stop) = attempts.failed(attempt, failure) {
@@ -458,9 +474,14 @@ async fn resume<'g>(
 type Started = Result<(Box<Pump>, Vec<Chunk>), Failure>;
 
 /// Start an attempt and read up to its first chunk, within its first-token deadline.
-async fn first_chunk(attempt: &Attempt<'_>, request: &RequestBody, include_usage: bool) -> Started {
+async fn first_chunk(
+    attempt: &Attempt<'_>,
+    request: &RequestBody,
+    include_usage: bool,
+    track: bool,
+) -> Started {
     // A streaming attempt's deadline is its first-token deadline.
-    match tokio::time::timeout_at(attempt.deadline, start(attempt, request, include_usage)).await {
+    match tokio::time::timeout_at(attempt.deadline, start(attempt, request, include_usage, track)).await {
         Ok(started) => started,
         Err(_) => Err(Failure::Transport(TransportError::Timeout)),
     }
@@ -470,6 +491,7 @@ async fn start(
     attempt: &Attempt<'_>,
     request: &RequestBody,
     include_usage: bool,
+    track: bool,
 ) -> Result<(Box<Pump>, Vec<Chunk>), Failure> {
     let response = attempt.send(request).await?;
     if !response.status().is_success() {
@@ -477,11 +499,14 @@ async fn start(
         return Err(attempt.classify(&inbound).await);
     }
     let body = response.into_body();
-    let session = attempt
+    let mut session = attempt
         .adapter
         .open_stream(&attempt.adapter_target, &attempt.context, include_usage)
         .await
         .map_err(Failure::Plugin)?;
+    if track {
+        session.track_text();
+    }
     let mut pump = Pump {
         body,
         parser: SseParser::default(),
@@ -575,9 +600,12 @@ impl Pump {
                         }
                     })
                     .collect();
-                let fed = self.session.feed(batch).await.map_err(Failure::Plugin)?;
-                self.answer_finished |= fed.finished;
-                let decoded = fed.decoded;
+                let Fed {
+                    decoded,
+                    finished,
+                    seen,
+                } = self.session.feed(batch).await.map_err(Failure::Plugin)?;
+                self.answer_finished |= finished;
                 if decoded.usage.is_some() {
                     self.usage = decoded.usage;
                 }
@@ -586,12 +614,14 @@ impl Pump {
                 }
                 self.finished = decoded.done;
                 self.failed = decoded.error.map(Failure::Provider);
+                let mut seen = seen.into_iter();
                 let mut chunks: Vec<Chunk> = decoded
                     .events
                     .into_iter()
                     .map(|e| Chunk {
                         event: e.event,
                         data: e.data,
+                        seen: seen.next(),
                     })
                     .collect();
                 if let Some(usage) = decoded.usage

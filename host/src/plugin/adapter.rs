@@ -11,6 +11,7 @@ use super::types::{
     ProviderError, RequestContext, SseEvent, Target,
 };
 use super::{v0_1, v0_2};
+use crate::chunk::{ChunkView, Seen};
 use std::sync::Arc;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
@@ -410,6 +411,7 @@ impl AdapterPlugin {
             }),
             format: context.format,
             plugin: self.clone(),
+            track: false,
         })
     }
 }
@@ -420,6 +422,8 @@ pub struct StreamSession {
     open: Option<Open>,
     format: ApiFormat,
     plugin: Arc<AdapterPlugin>,
+    /// Keep what each chat chunk says for continuation (`Fed::seen`).
+    track: bool,
 }
 
 struct Open {
@@ -467,6 +471,12 @@ impl Drop for StreamSession {
 }
 
 impl StreamSession {
+    /// Keep what each chat chunk says for continuing the stream, read in
+    /// the same pass as the chunk's check (`Fed::seen`).
+    pub fn track_text(&mut self) {
+        self.track = true;
+    }
+
     /// Feed the events of one socket read. The error is the plugin failing;
     /// a provider error the adapter found in the stream is in the answer,
     /// after the events decoded before it.
@@ -493,14 +503,22 @@ impl StreamSession {
         // are the caller's business.
         let mut finished = false;
         let canonical = self.format == ApiFormat::OpenAiChat;
+        let mut seen = Vec::new();
         for event in decoded.events.iter().filter(|_| canonical) {
-            let Ok(shape) = serde_json::from_slice::<ChunkShape>(&event.data) else {
+            let Ok(view) = serde_json::from_slice::<ChunkView>(&event.data) else {
                 open.healthy = false;
                 return Err(plugin.contract("stream chunk is not a valid chat.completion.chunk"));
             };
-            finished |= shape.choices.iter().any(|c| c.finish_reason.is_some());
+            finished |= view.finished();
+            if self.track {
+                seen.push(view.seen());
+            }
         }
-        Ok(Fed { decoded, finished })
+        Ok(Fed {
+            decoded,
+            finished,
+            seen,
+        })
     }
 
     async fn decode(
@@ -550,18 +568,7 @@ impl StreamSession {
 pub struct Fed {
     pub decoded: Decoded,
     pub finished: bool,
-}
-
-#[derive(serde::Deserialize)]
-struct ChunkShape {
-    #[serde(default)]
-    choices: Vec<ChoiceShape>,
-}
-
-#[derive(serde::Deserialize)]
-struct ChoiceShape {
-    /// Present and not null: the choice has finished (its value is not
-    /// needed, so not copied).
-    #[serde(default)]
-    finish_reason: Option<serde::de::IgnoredAny>,
+    /// What each chunk said, in order, when the session tracks text (a
+    /// chat stream whose route continues broken streams); else empty.
+    pub seen: Vec<Seen>,
 }

@@ -1,0 +1,72 @@
+//! What the host reads of an OpenAI chat stream chunk: the adapter
+//! session's check that each chunk an adapter emits is one, and what
+//! continuing a broken stream needs to know of it, read in one pass.
+
+/// What the host reads of a chat chunk, borrowed from its bytes (no tree of
+/// values, no copies of strings without escapes): the adapter session's
+/// check that a chunk is one reads it, and continuation keeps what it says
+/// ([`Seen`]) from the same pass.
+#[derive(serde::Deserialize)]
+pub struct ChunkView<'a> {
+    #[serde(borrow, default)]
+    id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    choices: Vec<ChoiceView<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChoiceView<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    /// Present and not null: the choice has finished (its value is not
+    /// needed, so not read).
+    #[serde(default)]
+    finish_reason: Option<serde::de::IgnoredAny>,
+    #[serde(borrow, default)]
+    delta: Option<DeltaView<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct DeltaView<'a> {
+    #[serde(borrow, default)]
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<serde::de::IgnoredAny>,
+}
+
+impl ChunkView<'_> {
+    /// Whether a choice of the chunk has finished.
+    pub fn finished(&self) -> bool {
+        self.choices.iter().any(|c| c.finish_reason.is_some())
+    }
+
+    /// What the chunk adds to the answer, for continuation.
+    pub fn seen(self) -> Seen {
+        let mut seen = Seen {
+            id: self.id.map(|id| id.into_owned()),
+            ..Seen::default()
+        };
+        for choice in self.choices {
+            let delta = choice.delta;
+            if choice.index.unwrap_or(0) != 0 {
+                seen.unresumable = Some("several choices were streamed");
+            } else if choice.finish_reason.is_some() {
+                seen.unresumable = Some("the answer had already finished");
+            } else if delta.as_ref().is_some_and(|d| d.tool_calls.is_some()) {
+                seen.unresumable = Some("tool calls were already streamed");
+            } else if let Some(text) = delta.and_then(|d| d.content) {
+                seen.text.push_str(&text);
+            }
+        }
+        seen
+    }
+}
+
+/// What one chunk sent to the caller adds to the answer.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Seen {
+    pub id: Option<String>,
+    pub text: String,
+    /// Why the answer can no longer be continued after this chunk.
+    pub unresumable: Option<&'static str>,
+}
