@@ -11,12 +11,17 @@ use tokio::time::Instant;
 /// `two_providers` with a ledger beside the config file, and `a`'s cached
 /// input at half price.
 fn with_ledger(a: &MockProvider, b: &MockProvider) -> String {
+    ledger_with(a, b, "")
+}
+
+/// As `with_ledger`, with more `[ledger]` settings.
+fn ledger_with(a: &MockProvider, b: &MockProvider, settings: &str) -> String {
     let config = two_providers(a, b, "").replacen(
         "output_price = 2.0\n",
         "output_price = 2.0\ncached_input_price = 0.5\n",
         2,
     );
-    format!("[ledger]\npath = \"ledger.db\"\n{config}")
+    format!("[ledger]\npath = \"ledger.db\"\n{settings}\n{config}")
 }
 
 fn open(gw: &Gateway) -> Connection {
@@ -329,11 +334,7 @@ async fn a_locked_database_costs_records_not_requests_and_the_writer_recovers() 
 #[tokio::test]
 async fn a_full_queue_drops_records_not_requests_and_counts_them() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
-    let config = with_ledger(&a, &b).replacen(
-        "path = \"ledger.db\"\n",
-        "path = \"ledger.db\"\nqueue_capacity = 2\n",
-        1,
-    );
+    let config = ledger_with(&a, &b, "queue_capacity = 2");
     let gw = Gateway::start(&config, KEYS);
     let db = open(&gw);
     db.execute_batch("BEGIN EXCLUSIVE").unwrap();
@@ -372,11 +373,7 @@ async fn a_full_queue_drops_records_not_requests_and_counts_them() {
 #[tokio::test]
 async fn records_past_retention_are_pruned_and_newer_ones_kept() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
-    let config = with_ledger(&a, &b).replacen(
-        "path = \"ledger.db\"\n",
-        "path = \"ledger.db\"\nretention_days = 7\n",
-        1,
-    );
+    let config = ledger_with(&a, &b, "retention_days = 7");
     let gw = Gateway::start(&config, KEYS);
     let reply = post(&gw.chat_url(), &chat("chat")).await;
     let kept = reply.header("x-switchboard-request-id").to_string();
@@ -515,11 +512,7 @@ async fn a_caller_that_goes_away_leaves_a_cancelled_record_of_what_was_spent() {
 #[tokio::test]
 async fn decisions_are_recorded_only_when_asked_with_the_policys_inputs_and_plan() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
-    let config = with_ledger(&a, &b).replacen(
-        "path = \"ledger.db\"",
-        "path = \"ledger.db\"\nrecord_decisions = true",
-        1,
-    );
+    let config = ledger_with(&a, &b, "record_decisions = true");
     let gw = Gateway::start(&config, KEYS);
     let reply = post(&gw.chat_url(), &chat("chat")).await;
     let id = reply.header("x-switchboard-request-id").to_string();

@@ -360,14 +360,14 @@ impl<'g> Attempts<'g> {
     /// already had: dropped, not the target's fault, not billed.
     pub fn diverged(&mut self, attempt: Attempt<'g>) {
         attempt.count(&self.gw.metrics, "diverged");
-        self.consumed(&attempt, "diverged");
+        self.consumed(&attempt, "diverged", Some(200));
         tracing::info!(provider = %attempt.to.provider.name, model = %attempt.to.target.model, "continuation diverged from the delivered answer; dropped");
     }
 
     /// The caller went away mid-answer: not the target's fault, not billed.
     pub fn cancelled(&mut self, attempt: Attempt<'g>) {
         attempt.count(&self.gw.metrics, "cancelled");
-        self.consumed(&attempt, "cancelled");
+        self.consumed(&attempt, "cancelled", Some(200));
         tracing::info!(provider = %attempt.to.provider.name, model = %attempt.to.target.model, "caller went away; upstream stream dropped");
     }
 
@@ -376,21 +376,20 @@ impl<'g> Attempts<'g> {
     /// estimated. No status: it may not have had one yet.
     pub fn lost_race(&mut self, attempt: Attempt<'g>) {
         attempt.count(&self.gw.metrics, "cancelled");
-        let record = attempt.record("cancelled", None, None, true, self.prompt_estimate);
-        self.trail.attempt(record);
+        self.consumed(&attempt, "cancelled", None);
     }
 
     /// The server's shutdown grace period ended mid-stream: not billed.
     pub fn shut_down(&mut self, attempt: Attempt<'g>) {
         attempt.count(&self.gw.metrics, "shutdown");
-        self.consumed(&attempt, "shutdown");
+        self.consumed(&attempt, "shutdown", Some(200));
         tracing::warn!(provider = %attempt.to.provider.name, model = %attempt.to.target.model, "stream ended by shutdown");
     }
 
     /// An attempt that ended without an answer but, having reached the
     /// provider, consumed tokens.
-    fn consumed(&self, attempt: &Attempt<'g>, outcome: &'static str) {
-        let record = attempt.record(outcome, Some(200), None, true, self.prompt_estimate);
+    fn consumed(&self, attempt: &Attempt<'g>, outcome: &'static str, http_status: Option<u16>) {
+        let record = attempt.record(outcome, http_status, None, true, self.prompt_estimate);
         self.trail.attempt(record);
     }
 
