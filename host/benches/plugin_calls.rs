@@ -3,8 +3,10 @@
 //! default call deadlines (`adapter_call_timeout_ms`,
 //! `policy_call_timeout_ms`) are chosen from these figures.
 //!
-//! Run: `cargo bench --bench plugin_calls`. Every call gets a fresh instance,
+//! Run: `cargo bench --bench plugin_calls`. Instances are reused between calls
 //! as on the request path; the figure is wall time per call on one task.
+//! `SWITCHBOARD_BENCH_WASM_DIR` loads the plugins from another folder (to
+//! compare two builds of a plugin).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,8 +24,26 @@ const LIMITS: CallLimits = CallLimits {
     reuse: true,
 };
 
+mod support;
+
 fn wasm(name: &str) -> Vec<u8> {
-    std::fs::read(std::path::Path::new(env!("SWITCHBOARD_WASM_DIR")).join(format!("{name}.wasm"))).unwrap()
+    let dir =
+        std::env::var("SWITCHBOARD_BENCH_WASM_DIR").unwrap_or_else(|_| env!("SWITCHBOARD_WASM_DIR").into());
+    std::fs::read(std::path::Path::new(&dir).join(format!("{name}.wasm"))).unwrap()
+}
+
+/// The events of the overhead bench's 41-event stream, as one socket read
+/// frames them (the usage chunk included, `[DONE]` not).
+fn events_41() -> Vec<SseEvent> {
+    support::stream_41()
+        .split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .map(|data| SseEvent {
+            event: None,
+            data: data.into(),
+        })
+        .collect()
 }
 
 /// Median and 99th percentile of `runs` timed calls.
@@ -165,6 +185,16 @@ async fn main() {
             })
             .await,
         );
+        if name == "openai" {
+            let batch = events_41();
+            row(
+                "openai stream, one read of 41 events (12 KiB)",
+                time(2000, async || {
+                    let _ = session.feed(batch.clone()).await.unwrap();
+                })
+                .await,
+            );
+        }
     }
     let body: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&small).unwrap();
     let facts = Facts::derive(&body, &http::HeaderMap::new(), 0).for_policy("bench");

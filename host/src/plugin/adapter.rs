@@ -7,8 +7,8 @@ use super::contract::Version;
 use super::pool::{self, InstancePool};
 use super::sandbox::{PluginRuntime, Sandbox};
 use super::types::{
-    AdapterInfo, ApiFormat, Capabilities, Completion, Decoded, Embeddings, InboundResponse, OutboundRequest,
-    ProviderError, RequestContext, SseEvent, Target,
+    AdapterInfo, ApiFormat, Capabilities, Completion, Decoded, Embeddings, ErrorClass, InboundResponse,
+    OutboundRequest, ProviderError, RequestContext, SseEvent, Target,
 };
 use super::{v0_1, v0_2};
 use crate::chunk::{ChunkView, Seen};
@@ -497,22 +497,43 @@ impl StreamSession {
         let decoded = Self::decode(open, &plugin, batch).await;
         plugin.settle(&decoded);
         open.healthy = healthy && decoded.is_ok();
-        let decoded = decoded?;
+        let mut decoded = decoded?;
         // Checking that each chunk is JSON also tells whether the answer
         // has finished (a choice with a finish_reason). Native formats
         // are the caller's business.
         let mut finished = false;
         let canonical = self.format == ApiFormat::OpenAiChat;
         let mut seen = Vec::new();
-        for event in decoded.events.iter().filter(|_| canonical) {
-            let Ok(view) = serde_json::from_slice::<ChunkView>(&event.data) else {
-                open.healthy = false;
-                return Err(plugin.contract("stream chunk is not a valid chat.completion.chunk"));
-            };
-            finished |= view.finished();
-            if self.track {
-                seen.push(view.seen());
+        let mut malformed = None;
+        for (at, event) in decoded.events.iter().enumerate().filter(|_| canonical) {
+            match serde_json::from_slice::<ChunkView>(&event.data) {
+                Ok(view) => {
+                    finished |= view.finished();
+                    if self.track {
+                        seen.push(view.seen());
+                    }
+                }
+                // The provider's own event, which the adapter passed on
+                // unread: the stream ends there, as the provider's fault.
+                Err(e) if event.forwarded => {
+                    malformed = Some((at, e));
+                    break;
+                }
+                Err(_) => {
+                    open.healthy = false;
+                    return Err(plugin.contract("stream chunk is not a valid chat.completion.chunk"));
+                }
             }
+        }
+        if let Some((at, e)) = malformed {
+            decoded.events.truncate(at);
+            decoded.done = false;
+            decoded.error = Some(ProviderError {
+                class: ErrorClass::Server,
+                message: format!("malformed stream event from provider: {e}"),
+                retry_after_ms: None,
+                http_status: None,
+            });
         }
         Ok(Fed {
             decoded,

@@ -189,6 +189,9 @@ pub struct SseEvent {
 pub struct OutEvent {
     pub event: Option<String>,
     pub data: Vec<u8>,
+    /// The provider's own event, passed on by the adapter unchanged: if it
+    /// is not a valid event, the provider sent it malformed.
+    pub forwarded: bool,
 }
 
 /// What a stream decoder made of one batch of events.

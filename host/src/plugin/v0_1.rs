@@ -171,11 +171,12 @@ impl From<host::SseEvent> for adapter::SseEvent {
 impl host::Decoded {
     /// Add what a 0.1 decoder made of one more event of the batch.
     pub(super) fn add_v0_1(&mut self, d: adapter::Decoded) {
-        self.events.extend(
-            d.chunks
-                .into_iter()
-                .map(|data| host::OutEvent { event: None, data }),
-        );
+        self.events
+            .extend(d.chunks.into_iter().map(|data| host::OutEvent {
+                event: None,
+                data,
+                forwarded: false,
+            }));
         if let Some(usage) = d.usage {
             self.usage = Some(usage.into());
         }

@@ -222,6 +222,7 @@ pub fn decoded(d: adapter::Decoded, batch: &mut [adapter::SseEvent]) -> Result<h
             adapter::Emitted::Write(out) => host::OutEvent {
                 event: out.event,
                 data: out.data,
+                forwarded: false,
             },
             adapter::Emitted::Forward(i) => {
                 let Some(input) = batch.get_mut(i as usize) else {
@@ -230,6 +231,7 @@ pub fn decoded(d: adapter::Decoded, batch: &mut [adapter::SseEvent]) -> Result<h
                 host::OutEvent {
                     event: input.event.clone(),
                     data: std::mem::take(&mut input.data).into_bytes(),
+                    forwarded: true,
                 }
             }
         });
@@ -375,11 +377,13 @@ mod tests {
             vec![
                 host::OutEvent {
                     event: Some("e".into()),
-                    data: b"b".to_vec()
+                    data: b"b".to_vec(),
+                    forwarded: true,
                 },
                 host::OutEvent {
                     event: None,
-                    data: b"new".to_vec()
+                    data: b"new".to_vec(),
+                    forwarded: false,
                 },
             ]
         );

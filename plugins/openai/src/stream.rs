@@ -1,6 +1,12 @@
 //! Decodes an OpenAI server-sent event stream: chunks pass through as they
 //! are (forwarded, not copied back); usage is read for accounting; `[DONE]`
 //! ends it; `error` objects fail it.
+//!
+//! Only chunks that may say something the decoder needs are parsed: those
+//! with a `usage` or `error` key, and those naming the model until one has.
+//! The rest (nearly every chunk of an answer) are forwarded unread: the host
+//! parses every chunk it delivers, and a forwarded event that is not a chunk
+//! ends the stream as the provider's malformed event.
 
 use crate::exports::switchboard::plugin::provider::{
     Decoded, Emitted, ErrorClass, GuestStreamDecoder, ProviderError, RequestContext, SseEvent, Target,
@@ -15,6 +21,21 @@ pub struct Decoder {
     responses: Option<RefCell<responses::Relay>>,
     include_usage: bool,
     done: Cell<bool>,
+    /// An earlier batch named the model.
+    model_seen: Cell<bool>,
+}
+
+/// Whether a chunk may carry what the decoder reads: a `usage` or `error`
+/// key, or a `model` key when `model` is wanted. Keys are found as a quote
+/// followed by the name and a quote; inside a string a quote is escaped, so
+/// text cannot hide a key, only look like one (then the chunk is parsed).
+/// A key spelled with `\u` escapes is not recognised; no provider writes one.
+fn must_read(data: &str, model: bool) -> bool {
+    let bytes = data.as_bytes();
+    memchr::memchr_iter(b'"', bytes).any(|at| {
+        let key = &bytes[at + 1..];
+        key.starts_with(b"usage\"") || key.starts_with(b"error\"") || (model && key.starts_with(b"model\""))
+    })
 }
 
 /// What the decoder reads of a chunk; the chunk itself is forwarded verbatim.
@@ -36,6 +57,7 @@ impl GuestStreamDecoder for Decoder {
             responses: (context.format == ApiFormat::OpenaiResponses).then(RefCell::default),
             include_usage,
             done: Cell::new(false),
+            model_seen: Cell::new(false),
         }
     }
 
@@ -63,6 +85,10 @@ impl GuestStreamDecoder for Decoder {
             if data.is_empty() {
                 continue;
             }
+            if !must_read(data, !self.model_seen.get()) {
+                decoded.events.push(Emitted::Forward(i as u32));
+                continue;
+            }
             let chunk: Chunk = match serde_json::from_str(data) {
                 Ok(chunk) => chunk,
                 Err(e) => {
@@ -78,8 +104,9 @@ impl GuestStreamDecoder for Decoder {
                 decoded.error = Some(classify::classify_stream_error(error));
                 break;
             }
-            if decoded.model.is_none() {
+            if chunk.model.is_some() && !self.model_seen.get() {
                 decoded.model = chunk.model;
+                self.model_seen.set(true);
             }
             let usage = chunk.usage.map(WireUsage::into_usage);
             // The usage-only chunk (empty choices) is forwarded only when the caller asked for it.
@@ -158,7 +185,54 @@ mod tests {
         let decoded = decoder(true).feed(events(&[TEXT, error, TEXT]));
         assert_eq!(forwarded(&decoded), vec![0]);
         assert_eq!(decoded.error.map(|e| e.message), Some("overloaded".into()));
-        let garbage = decoder(true).feed(events(&["{not json"]));
+        let garbage = decoder(true).feed(events(&[r#"{"usage": {not json"#]));
         assert_eq!(garbage.error.map(|e| e.class), Some(ErrorClass::Server));
+    }
+
+    #[test]
+    fn chunks_that_can_say_nothing_the_decoder_reads_pass_unread() {
+        // The host parses every chunk it delivers and calls a forwarded one
+        // that is not JSON the provider's malformed event.
+        let decoder = decoder(true);
+        let unread = decoder.feed(events(&[
+            r#"{"choices":[{"delta":{"content":"hi"}}]}"#,
+            "{not json",
+        ]));
+        assert_eq!(forwarded(&unread), vec![0, 1]);
+        assert!(unread.error.is_none() && unread.model.is_none());
+        // Until one names the model, chunks with a `model` key are read;
+        // then only those that may carry usage or an error.
+        let first = decoder.feed(events(&[TEXT]));
+        assert_eq!(first.model.as_deref(), Some("m-1"));
+        let quoted = r#"{"model":"m-2","choices":[{"delta":{"content":"say \"usage\" and \"error\" now"}}]}"#;
+        let later = decoder.feed(events(&[quoted, "{not json either"]));
+        assert_eq!(forwarded(&later), vec![0, 1]);
+        assert!(later.model.is_none() && later.usage.is_none() && later.error.is_none());
+        assert_eq!(
+            decoder.feed(events(&[USAGE])).usage.map(|u| u.prompt_tokens),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn a_key_is_told_from_text_that_mentions_it() {
+        assert!(must_read(r#"{"choices":[],"usage":{}}"#, false));
+        assert!(must_read(r#"{"error":{"message":"x"}}"#, false));
+        assert!(must_read(r#"{"model":"m"}"#, true));
+        assert!(!must_read(r#"{"model":"m"}"#, false));
+        // Escaped quotes inside a string are not keys.
+        assert!(!must_read(
+            r#"{"choices":[{"delta":{"content":"\"usage\""}}]}"#,
+            false
+        ));
+        assert!(!must_read(
+            r#"{"choices":[{"delta":{"content":"usage error"}}]}"#,
+            false
+        ));
+        // Text ending in an escaped quote then `usage` looks like a key: read, harmlessly.
+        assert!(must_read(
+            r#"{"choices":[{"delta":{"content":"\"usage"}}]}"#,
+            false
+        ));
     }
 }
