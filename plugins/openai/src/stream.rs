@@ -26,16 +26,19 @@ pub struct Decoder {
 }
 
 /// Whether a chunk may carry what the decoder reads: a `usage` or `error`
-/// key, or a `model` key when `model` is wanted. Keys are found as a quote
-/// followed by the name and a quote; inside a string a quote is escaped, so
-/// text cannot hide a key, only look like one (then the chunk is parsed).
-/// A key spelled with `\u` escapes is not recognised; no provider writes one.
+/// key, or a `model` key when `model` is wanted. A key is its name between
+/// quotes; inside a string a quote is escaped, so text cannot hide a key,
+/// only look like one (then the chunk is parsed). A key spelled with `\u`
+/// escapes is not recognised; no provider writes one. (The searchers use
+/// Wasm SIMD, which the bundled plugins are built with.)
 fn must_read(data: &str, model: bool) -> bool {
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
+    static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""usage""#));
+    static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""error""#));
+    static MODEL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""model""#));
     let bytes = data.as_bytes();
-    memchr::memchr_iter(b'"', bytes).any(|at| {
-        let key = &bytes[at + 1..];
-        key.starts_with(b"usage\"") || key.starts_with(b"error\"") || (model && key.starts_with(b"model\""))
-    })
+    USAGE.find(bytes).is_some() || ERROR.find(bytes).is_some() || (model && MODEL.find(bytes).is_some())
 }
 
 /// What the decoder reads of a chunk; the chunk itself is forwarded verbatim.
