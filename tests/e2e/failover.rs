@@ -292,6 +292,46 @@ async fn a_malformed_event_mid_stream_ends_with_an_error_event() {
 }
 
 #[tokio::test]
+async fn a_chunk_the_adapter_passed_on_unread_that_is_not_one_is_the_providers_fault() {
+    // After the first read names the model, the openai adapter forwards
+    // chunks without usage or an error unread: the host's check of every
+    // chunk catches this one (JSON, but its choices are not objects) and
+    // blames the provider, not the plugin.
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let chunk = |text: &str| {
+        format!(
+            "data: {{\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"model-a\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}},\"finish_reason\":null}}]}}\n\n"
+        )
+    };
+    a.set_default(Script::RawFrames(vec![
+        chunk("ok").into_bytes(),
+        format!(
+            "{}data: {{\"choices\":[1,2]}}\n\n{}",
+            chunk(" more"),
+            chunk(" never")
+        )
+        .into_bytes(),
+        b"data: [DONE]\n\n".to_vec(),
+    ]));
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let reply = post(&gw.chat_url(), &stream_request()).await;
+    let data = reply.sse_data();
+    assert_eq!(reply.streamed_text(), "ok more");
+    assert!(
+        data.last()
+            .unwrap()
+            .contains("malformed stream event from provider"),
+        "{data:?}"
+    );
+    assert!(!data.contains(&"[DONE]".to_string()));
+    let metrics = gw.metrics().await;
+    assert!(
+        !metrics.contains("switchboard_plugin_failures_total{plugin=\"openai\""),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn a_stream_without_done_is_not_passed_off_as_complete() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     let good = r#"{"id":"x","object":"chat.completion.chunk","created":1,"model":"model-a","choices":[{"index":0,"delta":{"content":"half"},"finish_reason":null}]}"#;
