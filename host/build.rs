@@ -47,6 +47,8 @@ fn main() {
         "tests/guests",
         "examples/cheapest-policy",
         "Cargo.lock",
+        // The plugins' build flags (Wasm SIMD).
+        ".cargo/config.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }

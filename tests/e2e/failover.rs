@@ -215,6 +215,22 @@ async fn a_stream_fails_over_before_its_first_byte() {
 }
 
 #[tokio::test]
+async fn a_stream_whose_first_event_is_malformed_fails_over() {
+    // The first event names no model, so the openai adapter forwards it
+    // unread; the host's check finds it malformed before anything went to
+    // the caller, and the next target answers.
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    a.set_default(Script::RawStream("data: {not json\n\ndata: [DONE]\n\n".into()));
+    b.set_default(Script::Answer("from b"));
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let reply = post(&gw.chat_url(), &stream_request()).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-switchboard-provider"), "b");
+    assert_eq!(reply.streamed_text(), "from b");
+    assert_eq!(a.hits(), 1);
+}
+
+#[tokio::test]
 async fn a_silent_stream_fails_over_at_its_first_token_deadline() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     a.set_default(Script::Hang);

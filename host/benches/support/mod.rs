@@ -46,11 +46,13 @@ about the median of real traffic.";
 }
 
 /// A 41-event stream: a role chunk, 38 content chunks, the finish and the
-/// usage chunk, then `[DONE]` (about 12 KiB, sent in one write).
+/// usage chunk, then `[DONE]` (about 12 KiB, sent in one write). As OpenAI
+/// sends it when usage is asked for (the gateway asks by default), every
+/// chunk before the usage chunk says `"usage":null`.
 pub fn stream_41() -> String {
     let chunk = |delta: &str, finish: &str| {
         format!(
-            "data: {{\"id\":\"chatcmpl-bench0000000000000000000001\",\"object\":\"chat.completion.chunk\",\"created\":1733000000,\"model\":\"m\",\"system_fingerprint\":\"fp_b\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]}}\n\n"
+            "data: {{\"id\":\"chatcmpl-bench0000000000000000000001\",\"object\":\"chat.completion.chunk\",\"created\":1733000000,\"model\":\"m\",\"system_fingerprint\":\"fp_b\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}],\"usage\":null}}\n\n"
         )
     };
     let mut out = chunk(r#"{"role":"assistant","content":"","refusal":null}"#, "null");

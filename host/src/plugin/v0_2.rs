@@ -217,6 +217,9 @@ impl From<host::SseEvent> for adapter::SseEvent {
 /// batch (the host's copy), not copied back out of the guest.
 pub fn decoded(d: adapter::Decoded, batch: &mut [adapter::SseEvent]) -> Result<host::Decoded, String> {
     let mut events = Vec::with_capacity(d.events.len());
+    // An event forwarded twice would go out empty the second time, and be
+    // taken for the provider's malformed event.
+    let mut taken = vec![false; batch.len()];
     for emitted in d.events {
         events.push(match emitted {
             adapter::Emitted::Write(out) => host::OutEvent {
@@ -228,6 +231,9 @@ pub fn decoded(d: adapter::Decoded, batch: &mut [adapter::SseEvent]) -> Result<h
                 let Some(input) = batch.get_mut(i as usize) else {
                     return Err(format!("forwarded event {i} of a batch of {}", batch.len()));
                 };
+                if std::mem::replace(&mut taken[i as usize], true) {
+                    return Err(format!("forwarded event {i} twice"));
+                }
                 host::OutEvent {
                     event: input.event.clone(),
                     data: std::mem::take(&mut input.data).into_bytes(),
@@ -352,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_events_are_taken_from_the_batch_and_bad_positions_refused() {
+    fn forwarded_events_are_taken_from_the_batch_and_bad_positions_or_repeats_refused() {
         let event = |data: &str| adapter::SseEvent {
             event: Some("e".into()),
             data: data.into(),
@@ -399,5 +405,13 @@ mod tests {
             decoded(beyond, &mut batch).unwrap_err(),
             "forwarded event 2 of a batch of 2"
         );
+        let twice = adapter::Decoded {
+            events: vec![adapter::Emitted::Forward(0), adapter::Emitted::Forward(0)],
+            usage: None,
+            model: None,
+            done: false,
+            error: None,
+        };
+        assert_eq!(decoded(twice, &mut batch).unwrap_err(), "forwarded event 0 twice");
     }
 }

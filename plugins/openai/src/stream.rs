@@ -3,10 +3,11 @@
 //! ends it; `error` objects fail it.
 //!
 //! Only chunks that may say something the decoder needs are parsed: those
-//! with a `usage` or `error` key, and those naming the model until one has.
-//! The rest (nearly every chunk of an answer) are forwarded unread: the host
-//! parses every chunk it delivers, and a forwarded event that is not a chunk
-//! ends the stream as the provider's malformed event.
+//! with a `usage` or `error` that is not `null`, and those naming the model
+//! until one has. The rest (every chunk of an answer but the first and the
+//! usage chunk) are forwarded unread: the host parses every chunk of a chat
+//! stream, and a forwarded event that does not parse as one ends the stream
+//! as the provider's malformed event.
 
 use crate::exports::switchboard::plugin::provider::{
     Decoded, Emitted, ErrorClass, GuestStreamDecoder, ProviderError, RequestContext, SseEvent, Target,
@@ -26,11 +27,13 @@ pub struct Decoder {
 }
 
 /// Whether a chunk may carry what the decoder reads: a `usage` or `error`
-/// key, or a `model` key when `model` is wanted. A key is its name between
-/// quotes; inside a string a quote is escaped, so text cannot hide a key,
-/// only look like one (then the chunk is parsed). A key spelled with `\u`
-/// escapes is not recognised; no provider writes one. (The searchers use
-/// Wasm SIMD, which the bundled plugins are built with.)
+/// key whose value is not `null` (OpenAI sends `"usage":null` in every chunk
+/// but the last when usage is asked for), or a `model` key when `model` is
+/// wanted. A key is its name between quotes; inside a string a quote is
+/// escaped, so text cannot hide a key, only look like one (then the chunk
+/// is parsed). A key spelled with `\u` escapes is not recognised; no
+/// provider writes one. (The searchers use Wasm SIMD, which the bundled
+/// plugins are built with.)
 fn must_read(data: &str, model: bool) -> bool {
     use memchr::memmem::Finder;
     use std::sync::LazyLock;
@@ -38,7 +41,19 @@ fn must_read(data: &str, model: bool) -> bool {
     static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""error""#));
     static MODEL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""model""#));
     let bytes = data.as_bytes();
-    USAGE.find(bytes).is_some() || ERROR.find(bytes).is_some() || (model && MODEL.find(bytes).is_some())
+    let says = |key: &Finder| {
+        key.find_iter(bytes)
+            .any(|at| !null_value(&bytes[at + key.needle().len()..]))
+    };
+    says(&USAGE) || says(&ERROR) || (model && MODEL.find(bytes).is_some())
+}
+
+/// Whether the bytes after a quoted key are `: null`: the key says nothing.
+fn null_value(after: &[u8]) -> bool {
+    after
+        .trim_ascii_start()
+        .strip_prefix(b":")
+        .is_some_and(|value| value.trim_ascii_start().starts_with(b"null"))
 }
 
 /// What the decoder reads of a chunk; the chunk itself is forwarded verbatim.
@@ -107,8 +122,11 @@ impl GuestStreamDecoder for Decoder {
                 decoded.error = Some(classify::classify_stream_error(error));
                 break;
             }
-            if chunk.model.is_some() && !self.model_seen.get() {
-                decoded.model = chunk.model;
+            // Azure's first chunk (its prompt filter's) names no model: "".
+            if let Some(model) = chunk.model.filter(|m| !m.is_empty())
+                && !self.model_seen.get()
+            {
+                decoded.model = Some(model);
                 self.model_seen.set(true);
             }
             let usage = chunk.usage.map(WireUsage::into_usage);
@@ -218,11 +236,32 @@ mod tests {
     }
 
     #[test]
+    fn a_null_usage_or_error_says_nothing_and_an_empty_model_is_no_model() {
+        let decoder = decoder(true);
+        // Azure's prompt-filter chunk comes first, with an empty model.
+        let filter = r#"{"choices":[],"model":"","prompt_filter_results":[]}"#;
+        assert_eq!(decoder.feed(events(&[filter])).model, None);
+        assert_eq!(decoder.feed(events(&[TEXT])).model.as_deref(), Some("m-1"));
+        // With usage asked for, OpenAI sends `"usage":null` in every other chunk.
+        let null_usage =
+            r#"{"model":"m-1","choices":[{"delta":{"content":"x"}}],"usage" : null,"error":null}"#;
+        assert!(!must_read(null_usage, false));
+        let decoded = decoder.feed(events(&[null_usage, "{not json", USAGE]));
+        assert_eq!(forwarded(&decoded), vec![0, 1, 2]);
+        assert!(decoded.error.is_none());
+        assert_eq!(decoded.usage.map(|u| u.completion_tokens), Some(2));
+    }
+
+    #[test]
     fn a_key_is_told_from_text_that_mentions_it() {
         assert!(must_read(r#"{"choices":[],"usage":{}}"#, false));
         assert!(must_read(r#"{"error":{"message":"x"}}"#, false));
         assert!(must_read(r#"{"model":"m"}"#, true));
         assert!(!must_read(r#"{"model":"m"}"#, false));
+        assert!(must_read(
+            r#"{"x":{"usage":null},"usage":{"prompt_tokens":1}}"#,
+            false
+        ));
         // Escaped quotes inside a string are not keys.
         assert!(!must_read(
             r#"{"choices":[{"delta":{"content":"\"usage\""}}]}"#,
