@@ -34,7 +34,16 @@ struct DeltaView<'a> {
     tool_calls: Option<serde::de::IgnoredAny>,
 }
 
-impl ChunkView<'_> {
+impl<'a> ChunkView<'a> {
+    /// Read a chunk's bytes: a JSON object (serde would also take an array
+    /// of the fields, which no caller would take for a chunk).
+    pub fn read(data: &'a [u8]) -> Result<Self, serde_json::Error> {
+        if data.trim_ascii_start().first() != Some(&b'{') {
+            return Err(serde::de::Error::custom("a chunk is a JSON object"));
+        }
+        serde_json::from_slice(data)
+    }
+
     /// Whether a choice of the chunk has finished.
     pub fn finished(&self) -> bool {
         self.choices.iter().any(|c| c.finish_reason.is_some())
@@ -69,4 +78,33 @@ pub struct Seen {
     pub text: String,
     /// Why the answer can no longer be continued after this chunk.
     pub unresumable: Option<&'static str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_is_a_json_object_with_choices_of_objects() {
+        assert!(ChunkView::read(br#" {"choices":[{"index":0,"delta":{"content":"a"}}]}"#).is_ok());
+        assert!(ChunkView::read(b"{}").is_ok());
+        // What serde alone would take for the struct: its fields in order.
+        assert!(serde_json::from_slice::<ChunkView>(br#"["c1", []]"#).is_ok());
+        for not_one in [
+            &br#"["c1", []]"#[..],
+            b"null",
+            b"{not json",
+            br#"{"choices":[1]}"#,
+            br#"{"choices":null}"#,
+            br#"{"choices":[{"delta":{"content":5}}]}"#,
+        ] {
+            assert!(
+                ChunkView::read(not_one).is_err(),
+                "{}",
+                String::from_utf8_lossy(not_one)
+            );
+        }
+        let finished = ChunkView::read(br#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#).unwrap();
+        assert!(finished.finished());
+    }
 }

@@ -45,7 +45,7 @@ impl Delivered {
         if self.unresumable.is_some() {
             return;
         }
-        match serde_json::from_slice::<ChunkView>(chunk) {
+        match ChunkView::read(chunk) {
             Ok(view) => self.note(view.seen()),
             Err(_) => self.unresumable = Some("a chunk was not a JSON object"),
         }
@@ -230,7 +230,7 @@ mod tests {
         let (mut read, mut noted) = (Delivered::default(), Delivered::default());
         for chunk in chunks {
             read.observe(chunk);
-            let view: ChunkView = serde_json::from_slice(chunk).unwrap();
+            let view = ChunkView::read(chunk).unwrap();
             noted.note(view.seen());
         }
         for delivered in [&read, &noted] {

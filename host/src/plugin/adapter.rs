@@ -506,7 +506,7 @@ impl StreamSession {
         let mut seen = Vec::new();
         let mut malformed = None;
         for (at, event) in decoded.events.iter().enumerate().filter(|_| canonical) {
-            match serde_json::from_slice::<ChunkView>(&event.data) {
+            match ChunkView::read(&event.data) {
                 Ok(view) => {
                     finished |= view.finished();
                     if self.track {
