@@ -132,7 +132,8 @@ pub fn start_gateway(
     extra: &str,
     files: &[(&str, &str, PathBuf)],
 ) -> Gateway {
-    launch(upstream, extra, files, true, "")
+    warm(upstream);
+    spawn(upstream, extra, files, true, "")
 }
 
 /// A variant of the bench gateway: `keyed` (else its provider takes no key,
@@ -144,26 +145,21 @@ pub fn start_gateway_variant(
     keyed: bool,
     plugins: &str,
 ) -> Gateway {
-    launch(upstream, extra, &[], keyed, plugins)
+    warm(upstream);
+    spawn(upstream, extra, &[], keyed, plugins)
 }
 
-/// Start a gateway from a warm plugin compile cache. A deployed gateway
-/// keeps one (on by default) and starts from it; the benches' gateways run
-/// with a cleared environment (no `HOME`, so no default cache), and without
-/// one every start would compile every component, so the peak resident
-/// memory read after the load would be the compiler's, not the load's. The
-/// cache lives in the target folder; the first start of a bench process
-/// fills it if it is empty, and is not measured.
-fn launch(
-    upstream: std::net::SocketAddr,
-    extra: &str,
-    files: &[(&str, &str, PathBuf)],
-    keyed: bool,
-    plugins: &str,
-) -> Gateway {
+/// Warm the plugin compile cache the benches' gateways start from. A
+/// deployed gateway keeps one (on by default) and starts from it; the
+/// benches' gateways run with a cleared environment (no `HOME`, so no
+/// default cache), and without one every start would compile every
+/// component, so the peak resident memory read after the load would be the
+/// compiler's, not the load's. The cache lives in the target folder; the
+/// first start of a bench process fills it if it is empty, and is not
+/// measured.
+fn warm(upstream: std::net::SocketAddr) {
     static WARM: std::sync::Once = std::sync::Once::new();
     WARM.call_once(|| drop(spawn(upstream, "", &[], true, "")));
-    spawn(upstream, extra, files, keyed, plugins)
 }
 
 fn spawn(
