@@ -49,10 +49,11 @@ impl<'a> ChunkView<'a> {
         self.choices.iter().any(|c| c.finish_reason.is_some())
     }
 
-    /// What the chunk adds to the answer, for continuation.
-    pub fn seen(self) -> Seen {
+    /// What the chunk adds to the answer, for continuation; its id only
+    /// when `want_id` (only the stream's first is kept).
+    pub fn seen(self, want_id: bool) -> Seen {
         let mut seen = Seen {
-            id: self.id.map(|id| id.into_owned()),
+            id: self.id.filter(|_| want_id).map(|id| id.into_owned()),
             ..Seen::default()
         };
         for choice in self.choices {

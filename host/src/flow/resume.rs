@@ -46,7 +46,10 @@ impl Delivered {
             return;
         }
         match ChunkView::read(chunk) {
-            Ok(view) => self.note(view.seen()),
+            Ok(view) => {
+                let seen = view.seen(self.id.is_none());
+                self.note(seen)
+            }
             Err(_) => self.unresumable = Some("a chunk was not a JSON object"),
         }
     }
@@ -231,7 +234,7 @@ mod tests {
         for chunk in chunks {
             read.observe(chunk);
             let view = ChunkView::read(chunk).unwrap();
-            noted.note(view.seen());
+            noted.note(view.seen(true));
         }
         for delivered in [&read, &noted] {
             assert_eq!(delivered.text, "Hello");

@@ -412,6 +412,7 @@ impl AdapterPlugin {
             format: context.format,
             plugin: self.clone(),
             track: false,
+            id_seen: false,
         })
     }
 }
@@ -424,6 +425,8 @@ pub struct StreamSession {
     plugin: Arc<AdapterPlugin>,
     /// Keep what each chat chunk says for continuation (`Fed::seen`).
     track: bool,
+    /// A tracked chunk has given the stream's id (only the first is kept).
+    id_seen: bool,
 }
 
 struct Open {
@@ -510,7 +513,9 @@ impl StreamSession {
                 Ok(view) => {
                     finished |= view.finished();
                     if self.track {
-                        seen.push(view.seen());
+                        let chunk = view.seen(!self.id_seen);
+                        self.id_seen |= chunk.id.is_some();
+                        seen.push(chunk);
                     }
                 }
                 // The provider's own event, which the adapter passed on
