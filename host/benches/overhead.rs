@@ -1,7 +1,7 @@
 //! What the gateway costs next to a plain reverse proxy: nginx and the
 //! gateway (bundled `openai` adapter and `priority` policy in the path) in
 //! front of the same loopback upstream, answering a 783-byte completion
-//! and a 41-event stream (about 12 KiB in one write). Rounds alternate the
+//! and a 41-event stream (about 10 KiB in one write). Rounds alternate the
 //! targets (nginx, gateway, gateway variants, nginx, ...) so drift on a
 //! shared machine falls on all of them. A third reference, a pass-through
 //! proxy built of the gateway's own HTTP stack (tokio, hyper), shows how

@@ -188,7 +188,7 @@ async fn main() {
         if name == "openai" {
             let batch = events_41();
             row(
-                "openai stream, one read of 41 events (12 KiB)",
+                "openai stream, one read of 41 events (10 KiB)",
                 time(2000, async || {
                     let _ = session.feed(batch.clone()).await.unwrap();
                 })

@@ -53,7 +53,11 @@ impl<'a> ChunkView<'a> {
     /// when `want_id` (only the stream's first is kept).
     pub fn seen(self, want_id: bool) -> Seen {
         let mut seen = Seen {
-            id: self.id.filter(|_| want_id).map(|id| id.into_owned()),
+            // Azure's first chunk (its prompt filter's) has an empty id.
+            id: self
+                .id
+                .filter(|id| want_id && !id.is_empty())
+                .map(|id| id.into_owned()),
             ..Seen::default()
         };
         for choice in self.choices {
@@ -107,5 +111,18 @@ mod tests {
         }
         let finished = ChunkView::read(br#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#).unwrap();
         assert!(finished.finished());
+    }
+
+    #[test]
+    fn an_id_is_kept_only_when_wanted_and_never_an_empty_one() {
+        let chunk = br#"{"id":"c1","choices":[{"index":0,"delta":{"content":"a"}}]}"#;
+        assert_eq!(
+            ChunkView::read(chunk).unwrap().seen(true).id.as_deref(),
+            Some("c1")
+        );
+        assert_eq!(ChunkView::read(chunk).unwrap().seen(false).id, None);
+        // Azure's prompt-filter chunk comes first, with an empty id.
+        let filter = br#"{"id":"","choices":[],"prompt_filter_results":[]}"#;
+        assert_eq!(ChunkView::read(filter).unwrap().seen(true).id, None);
     }
 }

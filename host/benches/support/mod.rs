@@ -46,7 +46,7 @@ about the median of real traffic.";
 }
 
 /// A 41-event stream: a role chunk, 38 content chunks, the finish and the
-/// usage chunk, then `[DONE]` (about 12 KiB, sent in one write). As OpenAI
+/// usage chunk, then `[DONE]` (about 10 KiB, sent in one write). As OpenAI
 /// sends it when usage is asked for (the gateway asks by default), every
 /// chunk before the usage chunk says `"usage":null`.
 pub fn stream_41() -> String {

@@ -669,9 +669,17 @@ fn with_cost(chunks: &mut [Chunk], cost_usd: f64) {
     /// Built once: building a searcher costs more than one search.
     static USAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
-    // Only the chunk that says `"usage"` is parsed.
-    let Some(Chunk { data: chunk, .. }) = chunks.iter_mut().rev().find(|c| USAGE.find(&c.data).is_some())
-    else {
+    // Only the chunk that says `"usage"` is parsed, and not for a
+    // `"usage":null` (OpenAI's in every chunk but the usage chunk).
+    let says_usage = |data: &[u8]| {
+        USAGE.find_iter(data).any(|at| {
+            let after = data[at + USAGE.needle().len()..].trim_ascii_start();
+            !after
+                .strip_prefix(b":")
+                .is_some_and(|value| value.trim_ascii_start().starts_with(b"null"))
+        })
+    };
+    let Some(Chunk { data: chunk, .. }) = chunks.iter_mut().rev().find(|c| says_usage(&c.data)) else {
         return;
     };
     let Ok(mut value) = serde_json::from_slice::<Value>(chunk) else {
@@ -823,5 +831,24 @@ mod tests {
         assert_eq!(rx.try_recv().map(|b| b.len()), Ok(1));
         assert_eq!(rx.try_recv().map(|b| b.len()), Ok(3));
         assert!(matches!(rx.try_recv().as_deref(), Ok([StreamEvent::Done])));
+    }
+
+    #[test]
+    fn the_cost_goes_into_the_usage_chunk_not_a_null_usage() {
+        let null = br#"{"choices":[{"index":0,"delta":{"content":"a"}}],"usage" : null}"#;
+        let usage = br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        let mut held_back = vec![Chunk::chat(null.to_vec())];
+        with_cost(&mut held_back, 0.5);
+        assert_eq!(held_back[0].data, null.to_vec());
+        let mut both = vec![Chunk::chat(null.to_vec()), Chunk::chat(usage.to_vec())];
+        with_cost(&mut both, 0.5);
+        assert_eq!(both[0].data, null.to_vec());
+        let priced: Value = serde_json::from_slice(&both[1].data).unwrap();
+        assert_eq!(priced["usage"]["cost_usd"], 0.5);
+        // A null usage after it does not hide the usage chunk.
+        let mut reversed = vec![Chunk::chat(usage.to_vec()), Chunk::chat(null.to_vec())];
+        with_cost(&mut reversed, 0.5);
+        let priced: Value = serde_json::from_slice(&reversed[0].data).unwrap();
+        assert_eq!(priced["usage"]["cost_usd"], 0.5);
     }
 }
