@@ -12,6 +12,10 @@ pub struct ChunkView<'a> {
     id: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
     choices: Vec<ChoiceView<'a>>,
+    /// Present and not null: the usage chunk (OpenAI sends `"usage":null`
+    /// in the others when usage is asked for).
+    #[serde(default)]
+    usage: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(serde::Deserialize)]
@@ -47,6 +51,11 @@ impl<'a> ChunkView<'a> {
     /// Whether a choice of the chunk has finished.
     pub fn finished(&self) -> bool {
         self.choices.iter().any(|c| c.finish_reason.is_some())
+    }
+
+    /// Whether the chunk carries the answer's usage.
+    pub fn has_usage(&self) -> bool {
+        self.usage.is_some()
     }
 
     /// What the chunk adds to the answer, for continuation; its id only
@@ -111,6 +120,15 @@ mod tests {
         }
         let finished = ChunkView::read(br#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#).unwrap();
         assert!(finished.finished());
+    }
+
+    #[test]
+    fn the_usage_chunk_is_told_from_a_null_usage() {
+        let usage = br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        assert!(ChunkView::read(usage).unwrap().has_usage());
+        let null = br#"{"choices":[{"index":0,"delta":{"content":"a"}}],"usage" : null}"#;
+        assert!(!ChunkView::read(null).unwrap().has_usage());
+        assert!(!ChunkView::read(b"{}").unwrap().has_usage());
     }
 
     #[test]

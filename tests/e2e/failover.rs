@@ -201,6 +201,13 @@ fn stream_request() -> serde_json::Value {
     request
 }
 
+/// The stream ended with an error event saying `what`, never `[DONE]`.
+fn assert_broke_off(reply: &Reply, what: &str) {
+    let data = reply.sse_data();
+    assert!(data.last().is_some_and(|last| last.contains(what)), "{data:?}");
+    assert!(!data.contains(&"[DONE]".to_string()), "{data:?}");
+}
+
 #[tokio::test]
 async fn a_stream_fails_over_before_its_first_byte() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
@@ -276,13 +283,7 @@ async fn a_stalled_stream_ends_at_the_idle_deadline_with_an_error_event() {
     let reply = post(&gw.chat_url(), &stream_request()).await;
     let took = started.elapsed();
     assert_eq!(reply.streamed_text(), "partial");
-    assert!(
-        reply
-            .sse_data()
-            .last()
-            .unwrap()
-            .contains("no event from the provider")
-    );
+    assert_broke_off(&reply, "no event from the provider");
     assert!(
         took >= Duration::from_millis(1000) && took < Duration::from_secs(10),
         "{took:?}"
@@ -298,13 +299,8 @@ async fn a_malformed_event_mid_stream_ends_with_an_error_event() {
     )));
     let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
     let reply = post(&gw.chat_url(), &stream_request()).await;
-    let data = reply.sse_data();
     assert_eq!(reply.streamed_text(), "ok");
-    assert!(
-        data.last().unwrap().contains("malformed stream event"),
-        "{data:?}"
-    );
-    assert!(!data.contains(&"[DONE]".to_string()));
+    assert_broke_off(&reply, "malformed stream event");
 }
 
 #[tokio::test]
@@ -331,15 +327,8 @@ async fn a_chunk_the_adapter_passed_on_unread_that_is_not_one_is_the_providers_f
     ]));
     let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
     let reply = post(&gw.chat_url(), &stream_request()).await;
-    let data = reply.sse_data();
     assert_eq!(reply.streamed_text(), "ok more");
-    assert!(
-        data.last()
-            .unwrap()
-            .contains("malformed stream event from provider"),
-        "{data:?}"
-    );
-    assert!(!data.contains(&"[DONE]".to_string()));
+    assert_broke_off(&reply, "malformed stream event from provider");
     let metrics = gw.metrics().await;
     assert!(
         !metrics.contains("switchboard_plugin_failures_total{plugin=\"openai\""),
@@ -354,14 +343,8 @@ async fn a_stream_without_done_is_not_passed_off_as_complete() {
     a.set_default(Script::RawStream(format!("data: {good}\n\n")));
     let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
     let reply = post(&gw.chat_url(), &stream_request()).await;
-    let data = reply.sse_data();
     assert_eq!(reply.streamed_text(), "half");
-    assert!(
-        data.last()
-            .unwrap()
-            .contains("ended before the answer was complete"),
-        "{data:?}"
-    );
+    assert_broke_off(&reply, "ended before the answer was complete");
 }
 
 #[tokio::test]

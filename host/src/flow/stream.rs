@@ -517,7 +517,6 @@ async fn start(
         usage: None,
         model: None,
         prices: attempt.to.model.prices.clone(),
-        chat: attempt.context.format == ApiFormat::OpenAiChat,
         eof: false,
         finished: false,
         answer_finished: false,
@@ -564,8 +563,6 @@ struct Pump {
     model: Option<String>,
     /// The target's prices: the final usage chunk carries the cost.
     prices: Prices,
-    /// The stream is chat (else the caller's own format, passed through).
-    chat: bool,
     eof: bool,
     finished: bool,
     /// A chunk carried a finish reason.
@@ -604,6 +601,7 @@ impl Pump {
                     decoded,
                     finished,
                     seen,
+                    usage_at,
                 } = self.session.feed(batch).await.map_err(Failure::Plugin)?;
                 self.answer_finished |= finished;
                 if decoded.usage.is_some() {
@@ -624,10 +622,9 @@ impl Pump {
                         seen: seen.next(),
                     })
                     .collect();
-                if let Some(usage) = decoded.usage
-                    && self.chat
-                {
-                    with_cost(&mut chunks, self.prices.cost(&usage));
+                // The usage chunk the caller asked for carries the cost.
+                if let (Some(usage), Some(at)) = (decoded.usage, usage_at) {
+                    with_cost(&mut chunks[at].data, self.prices.cost(&usage));
                 }
                 if !chunks.is_empty() {
                     return Ok(Batch::Chunks(chunks));
@@ -663,25 +660,8 @@ impl Pump {
     }
 }
 
-/// Add `usage.cost_usd` to the batch's usage chunk (the last chunk with a
-/// `usage` object), if the caller asked for one.
-fn with_cost(chunks: &mut [Chunk], cost_usd: f64) {
-    /// Built once: building a searcher costs more than one search.
-    static USAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
-    // Only the chunk that says `"usage"` is parsed, and not for a
-    // `"usage":null` (OpenAI's in every chunk but the usage chunk).
-    let says_usage = |data: &[u8]| {
-        USAGE.find_iter(data).any(|at| {
-            let after = data[at + USAGE.needle().len()..].trim_ascii_start();
-            !after
-                .strip_prefix(b":")
-                .is_some_and(|value| value.trim_ascii_start().starts_with(b"null"))
-        })
-    };
-    let Some(Chunk { data: chunk, .. }) = chunks.iter_mut().rev().find(|c| says_usage(&c.data)) else {
-        return;
-    };
+/// Add `usage.cost_usd` to a usage chunk.
+fn with_cost(chunk: &mut Vec<u8>, cost_usd: f64) {
     let Ok(mut value) = serde_json::from_slice::<Value>(chunk) else {
         return;
     };
@@ -834,21 +814,11 @@ mod tests {
     }
 
     #[test]
-    fn the_cost_goes_into_the_usage_chunk_not_a_null_usage() {
-        let null = br#"{"choices":[{"index":0,"delta":{"content":"a"}}],"usage" : null}"#;
-        let usage = br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
-        let mut held_back = vec![Chunk::chat(null.to_vec())];
-        with_cost(&mut held_back, 0.5);
-        assert_eq!(held_back[0].data, null.to_vec());
-        let mut both = vec![Chunk::chat(null.to_vec()), Chunk::chat(usage.to_vec())];
-        with_cost(&mut both, 0.5);
-        assert_eq!(both[0].data, null.to_vec());
-        let priced: Value = serde_json::from_slice(&both[1].data).unwrap();
+    fn the_cost_goes_into_the_usage_object() {
+        let mut chunk = br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#.to_vec();
+        with_cost(&mut chunk, 0.5);
+        let priced: Value = serde_json::from_slice(&chunk).unwrap();
         assert_eq!(priced["usage"]["cost_usd"], 0.5);
-        // A null usage after it does not hide the usage chunk.
-        let mut reversed = vec![Chunk::chat(usage.to_vec()), Chunk::chat(null.to_vec())];
-        with_cost(&mut reversed, 0.5);
-        let priced: Value = serde_json::from_slice(&reversed[0].data).unwrap();
-        assert_eq!(priced["usage"]["cost_usd"], 0.5);
+        assert_eq!(priced["usage"]["completion_tokens"], 2);
     }
 }

@@ -507,11 +507,15 @@ impl StreamSession {
         let mut finished = false;
         let canonical = self.format == ApiFormat::OpenAiChat;
         let mut seen = Vec::new();
+        let mut usage_at = None;
         let mut malformed = None;
         for (at, event) in decoded.events.iter().enumerate().filter(|_| canonical) {
             match ChunkView::read(&event.data) {
                 Ok(view) => {
                     finished |= view.finished();
+                    if view.has_usage() {
+                        usage_at = Some(at);
+                    }
                     if self.track {
                         let chunk = view.seen(!self.id_seen);
                         self.id_seen |= chunk.id.is_some();
@@ -544,6 +548,7 @@ impl StreamSession {
             decoded,
             finished,
             seen,
+            usage_at,
         })
     }
 
@@ -597,4 +602,6 @@ pub struct Fed {
     /// What each chunk said, in order, when the session tracks text (a
     /// chat stream whose route continues broken streams); else empty.
     pub seen: Vec<Seen>,
+    /// The position of the last chat chunk with a `usage` object.
+    pub usage_at: Option<usize>,
 }
