@@ -2,7 +2,7 @@
 //! and read from the machine, with or without a running gateway (one that
 //! is running applies key changes within a second).
 
-use crate::access::store::{self, NewKey};
+use crate::access::store::{self, InConfig, NewKey};
 use crate::access::{Budget, Period};
 use crate::config::Config;
 use crate::ledger::report::{self, Dimension, Row};
@@ -117,7 +117,7 @@ pub fn keys(config: &Config, command: KeysCommand) -> Result<String, String> {
                 budget_usd,
                 period,
             };
-            let (secret, info) = store::create_key(conn, &new, &store::InConfig::of(config)).map_err(e)?;
+            let (secret, info) = store::create_key(conn, &new, &InConfig::of(config)).map_err(e)?;
             let mut out = format!(
                 "created key `{}`{}\n{secret}\n(the secret is shown once; only its hash is kept)\n",
                 info.name,
@@ -172,7 +172,7 @@ pub fn teams(config: &Config, command: TeamsCommand) -> Result<String, String> {
             period,
         } => {
             let budget = Budget::from_parts(budget_usd, period)?;
-            store::create_team(conn, &name, budget).map_err(e)?;
+            store::create_team(conn, &name, budget, &InConfig::of(config)).map_err(e)?;
             Ok(format!("created team `{name}` ({})\n", budget_text(&budget)))
         }
         TeamsCommand::Set {
@@ -186,7 +186,7 @@ pub fn teams(config: &Config, command: TeamsCommand) -> Result<String, String> {
             } else {
                 Budget::from_parts(budget_usd, period)?
             };
-            store::set_team(conn, &name, budget).map_err(e)?;
+            store::set_team(conn, &name, budget, &InConfig::of(config)).map_err(e)?;
             Ok(format!("team `{name}`: {}\n", budget_text(&budget)))
         }
         TeamsCommand::List => {

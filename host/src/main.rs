@@ -11,13 +11,22 @@ use switchboard::config::Config;
 /// glibc frees such memory under the lock of the arena it came from: with
 /// arenas few enough to keep memory down, busy workers queued on each
 /// other's locks (a futex call and a context switch on most requests).
-/// jemalloc frees into the freeing thread's cache. Its settings (one arena,
-/// thread caches for small sizes, freed pages returned within a second)
-/// are built in from `.cargo/config.toml`; `_RJEM_MALLOC_CONF` overrides
-/// them when the process starts. Measured in BENCHMARKS.md.
+/// jemalloc frees into the freeing thread's cache. Measured in BENCHMARKS.md.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read when it starts (before `main`): one arena (the
+/// workers' thread caches take the frees from other threads that glibc's
+/// arenas contended on), thread caches for sizes up to 4 KiB, and freed
+/// pages returned within a second, so resident memory stays near glibc's.
+/// Built into the binary however it is built: this defines jemalloc's weak
+/// `malloc_conf`, a C string pointer (its first byte, the rest following).
+/// `_RJEM_MALLOC_CONF` overrides any of them at start.
+#[cfg(not(target_env = "msvc"))]
+#[allow(unsafe_code)] // Naming a symbol for C is `unsafe` in Rust 2024; no code runs.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &u8 = &b"narenas:1,tcache_max:4096,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
 
 #[derive(Parser)]
 #[command(

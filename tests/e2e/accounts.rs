@@ -562,4 +562,10 @@ async fn a_teams_budget_made_with_the_command_is_counted_and_shown_in_metrics() 
     assert!(ok);
     let (_, listed, _) = gw.command(KEYS, &["teams", "list"]);
     assert!(listed.contains("eng\t-"), "{listed}");
+    // The config file's team is changed in the file: a database team of the
+    // same name would silently replace its budget.
+    let (ok, _, err) = gw.command(KEYS, &["teams", "create", "search", "--budget-usd", "9"]);
+    assert!(!ok && err.contains("configuration file"), "{err}");
+    let (_, listed, _) = gw.command(KEYS, &["teams", "list"]);
+    assert_eq!(listed.matches("search").count(), 1, "{listed}");
 }

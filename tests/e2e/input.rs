@@ -207,3 +207,32 @@ async fn the_shipped_configs_are_valid() {
         );
     }
 }
+
+/// jemalloc's settings come with the binary, not with the folder it was
+/// built from (they were an environment variable of this repository's
+/// `.cargo/config.toml`, which a build from elsewhere does not read).
+#[test]
+fn the_allocator_settings_are_built_into_the_binary() {
+    let settings = |extra: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("--version")
+            .env_clear()
+            .env("_RJEM_MALLOC_CONF", format!("confirm_conf:true{extra}"))
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = settings("");
+    let built_in = stderr
+        .lines()
+        .find(|l| l.contains("global variable malloc_conf"))
+        .unwrap_or_else(|| panic!("no built-in settings: {stderr}"));
+    for setting in ["narenas:1", "tcache_max:4096", "dirty_decay_ms:1000"] {
+        assert!(built_in.contains(setting), "{built_in}");
+    }
+    assert!(stderr.contains("Set conf value: narenas:1"), "{stderr}");
+    // The environment still has the last word.
+    let stderr = settings(",narenas:2");
+    assert!(stderr.contains("Set conf value: narenas:2"), "{stderr}");
+}

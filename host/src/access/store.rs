@@ -17,6 +17,8 @@ pub enum AccessError {
     NoSuchKey(String),
     #[error("no team named `{0}`")]
     NoSuchTeam(String),
+    #[error("team `{0}` is defined in the configuration file (`[teams.{0}]`); change it there")]
+    TeamInConfig(String),
     #[error("{0}")]
     Invalid(String),
     #[error("ledger database: {0}")]
@@ -212,8 +214,18 @@ fn team_exists(conn: &Connection, name: &str) -> Result<bool, AccessError> {
         .is_some())
 }
 
-pub fn create_team(conn: &Connection, name: &str, budget: Option<Budget>) -> Result<(), AccessError> {
+/// Create a team. A team of the config file's is refused: the two would
+/// share a name, and the database's budget would silently replace the file's.
+pub fn create_team(
+    conn: &Connection,
+    name: &str,
+    budget: Option<Budget>,
+    in_config: &InConfig,
+) -> Result<(), AccessError> {
     valid_name(name)?;
+    if in_config.teams.iter().any(|t| t == name) {
+        return Err(AccessError::TeamInConfig(name.to_string()));
+    }
     if team_exists(conn, name)? {
         return Err(AccessError::TeamTaken(name.to_string()));
     }
@@ -242,8 +254,14 @@ fn is_clash(inserted: &Result<usize, rusqlite::Error>) -> bool {
     )
 }
 
-/// Change a team's budget (none: no budget).
-pub fn set_team(conn: &Connection, name: &str, budget: Option<Budget>) -> Result<(), AccessError> {
+/// Change a team's budget (none: no budget); a config file's team is
+/// changed in the file.
+pub fn set_team(
+    conn: &Connection,
+    name: &str,
+    budget: Option<Budget>,
+    in_config: &InConfig,
+) -> Result<(), AccessError> {
     let changed = conn.execute(
         "UPDATE teams SET budget_usd = ?2, period = ?3 WHERE name = ?1",
         params![
@@ -252,6 +270,9 @@ pub fn set_team(conn: &Connection, name: &str, budget: Option<Budget>) -> Result
             budget.map(|b| b.period.as_str())
         ],
     )?;
+    if changed == 0 && in_config.teams.iter().any(|t| t == name) {
+        return Err(AccessError::TeamInConfig(name.to_string()));
+    }
     if changed == 0 {
         return Err(AccessError::NoSuchTeam(name.to_string()));
     }
@@ -348,6 +369,7 @@ mod tests {
             conn,
             "search",
             Budget::from_parts(Some(5.0), Some(Period::Day)).unwrap(),
+            &InConfig::default(),
         )
         .unwrap();
         let new = NewKey {
@@ -412,5 +434,33 @@ mod tests {
         assert!(load(conn).unwrap().keys.is_empty());
         assert!(matches!(revoke_key(conn, "ci"), Err(AccessError::NoSuchKey(_))));
         assert!(list_keys(conn).unwrap()[0].revoked_ms.is_some());
+    }
+
+    #[test]
+    fn a_config_files_team_is_changed_in_the_file_not_shadowed_in_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("l.db")).unwrap();
+        let conn = store.connection();
+        let config = InConfig {
+            keys: vec![],
+            teams: vec!["search".into()],
+        };
+        let budget = Budget::from_parts(Some(5.0), None).unwrap();
+        assert!(matches!(
+            create_team(conn, "search", budget, &config),
+            Err(AccessError::TeamInConfig(name)) if name == "search"
+        ));
+        assert!(matches!(
+            set_team(conn, "search", None, &config),
+            Err(AccessError::TeamInConfig(_))
+        ));
+        assert!(load(conn).unwrap().teams.is_empty(), "nothing was written");
+        assert!(matches!(
+            set_team(conn, "ads", None, &config),
+            Err(AccessError::NoSuchTeam(_))
+        ));
+        create_team(conn, "ads", budget, &config).unwrap();
+        set_team(conn, "ads", None, &config).unwrap();
+        assert_eq!(load(conn).unwrap().teams["ads"], None);
     }
 }

@@ -49,7 +49,9 @@ fn db_error(e: rusqlite::Error) -> ApiError {
 
 fn access_error(e: AccessError) -> ApiError {
     match e {
-        AccessError::KeyTaken(_) | AccessError::TeamTaken(_) => ApiError::conflict(e.to_string()),
+        AccessError::KeyTaken(_) | AccessError::TeamTaken(_) | AccessError::TeamInConfig(_) => {
+            ApiError::conflict(e.to_string())
+        }
         AccessError::NoSuchKey(_) | AccessError::NoSuchTeam(_) => ApiError::not_found_with(e.to_string()),
         AccessError::Invalid(_) => ApiError::invalid_request(e.to_string()),
         AccessError::Db(e) => db_error(e),
