@@ -281,3 +281,58 @@ async fn sixty_four_callers_at_once_are_all_served_on_the_default_bounds() {
     }
     assert_eq!(b.hits(), 0, "no call was turned away to the next target");
 }
+
+/// How many times the plugin epoch ticker thread has slept and woken.
+fn ticker_wakeups(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let ticker = tasks
+        .map(|t| t.unwrap().path())
+        .find(|t| std::fs::read_to_string(t.join("comm")).unwrap().trim() == "plugin-epoch")
+        .expect("a plugin-epoch thread");
+    std::fs::read_to_string(ticker.join("status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_deadline_ticker_sleeps_while_no_plugin_runs_and_wakes_for_a_looping_one() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let plugins = "policy_call_timeout_ms = 40\nquarantine_after = 0\n";
+    let gw = Gateway::start_with_files(
+        &config(plugins, &a, &b),
+        KEYS,
+        &[("policies", "custom.wasm", wasm(MISBEHAVE))],
+    );
+    let idle_wakeups = || async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = ticker_wakeups(gw.pid());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        ticker_wakeups(gw.pid()) - before
+    };
+    assert_eq!(post(&gw.chat_url(), &chat("chat")).await.status, 200);
+    // Ticking every 2 ms would be 250 wake-ups.
+    let idle = idle_wakeups().await;
+    assert!(idle <= 2, "{idle} wake-ups while idle");
+    // A call that starts while the ticker sleeps still ends at its deadline.
+    let started = Instant::now();
+    assert_eq!(post(&gw.chat_url(), &asking("hostile", "loop")).await.status, 200);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(160),
+        "a 40 ms deadline held to {took:?}"
+    );
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "switchboard_policy_fallbacks_total{plugin=\"custom\",reason=\"deadline\"}"
+        ),
+        1,
+        "{metrics}"
+    );
+    let idle = idle_wakeups().await;
+    assert!(idle <= 2, "{idle} wake-ups while idle after the loop");
+}

@@ -3,12 +3,13 @@
 
 use super::{PluginError, contract};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
+    CallHook, Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -46,6 +47,93 @@ pub struct Sandbox {
     /// The plugin's slow lane: a call still running at an epoch tick holds
     /// (or waits for) one of its places.
     lane: Option<SlowLane>,
+    /// Whether this store is running guest code (the ticker ticks while any is).
+    in_wasm: InWasm,
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] while any plugin code
+/// runs, and sleeps while none does, so an idle gateway is not woken 500
+/// times a second. Every entry into Wasm (a call, an instantiation's start
+/// function, a `cabi_realloc` while arguments are lowered, a resource's
+/// destructor) passes a store's call hook, which counts the stores inside
+/// Wasm and wakes the ticker when the first enters.
+struct Ticker {
+    /// Stores running guest code now (a call suspended at a tick counts).
+    running: AtomicUsize,
+    stop: AtomicBool,
+    thread: OnceLock<std::thread::Thread>,
+}
+
+impl Ticker {
+    fn enter(&self) {
+        // Sequentially consistent with the ticker's check before it parks: it
+        // either sees this store, or is unparked after it looked.
+        if self.running.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.wake();
+        }
+    }
+
+    fn leave(&self) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn wake(&self) {
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
+
+    /// The ticker thread: tick while any store runs guest code, park while
+    /// none does, end with the engine.
+    fn run(&self, engine: wasmtime::EngineWeak) {
+        while !self.stop.load(Ordering::Relaxed) {
+            if self.running.load(Ordering::SeqCst) == 0 {
+                // An `unpark` since the check makes this return at once.
+                std::thread::park();
+                continue;
+            }
+            std::thread::sleep(EPOCH_TICK);
+            match engine.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => break,
+            }
+        }
+    }
+}
+
+/// How deep a store is inside guest code; a store dropped while inside
+/// (its call's future dropped at a suspension) is counted out.
+struct InWasm {
+    depth: u32,
+    ticker: Arc<Ticker>,
+}
+
+impl InWasm {
+    fn hook(&mut self, hook: CallHook) {
+        match hook {
+            CallHook::CallingWasm => {
+                if self.depth == 0 {
+                    self.ticker.enter();
+                }
+                self.depth += 1;
+            }
+            CallHook::ReturningFromWasm => {
+                self.depth -= 1;
+                if self.depth == 0 {
+                    self.ticker.leave();
+                }
+            }
+            CallHook::CallingHost | CallHook::ReturningFromHost => {}
+        }
+    }
+}
+
+impl Drop for InWasm {
+    fn drop(&mut self) {
+        if self.depth > 0 {
+            self.ticker.leave();
+        }
+    }
 }
 
 /// A bound on one plugin's calls that run longer than an epoch tick: a
@@ -198,7 +286,7 @@ pub struct PluginRuntime {
     /// Linear memory held by all plugin instances now, and at most so far.
     memory_in_use: Arc<AtomicUsize>,
     memory_peak: Arc<AtomicUsize>,
-    ticker_stop: Arc<AtomicBool>,
+    ticker: Arc<Ticker>,
 }
 
 impl PluginRuntime {
@@ -251,27 +339,24 @@ impl PluginRuntime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
 
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        let (weak_engine, stop) = (engine.weak(), ticker_stop.clone());
-        std::thread::Builder::new()
+        let ticker = Arc::new(Ticker {
+            running: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        });
+        let (weak_engine, ticking) = (engine.weak(), ticker.clone());
+        let thread = std::thread::Builder::new()
             .name("plugin-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    match weak_engine.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
-                }
-            })
+            .spawn(move || ticking.run(weak_engine))
             .expect("spawn epoch ticker");
+        let _ = ticker.thread.set(thread.thread().clone());
         Ok(PluginRuntime {
             engine,
             linker,
             limits,
             memory_in_use: Arc::new(AtomicUsize::new(0)),
             memory_peak: Arc::new(AtomicUsize::new(0)),
-            ticker_stop,
+            ticker,
         })
     }
 
@@ -342,9 +427,17 @@ impl PluginRuntime {
             deadline: std::time::Instant::now() + call_timeout,
             call_timeout,
             lane,
+            in_wasm: InWasm {
+                depth: 0,
+                ticker: self.ticker.clone(),
+            },
         };
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| &mut s.limits);
+        store.call_hook(|mut ctx, hook| {
+            ctx.data_mut().in_wasm.hook(hook);
+            Ok(())
+        });
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
             let sandbox = ctx.data();
@@ -432,6 +525,7 @@ impl PluginRuntime {
 
 impl Drop for PluginRuntime {
     fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
+        self.ticker.stop.store(true, Ordering::Relaxed);
+        self.ticker.wake();
     }
 }
