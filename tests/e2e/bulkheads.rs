@@ -306,8 +306,9 @@ async fn the_deadline_ticker_sleeps_while_no_plugin_runs_and_wakes_for_a_looping
         KEYS,
         &[("policies", "custom.wasm", wasm(MISBEHAVE))],
     );
+    // It sleeps once no plugin has run for 100 ms.
     let idle_wakeups = || async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let before = ticker_wakeups(gw.pid());
         tokio::time::sleep(Duration::from_millis(500)).await;
         ticker_wakeups(gw.pid()) - before

@@ -51,25 +51,41 @@ pub struct Sandbox {
     in_wasm: InWasm,
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] while any plugin code
-/// runs, and sleeps while none does, so an idle gateway is not woken 500
-/// times a second. Every entry into Wasm (a call, an instantiation's start
+/// Advances the engine's epoch every [`EPOCH_TICK`] while plugin code runs,
+/// and sleeps once none has run for [`TICKER_IDLE`], so an idle gateway is
+/// not woken 500 times a second (and a busy one does not park and wake it
+/// between calls). Every entry into Wasm (a call, an instantiation's start
 /// function, a `cabi_realloc` while arguments are lowered, a resource's
 /// destructor) passes a store's call hook, which counts the stores inside
-/// Wasm and wakes the ticker when the first enters.
+/// Wasm and wakes a sleeping ticker when the first enters.
 struct Ticker {
     /// Stores running guest code now (a call suspended at a tick counts).
     running: AtomicUsize,
+    /// A store entered Wasm since the ticker last looked.
+    entered: AtomicBool,
+    /// The ticker is parked, or about to be.
+    parked: AtomicBool,
     stop: AtomicBool,
     thread: OnceLock<std::thread::Thread>,
 }
 
+/// Ticks without plugin code after which the ticker sleeps (100 ms).
+const TICKER_IDLE: u32 = 50;
+
 impl Ticker {
     fn enter(&self) {
-        // Sequentially consistent with the ticker's check before it parks: it
-        // either sees this store, or is unparked after it looked.
         if self.running.fetch_add(1, Ordering::SeqCst) == 0 {
-            self.wake();
+            // Read first: under load the flag is set already, and its cache
+            // line stays shared instead of bouncing between cores.
+            if !self.entered.load(Ordering::Relaxed) {
+                self.entered.store(true, Ordering::Relaxed);
+            }
+            // With the ticker's store to `parked` and load of `running`, all
+            // sequentially consistent: it sees this store, or this sees it
+            // parking and wakes it (an `unpark` before its `park` counts).
+            if self.parked.load(Ordering::SeqCst) {
+                self.wake();
+            }
         }
     }
 
@@ -83,13 +99,18 @@ impl Ticker {
         }
     }
 
-    /// The ticker thread: tick while any store runs guest code, park while
-    /// none does, end with the engine.
+    /// The ticker thread: tick while plugin code runs or ran lately, park
+    /// once it has not for [`TICKER_IDLE`] ticks, end with the engine.
     fn run(&self, engine: wasmtime::EngineWeak) {
+        let mut idle = 0;
         while !self.stop.load(Ordering::Relaxed) {
-            if self.running.load(Ordering::SeqCst) == 0 {
-                // An `unpark` since the check makes this return at once.
-                std::thread::park();
+            if idle >= TICKER_IDLE {
+                self.parked.store(true, Ordering::SeqCst);
+                if self.running.load(Ordering::SeqCst) == 0 {
+                    std::thread::park();
+                }
+                self.parked.store(false, Ordering::SeqCst);
+                idle = 0;
                 continue;
             }
             std::thread::sleep(EPOCH_TICK);
@@ -97,6 +118,9 @@ impl Ticker {
                 Some(engine) => engine.increment_epoch(),
                 None => break,
             }
+            let active =
+                self.entered.swap(false, Ordering::Relaxed) || self.running.load(Ordering::SeqCst) > 0;
+            idle = if active { 0 } else { idle + 1 };
         }
     }
 }
@@ -341,6 +365,8 @@ impl PluginRuntime {
 
         let ticker = Arc::new(Ticker {
             running: AtomicUsize::new(0),
+            entered: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             thread: OnceLock::new(),
         });
