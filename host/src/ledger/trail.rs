@@ -121,7 +121,7 @@ impl Drop for Entry {
     fn drop(&mut self) {
         let mut record = std::mem::take(&mut self.record);
         record.latency_ms = self.started.elapsed().as_millis() as u64;
-        record.provider_cost_usd = record.attempts.iter().map(|a| a.cost_usd).sum();
+        record.provider_cost_usd = provider_cost(&record.attempts);
         record.cost_estimated = record.attempts.iter().any(|a| a.estimated);
         let tokens = record.usage.map_or(0, |u| u.prompt_tokens + u.completion_tokens);
         for (state, settlements) in self.settle.drain(..) {
@@ -174,4 +174,22 @@ fn log(r: &RequestRecord) {
         outcome = r.outcome,
         "request"
     );
+}
+
+/// What every attempt cost together: `0.0` for none (a float `sum` of
+/// nothing is `-0.0`, which logs and serialises with its sign).
+fn provider_cost(attempts: &[AttemptRecord]) -> f64 {
+    attempts.iter().fold(0.0, |sum, a| sum + a.cost_usd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_without_attempts_cost_a_positive_zero() {
+        let cost = provider_cost(&[]);
+        assert!(cost == 0.0 && cost.is_sign_positive());
+        assert_eq!(serde_json::to_string(&cost).unwrap(), "0.0");
+    }
 }
