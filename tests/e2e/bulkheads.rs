@@ -314,6 +314,14 @@ async fn the_deadline_ticker_sleeps_while_no_plugin_runs_and_wakes_for_a_looping
         ticker_wakeups(gw.pid()) - before
     };
     assert_eq!(post(&gw.chat_url(), &chat("chat")).await.status, 200);
+    let mut streamed = chat("chat");
+    streamed["stream"] = json!(true);
+    let reply = post(&gw.chat_url(), &streamed).await;
+    assert!(
+        reply.status == 200 && reply.text().contains("[DONE]"),
+        "{}",
+        reply.text()
+    );
     // Ticking every 2 ms would be 250 wake-ups.
     let idle = idle_wakeups().await;
     assert!(idle <= 2, "{idle} wake-ups while idle");

@@ -130,7 +130,7 @@ impl AdapterPlugin {
                 .await?;
             match f(&instance, &mut store).await {
                 Ok(answer) => {
-                    self.runtime.end_call(&store);
+                    self.runtime.end_call(&mut store);
                     self.pool.put(store, instance);
                     Ok(answer)
                 }
@@ -396,7 +396,7 @@ impl AdapterPlugin {
             }
             .map_err(|e| self.runtime.call_error(&self.name, &store, e))?;
             // The place is not held while the stream waits for its first bytes.
-            self.runtime.end_call(&store);
+            self.runtime.end_call(&mut store);
             Ok((store, instance, decoder))
         }
         .await;
@@ -465,7 +465,7 @@ impl Drop for StreamSession {
                 .runtime
                 .rearm(&mut store, plugin.bulkhead.limits().deadline(0));
             let dropped = decoder.resource_drop_async(&mut store).await;
-            plugin.runtime.end_call(&store);
+            plugin.runtime.end_call(&mut store);
             if dropped.is_ok() {
                 plugin.pool.put(store, instance);
             }
@@ -498,6 +498,8 @@ impl StreamSession {
         // instance is never kept. Healthy again only once the call returns.
         let healthy = std::mem::replace(&mut open.healthy, false);
         let decoded = Self::decode(open, &plugin, batch).await;
+        // Between batches the decoder runs no code: the ticker may sleep.
+        plugin.runtime.end_call(&mut open.store);
         plugin.settle(&decoded);
         open.healthy = healthy && decoded.is_ok();
         let mut decoded = decoded?;

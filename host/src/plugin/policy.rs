@@ -89,7 +89,7 @@ impl PolicyPlugin {
                 .await?;
             match f(&instance, &mut store).await {
                 Ok(answer) => {
-                    self.runtime.end_call(&store);
+                    self.runtime.end_call(&mut store);
                     self.pool.put(store, instance);
                     Ok(answer)
                 }

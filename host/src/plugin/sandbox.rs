@@ -47,7 +47,8 @@ pub struct Sandbox {
     /// The plugin's slow lane: a call still running at an epoch tick holds
     /// (or waits for) one of its places.
     lane: Option<SlowLane>,
-    /// Whether this store is running guest code (the ticker ticks while any is).
+    /// Whether this store is counted as running guest code (the ticker ticks
+    /// while any is).
     in_wasm: InWasm,
 }
 
@@ -56,8 +57,8 @@ pub struct Sandbox {
 /// not woken 500 times a second (and a busy one does not park and wake it
 /// between calls). Every entry into Wasm (a call, an instantiation's start
 /// function, a `cabi_realloc` while arguments are lowered, a resource's
-/// destructor) passes a store's call hook, which counts the stores inside
-/// Wasm and wakes a sleeping ticker when the first enters.
+/// destructor) passes a store's call hook, which counts the store in until
+/// its call ends and wakes a sleeping ticker when it is the first.
 struct Ticker {
     /// Stores running guest code now (a call suspended at a tick counts).
     running: AtomicUsize,
@@ -125,38 +126,34 @@ impl Ticker {
     }
 }
 
-/// How deep a store is inside guest code; a store dropped while inside
-/// (its call's future dropped at a suspension) is counted out.
+/// Whether a store is counted among those running guest code: from its
+/// first entry into Wasm until its call ends ([`PluginRuntime::end_call`])
+/// or it is dropped (its call's future dropped mid-call), so the calls into
+/// the guest's allocator that lower a call's arguments do not each count in
+/// and out.
 struct InWasm {
-    depth: u32,
+    counted: bool,
     ticker: Arc<Ticker>,
 }
 
 impl InWasm {
     fn hook(&mut self, hook: CallHook) {
-        match hook {
-            CallHook::CallingWasm => {
-                if self.depth == 0 {
-                    self.ticker.enter();
-                }
-                self.depth += 1;
-            }
-            CallHook::ReturningFromWasm => {
-                self.depth -= 1;
-                if self.depth == 0 {
-                    self.ticker.leave();
-                }
-            }
-            CallHook::CallingHost | CallHook::ReturningFromHost => {}
+        if matches!(hook, CallHook::CallingWasm) && !self.counted {
+            self.ticker.enter();
+            self.counted = true;
+        }
+    }
+
+    fn call_ended(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.ticker.leave();
         }
     }
 }
 
 impl Drop for InWasm {
     fn drop(&mut self) {
-        if self.depth > 0 {
-            self.ticker.leave();
-        }
+        self.call_ended();
     }
 }
 
@@ -454,7 +451,7 @@ impl PluginRuntime {
             call_timeout,
             lane,
             in_wasm: InWasm {
-                depth: 0,
+                counted: false,
                 ticker: self.ticker.clone(),
             },
         };
@@ -489,11 +486,14 @@ impl PluginRuntime {
         store.set_epoch_deadline(1);
     }
 
-    /// A long-lived store's call has ended: give back its slow-lane place.
-    pub fn end_call(&self, store: &Store<Sandbox>) {
-        if let Some(lane) = &store.data().lane {
+    /// A store's call has ended: give back its slow-lane place, and count it
+    /// out of the stores running guest code.
+    pub fn end_call(&self, store: &mut Store<Sandbox>) {
+        let sandbox = store.data_mut();
+        if let Some(lane) = &sandbox.lane {
             lane.release();
         }
+        sandbox.in_wasm.call_ended();
     }
 
     /// For a call on a long-lived store: gives back its slow-lane place
