@@ -82,6 +82,16 @@ async fn unknown_endpoints_wrong_methods_and_roles_are_refused_clearly_logged_an
         "{message}"
     );
     assert_eq!(a.hits() + b.hits(), 0, "never sent on");
+    // Nothing was spent: 0, not the -0 of a float sum of no attempts.
+    assert!(
+        gw.wait_for_log("\"message\":\"request\"", Duration::from_secs(5))
+            .await
+    );
+    let logs = gw.logs();
+    assert!(
+        logs.contains("\"provider_cost_usd\":0.0") && !logs.contains("_usd\":-0"),
+        "{logs}"
+    );
 }
 
 #[tokio::test]

@@ -262,6 +262,9 @@ pub fn set_team(
     budget: Option<Budget>,
     in_config: &InConfig,
 ) -> Result<(), AccessError> {
+    if in_config.teams.iter().any(|t| t == name) {
+        return Err(AccessError::TeamInConfig(name.to_string()));
+    }
     let changed = conn.execute(
         "UPDATE teams SET budget_usd = ?2, period = ?3 WHERE name = ?1",
         params![
@@ -270,9 +273,6 @@ pub fn set_team(
             budget.map(|b| b.period.as_str())
         ],
     )?;
-    if changed == 0 && in_config.teams.iter().any(|t| t == name) {
-        return Err(AccessError::TeamInConfig(name.to_string()));
-    }
     if changed == 0 {
         return Err(AccessError::NoSuchTeam(name.to_string()));
     }

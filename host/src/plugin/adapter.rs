@@ -498,7 +498,9 @@ impl StreamSession {
         // instance is never kept. Healthy again only once the call returns.
         let healthy = std::mem::replace(&mut open.healthy, false);
         let decoded = Self::decode(open, &plugin, batch).await;
-        // Between batches the decoder runs no code: the ticker may sleep.
+        // Between batches the decoder runs no code: the ticker may sleep. (A
+        // feed dropped midway skips this; its store stays counted, so the
+        // ticker keeps ticking, until the session is dropped.)
         plugin.runtime.end_call(&mut open.store);
         plugin.settle(&decoded);
         open.healthy = healthy && decoded.is_ok();
