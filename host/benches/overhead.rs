@@ -136,12 +136,14 @@ async fn measure(client: &HttpClient, url: &str, pid: u32, direct: &Direct) -> F
 }
 
 /// A gateway variant: its name, what it adds to the route (and after it),
-/// whether its provider has a key to scrub, and its `[plugins]` settings.
+/// whether its provider has a key to scrub, its `[plugins]` settings, and
+/// its log filter.
 struct Variant {
     name: &'static str,
     extra: String,
     keyed: bool,
     plugins: &'static str,
+    log: &'static str,
 }
 
 fn variants(ledger: &str) -> Vec<Variant> {
@@ -150,6 +152,7 @@ fn variants(ledger: &str) -> Vec<Variant> {
         extra,
         keyed,
         plugins,
+        log: support::QUIET,
     };
     vec![
         variant(
@@ -183,6 +186,17 @@ fn variants(ledger: &str) -> Vec<Variant> {
             true,
             "",
         ),
+        // The level the gateway starts with when `RUST_LOG` is unset: a JSON
+        // line per request.
+        Variant {
+            log: "info",
+            ..variant(
+                "gateway, request log on (`info`, the level it starts with)",
+                ledger.to_string(),
+                true,
+                "",
+            )
+        },
     ]
 }
 
@@ -260,7 +274,13 @@ async fn bench() {
             record(HYPER, figures);
         }
         for variant in &variants {
-            let gateway = start_gateway_variant(upstream, &variant.extra, variant.keyed, variant.plugins);
+            let gateway = start_gateway_variant(
+                upstream,
+                &variant.extra,
+                variant.keyed,
+                variant.plugins,
+                variant.log,
+            );
             let url = format!("{}/v1/chat/completions", gateway.url);
             let figures = measure(&client, &url, gateway.child.id(), &direct).await;
             show(round, variant.name, &figures);

@@ -79,6 +79,9 @@ enum Command {
     },
 }
 
+/// Log lines queued for the log writer before a worker waits for it.
+const LOG_LINES_BUFFERED: usize = 16 * 1024;
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -94,10 +97,20 @@ fn main() -> std::process::ExitCode {
     // Colours only for a terminal: a redirected log is read by tools.
     use std::io::IsTerminal;
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    // A thread of its own writes the log, in batches: written by the
+    // request's worker, a request's two lines at `info` cost two system
+    // calls on its path (about a third more CPU per request; BENCHMARKS.md).
+    // Lines wait for it rather than being dropped; `_log` flushes what is
+    // left when `main` returns.
+    let (writer, _log) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_LINES_BUFFERED)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match cli.log_format {
         LogFormat::Text => subscriber.init(),
         LogFormat::Json => subscriber.json().flatten_event(true).init(),

@@ -133,7 +133,7 @@ pub fn start_gateway(
     files: &[(&str, &str, PathBuf)],
 ) -> Gateway {
     warm(upstream);
-    spawn(upstream, extra, files, true, "")
+    spawn(upstream, extra, files, true, "", QUIET)
 }
 
 /// A variant of the bench gateway: `keyed` (else its provider takes no key,
@@ -144,10 +144,15 @@ pub fn start_gateway_variant(
     extra: &str,
     keyed: bool,
     plugins: &str,
+    log: &str,
 ) -> Gateway {
     warm(upstream);
-    spawn(upstream, extra, &[], keyed, plugins)
+    spawn(upstream, extra, &[], keyed, plugins, log)
 }
+
+/// The benches' log filter: warnings, and the start-up lines the harness
+/// reads the address from; no line per request (as nginx has no access log).
+pub const QUIET: &str = "warn,switchboard::app=info";
 
 /// Warm the plugin compile cache the benches' gateways start from. A
 /// deployed gateway keeps one (on by default) and starts from it; the
@@ -159,7 +164,7 @@ pub fn start_gateway_variant(
 /// measured.
 fn warm(upstream: std::net::SocketAddr) {
     static WARM: std::sync::Once = std::sync::Once::new();
-    WARM.call_once(|| drop(spawn(upstream, "", &[], true, "")));
+    WARM.call_once(|| drop(spawn(upstream, "", &[], true, "", QUIET)));
 }
 
 fn spawn(
@@ -168,6 +173,7 @@ fn spawn(
     files: &[(&str, &str, PathBuf)],
     keyed: bool,
     plugins: &str,
+    log: &str,
 ) -> Gateway {
     let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-plugin-cache");
     let key = if keyed { "api_key_env = \"UP_KEY\"" } else { "" };
@@ -214,7 +220,7 @@ targets = ["up/m"]
         .arg(&config)
         .env_clear()
         .env("UP_KEY", "sk-bench-0123456789abcdef0123456789abcdef")
-        .env("RUST_LOG", "warn,switchboard::app=info")
+        .env("RUST_LOG", log)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -39,7 +39,9 @@ pub fn record_success(
         metrics.tokens(&usage);
         metrics.cost_usd.inc_by(attempt.to.model.prices.cost(&usage));
     }
-    tracing::info!(
+    // The request's own line (`switchboard::request`, at info) lists every
+    // attempt with its tokens, latency and cost; this one is for debugging.
+    tracing::debug!(
         provider = %provider,
         model = %model,
         answered_by,
