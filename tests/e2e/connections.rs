@@ -242,3 +242,25 @@ async fn shutdown_refuses_new_work_cleanly_and_ends_open_streams_with_an_error()
     assert!(last.contains("\"code\":\"shutting_down\""), "{rest}");
     assert!(!rest.contains("[DONE]"));
 }
+
+#[tokio::test]
+async fn the_log_is_written_out_before_the_process_exits() {
+    let (_a, _b, mut gw) = gateway().await;
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.status, 200);
+    let id = reply.header("x-switchboard-request-id").to_string();
+    gw.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.is_running() {
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A thread of its own writes the log: what it had queued is not lost.
+    for needle in [id.as_str(), "shutting down"] {
+        assert!(
+            gw.wait_for_log(needle, Duration::from_secs(2)).await,
+            "{needle} not logged: {}",
+            gw.logs()
+        );
+    }
+}
