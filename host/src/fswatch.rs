@@ -29,18 +29,21 @@ pub fn changes_content(kind: &EventKind) -> bool {
     }
 }
 
-/// Watch `dirs` (not recursively). Changed paths are sent as one sorted
-/// batch once no change has arrived for `quiet`. Must be called inside the
-/// Tokio runtime.
+/// Watch `dirs` (not recursively) for changes to the paths `wanted`
+/// accepts. Changed paths are sent as one sorted batch once no change has
+/// arrived for `quiet`. The others are dropped on the watcher's thread: a
+/// log or a database written in a watched folder would otherwise wake the
+/// runtime at every write. Must be called inside the Tokio runtime.
 pub fn watch(
     dirs: &[PathBuf],
     quiet: Duration,
+    wanted: impl Fn(&Path) -> bool + Send + 'static,
 ) -> Result<(FolderWatch, mpsc::Receiver<Vec<PathBuf>>), String> {
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher =
         notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result {
             Ok(event) if changes_content(&event.kind) => {
-                for path in event.paths {
+                for path in event.paths.into_iter().filter(|p| wanted(p)) {
                     let _ = raw_tx.send(path);
                 }
             }
@@ -97,5 +100,24 @@ mod tests {
         ] {
             assert!(changes_content(&kind), "{kind:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn only_the_wanted_paths_are_handed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = canonical(dir.path());
+        let (_watch, mut batches) = watch(&[folder.clone()], Duration::from_millis(50), |p| {
+            p.file_name().is_some_and(|n| n == "gateway.toml")
+        })
+        .unwrap();
+        for i in 0..20 {
+            std::fs::write(folder.join("gateway.log"), format!("line {i}")).unwrap();
+        }
+        std::fs::write(folder.join("gateway.toml"), "[server]").unwrap();
+        let batch = tokio::time::timeout(Duration::from_secs(5), batches.recv())
+            .await
+            .expect("a batch")
+            .unwrap();
+        assert_eq!(batch, [folder.join("gateway.toml")]);
     }
 }

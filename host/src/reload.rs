@@ -272,8 +272,9 @@ pub fn watch_config(live: Arc<Live>, file: &Path) -> Result<FolderWatch, String>
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let (watch, mut batches) =
-        fswatch::watch(&[dir], QUIET).map_err(|e| format!("cannot watch the config file: {e}"))?;
+    let name = file.file_name().map(ToOwned::to_owned);
+    let (watch, mut batches) = fswatch::watch(&[dir], QUIET, move |path| path.file_name() == name.as_deref())
+        .map_err(|e| format!("cannot watch the config file: {e}"))?;
     tokio::spawn(async move {
         while let Some(paths) = batches.recv().await {
             if paths.contains(&file) {

@@ -18,8 +18,10 @@ pub fn watch_folders(
 ) -> Result<FolderWatch, String> {
     let adapter_dir = canonical(adapter_dir);
     let policy_dir = canonical(policy_dir);
-    let (watch, mut batches) = fswatch::watch(&[adapter_dir.clone(), policy_dir.clone()], QUIET)
-        .map_err(|e| format!("cannot watch plugin folders: {e}"))?;
+    let (watch, mut batches) = fswatch::watch(&[adapter_dir.clone(), policy_dir.clone()], QUIET, |path| {
+        plugin_name(path).is_some()
+    })
+    .map_err(|e| format!("cannot watch plugin folders: {e}"))?;
     tokio::spawn(async move {
         while let Some(paths) = batches.recv().await {
             for path in paths {
