@@ -106,7 +106,7 @@ mod tests {
     async fn only_the_wanted_paths_are_handed_over() {
         let dir = tempfile::tempdir().unwrap();
         let folder = canonical(dir.path());
-        let (_watch, mut batches) = watch(&[folder.clone()], Duration::from_millis(50), |p| {
+        let (_watch, mut batches) = watch(std::slice::from_ref(&folder), Duration::from_millis(50), |p| {
             p.file_name().is_some_and(|n| n == "gateway.toml")
         })
         .unwrap();
