@@ -20,6 +20,15 @@ fn config(plugins: &str, a: &MockProvider, b: &MockProvider) -> String {
     )
 }
 
+/// A gateway whose route `hostile` is planned by the misbehave guest.
+fn hostile(plugins: &str, a: &MockProvider, b: &MockProvider) -> Gateway {
+    Gateway::start_with_files(
+        &config(plugins, a, b),
+        KEYS,
+        &[("policies", "custom.wasm", wasm(MISBEHAVE))],
+    )
+}
+
 /// A request that asks the misbehave guest for `mode`.
 fn asking(route: &str, mode: &str) -> Value {
     let mut request = chat(route);
@@ -51,11 +60,7 @@ async fn a_looping_policy_keeps_its_deadline_under_load_and_its_neighbours_are_u
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     // Never quarantined here: the deadline itself is under test.
     let plugins = "policy_call_timeout_ms = 40\nquarantine_after = 0\nmax_concurrent_calls = 8\n";
-    let gw = Gateway::start_with_files(
-        &config(plugins, &a, &b),
-        KEYS,
-        &[("policies", "custom.wasm", wasm(MISBEHAVE))],
-    );
+    let gw = hostile(plugins, &a, &b);
     let (hostile, healthy) = tokio::join!(
         hammer(&gw, asking("hostile", "loop"), 48, 8),
         hammer(&gw, chat("chat"), 60, 2)
@@ -84,11 +89,7 @@ async fn a_looping_policy_keeps_its_deadline_under_load_and_its_neighbours_are_u
 async fn calls_beyond_the_bound_fail_at_once_and_are_counted() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     let plugins = "policy_call_timeout_ms = 300\nquarantine_after = 0\n[plugins.policies.custom]\nmax_concurrent_calls = 1\n";
-    let gw = Gateway::start_with_files(
-        &config(plugins, &a, &b),
-        KEYS,
-        &[("policies", "custom.wasm", wasm(MISBEHAVE))],
-    );
+    let gw = hostile(plugins, &a, &b);
     let results = hammer(&gw, asking("hostile", "loop"), 8, 8).await;
     assert!(results.iter().all(|(status, _)| *status == 200), "{results:?}");
     let fast = results
@@ -131,11 +132,7 @@ async fn plugins_together_stay_under_the_memory_cap() {
     // A generous deadline: under a loaded machine the guests must still get
     // to allocate until the cap stops them, not be cut short by time.
     let plugins = "memory_limit_mib = 32\ntotal_memory_mib = 48\nquarantine_after = 0\npolicy_call_timeout_ms = 300\n[plugins.policies.custom]\nmax_concurrent_calls = 4\n";
-    let mut gw = Gateway::start_with_files(
-        &config(plugins, &a, &b),
-        KEYS,
-        &[("policies", "custom.wasm", wasm(MISBEHAVE))],
-    );
+    let mut gw = hostile(plugins, &a, &b);
     let before_kib = kib(gw.pid(), "VmRSS:");
     let results = hammer(&gw, asking("hostile", "alloc"), 32, 8).await;
     // While the cap is full another plugin may be refused memory: that
@@ -301,11 +298,7 @@ fn ticker_wakeups(pid: u32) -> u64 {
 async fn the_deadline_ticker_sleeps_while_no_plugin_runs_and_wakes_for_a_looping_one() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     let plugins = "policy_call_timeout_ms = 40\nquarantine_after = 0\n";
-    let gw = Gateway::start_with_files(
-        &config(plugins, &a, &b),
-        KEYS,
-        &[("policies", "custom.wasm", wasm(MISBEHAVE))],
-    );
+    let gw = hostile(plugins, &a, &b);
     // It sleeps once no plugin has run for 100 ms.
     let idle_wakeups = || async {
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -208,16 +208,23 @@ fn assert_broke_off(reply: &Reply, what: &str) {
     assert!(!data.contains(&"[DONE]".to_string()), "{data:?}");
 }
 
-#[tokio::test]
-async fn a_stream_fails_over_before_its_first_byte() {
+/// A stream whose first target, provider a, answers as `script`: checks
+/// that b answered it in full, and returns the reply and a.
+async fn stream_failed_over_to_b(script: Script) -> (Reply, MockProvider) {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
-    a.set_default(Script::StreamEmpty);
+    a.set_default(script);
     b.set_default(Script::Answer("from b"));
     let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
     let reply = post(&gw.chat_url(), &stream_request()).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("x-switchboard-provider"), "b");
     assert_eq!(reply.streamed_text(), "from b");
+    (reply, a)
+}
+
+#[tokio::test]
+async fn a_stream_fails_over_before_its_first_byte() {
+    let (reply, _) = stream_failed_over_to_b(Script::StreamEmpty).await;
     assert_eq!(reply.sse_data().last().unwrap(), "[DONE]");
 }
 
@@ -226,14 +233,8 @@ async fn a_stream_whose_first_event_is_malformed_fails_over() {
     // The first event names no model, so the openai adapter forwards it
     // unread; the host's check finds it malformed before anything went to
     // the caller, and the next target answers.
-    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
-    a.set_default(Script::RawStream("data: {not json\n\ndata: [DONE]\n\n".into()));
-    b.set_default(Script::Answer("from b"));
-    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
-    let reply = post(&gw.chat_url(), &stream_request()).await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.header("x-switchboard-provider"), "b");
-    assert_eq!(reply.streamed_text(), "from b");
+    let malformed = Script::RawStream("data: {not json\n\ndata: [DONE]\n\n".into());
+    let (_, a) = stream_failed_over_to_b(malformed).await;
     assert_eq!(a.hits(), 1);
 }
 

@@ -94,6 +94,10 @@ impl InConfig {
             teams: config.teams.keys().cloned().collect(),
         }
     }
+
+    fn has_team(&self, name: &str) -> bool {
+        self.teams.iter().any(|t| t == name)
+    }
 }
 
 /// Create a key; the secret is returned once and never stored. Its team
@@ -106,7 +110,7 @@ pub fn create_key(
     valid_name(&new.name)?;
     let budget = Budget::from_parts(new.budget_usd, new.period).map_err(AccessError::Invalid)?;
     if let Some(team) = &new.team
-        && !in_config.teams.contains(team)
+        && !in_config.has_team(team)
         && !team_exists(conn, team)?
     {
         return Err(AccessError::NoSuchTeam(team.clone()));
@@ -223,7 +227,7 @@ pub fn create_team(
     in_config: &InConfig,
 ) -> Result<(), AccessError> {
     valid_name(name)?;
-    if in_config.teams.iter().any(|t| t == name) {
+    if in_config.has_team(name) {
         return Err(AccessError::TeamInConfig(name.to_string()));
     }
     if team_exists(conn, name)? {
@@ -262,7 +266,7 @@ pub fn set_team(
     budget: Option<Budget>,
     in_config: &InConfig,
 ) -> Result<(), AccessError> {
-    if in_config.teams.iter().any(|t| t == name) {
+    if in_config.has_team(name) {
         return Err(AccessError::TeamInConfig(name.to_string()));
     }
     let changed = conn.execute(

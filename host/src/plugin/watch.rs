@@ -24,10 +24,8 @@ pub fn watch_folders(
     .map_err(|e| format!("cannot watch plugin folders: {e}"))?;
     tokio::spawn(async move {
         while let Some(paths) = batches.recv().await {
+            // Only `*.wasm` paths come: the watch drops the rest.
             for path in paths {
-                if plugin_name(&path).is_none() {
-                    continue;
-                }
                 let parent = path.parent().map(canonical);
                 let kind = if parent.as_deref() == Some(adapter_dir.as_path()) {
                     PluginKind::Adapter
