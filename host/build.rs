@@ -47,6 +47,8 @@ fn main() {
         "tests/guests",
         "examples/cheapest-policy",
         "Cargo.lock",
+        // The plugins' build profile.
+        "Cargo.toml",
         // The plugins' build flags (Wasm SIMD).
         ".cargo/config.toml",
     ] {

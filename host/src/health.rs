@@ -80,13 +80,14 @@ impl Window {
     }
 }
 
-/// The latest durations, for a percentile.
+/// The latest durations, for a percentile: kept in arrival order (to know
+/// which one leaves) and in sorted order (so the p95 is an index). Every
+/// answer adds one and every plan reads the p95; sorting a copy per read
+/// cost more than the rest of the plan.
 struct Samples {
     ring: Vec<Duration>,
     next: usize,
-    /// The p95 of the ring as it is, once asked for: every request's plan
-    /// reads it, far more often than an answer changes it.
-    p95: Option<Option<Duration>>,
+    sorted: Vec<Duration>,
 }
 
 impl Default for Samples {
@@ -94,7 +95,7 @@ impl Default for Samples {
         Samples {
             ring: Vec::with_capacity(SAMPLES),
             next: 0,
-            p95: None,
+            sorted: Vec::with_capacity(SAMPLES),
         }
     }
 }
@@ -104,21 +105,18 @@ impl Samples {
         if self.ring.len() < SAMPLES {
             self.ring.push(sample);
         } else {
-            self.ring[self.next] = sample;
+            let leaving = std::mem::replace(&mut self.ring[self.next], sample);
+            let at = self.sorted.partition_point(|d| *d < leaving);
+            self.sorted.remove(at);
         }
         self.next = (self.next + 1) % SAMPLES;
-        self.p95 = None;
+        let at = self.sorted.partition_point(|d| *d < sample);
+        self.sorted.insert(at, sample);
     }
 
-    fn p95(&mut self) -> Option<Duration> {
-        *self.p95.get_or_insert_with(|| {
-            if self.ring.len() < MIN_SAMPLES_FOR_P95 {
-                return None;
-            }
-            let mut sorted = self.ring.clone();
-            let rank = (sorted.len() * 95).div_ceil(100) - 1;
-            Some(*sorted.select_nth_unstable(rank).1)
-        })
+    fn p95(&self) -> Option<Duration> {
+        let n = self.sorted.len();
+        (n >= MIN_SAMPLES_FOR_P95).then(|| self.sorted[(n * 95).div_ceil(100) - 1])
     }
 }
 
@@ -242,7 +240,7 @@ impl TargetHealth {
     }
 
     pub fn view(&self, now: Instant) -> Health {
-        let mut s = self.state.lock().unwrap();
+        let s = self.state.lock().unwrap();
         let circuit = s.circuit(now);
         let ms = |p95: Option<Duration>| p95.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
         Health {
@@ -443,6 +441,28 @@ mod tests {
             "{p95:?}"
         );
         assert_eq!(health.latency_p95(), None, "streams say nothing of whole answers");
+    }
+
+    #[test]
+    fn the_p95_is_the_sorted_latest_samples_at_the_95th_rank() {
+        let mut samples = Samples::default();
+        let mut latest = std::collections::VecDeque::new();
+        // Repeats and an order that is neither rising nor falling, well past
+        // the window so that samples leave it.
+        for i in 0..3 * SAMPLES as u64 {
+            let sample = Duration::from_millis((i * 37) % 101);
+            samples.push(sample);
+            latest.push_back(sample);
+            if latest.len() > SAMPLES {
+                latest.pop_front();
+            }
+            let mut sorted: Vec<_> = latest.iter().copied().collect();
+            sorted.sort();
+            let expected =
+                (sorted.len() >= MIN_SAMPLES_FOR_P95).then(|| sorted[(sorted.len() * 95).div_ceil(100) - 1]);
+            assert_eq!(samples.p95(), expected, "after {} samples", i + 1);
+            assert_eq!(samples.sorted, sorted);
+        }
     }
 
     #[tokio::test(start_paused = true)]

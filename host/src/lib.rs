@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod health;
 pub mod ledger;
 pub mod lifecycle;
+pub mod logfmt;
 pub mod metrics;
 pub mod plugin;
 pub mod redact;

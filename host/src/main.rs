@@ -112,7 +112,8 @@ fn main() -> std::process::ExitCode {
         .with_ansi(colour)
         .with_writer(writer);
     match cli.log_format {
-        LogFormat::Text => subscriber.init(),
+        LogFormat::Text if colour => subscriber.init(),
+        LogFormat::Text => subscriber.fmt_fields(switchboard::logfmt::TextFields).init(),
         LogFormat::Json => subscriber.json().flatten_event(true).init(),
     }
     let config = match Config::load(&cli.config, &|name| std::env::var(name).ok()) {
