@@ -133,7 +133,7 @@ pub fn start_gateway(
     files: &[(&str, &str, PathBuf)],
 ) -> Gateway {
     warm(upstream);
-    spawn(upstream, extra, files, true, "", QUIET)
+    spawn(upstream, extra, files, true, "", QUIET, &[])
 }
 
 /// A variant of the bench gateway: `keyed` (else its provider takes no key,
@@ -147,7 +147,14 @@ pub fn start_gateway_variant(
     log: &str,
 ) -> Gateway {
     warm(upstream);
-    spawn(upstream, extra, &[], keyed, plugins, log)
+    spawn(upstream, extra, &[], keyed, plugins, log, &[])
+}
+
+/// The default bench gateway run by another program (`wrapper`, then the
+/// gateway's command line): valgrind, for the instruction counts.
+pub fn start_gateway_under(upstream: std::net::SocketAddr, plugins: &str, wrapper: &[String]) -> Gateway {
+    warm(upstream);
+    spawn(upstream, "", &[], true, plugins, QUIET, wrapper)
 }
 
 /// The benches' log filter: warnings, and the start-up lines the harness
@@ -164,7 +171,7 @@ pub const QUIET: &str = "warn,switchboard::app=info";
 /// measured.
 fn warm(upstream: std::net::SocketAddr) {
     static WARM: std::sync::Once = std::sync::Once::new();
-    WARM.call_once(|| drop(spawn(upstream, "", &[], true, "", QUIET)));
+    WARM.call_once(|| drop(spawn(upstream, "", &[], true, "", QUIET, &[])));
 }
 
 fn spawn(
@@ -174,6 +181,7 @@ fn spawn(
     keyed: bool,
     plugins: &str,
     log: &str,
+    wrapper: &[String],
 ) -> Gateway {
     let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-plugin-cache");
     let key = if keyed { "api_key_env = \"UP_KEY\"" } else { "" };
@@ -215,7 +223,15 @@ targets = ["up/m"]
         || env!("CARGO_BIN_EXE_switchboard").into(),
         std::path::PathBuf::from,
     );
-    let mut child = Command::new(binary)
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
+    let mut child = command
         .args(["--log-format", "json", "--config"])
         .arg(&config)
         .env_clear()

@@ -1,0 +1,114 @@
+//! The instructions the gateway executes per request, counted by
+//! valgrind's callgrind: the `overhead` bench's default gateway (bundled
+//! `openai` adapter and `priority` policy, ledger on, credential scrubbed)
+//! in front of the same loopback upstream, answering the 783-byte
+//! completion and the 41-event stream, one request at a time.
+//!
+//! CPU time on a shared machine moves by 20 % and more between two starts
+//! of one build; these counts move by under 1 %, so an A B of two builds
+//! (`SWITCHBOARD_BENCH_BIN`) shows a change of a few percent that timing
+//! cannot. They count user-space instructions of every thread of the
+//! process (the ledger writer's too), not the kernel's work, cache misses
+//! or waits: a guide to where the gateway's own work goes, next to the
+//! `overhead` bench's times, not a replacement for them.
+//!
+//! Run: `cargo bench --bench instructions` (needs valgrind: Debian's
+//! `valgrind` package). Results are recorded in BENCHMARKS.md.
+
+mod support;
+
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use support::{HttpClient, completion_783, load_on, start_gateway_under, stream_41};
+
+const WARM_UP: usize = 200;
+const JSON_REQUESTS: usize = 1_000;
+const STREAMS: usize = 500;
+
+const JSON: &str = r#"{"model":"bench","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in one short sentence, please."}],"max_tokens":64}"#;
+const STREAM: &str = r#"{"model":"bench","stream":true,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in one short sentence, please."}],"max_tokens":64}"#;
+
+/// Under valgrind the plugin pool's address reservation must be small (it
+/// reserves every slot's memory up front), and calls run about fifty times
+/// slower than their deadlines expect.
+const UNDER_VALGRIND: &str = "max_instances = 16\ncall_timeout_ms = 5000";
+
+fn main() {
+    let Some(valgrind) = on_path("valgrind") else {
+        eprintln!("valgrind is not installed (Debian: apt-get install valgrind); nothing measured");
+        return;
+    };
+    bench(valgrind);
+}
+
+#[tokio::main]
+async fn bench(valgrind: PathBuf) {
+    let upstream = support::upstream_with(completion_783().into(), stream_41().into()).await;
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("callgrind.out");
+    let wrapper = [
+        valgrind.display().to_string(),
+        "--tool=callgrind".into(),
+        // Counted only between the `callgrind_control` commands below.
+        "--instr-atstart=no".into(),
+        // The plugins' code is compiled at run time.
+        "--smc-check=all-non-file".into(),
+        format!("--callgrind-out-file={}", file.display()),
+    ];
+    let gateway = start_gateway_under(upstream, UNDER_VALGRIND, &wrapper);
+    let url = format!("{}/v1/chat/completions", gateway.url);
+    let pid = gateway.child.id().to_string();
+    let control = |args: &[&str]| {
+        let status = Command::new("callgrind_control")
+            .args(args)
+            .arg(&pid)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("callgrind_control (installed with valgrind)");
+        assert!(status.success(), "callgrind_control {args:?}");
+    };
+    let run = async |body: &'static str, count: usize| {
+        let (timings, _) = load_on(&client, &url, body, count, 1).await;
+        assert!(timings.iter().all(|t| t.ok), "every answer is a 200");
+    };
+    run(JSON, WARM_UP).await;
+    run(STREAM, WARM_UP).await;
+
+    // Each dump writes what was counted since the last one, then zeroes it.
+    control(&["--instr=on"]);
+    run(JSON, JSON_REQUESTS).await;
+    control(&["--dump=json"]);
+    run(STREAM, STREAMS).await;
+    control(&["--dump=stream"]);
+    control(&["--instr=off"]);
+
+    let json = total(&file, 1) / JSON_REQUESTS as u64;
+    let stream = total(&file, 2) / STREAMS as u64;
+    println!("| target | instructions per JSON request | instructions per 41-event stream |");
+    println!("| --- | ---: | ---: |");
+    println!("| gateway (default) | {json} | {stream} |");
+    println!();
+    println!(
+        "{JSON_REQUESTS} JSON requests and {STREAMS} streams, one at a time, after {WARM_UP} of each unmeasured; every thread of the gateway counted"
+    );
+}
+
+/// The instruction total of callgrind's `part`-th dump.
+fn total(file: &Path, part: usize) -> u64 {
+    let dump = PathBuf::from(format!("{}.{part}", file.display()));
+    let text = std::fs::read_to_string(&dump).unwrap_or_else(|e| panic!("{}: {e}", dump.display()));
+    text.lines()
+        .find_map(|line| line.strip_prefix("totals: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no totals in {}", dump.display()))
+}
+
+fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
