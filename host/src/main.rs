@@ -114,7 +114,10 @@ fn main() -> std::process::ExitCode {
     match cli.log_format {
         LogFormat::Text if colour => subscriber.init(),
         LogFormat::Text => subscriber.fmt_fields(switchboard::logfmt::TextFields).init(),
-        LogFormat::Json => subscriber.json().flatten_event(true).init(),
+        LogFormat::Json => subscriber
+            .fmt_fields(switchboard::logfmt::JsonSpanFields)
+            .event_format(switchboard::logfmt::JsonLines)
+            .init(),
     }
     let config = match Config::load(&cli.config, &|name| std::env::var(name).ok()) {
         Ok(config) => config,
