@@ -47,6 +47,28 @@ fn main() {
 async fn bench(valgrind: PathBuf) {
     let upstream = support::upstream_with(completion_783().into(), stream_41().into()).await;
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    println!("| target | instructions per JSON request | instructions per 41-event stream |");
+    println!("| --- | ---: | ---: |");
+    for (name, log) in [
+        ("gateway (default)", support::QUIET),
+        ("gateway, request log on (`info`, JSON lines)", "info"),
+    ] {
+        let (json, stream) = count(&valgrind, upstream, &client, log).await;
+        println!("| {name} | {json} | {stream} |");
+    }
+    println!();
+    println!(
+        "{JSON_REQUESTS} JSON requests and {STREAMS} streams, one at a time, after {WARM_UP} of each unmeasured; every thread of the gateway counted"
+    );
+}
+
+/// Instructions per JSON request and per stream of a gateway logging at `log`.
+async fn count(
+    valgrind: &Path,
+    upstream: std::net::SocketAddr,
+    client: &HttpClient,
+    log: &str,
+) -> (u64, u64) {
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("callgrind.out");
     let wrapper = [
@@ -58,7 +80,7 @@ async fn bench(valgrind: PathBuf) {
         "--smc-check=all-non-file".into(),
         format!("--callgrind-out-file={}", file.display()),
     ];
-    let gateway = start_gateway_under(upstream, UNDER_VALGRIND, &wrapper);
+    let gateway = start_gateway_under(upstream, UNDER_VALGRIND, log, &wrapper);
     let url = format!("{}/v1/chat/completions", gateway.url);
     let pid = gateway.child.id().to_string();
     let control = |args: &[&str]| {
@@ -72,7 +94,7 @@ async fn bench(valgrind: PathBuf) {
         assert!(status.success(), "callgrind_control {args:?}");
     };
     let run = async |body: &'static str, count: usize| {
-        let (timings, _) = load_on(&client, &url, body, count, 1).await;
+        let (timings, _) = load_on(client, &url, body, count, 1).await;
         assert!(timings.iter().all(|t| t.ok), "every answer is a 200");
     };
     run(JSON, WARM_UP).await;
@@ -85,16 +107,11 @@ async fn bench(valgrind: PathBuf) {
     run(STREAM, STREAMS).await;
     control(&["--dump=stream"]);
     control(&["--instr=off"]);
-
-    let json = total(&file, 1) / JSON_REQUESTS as u64;
-    let stream = total(&file, 2) / STREAMS as u64;
-    println!("| target | instructions per JSON request | instructions per 41-event stream |");
-    println!("| --- | ---: | ---: |");
-    println!("| gateway (default) | {json} | {stream} |");
-    println!();
-    println!(
-        "{JSON_REQUESTS} JSON requests and {STREAMS} streams, one at a time, after {WARM_UP} of each unmeasured; every thread of the gateway counted"
-    );
+    drop(gateway);
+    (
+        total(&file, 1) / JSON_REQUESTS as u64,
+        total(&file, 2) / STREAMS as u64,
+    )
 }
 
 /// The instruction total of callgrind's `part`-th dump.

@@ -152,9 +152,14 @@ pub fn start_gateway_variant(
 
 /// The default bench gateway run by another program (`wrapper`, then the
 /// gateway's command line): valgrind, for the instruction counts.
-pub fn start_gateway_under(upstream: std::net::SocketAddr, plugins: &str, wrapper: &[String]) -> Gateway {
+pub fn start_gateway_under(
+    upstream: std::net::SocketAddr,
+    plugins: &str,
+    log: &str,
+    wrapper: &[String],
+) -> Gateway {
     warm(upstream);
-    spawn(upstream, "", &[], true, plugins, QUIET, wrapper)
+    spawn(upstream, "", &[], true, plugins, log, wrapper)
 }
 
 /// The benches' log filter: warnings, and the start-up lines the harness
