@@ -183,7 +183,10 @@ pub struct JsonSpanFields;
 impl<'w> FormatFields<'w> for JsonSpanFields {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
         let mut members = Members::default();
-        fields.record(&mut SpanMembers(&mut members));
+        fields.record(&mut FieldMembers {
+            out: &mut members,
+            of_span: true,
+        });
         writer.write_str(&members.text())
     }
 
@@ -193,7 +196,10 @@ impl<'w> FormatFields<'w> for JsonSpanFields {
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
         let mut added = Members::default();
-        fields.record(&mut SpanMembers(&mut added));
+        fields.record(&mut FieldMembers {
+            out: &mut added,
+            of_span: true,
+        });
         let added = added.text();
         if added.is_empty() {
             return Ok(());
@@ -205,13 +211,12 @@ impl<'w> FormatFields<'w> for JsonSpanFields {
         // A field recorded again replaces its value (as with
         // `tracing_subscriber`'s JSON fields): merged through a map, which
         // only a span recording one field twice pays for.
-        let names: Vec<String> =
-            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&format!("{{{added}}}"))
-                .map_err(|_| fmt::Error)?
-                .keys()
-                .map(|name| format!("{:?}:", name))
-                .collect();
-        if names.iter().all(|name| !current.fields.contains(name.as_str())) {
+        let mut again = false;
+        fields.record(&mut |field: &Field, _: &dyn fmt::Debug| {
+            let key = serde_json::to_string(field.name()).unwrap_or_default() + ":";
+            again |= current.fields.contains(&key);
+        });
+        if !again {
             current.fields.push(',');
             current.fields.push_str(&added);
             return Ok(());
@@ -244,7 +249,10 @@ where
         SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
         line.str("timestamp", &timestamp);
         line.str("level", meta.level().as_str());
-        event.record(&mut EventMembers(&mut line));
+        event.record(&mut FieldMembers {
+            out: &mut line,
+            of_span: false,
+        });
         line.str("target", meta.target());
         let current = event
             .parent()
@@ -321,78 +329,52 @@ impl Members {
     }
 }
 
-/// An event's fields, as `tracing-serde` writes them for
+/// Fields as JSON members. An event's as `tracing-serde` writes them for
 /// `tracing_subscriber`'s flattened JSON events: every field under its own
-/// name, anything but a number, bool or string as its `Debug` text.
-struct EventMembers<'a>(&'a mut Members);
-
-impl Visit for EventMembers<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.key(field.name());
-        self.0.json(&format_args!("{value:?}"));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.str(field.name(), value);
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.key(field.name());
-        self.0.json(&value);
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.key(field.name());
-        self.0.json(&value);
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.key(field.name());
-        self.0.json(&value);
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.key(field.name());
-        self.0.json(&value);
-    }
+/// name, anything but a number, bool or string as its `Debug` text. A
+/// span's as `tracing_subscriber`'s JSON fields keep them: the same, but
+/// without the `log` crate's metadata and with `r#` taken off a `Debug`
+/// field's name.
+struct FieldMembers<'a> {
+    out: &'a mut Members,
+    of_span: bool,
 }
 
-/// A span's fields, as `tracing_subscriber`'s JSON fields keep them: the
-/// `log` crate's metadata left out and `r#` taken off a `Debug` field's name.
-struct SpanMembers<'a>(&'a mut Members);
-
-impl Visit for SpanMembers<'_> {
+impl Visit for FieldMembers<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let name = field.name();
-        if name.starts_with("log.") {
-            return;
+        let mut name = field.name();
+        if self.of_span {
+            if name.starts_with("log.") {
+                return;
+            }
+            name = name.strip_prefix("r#").unwrap_or(name);
         }
-        self.0.key(name.strip_prefix("r#").unwrap_or(name));
-        self.0.json(&format_args!("{value:?}"));
+        self.out.key(name);
+        self.out.json(&format_args!("{value:?}"));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.str(field.name(), value);
+        self.out.str(field.name(), value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.key(field.name());
-        self.0.json(&value);
+        self.out.key(field.name());
+        self.out.json(&value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.key(field.name());
-        self.0.json(&value);
+        self.out.key(field.name());
+        self.out.json(&value);
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.key(field.name());
-        self.0.json(&value);
+        self.out.key(field.name());
+        self.out.json(&value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.key(field.name());
-        self.0.json(&value);
+        self.out.key(field.name());
+        self.out.json(&value);
     }
 }
 
@@ -553,6 +535,10 @@ mod tests {
         assert!(default[1]["span"]["key"] == "team-a", "{:#}", default[1]);
         assert!(default[4]["spans"][1]["key"] == "second", "{:#}", default[4]);
         assert_eq!(ours, default);
+        // A value recorded again replaced the first rather than joining it
+        // (a parsed object hides a repeated key: the last one wins).
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains(r#""key":"first""#), "{text}");
     }
 
     #[test]
