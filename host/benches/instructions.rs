@@ -83,16 +83,7 @@ async fn count(
     let gateway = start_gateway_under(upstream, UNDER_VALGRIND, log, &wrapper);
     let url = format!("{}/v1/chat/completions", gateway.url);
     let pid = gateway.child.id().to_string();
-    let control = |args: &[&str]| {
-        let status = Command::new("callgrind_control")
-            .args(args)
-            .arg(&pid)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("callgrind_control (installed with valgrind)");
-        assert!(status.success(), "callgrind_control {args:?}");
-    };
+    let control = |args: &[&str]| callgrind_control(args, &pid);
     let run = async |body: &'static str, count: usize| {
         let (timings, _) = load_on(client, &url, body, count, 1).await;
         assert!(timings.iter().all(|t| t.ok), "every answer is a 200");
@@ -112,6 +103,32 @@ async fn count(
         total(&file, 1) / JSON_REQUESTS as u64,
         total(&file, 2) / STREAMS as u64,
     )
+}
+
+/// Tell the gateway's callgrind what to do, within a minute (vgdb can hang
+/// where it cannot reach the process).
+fn callgrind_control(args: &[&str], pid: &str) {
+    let mut child = Command::new("callgrind_control")
+        .args(args)
+        .arg(pid)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("callgrind_control (installed with valgrind)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("callgrind_control {args:?} did not answer within a minute");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(status.success(), "callgrind_control {args:?}: {said}");
 }
 
 /// The instruction total of callgrind's `part`-th dump.
