@@ -3,7 +3,27 @@
 //! concerns and of any WIT binding, so every adapter can share it.
 
 pub mod canonical;
+pub mod config;
 pub mod response;
+
+/// `$ty::cached(text)`: `$ty::parse(text)` (a `fn(&str) -> Result<$ty,
+/// String>`) through a [`config::LastParsed`] of its own, so a plugin parses
+/// its options or config once per text, not once per call.
+#[macro_export]
+macro_rules! parse_once_per_text {
+    ($ty:ty) => {
+        impl $ty {
+            /// `parse`, once per text (`switchboard_guest::config::LastParsed`).
+            pub fn cached(text: &str) -> Result<std::rc::Rc<$ty>, String> {
+                thread_local! {
+                    static LAST: $crate::config::LastParsed<$ty> =
+                        const { $crate::config::LastParsed::new() };
+                }
+                LAST.with(|last| last.parse(text, <$ty>::parse))
+            }
+        }
+    };
+}
 
 /// Helpers for a policy crate's unit tests, expanded inside its `tests`
 /// module (each crate has its own generated types, so they cannot be

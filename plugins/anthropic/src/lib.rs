@@ -47,7 +47,7 @@ impl Guest for Anthropic {
         target: Target,
         context: RequestContext,
     ) -> Result<OutboundRequest, String> {
-        let options = Options::parse(&target.options)?;
+        let options = Options::cached(&target.options)?;
         if context.format == ApiFormat::AnthropicMessages {
             return native::build(request, &target.model, &options);
         }
@@ -77,7 +77,7 @@ impl Guest for Anthropic {
         }
         let message: serde_json::Value = serde_json::from_slice(&response.body)
             .map_err(|e| format!("provider answer is not JSON: {e}"))?;
-        let json_tool = request::json_tool_name(&Options::parse(&target.options)?);
+        let json_tool = request::json_tool_name(&*Options::cached(&target.options)?);
         let (body, usage) = response::translate(&message, &json_tool, &context)?;
         Ok(Completion {
             model: message.get("model").and_then(|m| m.as_str()).map(str::to_string),

@@ -69,7 +69,7 @@ impl Decoder {
 
 impl GuestStreamDecoder for Decoder {
     fn new(target: Target, context: RequestContext, include_usage: bool) -> Self {
-        let json_tool = Options::parse(&target.options)
+        let json_tool = Options::cached(&target.options)
             .map(|o| request::json_tool_name(&o))
             .unwrap_or_default();
         let native = (context.format == ApiFormat::AnthropicMessages).then(RefCell::default);

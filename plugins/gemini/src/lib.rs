@@ -43,7 +43,7 @@ impl Guest for Gemini {
         target: Target,
         _context: RequestContext,
     ) -> Result<OutboundRequest, String> {
-        let options = Options::parse(&target.options)?;
+        let options = Options::cached(&target.options)?;
         let openai: serde_json::Value =
             serde_json::from_slice(&request).map_err(|e| format!("request body is not JSON: {e}"))?;
         let stream = openai.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
@@ -89,7 +89,7 @@ impl Guest for Gemini {
     }
 
     fn build_embeddings_request(request: Vec<u8>, target: Target) -> Result<OutboundRequest, String> {
-        let options = Options::parse(&target.options)?;
+        let options = Options::cached(&target.options)?;
         let openai: serde_json::Value =
             serde_json::from_slice(&request).map_err(|e| format!("request body is not JSON: {e}"))?;
         let body = embeddings::request(&openai, &target.model)?;

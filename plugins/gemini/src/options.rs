@@ -43,3 +43,5 @@ impl Options {
         })
     }
 }
+
+switchboard_guest::parse_once_per_text!(Options);

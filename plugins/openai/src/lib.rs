@@ -48,7 +48,7 @@ impl Guest for OpenAi {
         target: Target,
         context: RequestContext,
     ) -> Result<OutboundRequest, String> {
-        let options = Options::parse(&target.options)?;
+        let options = Options::cached(&target.options)?;
         if context.format == ApiFormat::OpenaiResponses {
             // The caller's bytes as they are: the host has set the model.
             let streaming = responses::streaming(&request);
@@ -104,7 +104,7 @@ impl Guest for OpenAi {
     }
 
     fn build_embeddings_request(request: Vec<u8>, target: Target) -> Result<OutboundRequest, String> {
-        let options = Options::parse(&target.options)?;
+        let options = Options::cached(&target.options)?;
         let path = options.embeddings_path.replace("{model}", &target.model);
         let (body, changed) = with_model(&request, target.model)?;
         post(&options, path, false, &body, changed)

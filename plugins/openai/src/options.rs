@@ -155,3 +155,5 @@ impl Options {
         changed
     }
 }
+
+switchboard_guest::parse_once_per_text!(Options);

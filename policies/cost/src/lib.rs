@@ -120,7 +120,7 @@ impl Guest for Cost {
         mut candidates: Vec<Candidate>,
         config: String,
     ) -> Result<AttemptPlan, String> {
-        let config = Config::parse(&config)?;
+        let config = Config::cached(&config)?;
         let tier = config.tier(&facts);
         let in_tier = |c: &Candidate| {
             tier.is_some_and(|t| {
@@ -149,6 +149,8 @@ impl Guest for Cost {
 }
 
 export!(Cost);
+
+switchboard_guest::parse_once_per_text!(Config);
 
 #[cfg(test)]
 mod tests {

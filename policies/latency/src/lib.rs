@@ -84,7 +84,7 @@ impl Guest for Latency {
         mut candidates: Vec<Candidate>,
         config: String,
     ) -> Result<AttemptPlan, String> {
-        let config = Config::parse(&config)?;
+        let config = Config::cached(&config)?;
         let streaming = facts.stream;
         candidates.sort_by(|a, b| {
             score(a, streaming)
@@ -116,6 +116,8 @@ impl Guest for Latency {
 }
 
 export!(Latency);
+
+switchboard_guest::parse_once_per_text!(Config);
 
 #[cfg(test)]
 mod tests {

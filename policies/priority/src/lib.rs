@@ -72,7 +72,7 @@ impl Guest for Priority {
         mut candidates: Vec<Candidate>,
         config: String,
     ) -> Result<AttemptPlan, String> {
-        let config = Config::parse(&config)?;
+        let config = Config::cached(&config)?;
         candidates.sort_by_key(|c| c.index);
         // Stable: healthy targets keep their order, degraded ones follow in theirs.
         candidates.sort_by_key(|c| c.health.error_rate >= config.max_error_rate);
@@ -92,6 +92,8 @@ impl Guest for Priority {
 }
 
 export!(Priority);
+
+switchboard_guest::parse_once_per_text!(Config);
 
 #[cfg(test)]
 mod tests {

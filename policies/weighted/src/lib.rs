@@ -87,7 +87,7 @@ impl Guest for Weighted {
         mut candidates: Vec<Candidate>,
         config: String,
     ) -> Result<AttemptPlan, String> {
-        let config = Config::parse(&config)?;
+        let config = Config::cached(&config)?;
         // Fallback order: heaviest first, then configured order.
         candidates.sort_by_key(|c| (std::cmp::Reverse(config.weight(c)), c.index));
         let total: u64 = candidates.iter().map(|c| config.weight(c) as u64).sum();
@@ -129,6 +129,8 @@ impl Guest for Weighted {
 }
 
 export!(Weighted);
+
+switchboard_guest::parse_once_per_text!(Config);
 
 #[cfg(test)]
 mod tests {
