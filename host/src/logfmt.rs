@@ -271,13 +271,13 @@ where
         };
         let mut timestamp = String::new();
         SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        line.str("timestamp", &timestamp);
-        line.str("level", meta.level().as_str());
+        line.entry("timestamp", &timestamp);
+        line.entry("level", meta.level().as_str());
         event.record(&mut FieldMembers {
             out: &mut line,
             of_span: false,
         });
-        line.str("target", meta.target());
+        line.entry("target", meta.target());
         let current = event
             .parent()
             .and_then(|id| ctx.span(id))
@@ -315,7 +315,7 @@ where
         .map_or("", |f| f.fields.as_str());
     line.out.extend_from_slice(fields.as_bytes());
     line.comma = !fields.is_empty();
-    line.str("name", span.name());
+    line.entry("name", span.name());
     line.out.push(b'}');
     line.comma = true;
 }
@@ -342,7 +342,7 @@ impl Members {
         let _ = serde_json::to_writer(&mut self.out, value);
     }
 
-    fn str(&mut self, name: &str, value: &str) {
+    fn entry(&mut self, name: &str, value: &(impl serde::Serialize + ?Sized)) {
         self.key(name);
         self.json(value);
     }
@@ -373,40 +373,33 @@ impl Visit for FieldMembers<'_> {
             }
             name = name.strip_prefix("r#").unwrap_or(name);
         }
-        self.out.key(name);
-        self.out.json(&format_args!("{value:?}"));
+        self.out.entry(name, &format_args!("{value:?}"));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.out.str(field.name(), value);
+        self.out.entry(field.name(), value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.out.key(field.name());
-        self.out.json(&value);
+        self.out.entry(field.name(), &value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.out.key(field.name());
-        self.out.json(&value);
+        self.out.entry(field.name(), &value);
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.out.key(field.name());
-        self.out.json(&value);
+        self.out.entry(field.name(), &value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.out.key(field.name());
-        self.out.json(&value);
+        self.out.entry(field.name(), &value);
     }
 
     fn record_bytes(&mut self, field: &Field, value: &[u8]) {
         if self.of_span {
             // An array of numbers, as `tracing_subscriber` keeps them.
-            self.out.key(field.name());
-            self.out.json(value);
-            return;
+            return self.out.entry(field.name(), value);
         }
         /// `tracing`'s own `Debug` text of bytes, which is what
         /// `tracing-serde` writes for an event's.
