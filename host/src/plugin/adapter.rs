@@ -126,7 +126,7 @@ impl AdapterPlugin {
             let deadline = self.bulkhead.limits().deadline(input);
             let (mut store, instance) = self
                 .pool
-                .checkout(&self.runtime, deadline, self.instantiate(input))
+                .checkout(&self.runtime, deadline, || self.instantiate(input))
                 .await?;
             match f(&instance, &mut store).await {
                 Ok(answer) => {
@@ -378,7 +378,7 @@ impl AdapterPlugin {
             let deadline = self.bulkhead.limits().deadline(0);
             let (mut store, instance) = self
                 .pool
-                .checkout(&self.runtime, deadline, self.instantiate(0))
+                .checkout(&self.runtime, deadline, || self.instantiate(0))
                 .await?;
             let decoder = match &instance {
                 Instance::V0_1(i) => {

@@ -85,7 +85,7 @@ impl PolicyPlugin {
             let deadline = self.bulkhead.limits().timeout;
             let (mut store, instance) = self
                 .pool
-                .checkout(&self.runtime, deadline, self.instantiate())
+                .checkout(&self.runtime, deadline, || self.instantiate())
                 .await?;
             match f(&instance, &mut store).await {
                 Ok(answer) => {

@@ -46,19 +46,27 @@ impl<I> InstancePool<I> {
     }
 
     /// A kept instance rearmed for a call of `deadline`, else a fresh one
-    /// from `fresh` (which is not started when one is kept).
-    pub async fn checkout(
+    /// from `fresh` (not called when one is kept).
+    ///
+    /// Instantiating is a future of a few KiB, and every call's future
+    /// would hold room for it (moved with it, all the way up to the
+    /// connection's) though most calls take a kept instance: it is boxed,
+    /// only when it runs.
+    pub async fn checkout<F>(
         &self,
         runtime: &PluginRuntime,
         deadline: Duration,
-        fresh: impl Future<Output = Result<(Store<Sandbox>, I), PluginError>>,
-    ) -> Result<(Store<Sandbox>, I), PluginError> {
+        fresh: impl FnOnce() -> F,
+    ) -> Result<(Store<Sandbox>, I), PluginError>
+    where
+        F: Future<Output = Result<(Store<Sandbox>, I), PluginError>>,
+    {
         match self.take() {
             Some((mut store, instance)) => {
                 runtime.rearm(&mut store, deadline);
                 Ok((store, instance))
             }
-            None => fresh.await,
+            None => Box::pin(fresh()).await,
         }
     }
 
