@@ -17,6 +17,7 @@
 
 mod support;
 
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::path::{Path, PathBuf};
@@ -31,9 +32,10 @@ const JSON: &str = r#"{"model":"bench","messages":[{"role":"system","content":"Y
 const STREAM: &str = r#"{"model":"bench","stream":true,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in one short sentence, please."}],"max_tokens":64}"#;
 
 /// Under valgrind the plugin pool's address reservation must be small (it
-/// reserves every slot's memory up front), and calls run about fifty times
-/// slower than their deadlines expect.
-const UNDER_VALGRIND: &str = "max_instances = 16\ncall_timeout_ms = 5000";
+/// reserves every slot up front, 4 GiB of address space per memory, and
+/// valgrind manages 64 GiB at most: six instances' twelve memories fit),
+/// and calls run about fifty times slower than their deadlines expect.
+const UNDER_VALGRIND: &str = "max_instances = 6\ncall_timeout_ms = 5000";
 
 fn main() {
     let Some(valgrind) = on_path("valgrind") else {
@@ -84,6 +86,15 @@ async fn count(
     let url = format!("{}/v1/chat/completions", gateway.url);
     let pid = gateway.child.id().to_string();
     let control = |args: &[&str]| callgrind_control(args, &pid);
+    // Counting the fallback (bounds-checked guest code, when the guard
+    // pages' address space is not there) would not be counting the default.
+    let plugins = client
+        .get(format!("{}/admin/plugins", gateway.url).parse().unwrap())
+        .await
+        .expect("the gateway answers /admin/plugins");
+    let plugins = plugins.into_body().collect().await.unwrap().to_bytes();
+    let plugins: serde_json::Value = serde_json::from_slice(&plugins).unwrap();
+    assert_eq!(plugins["memory_bounds"], "guard_pages", "{plugins}");
     let run = async |body: &'static str, count: usize| {
         let (timings, _) = load_on(client, &url, body, count, 1).await;
         assert!(timings.iter().all(|t| t.ok), "every answer is a 200");

@@ -227,6 +227,55 @@ async fn a_misbehaving_policy_never_fails_the_request() {
     }
 }
 
+/// Address space for a default gateway whose plugin memories cannot have
+/// 4 GiB reservations (1000 instances would need 8 TiB) but fit as large as
+/// their cap (about 130 GiB).
+const NO_ROOM_FOR_GUARD_PAGES_KIB: u64 = 200 << 20;
+
+#[tokio::test]
+async fn a_guest_reading_outside_its_memory_traps_with_guard_pages_and_with_bounds_checks() {
+    for room in [None, Some(NO_ROOM_FOR_GUARD_PAGES_KIB)] {
+        let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+        let config = custom_policy(&a, &b, "{}");
+        let files = [("policies", "custom.wasm", wasm(MISBEHAVE))];
+        let mut gw = match room {
+            None => Gateway::start_with_files(&config, KEYS, &files),
+            Some(kib) => Gateway::start_with_address_space(&config, KEYS, &files, kib),
+        };
+        let bounds = if room.is_none() { "guard_pages" } else { "checked" };
+        assert_eq!(gw.plugins_admin().await["memory_bounds"], bounds);
+        assert_eq!(
+            gw.logs().contains("plugins run with explicit bounds checks"),
+            room.is_some(),
+            "{bounds}: {}",
+            gw.logs()
+        );
+        for mode in ["read_past_end", "read_near_4gib"] {
+            let mut request = chat("chat");
+            request["user"] = serde_json::json!(format!("misbehave:{mode}"));
+            let reply = post(&gw.chat_url(), &request).await;
+            assert_eq!(reply.status, 200, "{bounds} {mode}: {}", reply.text());
+            assert_eq!(
+                reply.header("x-switchboard-provider"),
+                "a",
+                "{bounds} {mode}: the configured order serves"
+            );
+        }
+        let metrics = gw.metrics().await;
+        let traps = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("switchboard_plugin_failures_total{plugin=\"custom\"") && l.contains("trap")
+            })
+            .unwrap_or_else(|| panic!("{bounds}: {metrics}"));
+        assert!(traps.ends_with(" 2"), "{bounds}: {traps}");
+        // The plugin serves on, and so do the bundled ones.
+        let reply = post(&gw.chat_url(), &chat("chat")).await;
+        assert_eq!(reply.status, 200, "{bounds}: {}", reply.text());
+        assert!(gw.is_running());
+    }
+}
+
 #[tokio::test]
 async fn a_misbehaving_adapter_costs_one_attempt_and_nothing_else() {
     for mode in ["panic", "loop", "alloc"] {

@@ -48,6 +48,7 @@ pub fn plugins(gw: &Gateway, headers: &http::HeaderMap) -> Result<http::Response
             "policies": policies,
             "refused": gw.registry.refusals(),
             "memory_bytes": gw.registry.memory_in_use(),
+            "memory_bounds": gw.registry.memory_bounds().as_str(),
         }),
     ))
 }

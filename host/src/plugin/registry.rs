@@ -252,6 +252,11 @@ impl Registry {
         self.runtime.memory_peak()
     }
 
+    /// How the guests' memory accesses are kept in bounds.
+    pub fn memory_bounds(&self) -> super::sandbox::MemoryBounds {
+        self.runtime.memory_bounds()
+    }
+
     /// Plugin names none of whose versions can take calls.
     pub fn quarantined(&self) -> usize {
         let set = self.snapshot();

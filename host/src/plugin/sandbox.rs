@@ -16,6 +16,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// How often the epoch advances; plugin deadlines are whole ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
+/// Address space reserved per memory slot when the machine has it: a 32-bit
+/// index plus a small offset cannot reach past it (and its guard), so
+/// compiled guest code checks no bounds.
+const GUARDED_RESERVATION: u64 = 4 << 30;
 /// Linear memory kept resident per pooled slot between instances.
 const KEEP_RESIDENT: usize = 4 * 1024 * 1024;
 /// How much of a guest's stderr (panic messages) is kept for the error.
@@ -299,9 +303,29 @@ impl WasiView for Sandbox {
     }
 }
 
+/// How the guests' loads and stores are kept inside their memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryBounds {
+    /// By unmapped pages around each memory: no check in the code.
+    GuardPages,
+    /// By a check before every access (the address space for guard pages
+    /// could not be reserved).
+    Checked,
+}
+
+impl MemoryBounds {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryBounds::GuardPages => "guard_pages",
+            MemoryBounds::Checked => "checked",
+        }
+    }
+}
+
 /// The shared engine and linker, plus the epoch ticker that enforces deadlines.
 pub struct PluginRuntime {
     engine: Engine,
+    memory_bounds: MemoryBounds,
     linker: Linker<Sandbox>,
     limits: SandboxLimits,
     /// Linear memory held by all plugin instances now, and at most so far.
@@ -312,6 +336,57 @@ pub struct PluginRuntime {
 
 impl PluginRuntime {
     pub fn new(limits: SandboxLimits) -> wasmtime::Result<Self> {
+        // Each memory's slot reserves 4 GiB of address space (never memory:
+        // what a plugin may grow to is still `memory_bytes`), so the guest's
+        // every load and store needs no bounds check: out-of-bounds accesses
+        // land on unmapped pages and trap. Explicit checks made the guests'
+        // code 15 to 20 % longer (callgrind: 8 % of a JSON request's
+        // instructions, 7 % of a stream's). Where the address space is not
+        // there (a `ulimit -v`, valgrind, a very large `max_instances`), the
+        // slots are as large as the cap and the code checks bounds.
+        let (engine, memory_bounds) = match Self::engine(&limits, GUARDED_RESERVATION) {
+            Ok(engine) => (engine, MemoryBounds::GuardPages),
+            Err(error) => {
+                tracing::warn!(
+                    error = %format!("{error:#}"),
+                    "cannot reserve 4 GiB of address space per plugin memory; plugins run with explicit bounds checks, about 15 % slower"
+                );
+                (
+                    Self::engine(&limits, limits.memory_bytes as u64)?,
+                    MemoryBounds::Checked,
+                )
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+
+        let ticker = Arc::new(Ticker {
+            running: AtomicUsize::new(0),
+            entered: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        });
+        let (weak_engine, ticking) = (engine.weak(), ticker.clone());
+        let thread = std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || ticking.run(weak_engine))
+            .expect("spawn epoch ticker");
+        let _ = ticker.thread.set(thread.thread().clone());
+        Ok(PluginRuntime {
+            engine,
+            memory_bounds,
+            linker,
+            limits,
+            memory_in_use: Arc::new(AtomicUsize::new(0)),
+            memory_peak: Arc::new(AtomicUsize::new(0)),
+            ticker,
+        })
+    }
+
+    /// The engine, with a pool of `max_instances` instances whose memory
+    /// slots each reserve `reservation` bytes of address space.
+    fn engine(limits: &SandboxLimits, reservation: u64) -> wasmtime::Result<Engine> {
         let mut pool = PoolingAllocationConfig::new();
         let instances = limits.max_instances.max(1);
         pool.total_component_instances(instances)
@@ -338,7 +413,7 @@ impl PluginRuntime {
         let mut config = Config::new();
         config
             .epoch_interruption(true)
-            .memory_reservation(limits.memory_bytes as u64)
+            .memory_reservation(reservation)
             .memory_guard_size(64 * 1024)
             .memory_reservation_for_growth(0)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -356,31 +431,12 @@ impl PluginRuntime {
                 }
             }
         }
-        let engine = Engine::new(&config)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        Engine::new(&config)
+    }
 
-        let ticker = Arc::new(Ticker {
-            running: AtomicUsize::new(0),
-            entered: AtomicBool::new(false),
-            parked: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            thread: OnceLock::new(),
-        });
-        let (weak_engine, ticking) = (engine.weak(), ticker.clone());
-        let thread = std::thread::Builder::new()
-            .name("plugin-epoch".into())
-            .spawn(move || ticking.run(weak_engine))
-            .expect("spawn epoch ticker");
-        let _ = ticker.thread.set(thread.thread().clone());
-        Ok(PluginRuntime {
-            engine,
-            linker,
-            limits,
-            memory_in_use: Arc::new(AtomicUsize::new(0)),
-            memory_peak: Arc::new(AtomicUsize::new(0)),
-            ticker,
-        })
+    /// How the guests' memory accesses are kept in bounds.
+    pub fn memory_bounds(&self) -> MemoryBounds {
+        self.memory_bounds
     }
 
     /// Compile a component, check it exports `interface` of this contract

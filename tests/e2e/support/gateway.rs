@@ -30,14 +30,25 @@ impl Gateway {
     /// As `start`, with the process's file-descriptor limit (soft and hard)
     /// lowered to `nofile`.
     pub fn start_with_fd_limit(config: &str, env: &[(&str, &str)], nofile: u32) -> Gateway {
-        Self::launch(config, env, &[], Some(nofile))
+        Self::launch(config, env, &[], Some(format!("-n {nofile}")))
+    }
+
+    /// As `start_with_files`, with the process's address space (`ulimit -v`)
+    /// limited to `kib`.
+    pub fn start_with_address_space(
+        config: &str,
+        env: &[(&str, &str)],
+        files: &[(&str, &str, PathBuf)],
+        kib: u64,
+    ) -> Gateway {
+        Self::launch(config, env, files, Some(format!("-v {kib}")))
     }
 
     fn launch(
         config: &str,
         env: &[(&str, &str)],
         files: &[(&str, &str, PathBuf)],
-        nofile: Option<u32>,
+        ulimit: Option<String>,
     ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         for sub in ["adapters", "policies"] {
@@ -48,7 +59,7 @@ impl Gateway {
         }
         let config_path = dir.path().join("switchboard.toml");
         std::fs::write(&config_path, with_test_sections(config)).unwrap();
-        Self::run_in(dir, env, nofile)
+        Self::run_in(dir, env, ulimit)
     }
 
     /// Stop the process and start it again on the same folder, config and
@@ -78,17 +89,19 @@ impl Gateway {
         )
     }
 
-    fn run_in(dir: tempfile::TempDir, env: &[(&str, &str)], nofile: Option<u32>) -> Gateway {
+    /// Run the binary on `dir`'s config; `ulimit` (the arguments of the
+    /// shell's `ulimit`, as `-n 256`) limits the process.
+    fn run_in(dir: tempfile::TempDir, env: &[(&str, &str)], ulimit: Option<String>) -> Gateway {
         let config_path = dir.path().join("switchboard.toml");
         let binary = env!("CARGO_BIN_EXE_switchboard");
-        let mut command = match nofile {
+        let mut command = match ulimit {
             None => Command::new(binary),
-            Some(n) => {
+            Some(limit) => {
                 // The shell's own `ulimit`, then `exec`: the limit is the gateway's.
                 let mut shell = Command::new("/bin/sh");
                 shell
                     .arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(format!("ulimit {limit} && exec \"$0\" \"$@\""))
                     .arg(binary);
                 shell
             }

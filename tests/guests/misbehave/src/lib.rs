@@ -60,8 +60,32 @@ fn misbehave(mode: &str) {
                 std::hint::black_box(&hoard);
             }
         }
+        // Loads outside the linear memory: just past its end, and near the
+        // top of the 32-bit space (inside what the host may reserve for
+        // guard pages). Either must trap, never read the host's memory.
+        "read_past_end" => read_at(memory_end() + 16),
+        "read_near_4gib" => read_at(u32::MAX as usize - 16),
         _ => {}
     }
+}
+
+/// Where the linear memory ends now.
+#[cfg(target_arch = "wasm32")]
+fn memory_end() -> usize {
+    core::arch::wasm32::memory_size(0) * 65536
+}
+
+/// (Built for the host only by `cargo clippy --workspace`; never run there.)
+#[cfg(not(target_arch = "wasm32"))]
+fn memory_end() -> usize {
+    unreachable!("a Wasm guest")
+}
+
+#[allow(unsafe_code)]
+fn read_at(address: usize) {
+    // SAFETY: none; a sandbox escape test. The load must trap.
+    let byte = unsafe { core::ptr::read_volatile(address as *const u8) };
+    std::hint::black_box(byte);
 }
 
 struct Misbehave;
