@@ -183,6 +183,30 @@ async fn a_malformed_answer_costs_one_attempt() {
 }
 
 #[tokio::test]
+async fn an_answer_with_invalid_utf8_where_nobody_reads_is_malformed_and_costs_one_attempt() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    // Valid JSON but for one byte, in a string neither the adapter nor the
+    // host reads: passed on, the caller would get text that is not UTF-8.
+    let mut answer = mock::completion("model-a", "hi");
+    answer["system_fingerprint"] = json!("fp_\u{1}");
+    let body = serde_json::to_vec(&answer).unwrap();
+    let at = body.windows(6).position(|w| w == b"\\u0001").unwrap();
+    let body = [&body[..at], b"\xff", &body[at + 6..]].concat();
+    a.set_default(Script::RawFrames(vec![body]));
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    let reply = post(&gw.chat_url(), &chat("chat")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-switchboard-provider"), "b");
+    assert_eq!(a.hits(), 1, "a was tried first");
+    // The provider's fault, not the adapter's.
+    assert!(
+        !gw.metrics()
+            .await
+            .contains("switchboard_plugin_failures_total{plugin=\"openai\"")
+    );
+}
+
+#[tokio::test]
 async fn the_provider_auth_error_never_echoes_the_key() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     for mock in [&a, &b] {

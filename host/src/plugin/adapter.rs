@@ -266,8 +266,12 @@ impl AdapterPlugin {
                 }
             })
             .await?;
+        // UTF-8 checked whole: serde_json reading bytes would not check the
+        // strings it skips, and an answer with invalid UTF-8 in one would
+        // reach the caller.
         if let Ok(completion) = &completion
-            && serde_json::from_slice::<serde::de::IgnoredAny>(&completion.body).is_err()
+            && !std::str::from_utf8(&completion.body)
+                .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
         {
             return Err(self.contract("translated answer is not valid JSON"));
         }
