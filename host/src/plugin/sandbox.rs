@@ -19,6 +19,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(2);
 /// index plus a small offset cannot reach past it (and its guard), so
 /// compiled guest code checks no bounds.
 const GUARDED_RESERVATION: u64 = 4 << 30;
+/// Unmapped bytes after each memory's reservation: accesses whose static
+/// offset is within it need no check either.
+const GUARD_BYTES: u64 = 64 * 1024;
 /// Linear memory kept resident per pooled slot between instances.
 const KEEP_RESIDENT: usize = 4 * 1024 * 1024;
 /// How much of a guest's stderr (panic messages) is kept for the error.
@@ -58,10 +61,11 @@ pub struct Sandbox {
 /// Advances the engine's epoch every [`EPOCH_TICK`] while plugin code runs,
 /// and sleeps once none has run for [`TICKER_IDLE`], so an idle gateway is
 /// not woken 500 times a second (and a busy one does not park and wake it
-/// between calls). Every entry into Wasm (a call, an instantiation's start
-/// function, a `cabi_realloc` while arguments are lowered, a resource's
-/// destructor) passes a store's call hook, which counts the store in until
-/// its call ends and wakes a sleeping ticker when it is the first.
+/// between calls). Every call into Wasm (with its instantiation's start
+/// function, the `cabi_realloc` calls that lower its arguments, a
+/// resource's destructor) starts on a store made or rearmed for it, which
+/// counts the store in until the call ends and wakes a sleeping ticker when
+/// it is the first.
 struct Ticker {
     /// Stores running guest code now (a call suspended at a tick counts).
     running: AtomicUsize,
@@ -305,6 +309,18 @@ impl WasiView for Sandbox {
     }
 }
 
+/// The plugin compile cache in `dir`, or none (with a warning) when it
+/// cannot be used.
+fn compile_cache(dir: &std::path::Path) -> Option<wasmtime::Cache> {
+    let mut cache = wasmtime::CacheConfig::new();
+    cache.with_directory(dir);
+    wasmtime::Cache::new(cache)
+        .inspect_err(|error| {
+            tracing::warn!(dir = %dir.display(), error = %format!("{error:#}"), "plugin compile cache unusable; compiling at every start")
+        })
+        .ok()
+}
+
 /// How the guests' loads and stores are kept inside their memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemoryBounds {
@@ -340,24 +356,29 @@ impl PluginRuntime {
     pub fn new(limits: SandboxLimits) -> wasmtime::Result<Self> {
         // Each memory's slot reserves 4 GiB of address space (never memory:
         // what a plugin may grow to is still `memory_bytes`), so the guest's
-        // every load and store needs no bounds check: out-of-bounds accesses
-        // land on unmapped pages and trap. Explicit checks made the guests'
-        // code 15 to 20 % longer (callgrind: 8 % of a JSON request's
+        // loads and stores need no bounds check: out-of-bounds accesses
+        // land on unmapped pages and trap. With checks the guests ran a
+        // third more instructions (callgrind: 8 % of a JSON request's
         // instructions, 7 % of a stream's). Where the address space is not
         // there (a `ulimit -v`, valgrind, a very large `max_instances`), the
         // slots are as large as the cap and the code checks bounds.
-        let (engine, memory_bounds) = match Self::engine(&limits, GUARDED_RESERVATION) {
-            Ok(engine) => (engine, MemoryBounds::GuardPages),
+        let cache = limits.compile_cache.as_deref().and_then(compile_cache);
+        let guarded = GUARDED_RESERVATION.max(limits.memory_bytes as u64);
+        let (engine, reservation) = match Self::engine(&limits, guarded, cache.clone()) {
+            Ok(engine) => (engine, guarded),
             Err(error) => {
                 tracing::warn!(
                     error = %format!("{error:#}"),
-                    "cannot reserve 4 GiB of address space per plugin memory; plugins run with explicit bounds checks, about 15 % slower"
+                    "cannot reserve 4 GiB of address space per plugin memory; plugins run with explicit bounds checks (a third more instructions)"
                 );
-                (
-                    Self::engine(&limits, limits.memory_bytes as u64)?,
-                    MemoryBounds::Checked,
-                )
+                let reservation = limits.memory_bytes as u64;
+                (Self::engine(&limits, reservation, cache)?, reservation)
             }
+        };
+        let memory_bounds = if reservation + GUARD_BYTES >= 1 << 32 {
+            MemoryBounds::GuardPages
+        } else {
+            MemoryBounds::Checked
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -388,7 +409,11 @@ impl PluginRuntime {
 
     /// The engine, with a pool of `max_instances` instances whose memory
     /// slots each reserve `reservation` bytes of address space.
-    fn engine(limits: &SandboxLimits, reservation: u64) -> wasmtime::Result<Engine> {
+    fn engine(
+        limits: &SandboxLimits,
+        reservation: u64,
+        cache: Option<wasmtime::Cache>,
+    ) -> wasmtime::Result<Engine> {
         let mut pool = PoolingAllocationConfig::new();
         let instances = limits.max_instances.max(1);
         pool.total_component_instances(instances)
@@ -416,23 +441,12 @@ impl PluginRuntime {
         config
             .epoch_interruption(true)
             .memory_reservation(reservation)
-            .memory_guard_size(64 * 1024)
+            .memory_guard_size(GUARD_BYTES)
             .memory_reservation_for_growth(0)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        if let Some(dir) = &limits.compile_cache {
-            // Keyed by the component's bytes and the engine's settings: a
-            // changed plugin or a new wasmtime is compiled afresh.
-            let mut cache = wasmtime::CacheConfig::new();
-            cache.with_directory(dir);
-            match wasmtime::Cache::new(cache) {
-                Ok(cache) => {
-                    config.cache(Some(cache));
-                }
-                Err(error) => {
-                    tracing::warn!(dir = %dir.display(), error = %format!("{error:#}"), "plugin compile cache unusable; compiling at every start")
-                }
-            }
-        }
+        // Keyed by the component's bytes and the engine's settings (these
+        // included): a changed plugin or a new wasmtime is compiled afresh.
+        config.cache(cache);
         Engine::new(&config)
     }
 

@@ -16,7 +16,11 @@
 //!   decoder that passes its first batch of events through, then traps,
 //!   spins, or returns a chunk that is not JSON;
 //! * `stream_beyond` (adapter): a decoder that forwards an event its batch
-//!   does not have.
+//!   does not have;
+//! * `read_past_end`, `read_near_4gib`, `read_across_4gib`: a load just past
+//!   the linear memory's end, one near the top of the 32-bit space, and an
+//!   8-byte load whose last bytes are past 4 GiB (each at an address known
+//!   only at run time, as a pointer is): each must trap.
 //!
 //! A request whose `user` is `misbehave:<mode>` asks for that mode itself
 //! (the policy sees it as the `user` tag), so one loaded version can serve
@@ -60,11 +64,13 @@ fn misbehave(mode: &str) {
                 std::hint::black_box(&hoard);
             }
         }
-        // Loads outside the linear memory: just past its end, and near the
-        // top of the 32-bit space (inside what the host may reserve for
-        // guard pages). Either must trap, never read the host's memory.
-        "read_past_end" => read_at(memory_end() + 16),
-        "read_near_4gib" => read_at(u32::MAX as usize - 16),
+        // Loads outside the linear memory: just past its end, near the top
+        // of the 32-bit space (inside what the host may reserve for guard
+        // pages), and across 4 GiB into the guard itself. Each must trap,
+        // never read the host's memory.
+        "read_past_end" => read_at::<u8>(memory_end() + 16),
+        "read_near_4gib" => read_at::<u8>(u32::MAX as usize - 16),
+        "read_across_4gib" => read_at::<u64>(u32::MAX as usize - 3),
         _ => {}
     }
 }
@@ -81,11 +87,15 @@ fn memory_end() -> usize {
     unreachable!("a Wasm guest")
 }
 
+/// A load of a `T` at `address`, which the compiler cannot fold into the
+/// instruction's constant offset: the address is the run-time index, as a
+/// pointer into the memory would be.
 #[allow(unsafe_code)]
-fn read_at(address: usize) {
+fn read_at<T: Copy>(address: usize) {
+    let address = std::hint::black_box(address);
     // SAFETY: none; a sandbox escape test. The load must trap.
-    let byte = unsafe { core::ptr::read_volatile(address as *const u8) };
-    std::hint::black_box(byte);
+    let value = unsafe { core::ptr::read_unaligned(core::ptr::with_exposed_provenance::<T>(address)) };
+    std::hint::black_box(value);
 }
 
 struct Misbehave;
