@@ -88,13 +88,14 @@ async fn count(
     let control = |args: &[&str]| callgrind_control(args, &pid);
     // Counting the fallback (bounds-checked guest code, when the guard
     // pages' address space is not there) would not be counting the default.
+    // (A build from before guard pages does not say, and is counted as it is.)
     let plugins = client
         .get(format!("{}/admin/plugins", gateway.url).parse().unwrap())
         .await
         .expect("the gateway answers /admin/plugins");
     let plugins = plugins.into_body().collect().await.unwrap().to_bytes();
     let plugins: serde_json::Value = serde_json::from_slice(&plugins).unwrap();
-    assert_eq!(plugins["memory_bounds"], "guard_pages", "{plugins}");
+    assert_ne!(plugins["memory_bounds"], "checked", "{plugins}");
     let run = async |body: &'static str, count: usize| {
         let (timings, _) = load_on(client, &url, body, count, 1).await;
         assert!(timings.iter().all(|t| t.ok), "every answer is a 200");
