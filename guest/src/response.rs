@@ -1,4 +1,14 @@
-//! Reading provider responses: headers and error text.
+//! Reading provider responses: their JSON, headers and error text.
+
+/// A provider body read as JSON, checked as UTF-8 whole first: reading
+/// from bytes, serde_json checks only the strings it reads, so a body with
+/// invalid UTF-8 in a value the plugin skips would pass (and an adapter
+/// that passes the body on unchanged would hand it to the caller). Reading
+/// from checked text is also cheaper than checking string by string.
+pub fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}
 
 /// A header's value (names are lower case, as the host gives them).
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -33,6 +43,19 @@ pub fn body_text(body: &[u8], status: u16, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_is_json_text_even_where_it_is_not_read() {
+        #[derive(serde::Deserialize)]
+        struct Usage {
+            usage: u32,
+        }
+        let read: Result<Usage, _> = json(br#"{"skipped":"fp","usage":3}"#);
+        assert_eq!(read.map(|u| u.usage), Ok(3));
+        // Invalid UTF-8 in a value nobody reads still refuses the body.
+        assert!(json::<Usage>(b"{\"skipped\":\"f\xff\",\"usage\":3}").is_err());
+        assert!(json::<Usage>(b"{not json").is_err());
+    }
 
     #[test]
     fn reads_waits_and_bodies() {

@@ -266,12 +266,8 @@ impl AdapterPlugin {
                 }
             })
             .await?;
-        // UTF-8 checked whole: serde_json reading bytes would not check the
-        // strings it skips, and an answer with invalid UTF-8 in one would
-        // reach the caller.
         if let Ok(completion) = &completion
-            && !std::str::from_utf8(&completion.body)
-                .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
+            && !json_text(&completion.body)
         {
             return Err(self.contract("translated answer is not valid JSON"));
         }
@@ -362,7 +358,7 @@ impl AdapterPlugin {
             })
             .await?;
         if let Ok(embeddings) = &parsed
-            && serde_json::from_slice::<serde::de::IgnoredAny>(&embeddings.body).is_err()
+            && !json_text(&embeddings.body)
         {
             return Err(self.contract("translated embeddings answer is not valid JSON"));
         }
@@ -440,6 +436,13 @@ struct Open {
     /// Every call of this session returned, none failing: the instance
     /// may be kept.
     healthy: bool,
+}
+
+/// Whether an answer an adapter returned is JSON text. Checked as UTF-8
+/// whole: reading from bytes, serde_json would not check the strings it
+/// skips, and an answer with invalid UTF-8 in one would reach the caller.
+fn json_text(body: &[u8]) -> bool {
+    std::str::from_utf8(body).is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
 }
 
 impl Drop for StreamSession {

@@ -87,12 +87,7 @@ impl Guest for OpenAi {
             usage: Option<WireUsage>,
             model: Option<String>,
         }
-        // Checked as UTF-8 once and whole, then read as text: from bytes,
-        // serde_json checks each string it reads on its own (and none it
-        // skips), which cost more.
-        let shape: Shape = std::str::from_utf8(&response.body)
-            .map_err(|e| e.to_string())
-            .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
+        let shape: Shape = switchboard_guest::response::json(&response.body)
             .map_err(|e| format!("provider answer is not a chat completion: {e}"))?;
         if shape.choices.is_empty() {
             return Err("provider answer has no choices".into());
@@ -121,7 +116,7 @@ impl Guest for OpenAi {
             data: Vec<serde::de::IgnoredAny>,
             usage: Option<WireUsage>,
         }
-        let shape: Shape = serde_json::from_slice(&response.body)
+        let shape: Shape = switchboard_guest::response::json(&response.body)
             .map_err(|e| format!("provider answer is not an embeddings list: {e}"))?;
         if shape.data.is_empty() {
             return Err("provider answer has no embeddings".into());
