@@ -1,0 +1,440 @@
+//! What the host reads of an OpenAI chat stream chunk: the adapter
+//! session's check that each chunk an adapter emits is one, and what
+//! continuing a broken stream needs to know of it, read in one pass.
+
+mod scan;
+
+pub use scan::ScanError;
+use scan::{Scanner, Str};
+
+/// What the host reads of a chat chunk, borrowed from its bytes (no tree of
+/// values, no copies of strings without escapes): the adapter session's
+/// check that a chunk is one reads it, and continuation keeps what it says
+/// ([`Seen`]) from the same pass.
+#[derive(Default)]
+pub struct ChunkView<'a> {
+    id: Option<Str<'a>>,
+    /// A choice has finished (a `finish_reason` not null).
+    finished: bool,
+    /// The usage chunk: `usage` present and not null (OpenAI sends
+    /// `"usage":null` in the others when usage is asked for).
+    usage: bool,
+    /// What the choices add to the answer, in order: the text of the
+    /// first choice's deltas, and the last reason the answer can no
+    /// longer be continued.
+    text: Vec<Str<'a>>,
+    unresumable: Option<&'static str>,
+}
+
+/// What the view reads of one choice.
+#[derive(Default)]
+struct ChoiceView<'a> {
+    index: Option<u64>,
+    finished: bool,
+    content: Option<Str<'a>>,
+    tool_calls: bool,
+}
+
+impl<'a> ChunkView<'a> {
+    /// Read a chunk's bytes: one JSON object, checked whole (its UTF-8 and
+    /// its grammar, the values the view skips too), whose `id` is a string,
+    /// `choices` an array of objects, each one's `index` an integer and
+    /// `delta` an object whose `content` is a string, where present and not
+    /// null.
+    pub fn read(data: &'a [u8]) -> Result<Self, ScanError> {
+        let text = std::str::from_utf8(data).map_err(|e| ScanError {
+            what: "invalid UTF-8",
+            at: e.valid_up_to(),
+        })?;
+        let mut scanner = Scanner::new(text);
+        if scanner.peek() != Some(b'{') {
+            return Err(scanner.error("a chunk is a JSON object"));
+        }
+        let mut view = ChunkView::default();
+        let mut once = Once::default();
+        scanner.object(|scanner, name| match name {
+            b"id" => {
+                once.check(0, scanner)?;
+                view.id = scanner.optional_string("`id` is not a string")?;
+                Ok(())
+            }
+            b"choices" => {
+                once.check(1, scanner)?;
+                scanner.array(|scanner| {
+                    let choice = ChoiceView::read(scanner)?;
+                    view.add(choice);
+                    Ok(())
+                })
+            }
+            b"usage" => {
+                once.check(2, scanner)?;
+                view.usage = scanner.present()?;
+                Ok(())
+            }
+            _ => scanner.skip(),
+        })?;
+        scanner.end()?;
+        Ok(view)
+    }
+
+    fn add(&mut self, choice: ChoiceView<'a>) {
+        self.finished |= choice.finished;
+        if choice.index.unwrap_or(0) != 0 {
+            self.unresumable = Some("several choices were streamed");
+        } else if choice.finished {
+            self.unresumable = Some("the answer had already finished");
+        } else if choice.tool_calls {
+            self.unresumable = Some("tool calls were already streamed");
+        } else if let Some(content) = choice.content {
+            // Most deltas carry text; an empty one adds none.
+            if !content.is_empty() {
+                self.text.push(content);
+            }
+        }
+    }
+
+    /// Whether a choice of the chunk has finished.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Whether the chunk carries the answer's usage.
+    pub fn has_usage(&self) -> bool {
+        self.usage
+    }
+
+    /// What the chunk adds to the answer, for continuation; its id only
+    /// when `want_id` (only the stream's first is kept).
+    pub fn seen(self, want_id: bool) -> Seen {
+        let mut seen = Seen {
+            // Azure's first chunk (its prompt filter's) has an empty id.
+            id: self
+                .id
+                .filter(|id| want_id && !id.is_empty())
+                .map(|id| id.decode().into_owned()),
+            unresumable: self.unresumable,
+            ..Seen::default()
+        };
+        for text in self.text {
+            seen.text.push_str(&text.decode());
+        }
+        seen
+    }
+}
+
+impl<'a> ChoiceView<'a> {
+    fn read(scanner: &mut Scanner<'a>) -> Result<Self, ScanError> {
+        if scanner.peek() != Some(b'{') {
+            return Err(scanner.error("a choice is not an object"));
+        }
+        let mut choice = ChoiceView::default();
+        let mut once = Once::default();
+        scanner.object(|scanner, name| {
+            match name {
+                b"index" => {
+                    once.check(0, scanner)?;
+                    choice.index = scanner.optional_u64("`index` is not an integer")?;
+                }
+                b"finish_reason" => {
+                    once.check(1, scanner)?;
+                    choice.finished = scanner.present()?;
+                }
+                b"delta" => {
+                    once.check(2, scanner)?;
+                    if scanner.null()? {
+                        return Ok(());
+                    }
+                    if scanner.peek() != Some(b'{') {
+                        return Err(scanner.error("a delta is not an object"));
+                    }
+                    let mut once = Once::default();
+                    scanner.object(|scanner, name| match name {
+                        b"content" => {
+                            once.check(0, scanner)?;
+                            choice.content = scanner.optional_string("`content` is not a string")?;
+                            Ok(())
+                        }
+                        b"tool_calls" => {
+                            once.check(1, scanner)?;
+                            choice.tool_calls = scanner.present()?;
+                            Ok(())
+                        }
+                        _ => scanner.skip(),
+                    })?;
+                }
+                _ => scanner.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(choice)
+    }
+}
+
+/// The members of an object the view reads, each at most once (which of
+/// two would count is anyone's guess).
+#[derive(Default)]
+struct Once(u8);
+
+impl Once {
+    fn check(&mut self, member: u8, scanner: &Scanner) -> Result<(), ScanError> {
+        let bit = 1 << member;
+        if self.0 & bit != 0 {
+            return Err(scanner.error("duplicate member"));
+        }
+        self.0 |= bit;
+        Ok(())
+    }
+}
+
+/// What one chunk sent to the caller adds to the answer.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Seen {
+    pub id: Option<String>,
+    pub text: String,
+    /// Why the answer can no longer be continued after this chunk.
+    pub unresumable: Option<&'static str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_is_a_json_object_with_choices_of_objects() {
+        assert!(ChunkView::read(br#" {"choices":[{"index":0,"delta":{"content":"a"}}]}"#).is_ok());
+        assert!(ChunkView::read(b"{}").is_ok());
+        assert!(ChunkView::read(b" \t\r\n{ } \n").is_ok());
+        for not_one in [
+            // serde would take an array of a struct's fields in order.
+            &br#"["c1", []]"#[..],
+            br#"{"choices":[["c1"]]}"#,
+            br#"{"choices":[{"delta":[null]}]}"#,
+            b"null",
+            b"",
+            b"{not json",
+            b"{} {}",
+            br#"{"choices":[1]}"#,
+            br#"{"choices":null}"#,
+            br#"{"choices":[{"delta":{"content":5}}]}"#,
+            br#"{"id":7}"#,
+            br#"{"choices":[{"index":1.0}]}"#,
+            br#"{"choices":[{"index":-1}]}"#,
+            br#"{"choices":[{"index":18446744073709551616}]}"#,
+            br#"{"choices":[],"choices":[]}"#,
+            br#"{"choices":[{"delta":{"content":"a","content":"b"}}]}"#,
+            b"{\"id\":\"c\xff\"}",
+            b"{\"object\":\"\xc3\"}",
+            b"{\"object\":\"a\tb\"}",
+            br#"{"object":"\x"}"#,
+            br#"{"object":"\u12"}"#,
+            br#"{"n":01}"#,
+            br#"{"n":1.}"#,
+            br#"{"n":-}"#,
+            br#"{"n":1e}"#,
+            br#"{"n":+1}"#,
+            br#"{"n":tru}"#,
+            br#"{"n":[1,]}"#,
+            br#"{"n":{"a":1,}}"#,
+            br#"{"n" 1}"#,
+        ] {
+            assert!(
+                ChunkView::read(not_one).is_err(),
+                "{}",
+                String::from_utf8_lossy(not_one)
+            );
+        }
+        let values = br#"{"n":[-0.5E-3,1e5,0,true,false,null,{"":"\u00e9\n\"\/"}],"id":null}"#;
+        assert!(ChunkView::read(values).is_ok());
+        let finished = ChunkView::read(br#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#).unwrap();
+        assert!(finished.finished());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_exhausting_the_stack() {
+        let nested = |depth| format!(r#"{{"x":{}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+        assert!(ChunkView::read(nested(100).as_bytes()).is_ok());
+        let error = ChunkView::read(nested(100_000).as_bytes()).err().unwrap();
+        assert_eq!(error.what, "nested too deeply");
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded_as_serde_json_decodes_them() {
+        let chunk =
+            br#"{"\u0069d":"c\"1","choices":[{"index":0,"delta":{"content":"a\n\u00e9 \ud83d\ude00\\"}}]}"#;
+        let seen = ChunkView::read(chunk).unwrap().seen(true);
+        assert_eq!(seen.id.as_deref(), Some("c\"1"));
+        assert_eq!(seen.text, "a\n\u{e9} \u{1f600}\\");
+        // Half a surrogate pair: no Rust string can hold it, so a string
+        // the view reads may not carry one; one it skips may, as in serde.
+        for unpaired in [r#""\ud83d""#, r#""\ude00""#, r#""\ud83d\u0041""#, r#""\ud83dx""#] {
+            let content = format!(r#"{{"choices":[{{"delta":{{"content":{unpaired}}}}}]}}"#);
+            assert!(ChunkView::read(content.as_bytes()).is_err(), "{content}");
+            let skipped = format!(r#"{{"object":{unpaired}}}"#);
+            assert!(ChunkView::read(skipped.as_bytes()).is_ok(), "{skipped}");
+        }
+    }
+
+    /// The view as it was read with serde's derive: what the scanner must
+    /// agree with, apart from serde taking an array for a struct.
+    mod reference {
+        use std::borrow::Cow;
+
+        #[derive(serde::Deserialize)]
+        pub struct ChunkView<'a> {
+            #[serde(borrow, default)]
+            pub id: Option<Cow<'a, str>>,
+            #[serde(borrow, default)]
+            pub choices: Vec<ChoiceView<'a>>,
+            #[serde(default)]
+            pub usage: Option<serde::de::IgnoredAny>,
+        }
+
+        #[derive(serde::Deserialize)]
+        pub struct ChoiceView<'a> {
+            #[serde(default)]
+            pub index: Option<u64>,
+            #[serde(default)]
+            pub finish_reason: Option<serde::de::IgnoredAny>,
+            #[serde(borrow, default)]
+            pub delta: Option<DeltaView<'a>>,
+        }
+
+        #[derive(serde::Deserialize)]
+        pub struct DeltaView<'a> {
+            #[serde(borrow, default)]
+            pub content: Option<Cow<'a, str>>,
+            #[serde(default)]
+            pub tool_calls: Option<serde::de::IgnoredAny>,
+        }
+
+        /// `(finished, has_usage, seen(true))` as the serde view said it.
+        pub fn read(data: &[u8]) -> Option<(bool, bool, super::Seen)> {
+            if data.trim_ascii_start().first() != Some(&b'{') {
+                return None;
+            }
+            let view: ChunkView = serde_json::from_str(std::str::from_utf8(data).ok()?).ok()?;
+            let mut seen = super::Seen {
+                id: view.id.filter(|id| !id.is_empty()).map(Cow::into_owned),
+                ..super::Seen::default()
+            };
+            let finished = view.choices.iter().any(|c| c.finish_reason.is_some());
+            for choice in view.choices {
+                let delta = choice.delta;
+                if choice.index.unwrap_or(0) != 0 {
+                    seen.unresumable = Some("several choices were streamed");
+                } else if choice.finish_reason.is_some() {
+                    seen.unresumable = Some("the answer had already finished");
+                } else if delta.as_ref().is_some_and(|d| d.tool_calls.is_some()) {
+                    seen.unresumable = Some("tool calls were already streamed");
+                } else if let Some(text) = delta.and_then(|d| d.content) {
+                    seen.text.push_str(&text);
+                }
+            }
+            Some((finished, view.usage.is_some(), seen))
+        }
+
+        /// Whether serde took an array where the view wants an object.
+        pub fn struct_as_array(data: &[u8]) -> bool {
+            let Ok(serde_json::Value::Object(chunk)) = serde_json::from_slice(data) else {
+                return false;
+            };
+            let Some(serde_json::Value::Array(choices)) = chunk.get("choices") else {
+                return false;
+            };
+            choices
+                .iter()
+                .any(|c| c.is_array() || c.get("delta").is_some_and(serde_json::Value::is_array))
+        }
+    }
+
+    /// Chunks as providers send them, and some they could.
+    const CHUNKS: &[&str] = &[
+        r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1733000000,"model":"m","system_fingerprint":"fp_b","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+        r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1733000000,"model":"m","choices":[{"index":0,"delta":{"content":" w\u00f6rd\n\"q\" \ud83d\ude00"},"logprobs":null,"finish_reason":null}]}"#,
+        r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null}"#,
+        r#"{"id":"chatcmpl-1","choices":[],"usage":{"prompt_tokens":20,"completion_tokens":62,"total_tokens":82,"prompt_tokens_details":{"cached_tokens":0}}}"#,
+        r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\":1.5e-3}"}}]},"finish_reason":null}]}"#,
+        r#"{"id":"","choices":[],"prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]}"#,
+        r#"{"id":"c","choices":[{"index":1,"delta":{"content":"b"}},{"index":0,"delta":{"content":"a"}}],"x":[true,false,-0.25,1E+2,{}]}"#,
+        r#" { "choices" : [ { "index" : 0 , "delta" : { "content" : "\u00e9 café" } } ] } "#,
+    ];
+
+    #[test]
+    fn the_scanner_agrees_with_serde_on_chunks_and_their_mutations() {
+        // A fixed xorshift, so a failure reproduces.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        const BYTES: &[u8] = b"{}[]:,\"\\ \t0123456789.eE+-abfnrtuxlsDd\x01\x7f\xc3\xa9";
+        let (mut compared, mut both_read) = (0, 0);
+        for round in 0..60_000 {
+            let mut data = CHUNKS[round % CHUNKS.len()].as_bytes().to_vec();
+            for _ in 0..1 + next(3) {
+                let at = next(data.len() + 1);
+                match next(5) {
+                    0 if at < data.len() => {
+                        data.remove(at);
+                    }
+                    1 if at < data.len() => data[at] = BYTES[next(BYTES.len())],
+                    2 => data.insert(at, BYTES[next(BYTES.len())]),
+                    3 => {
+                        let end = (at + next(12)).min(data.len());
+                        let span = data[at..end].to_vec();
+                        data.splice(at..at, span);
+                    }
+                    _ => data.truncate(at),
+                }
+            }
+            let ours = ChunkView::read(&data)
+                .ok()
+                .map(|view| (view.finished(), view.has_usage(), view.seen(true)));
+            let theirs = reference::read(&data);
+            compared += 1;
+            match (&ours, &theirs) {
+                (Some(_), Some(_)) => {
+                    both_read += 1;
+                    assert_eq!(ours, theirs, "{}", String::from_utf8_lossy(&data));
+                }
+                (None, None) => {}
+                (None, Some(_)) if reference::struct_as_array(&data) => {}
+                _ => panic!(
+                    "scanner {:?}, serde {:?}: {}",
+                    ours.is_some(),
+                    theirs.is_some(),
+                    String::from_utf8_lossy(&data)
+                ),
+            }
+        }
+        // Both outcomes are well represented.
+        assert!(
+            both_read > compared / 10 && both_read < compared * 9 / 10,
+            "{both_read} of {compared}"
+        );
+    }
+
+    #[test]
+    fn the_usage_chunk_is_told_from_a_null_usage() {
+        let usage = br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        assert!(ChunkView::read(usage).unwrap().has_usage());
+        let null = br#"{"choices":[{"index":0,"delta":{"content":"a"}}],"usage" : null}"#;
+        assert!(!ChunkView::read(null).unwrap().has_usage());
+        assert!(!ChunkView::read(b"{}").unwrap().has_usage());
+    }
+
+    #[test]
+    fn an_id_is_kept_only_when_wanted_and_never_an_empty_one() {
+        let chunk = br#"{"id":"c1","choices":[{"index":0,"delta":{"content":"a"}}]}"#;
+        assert_eq!(
+            ChunkView::read(chunk).unwrap().seen(true).id.as_deref(),
+            Some("c1")
+        );
+        assert_eq!(ChunkView::read(chunk).unwrap().seen(false).id, None);
+        // Azure's prompt-filter chunk comes first, with an empty id.
+        let filter = br#"{"id":"","choices":[],"prompt_filter_results":[]}"#;
+        assert_eq!(ChunkView::read(filter).unwrap().seen(true).id, None);
+    }
+}
