@@ -96,8 +96,13 @@ impl SseParser {
         if line.starts_with(':') {
             return;
         }
-        let (field, value) = match line.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+        // The colon by its byte: `split_once(':')` searches by char, and
+        // took a tenth of a stream event's framing (callgrind).
+        let (field, value) = match memchr::memchr(b':', line.as_bytes()) {
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(' ').unwrap_or(value))
+            }
             None => (line, ""),
         };
         match field {
