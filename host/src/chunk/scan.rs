@@ -115,12 +115,18 @@ impl<'a> Scanner<'a> {
             if self.peek() != Some(b'"') {
                 return Err(self.error("expected a member name"));
             }
-            let name = self.string(true)?;
-            self.expect(b':', "expected `:`")?;
-            if name.escaped {
-                member(self, &name.name())?;
+            // Names are short and plain: read here, without the call.
+            let bytes = self.bytes();
+            let end = plain_end(bytes, self.at + 1);
+            if bytes.get(end) == Some(&b'"') {
+                let name = &bytes[self.at + 1..end];
+                self.at = end + 1;
+                self.expect(b':', "expected `:`")?;
+                member(self, name)?;
             } else {
-                member(self, &name.quoted[1..name.quoted.len() - 1])?;
+                let name = self.string(true)?;
+                self.expect(b':', "expected `:`")?;
+                member(self, &name.name())?;
             }
             match self.peek() {
                 Some(b',') => self.at += 1,
