@@ -1,11 +1,6 @@
-//! A one-pass reader of JSON text for the chunk view: it checks the whole
-//! text against the JSON grammar (RFC 8259) and hands the view the few
-//! values it reads, borrowed; everything else is checked and skipped.
-//!
-//! Why not serde_json: a stream chunk is a few hundred bytes of two dozen
-//! short strings, and serde's per-string and per-field machinery cost
-//! about 4 800 instructions a chunk, a third of a stream's whole cost in
-//! the gateway (callgrind). This reads a chunk in about a third of that.
+//! A one-pass reader of JSON text for the chunk view: the whole text checked
+//! against the JSON grammar (RFC 8259), the view's few values handed over
+//! borrowed. Why not serde_json: BENCHMARKS.md (ninth session).
 
 use std::borrow::Cow;
 
@@ -17,7 +12,9 @@ pub struct ScanError {
     pub at: usize,
 }
 
-/// Nesting deeper than this is refused, as serde_json refuses it.
+/// Nesting deeper than this is refused, so hostile text cannot exhaust
+/// the stack. serde_json refuses it in what it reads (from 128 levels) but
+/// skips values of any depth; no chunk comes near it.
 const MAX_DEPTH: u32 = 128;
 
 /// A string as written (valid JSON, in text checked as UTF-8), with its
@@ -102,6 +99,18 @@ impl<'a> Scanner<'a> {
     /// whole) given the member's name.
     pub fn object(
         &mut self,
+        member: impl FnMut(&mut Self, &[u8]) -> Result<(), ScanError>,
+    ) -> Result<(), ScanError> {
+        self.members(true, member)
+    }
+
+    /// An object's members. Names are decoded when `read_names`; those of
+    /// an object skipped are only checked, as serde_json checks them (half
+    /// a surrogate pair allowed), and `member` gets an empty one for an
+    /// escaped name.
+    fn members(
+        &mut self,
+        read_names: bool,
         mut member: impl FnMut(&mut Self, &[u8]) -> Result<(), ScanError>,
     ) -> Result<(), ScanError> {
         self.expect(b'{', "expected an object")?;
@@ -123,10 +132,14 @@ impl<'a> Scanner<'a> {
                 self.at = end + 1;
                 self.expect(b':', "expected `:`")?;
                 member(self, name)?;
-            } else {
-                let name = self.string(true)?;
+            } else if read_names {
+                let name = self.string()?;
                 self.expect(b':', "expected `:`")?;
                 member(self, &name.name())?;
+            } else {
+                self.skip_string()?;
+                self.expect(b':', "expected `:`")?;
+                member(self, b"")?;
             }
             match self.peek() {
                 Some(b',') => self.at += 1,
@@ -175,8 +188,8 @@ impl<'a> Scanner<'a> {
     /// Any value, checked and skipped.
     pub fn skip(&mut self) -> Result<(), ScanError> {
         match self.peek() {
-            Some(b'"') => self.string(false).map(drop),
-            Some(b'{') => self.object(|scanner, _| scanner.skip()),
+            Some(b'"') => self.skip_string(),
+            Some(b'{') => self.members(false, |scanner, _| scanner.skip()),
             Some(b'[') => self.array(Self::skip),
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(b't') => self.literal("true"),
@@ -208,7 +221,7 @@ impl<'a> Scanner<'a> {
     /// them (surrogates in pairs), so it decodes.
     pub fn optional_string(&mut self, what: &'static str) -> Result<Option<Str<'a>>, ScanError> {
         match self.peek() {
-            Some(b'"') => self.string(true).map(Some),
+            Some(b'"') => self.string().map(Some),
             _ if self.null()? => Ok(None),
             _ => Err(self.error(what)),
         }
@@ -276,14 +289,28 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// A string, from its opening quote. `strict` also refuses a `\u`
-    /// escape of half a surrogate pair, which no Rust string can hold
-    /// (serde_json refuses it in the strings it decodes, not in those it
-    /// skips).
-    fn string(&mut self, strict: bool) -> Result<Str<'a>, ScanError> {
-        let bytes = self.bytes();
+    /// A string the view reads, from its opening quote. Its escapes are
+    /// checked as a Rust string needs them (no half of a surrogate pair),
+    /// so it decodes.
+    fn string(&mut self) -> Result<Str<'a>, ScanError> {
         let start = self.at;
-        let mut at = start + 1;
+        let escaped = self.past_string(true)?;
+        Ok(Str {
+            quoted: &self.bytes()[start..self.at],
+            escaped,
+        })
+    }
+
+    /// A string skipped, as serde_json skips one: half a surrogate pair
+    /// is allowed.
+    fn skip_string(&mut self) -> Result<(), ScanError> {
+        self.past_string(false).map(drop)
+    }
+
+    /// Past a string, from its opening quote; whether it had escapes.
+    fn past_string(&mut self, strict: bool) -> Result<bool, ScanError> {
+        let bytes = self.bytes();
+        let mut at = self.at + 1;
         let mut escaped = false;
         loop {
             at = plain_end(bytes, at);
@@ -310,10 +337,7 @@ impl<'a> Scanner<'a> {
             }
         }
         self.at = at + 1;
-        Ok(Str {
-            quoted: &bytes[start..self.at],
-            escaped,
-        })
+        Ok(escaped)
     }
 
     /// One escape, from its backslash.
@@ -393,11 +417,22 @@ mod tests {
 
     #[test]
     fn a_plain_run_ends_where_the_byte_by_byte_rule_ends_it() {
-        let plain_run = |bytes: &[u8]| plain_end(bytes, 0);
-        let rule = |bytes: &[u8]| {
+        let rule = |bytes: &[u8], from: usize| {
             let stop = |byte: &u8| *byte < 0x20 || *byte == b'"' || *byte == b'\\';
-            bytes.iter().position(stop).unwrap_or(bytes.len())
+            from + bytes[from..].iter().position(stop).unwrap_or(bytes.len() - from)
         };
+        // From every start a string's run can have within a word.
+        let plain_run = |bytes: &[u8]| {
+            for from in 0..=bytes.len().min(8) {
+                assert_eq!(
+                    plain_end(bytes, from),
+                    rule(bytes, from),
+                    "from {from}: {bytes:?}"
+                );
+            }
+            plain_end(bytes, 0)
+        };
+        let rule = |bytes: &[u8]| rule(bytes, 0);
         // Fillers next to the stops in value, and above them, where a
         // borrow of the word-wide test could run on.
         for filler in [b'a', b' ', b'!', b'#', b'[', b']', 0x7f, 0x80, 0xe9, 0xff] {
