@@ -18,7 +18,7 @@ use exports::switchboard::plugin::provider::{
     AdapterInfo, Completion, CredentialPlacement, Embeddings, Guest, InboundResponse, OutboundRequest,
     ProviderError, RequestContext, Target,
 };
-use options::Options;
+use options::{Options, Untouched};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use switchboard::plugin::types::{ApiFormat, Body, Capabilities, Usage};
@@ -52,23 +52,22 @@ impl Guest for OpenAi {
         if context.format == ApiFormat::OpenaiResponses {
             // The caller's bytes as they are: the host has set the model.
             let streaming = responses::streaming(&request);
-            return post(
-                &options,
-                options.responses_path.clone(),
-                streaming,
-                &Map::new(),
-                false,
-            );
+            let path = options.responses_path.clone();
+            return Ok(post(&options, path, streaming, Body::Unchanged));
         }
         // `{model}` in the path names the deployment (Azure OpenAI).
         let path = options.path.replace("{model}", &target.model);
-        if let Some(streaming) = options.leaves_unchanged(&request, &target.model) {
-            return post(&options, path, streaming, &Map::new(), false);
+        match options.without_tree(&request, &target.model) {
+            Some(Untouched::AsItCame { streaming }) => {
+                return Ok(post(&options, path, streaming, Body::Unchanged));
+            }
+            Some(Untouched::UsageAsked(body)) => return Ok(post(&options, path, true, Body::Bytes(body))),
+            None => {}
         }
         let (mut body, mut changed) = with_model(&request, target.model)?;
         let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
         changed |= options.rewrite(&mut body, streaming);
-        post(&options, path, streaming, &body, changed)
+        Ok(post(&options, path, streaming, tree_body(&body, changed)?))
     }
 
     fn parse_response(
@@ -107,7 +106,7 @@ impl Guest for OpenAi {
         let options = Options::cached(&target.options)?;
         let path = options.embeddings_path.replace("{model}", &target.model);
         let (body, changed) = with_model(&request, target.model)?;
-        post(&options, path, false, &body, changed)
+        Ok(post(&options, path, false, tree_body(&body, changed)?))
     }
 
     fn parse_embeddings_response(response: InboundResponse, _target: Target) -> Result<Embeddings, String> {
@@ -137,31 +136,31 @@ fn with_model(request: &[u8], model: String) -> Result<(Map<String, Value>, bool
     Ok((body, changed))
 }
 
-/// A JSON `POST` to `path` with the options' headers and credential. When
-/// nothing changed the body, the host sends the caller's bytes as they are.
-fn post(
-    options: &Options,
-    path: String,
-    streaming: bool,
-    body: &Map<String, Value>,
-    changed: bool,
-) -> Result<OutboundRequest, String> {
+/// A JSON `POST` to `path` with the options' headers and credential.
+fn post(options: &Options, path: String, streaming: bool, body: Body) -> OutboundRequest {
     let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
     if streaming {
         headers.push(("accept".into(), "text/event-stream".into()));
     }
     headers.extend(options.headers.iter().map(|(k, v)| (k.to_lowercase(), v.clone())));
-    Ok(OutboundRequest {
+    OutboundRequest {
         method: "POST".into(),
         path,
         headers,
-        body: if changed {
-            Body::Bytes(serde_json::to_vec(body).map_err(|e| e.to_string())?)
-        } else {
-            Body::Unchanged
-        },
+        body,
         credential: options.credential(),
-    })
+    }
+}
+
+/// A body rewritten from its tree; when nothing changed it, the host sends
+/// the caller's bytes as they are.
+fn tree_body(body: &Map<String, Value>, changed: bool) -> Result<Body, String> {
+    if !changed {
+        return Ok(Body::Unchanged);
+    }
+    serde_json::to_vec(body)
+        .map(Body::Bytes)
+        .map_err(|e| e.to_string())
 }
 
 /// `usage` as OpenAI sends it: cached and reasoning tokens are already
@@ -283,6 +282,32 @@ mod tests {
             "a non-boolean stream is not a stream"
         );
         assert!(OpenAi::build_request(b"[1]".to_vec(), target("{}"), context()).is_err());
+    }
+
+    #[test]
+    fn a_stream_asks_for_usage_with_its_bytes_kept() {
+        let body = |request: &[u8]| {
+            let built = OpenAi::build_request(request.to_vec(), target("{}"), context()).unwrap();
+            let Body::Bytes(body) = built.body else {
+                panic!("the stream request was not rewritten");
+            };
+            body
+        };
+        let request = br#"{ "model":"gpt-4o-mini","stream":true,"messages":[{"content":"a\u00e9 1.50"}], "z":1.50 } "#;
+        assert_eq!(
+            String::from_utf8(body(request)).unwrap(),
+            r#"{ "model":"gpt-4o-mini","stream":true,"messages":[{"content":"a\u00e9 1.50"}], "z":1.50 ,"stream_options":{"include_usage":true}}"#
+        );
+        // Options already there (null, or without include_usage) are
+        // merged from the tree: never a member twice.
+        for options in ["null", "{}", r#"{"include_usage":false,"x":1}"#] {
+            let request = format!(r#"{{"model":"gpt-4o-mini","stream":true,"stream_options":{options}}}"#);
+            let body = body(request.as_bytes());
+            let text = String::from_utf8(body.clone()).unwrap();
+            assert_eq!(text.matches("stream_options").count(), 1, "{text}");
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["stream_options"]["include_usage"], true, "{text}");
+        }
     }
 
     #[test]

@@ -99,30 +99,57 @@ impl Options {
         })
     }
 
-    /// Whether the request goes out as it came, read without building its
-    /// tree: `Some(streaming)` when its model is already `model` and no
-    /// option would change it; `None` when it must be rewritten (or read
-    /// whole to tell).
-    pub fn leaves_unchanged(&self, request: &[u8], model: &str) -> Option<bool> {
+    /// How the request goes out when that can be told without building
+    /// its tree: as it came, when its model is already `model` and no
+    /// option would change it, or, for a stream that did not ask for
+    /// usage, with `stream_options` added at its end. `None` when it must
+    /// be rewritten from its tree (or read whole to tell).
+    pub fn without_tree(&self, request: &[u8], model: &str) -> Option<Untouched> {
         #[derive(serde::Deserialize)]
         struct Peek<'a> {
             #[serde(borrow)]
             model: Option<std::borrow::Cow<'a, str>>,
             stream: Option<bool>,
-            stream_options: Option<StreamOptions>,
+            /// Absent (`None`) told from `null` (`Some(None)`): only an
+            /// absent member can be added without a duplicate.
+            #[serde(default, deserialize_with = "present")]
+            stream_options: Option<Option<StreamOptions>>,
         }
         #[derive(serde::Deserialize)]
         struct StreamOptions {
             include_usage: Option<bool>,
         }
+        fn present<'de, D: serde::Deserializer<'de>>(
+            value: D,
+        ) -> Result<Option<Option<StreamOptions>>, D::Error> {
+            serde::Deserialize::deserialize(value).map(Some)
+        }
         if self.max_tokens_field.is_some() || !self.drop_params.is_empty() {
             return None;
         }
         let peek: Peek = serde_json::from_slice(request).ok()?;
+        if peek.model.as_deref() != Some(model) {
+            return None;
+        }
         let streaming = peek.stream.unwrap_or(false);
-        let usage_asked = peek.stream_options.and_then(|o| o.include_usage) == Some(true);
-        let adds_usage = streaming && self.stream_usage && !usage_asked;
-        (peek.model.as_deref() == Some(model) && !adds_usage).then_some(streaming)
+        let usage_asked = peek
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.as_ref().and_then(|o| o.include_usage) == Some(true));
+        if !(streaming && self.stream_usage) || usage_asked {
+            return Some(Untouched::AsItCame { streaming });
+        }
+        if peek.stream_options.is_some() {
+            return None;
+        }
+        // The closing brace of the object read above (an array of its
+        // fields would have read too).
+        let end = request.trim_ascii_end();
+        let object = end.strip_suffix(b"}")?;
+        let mut body = Vec::with_capacity(end.len() + USAGE_ASKED.len());
+        body.extend_from_slice(object);
+        body.extend_from_slice(USAGE_ASKED);
+        Some(Untouched::UsageAsked(body))
     }
 
     /// Adjust a canonical request body to what this host accepts; true
@@ -144,9 +171,11 @@ impl Options {
             changed |= body.remove(name).is_some();
         }
         if streaming && self.stream_usage {
-            let options = body
-                .entry("stream_options")
-                .or_insert_with(|| Value::Object(Map::new()));
+            // `null` is no options, as OpenAI reads it: usage is asked for.
+            let options = body.entry("stream_options").or_insert(Value::Null);
+            if options.is_null() {
+                *options = Value::Object(Map::new());
+            }
             if let Value::Object(options) = options {
                 let asked = Value::Bool(true);
                 changed |= options.insert("include_usage".into(), asked.clone()) != Some(asked);
@@ -157,3 +186,17 @@ impl Options {
 }
 
 switchboard_guest::parse_once_per_text!(Options);
+
+/// A request that goes out without its tree being built.
+#[derive(Debug, PartialEq)]
+pub enum Untouched {
+    /// As it came; whether it streams.
+    AsItCame { streaming: bool },
+    /// A stream whose request did not ask for usage: its bytes with
+    /// `stream_options` asking for it as their last member.
+    UsageAsked(Vec<u8>),
+}
+
+/// The last member a stream's request gets when it did not ask for usage
+/// (a request always has a `model` before it), and the object's end.
+const USAGE_ASKED: &[u8] = br#","stream_options":{"include_usage":true}}"#;
