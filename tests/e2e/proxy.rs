@@ -103,9 +103,16 @@ async fn streams_chunks_and_usage_only_when_asked() {
     let usage: serde_json::Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert_eq!(usage["usage"]["completion_tokens"], 7);
 
+    // `null` options are no options: usage is asked for, and not sent on.
+    request["stream_options"] = json!(null);
+    let reply = post(&gw.chat_url(), &request).await;
+    reply.valid_chunks();
+    assert!(!reply.text().contains("\"usage\""), "{}", reply.text());
+    assert_eq!(a.seen()[2].body["stream_options"]["include_usage"], true);
+
     let metrics = gw.metrics().await;
     assert!(
-        metrics.contains(r#"switchboard_tokens_total{provider="a",model="model-a",kind="completion"} 14"#),
+        metrics.contains(r#"switchboard_tokens_total{provider="a",model="model-a",kind="completion"} 21"#),
         "{metrics}"
     );
 }

@@ -293,7 +293,8 @@ mod tests {
             };
             body
         };
-        let request = br#"{ "model":"gpt-4o-mini","stream":true,"messages":[{"content":"a\u00e9 1.50"}], "z":1.50 } "#;
+        let request =
+            br#"{ "model":"gpt-4o-mini","stream":true,"messages":[{"content":"a\u00e9 1.50"}], "z":1.50 } "#;
         assert_eq!(
             String::from_utf8(body(request)).unwrap(),
             r#"{ "model":"gpt-4o-mini","stream":true,"messages":[{"content":"a\u00e9 1.50"}], "z":1.50 ,"stream_options":{"include_usage":true}}"#
