@@ -52,20 +52,38 @@ impl SseParser {
 
     /// Handle the complete lines of `input`; how many bytes they took.
     fn lines(&mut self, input: &[u8], out: &mut Vec<Event>) -> Result<usize, SseError> {
-        let mut start = 0;
-        while let Some(pos) = memchr::memchr2(b'\n', b'\r', &input[start..]) {
-            let end = start + pos;
-            let terminator = input[end];
-            // A CR at the very end may be the first half of CRLF: wait for more.
-            if terminator == b'\r' && end + 1 == input.len() {
-                break;
+        // The complete lines' text, checked as UTF-8 at once (a line ends
+        // in an ASCII byte, so no character spans its end). A CR at the
+        // very end may be the first half of CRLF: it waits for more.
+        let Some(last) = memchr::memrchr2(b'\n', b'\r', input) else {
+            return Ok(0);
+        };
+        let complete = if input[last] == b'\r' && last + 1 == input.len() {
+            last
+        } else {
+            last + 1
+        };
+        // The lines before invalid bytes are still handled, as they came.
+        let (text, valid) = match std::str::from_utf8(&input[..complete]) {
+            Ok(text) => (text, true),
+            Err(e) => {
+                let before =
+                    std::str::from_utf8(&input[..e.valid_up_to()]).map_err(|_| SseError::InvalidUtf8)?;
+                (before, false)
             }
-            let line = std::str::from_utf8(&input[start..end]).map_err(|_| SseError::InvalidUtf8)?;
-            self.line(line, out);
+        };
+        let mut start = 0;
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', &text.as_bytes()[start..]) {
+            let end = start + pos;
+            let terminator = text.as_bytes()[end];
+            self.line(&text[start..end], out);
             start = end + 1;
             if terminator == b'\r' && input.get(start) == Some(&b'\n') {
                 start += 1;
             }
+        }
+        if !valid {
+            return Err(SseError::InvalidUtf8);
         }
         Ok(start)
     }
@@ -193,11 +211,17 @@ mod tests {
     }
 
     #[test]
-    fn rejects_invalid_utf8() {
+    fn rejects_invalid_utf8_after_the_events_before_it() {
         let mut parser = SseParser::default();
         assert_eq!(
             parser.push(b"data: \xff\xfe\n", &mut Vec::new()),
             Err(SseError::InvalidUtf8)
         );
+        // In one read: the events before the bad bytes are delivered.
+        let (mut parser, mut out) = (SseParser::default(), Vec::new());
+        let read = b"data: a\n\ndata: b\r\n\r\ndata: c\xff\n\ndata: d\n\n";
+        assert_eq!(parser.push(read, &mut out), Err(SseError::InvalidUtf8));
+        let data: Vec<_> = out.iter().map(|e| e.data.as_str()).collect();
+        assert_eq!(data, ["a", "b"]);
     }
 }

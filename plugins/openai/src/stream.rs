@@ -43,7 +43,13 @@ fn must_read(data: &str, model: bool) -> bool {
     let says = |at: usize| {
         let from = &bytes[at + 1..];
         let named = |key: &[u8]| from.strip_prefix(key).is_some_and(|after| !null_value(after));
-        named(b"usage\"") || named(b"error\"") || (model && from.starts_with(b"model\""))
+        // By the first letter: most candidates are `"index"` and `"delta"`.
+        match from.first() {
+            Some(b'u') => named(b"usage\""),
+            Some(b'e') => named(b"error\""),
+            Some(b'm') => model && from.starts_with(b"model\""),
+            _ => false,
+        }
     };
     let from = match quoted_five::search(bytes, says) {
         Ok(found) => return found,
@@ -153,7 +159,8 @@ impl GuestStreamDecoder for Decoder {
             if self.done.get() {
                 break;
             }
-            let data = event.data.trim();
+            // JSON's whitespace is ASCII's.
+            let data = event.data.trim_ascii();
             if data == "[DONE]" {
                 self.done.set(true);
                 decoded.done = true;
