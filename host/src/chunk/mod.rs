@@ -2,10 +2,7 @@
 //! session's check that each chunk an adapter emits is one, and what
 //! continuing a broken stream needs to know of it, read in one pass.
 
-mod scan;
-
-pub use scan::ScanError;
-use scan::{Scanner, Str};
+use crate::scan::{ScanError, Scanner, Str};
 
 /// What the host reads of a chat chunk, borrowed from its bytes (no tree of
 /// values, no copies of strings without escapes): the adapter session's

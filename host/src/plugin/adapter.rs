@@ -12,6 +12,7 @@ use super::types::{
 };
 use super::{v0_1, v0_2};
 use crate::chunk::{ChunkView, Seen};
+use crate::scan::is_json_text;
 use std::sync::Arc;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
@@ -267,7 +268,7 @@ impl AdapterPlugin {
             })
             .await?;
         if let Ok(completion) = &completion
-            && !json_text(&completion.body)
+            && !is_json_text(&completion.body)
         {
             return Err(self.contract("translated answer is not valid JSON"));
         }
@@ -358,7 +359,7 @@ impl AdapterPlugin {
             })
             .await?;
         if let Ok(embeddings) = &parsed
-            && !json_text(&embeddings.body)
+            && !is_json_text(&embeddings.body)
         {
             return Err(self.contract("translated embeddings answer is not valid JSON"));
         }
@@ -436,13 +437,6 @@ struct Open {
     /// Every call of this session returned, none failing: the instance
     /// may be kept.
     healthy: bool,
-}
-
-/// Whether an answer an adapter returned is JSON text. Checked as UTF-8
-/// whole: reading from bytes, serde_json would not check the strings it
-/// skips, and an answer with invalid UTF-8 in one would reach the caller.
-fn json_text(body: &[u8]) -> bool {
-    std::str::from_utf8(body).is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
 }
 
 impl Drop for StreamSession {

@@ -1,10 +1,20 @@
-//! A one-pass reader of JSON text for the chunk view: the whole text checked
-//! against the JSON grammar (RFC 8259), the view's few values handed over
-//! borrowed. Why not serde_json: BENCHMARKS.md (ninth session).
+//! A one-pass reader of JSON text: the whole text checked against the JSON
+//! grammar (RFC 8259), the few values a caller reads handed over borrowed.
+//! Why not serde_json: BENCHMARKS.md (ninth session).
 
 use std::borrow::Cow;
 
-/// Where and why a text is not a chunk.
+/// Whether `bytes` are one JSON value (valid UTF-8 and grammar throughout),
+/// nested at most 128 levels deep.
+pub fn is_json_text(bytes: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return false;
+    };
+    let mut scanner = Scanner::new(text);
+    scanner.skip().and_then(|()| scanner.end()).is_ok()
+}
+
+/// Where and why a text is not JSON, or not what its reader wants.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{what} at byte {at}")]
 pub struct ScanError {
@@ -413,7 +423,35 @@ fn plain_end(bytes: &[u8], mut at: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::plain_end;
+    use super::{is_json_text, plain_end};
+
+    #[test]
+    fn json_text_is_one_value_in_valid_utf8() {
+        for value in [
+            &br#" {"a":[1,-2.5e3,true,false,null,{"b":"\u00e9\ud83d\ude00"}]} "#[..],
+            b"[]",
+            b"\"caf\xc3\xa9\"",
+            b"0",
+            b" null\n",
+        ] {
+            assert!(is_json_text(value), "{}", String::from_utf8_lossy(value));
+        }
+        let deep = |depth| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(is_json_text(deep(128).as_bytes()));
+        for not_one in [
+            &b""[..],
+            b" ",
+            b"{} {}",
+            b"[1,]",
+            b"\"\xff\"",
+            b"\"a\x01\"",
+            b"{\"a\" 1}",
+            b"nul",
+            deep(129).as_bytes(),
+        ] {
+            assert!(!is_json_text(not_one), "{}", String::from_utf8_lossy(not_one));
+        }
+    }
 
     #[test]
     fn a_plain_run_ends_where_the_byte_by_byte_rule_ends_it() {
