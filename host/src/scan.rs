@@ -73,6 +73,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    #[inline]
     fn bytes(&self) -> &'a [u8] {
         self.text.as_bytes()
     }
@@ -82,6 +83,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// The next byte that is not whitespace, not taken.
+    #[inline]
     pub fn peek(&mut self) -> Option<u8> {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes().get(self.at) {
             self.at += 1;
@@ -89,6 +91,7 @@ impl<'a> Scanner<'a> {
         self.bytes().get(self.at).copied()
     }
 
+    #[inline]
     fn expect(&mut self, byte: u8, what: &'static str) -> Result<(), ScanError> {
         if self.peek() != Some(byte) {
             return Err(self.error(what));
@@ -219,6 +222,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Takes a `null` if one is next.
+    #[inline]
     pub fn null(&mut self) -> Result<bool, ScanError> {
         if self.peek() != Some(b'n') {
             return Ok(false);
@@ -401,6 +405,7 @@ impl<'a> Scanner<'a> {
 /// closing quote, an escape, or a control character (which JSON does not
 /// allow unescaped), or the end of `bytes`. Eight bytes at a time: a
 /// chunk's strings are most of it.
+#[inline]
 fn plain_end(bytes: &[u8], mut at: usize) -> usize {
     const ONES: u64 = u64::from_le_bytes([1; 8]);
     const HIGHS: u64 = ONES << 7;
