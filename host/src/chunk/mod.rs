@@ -407,6 +407,15 @@ mod tests {
                 .ok()
                 .map(|view| (view.finished(), view.has_usage(), view.seen(true)));
             let theirs = reference::read(&data);
+            // Whole answers are checked by the same scanner.
+            let json = std::str::from_utf8(&data)
+                .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok());
+            assert_eq!(
+                crate::scan::is_json_text(&data),
+                json,
+                "{}",
+                String::from_utf8_lossy(&data)
+            );
             compared += 1;
             match (&ours, &theirs) {
                 (Some(_), Some(_)) => {

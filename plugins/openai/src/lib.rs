@@ -299,8 +299,21 @@ mod tests {
             String::from_utf8(body(request)).unwrap(),
             r#"{ "model":"gpt-4o-mini","stream":true,"messages":[{"content":"a\u00e9 1.50"}], "z":1.50 ,"stream_options":{"include_usage":true}}"#
         );
-        // Options already there (null, or without include_usage) are
-        // merged from the tree: never a member twice.
+        // Whitespace after the object stays out of it.
+        let request = b"{\"model\":\"gpt-4o-mini\",\"stream\":true}\n";
+        assert_eq!(
+            body(request),
+            br#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true}}"#
+        );
+        // Not asked for when the options say so.
+        let request = br#"{"model":"gpt-4o-mini","stream":true}"#;
+        let unasked = OpenAi::build_request(request.to_vec(), target(r#"{"stream_usage":false}"#), context());
+        assert!(matches!(unasked.unwrap().body, Body::Unchanged));
+        // An array of a request's fields is no request.
+        let fields = br#"["gpt-4o-mini",true]"#.to_vec();
+        assert!(OpenAi::build_request(fields, target("{}"), context()).is_err());
+        // Options already there (null, or without include_usage, or under
+        // an escaped name) are merged from the tree: never a member twice.
         for options in ["null", "{}", r#"{"include_usage":false,"x":1}"#] {
             let request = format!(r#"{{"model":"gpt-4o-mini","stream":true,"stream_options":{options}}}"#);
             let body = body(request.as_bytes());
@@ -309,6 +322,9 @@ mod tests {
             let body: Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(body["stream_options"]["include_usage"], true, "{text}");
         }
+        let escaped = br#"{"model":"gpt-4o-mini","stream":true,"stream\u005foptions":{}}"#;
+        let body: Value = serde_json::from_slice(&body(escaped)).unwrap();
+        assert_eq!(body["stream_options"], serde_json::json!({"include_usage": true}));
     }
 
     #[test]

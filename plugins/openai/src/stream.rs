@@ -159,8 +159,7 @@ impl GuestStreamDecoder for Decoder {
             if self.done.get() {
                 break;
             }
-            // JSON's whitespace is ASCII's.
-            let data = event.data.trim_ascii();
+            let data = event.data.trim();
             if data == "[DONE]" {
                 self.done.set(true);
                 decoded.done = true;
