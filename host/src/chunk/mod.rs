@@ -43,6 +43,11 @@ impl<'a> ChunkView<'a> {
             what: "invalid UTF-8",
             at: e.valid_up_to(),
         })?;
+        Self::read_text(text)
+    }
+
+    /// Read a chunk's text, as [`ChunkView::read`] reads its bytes.
+    pub fn read_text(text: &'a str) -> Result<Self, ScanError> {
         let mut scanner = Scanner::new(text);
         if scanner.peek() != Some(b'{') {
             return Err(scanner.error("a chunk is a JSON object"));

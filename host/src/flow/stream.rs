@@ -618,7 +618,7 @@ impl Pump {
                     .into_iter()
                     .map(|e| Chunk {
                         event: e.event,
-                        data: e.data,
+                        data: e.data.into_bytes(),
                         seen: seen.next(),
                     })
                     .collect();

@@ -7,8 +7,8 @@ use super::contract::Version;
 use super::pool::{self, InstancePool};
 use super::sandbox::{PluginRuntime, Sandbox};
 use super::types::{
-    AdapterInfo, ApiFormat, Capabilities, Completion, Decoded, Embeddings, ErrorClass, InboundResponse,
-    OutboundRequest, ProviderError, RequestContext, SseEvent, Target,
+    AdapterInfo, ApiFormat, Capabilities, Completion, Decoded, Embeddings, ErrorClass, EventData,
+    InboundResponse, OutboundRequest, ProviderError, RequestContext, SseEvent, Target,
 };
 use super::{v0_1, v0_2};
 use crate::chunk::{ChunkView, Seen};
@@ -515,7 +515,12 @@ impl StreamSession {
         let mut usage_at = None;
         let mut malformed = None;
         for (at, event) in decoded.events.iter().enumerate().filter(|_| canonical) {
-            match ChunkView::read(&event.data) {
+            // A forwarded event is text already: not checked as UTF-8 again.
+            let view = match &event.data {
+                EventData::Written(bytes) => ChunkView::read(bytes),
+                EventData::Forwarded(text) => ChunkView::read_text(text),
+            };
+            match view {
                 Ok(view) => {
                     finished |= view.finished();
                     if view.has_usage() {
@@ -529,7 +534,7 @@ impl StreamSession {
                 }
                 // The provider's own event, which the adapter passed on
                 // unread: the stream ends there, as the provider's fault.
-                Err(e) if event.forwarded => {
+                Err(e) if matches!(event.data, EventData::Forwarded(_)) => {
                     malformed = Some((at, e));
                     break;
                 }

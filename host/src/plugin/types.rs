@@ -188,10 +188,27 @@ pub struct SseEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutEvent {
     pub event: Option<String>,
-    pub data: Vec<u8>,
-    /// The provider's own event, passed on by the adapter unchanged: if it
-    /// is not a valid event, the provider sent it malformed.
-    pub forwarded: bool,
+    pub data: EventData,
+}
+
+/// An event's data as a decoder emitted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventData {
+    /// Written by the adapter: bytes, any.
+    Written(Vec<u8>),
+    /// The provider's own event, passed on by the adapter unchanged: text
+    /// already (the host's framing checked it). If it is not a valid
+    /// event, the provider sent it malformed.
+    Forwarded(String),
+}
+
+impl EventData {
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            EventData::Written(bytes) => bytes,
+            EventData::Forwarded(text) => text.into_bytes(),
+        }
+    }
 }
 
 /// What a stream decoder made of one batch of events.

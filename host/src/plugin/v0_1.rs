@@ -174,8 +174,7 @@ impl host::Decoded {
         self.events
             .extend(d.chunks.into_iter().map(|data| host::OutEvent {
                 event: None,
-                data,
-                forwarded: false,
+                data: host::EventData::Written(data),
             }));
         if let Some(usage) = d.usage {
             self.usage = Some(usage.into());

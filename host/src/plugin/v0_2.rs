@@ -224,8 +224,7 @@ pub fn decoded(d: adapter::Decoded, batch: &mut [adapter::SseEvent]) -> Result<h
         events.push(match emitted {
             adapter::Emitted::Write(out) => host::OutEvent {
                 event: out.event,
-                data: out.data,
-                forwarded: false,
+                data: host::EventData::Written(out.data),
             },
             adapter::Emitted::Forward(i) => {
                 let Some(input) = batch.get_mut(i as usize) else {
@@ -236,8 +235,7 @@ pub fn decoded(d: adapter::Decoded, batch: &mut [adapter::SseEvent]) -> Result<h
                 }
                 host::OutEvent {
                     event: input.event.clone(),
-                    data: std::mem::take(&mut input.data).into_bytes(),
-                    forwarded: true,
+                    data: host::EventData::Forwarded(std::mem::take(&mut input.data)),
                 }
             }
         });
@@ -383,13 +381,11 @@ mod tests {
             vec![
                 host::OutEvent {
                     event: Some("e".into()),
-                    data: b"b".to_vec(),
-                    forwarded: true,
+                    data: host::EventData::Forwarded("b".into()),
                 },
                 host::OutEvent {
                     event: None,
-                    data: b"new".to_vec(),
-                    forwarded: false,
+                    data: host::EventData::Written(b"new".to_vec()),
                 },
             ]
         );
