@@ -108,13 +108,14 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// An object, each member's value read by `member` (which must read it
-    /// whole) given the member's name.
+    /// An object (else the error `what`), each member's value read by
+    /// `member` (which must read it whole) given the member's name.
     pub fn object(
         &mut self,
+        what: &'static str,
         member: impl FnMut(&mut Self, &[u8]) -> Result<(), ScanError>,
     ) -> Result<(), ScanError> {
-        self.members(true, member)
+        self.members(true, what, member)
     }
 
     /// An object's members. Names are decoded when `read_names`; those of
@@ -124,65 +125,61 @@ impl<'a> Scanner<'a> {
     fn members(
         &mut self,
         read_names: bool,
+        what: &'static str,
         mut member: impl FnMut(&mut Self, &[u8]) -> Result<(), ScanError>,
     ) -> Result<(), ScanError> {
-        self.expect(b'{', "expected an object")?;
-        self.enter()?;
-        if self.peek() == Some(b'}') {
-            self.at += 1;
-            self.depth -= 1;
-            return Ok(());
-        }
-        loop {
-            if self.peek() != Some(b'"') {
-                return Err(self.error("expected a member name"));
+        self.items(b'{', b'}', what, |scanner| {
+            if scanner.peek() != Some(b'"') {
+                return Err(scanner.error("expected a member name"));
             }
             // Names are short and plain: read here, without the call.
-            let bytes = self.bytes();
-            let end = plain_end(bytes, self.at + 1);
+            let bytes = scanner.bytes();
+            let end = plain_end(bytes, scanner.at + 1);
             if bytes.get(end) == Some(&b'"') {
-                let name = &bytes[self.at + 1..end];
-                self.at = end + 1;
-                self.expect(b':', "expected `:`")?;
-                member(self, name)?;
+                let name = &bytes[scanner.at + 1..end];
+                scanner.at = end + 1;
+                scanner.expect(b':', "expected `:`")?;
+                member(scanner, name)
             } else if read_names {
-                let name = self.string()?;
-                self.expect(b':', "expected `:`")?;
-                member(self, &name.name())?;
+                let name = scanner.string()?;
+                scanner.expect(b':', "expected `:`")?;
+                member(scanner, &name.name())
             } else {
-                self.skip_string()?;
-                self.expect(b':', "expected `:`")?;
-                member(self, b"")?;
+                scanner.skip_string()?;
+                scanner.expect(b':', "expected `:`")?;
+                member(scanner, b"")
             }
-            match self.peek() {
-                Some(b',') => self.at += 1,
-                Some(b'}') => break,
-                _ => return Err(self.error("expected `,` or `}`")),
-            }
-        }
-        self.at += 1;
-        self.depth -= 1;
-        Ok(())
+        })
     }
 
     /// An array, each element read by `element` (which must read it whole).
     pub fn array(
         &mut self,
-        mut element: impl FnMut(&mut Self) -> Result<(), ScanError>,
+        element: impl FnMut(&mut Self) -> Result<(), ScanError>,
     ) -> Result<(), ScanError> {
-        self.expect(b'[', "expected an array")?;
+        self.items(b'[', b']', "expected an array", element)
+    }
+
+    /// The items of an object or an array, from `open` (else the error
+    /// `what`) to `close`, separated by commas, one level deeper.
+    fn items(
+        &mut self,
+        open: u8,
+        close: u8,
+        what: &'static str,
+        mut item: impl FnMut(&mut Self) -> Result<(), ScanError>,
+    ) -> Result<(), ScanError> {
+        self.expect(open, what)?;
         self.enter()?;
-        if self.peek() == Some(b']') {
-            self.at += 1;
-            self.depth -= 1;
-            return Ok(());
-        }
-        loop {
-            element(self)?;
-            match self.peek() {
-                Some(b',') => self.at += 1,
-                Some(b']') => break,
-                _ => return Err(self.error("expected `,` or `]`")),
+        if self.peek() != Some(close) {
+            loop {
+                item(self)?;
+                match self.peek() {
+                    Some(b',') => self.at += 1,
+                    Some(byte) if byte == close => break,
+                    _ if close == b'}' => return Err(self.error("expected `,` or `}`")),
+                    _ => return Err(self.error("expected `,` or `]`")),
+                }
             }
         }
         self.at += 1;
@@ -202,7 +199,7 @@ impl<'a> Scanner<'a> {
     pub fn skip(&mut self) -> Result<(), ScanError> {
         match self.peek() {
             Some(b'"') => self.skip_string(),
-            Some(b'{') => self.members(false, |scanner, _| scanner.skip()),
+            Some(b'{') => self.members(false, "expected an object", |scanner, _| scanner.skip()),
             Some(b'[') => self.array(Self::skip),
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(b't') => self.literal("true"),

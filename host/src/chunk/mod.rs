@@ -49,12 +49,9 @@ impl<'a> ChunkView<'a> {
     /// Read a chunk's text, as [`ChunkView::read`] reads its bytes.
     pub fn read_text(text: &'a str) -> Result<Self, ScanError> {
         let mut scanner = Scanner::new(text);
-        if scanner.peek() != Some(b'{') {
-            return Err(scanner.error("a chunk is a JSON object"));
-        }
         let mut view = ChunkView::default();
         let [mut id, mut choices, mut usage] = [Once::default(); 3];
-        scanner.object(|scanner, name| match name {
+        scanner.object("a chunk is a JSON object", |scanner, name| match name {
             b"id" => {
                 id.check(scanner)?;
                 view.id = scanner.optional_string("`id` is not a string")?;
@@ -126,12 +123,9 @@ impl<'a> ChunkView<'a> {
 
 impl<'a> ChoiceView<'a> {
     fn read(scanner: &mut Scanner<'a>) -> Result<Self, ScanError> {
-        if scanner.peek() != Some(b'{') {
-            return Err(scanner.error("a choice is not an object"));
-        }
         let mut choice = ChoiceView::default();
         let [mut index, mut finish_reason, mut delta] = [Once::default(); 3];
-        scanner.object(|scanner, name| {
+        scanner.object("a choice is not an object", |scanner, name| {
             match name {
                 b"index" => {
                     index.check(scanner)?;
@@ -146,11 +140,8 @@ impl<'a> ChoiceView<'a> {
                     if scanner.null()? {
                         return Ok(());
                     }
-                    if scanner.peek() != Some(b'{') {
-                        return Err(scanner.error("a delta is not an object"));
-                    }
                     let [mut content, mut tool_calls] = [Once::default(); 2];
-                    scanner.object(|scanner, name| match name {
+                    scanner.object("a delta is not an object", |scanner, name| match name {
                         b"content" => {
                             content.check(scanner)?;
                             choice.content = scanner.optional_string("`content` is not a string")?;
