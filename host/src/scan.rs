@@ -58,6 +58,15 @@ impl<'a> Str<'a> {
     }
 }
 
+/// Where a [`Str`] is in its text, to take it again from another text
+/// that holds the same bytes there.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    start: usize,
+    end: usize,
+    escaped: bool,
+}
+
 pub struct Scanner<'a> {
     text: &'a str,
     at: usize,
@@ -76,6 +85,29 @@ impl<'a> Scanner<'a> {
     #[inline]
     fn bytes(&self) -> &'a [u8] {
         self.text.as_bytes()
+    }
+
+    /// Where the scanner is: the byte it reads next.
+    pub fn at(&self) -> usize {
+        self.at
+    }
+
+    /// Where `string`, read from this scanner's text, is in it.
+    pub fn span(&self, string: Str<'a>) -> Span {
+        let start = string.quoted.as_ptr() as usize - self.bytes().as_ptr() as usize;
+        Span {
+            start,
+            end: start + string.quoted.len(),
+            escaped: string.escaped,
+        }
+    }
+
+    /// The string at `span` of this scanner's text.
+    pub fn string_at(&self, span: Span) -> Str<'a> {
+        Str {
+            quoted: &self.bytes()[span.start..span.end],
+            escaped: span.escaped,
+        }
     }
 
     pub fn error(&self, what: &'static str) -> ScanError {
@@ -118,6 +150,22 @@ impl<'a> Scanner<'a> {
         self.members(true, what, member)
     }
 
+    /// The rest of an object whose reading from its start had come to just
+    /// past one of its members' values at `at`, one level in: its later
+    /// members, each read by `member` as [`Scanner::object`] reads them,
+    /// then its end. A text holding the same bytes up to `at` (and at it:
+    /// a number stops there) was in this state there, so what the first
+    /// members said is taken from that reading, not read again.
+    pub fn object_after(
+        &mut self,
+        at: usize,
+        mut member: impl FnMut(&mut Self, &[u8]) -> Result<(), ScanError>,
+    ) -> Result<(), ScanError> {
+        self.at = at;
+        self.depth = 1;
+        self.after_item(b'}', |scanner| scanner.member(true, &mut member))
+    }
+
     /// An object's members. Names are decoded when `read_names`; those of
     /// an object skipped are only checked, as serde_json checks them (half
     /// a surrogate pair allowed), and `member` gets an empty one for an
@@ -129,27 +177,37 @@ impl<'a> Scanner<'a> {
         mut member: impl FnMut(&mut Self, &[u8]) -> Result<(), ScanError>,
     ) -> Result<(), ScanError> {
         self.items(b'{', b'}', what, |scanner| {
-            if scanner.peek() != Some(b'"') {
-                return Err(scanner.error("expected a member name"));
-            }
-            // Names are short and plain: read here, without the call.
-            let bytes = scanner.bytes();
-            let end = plain_end(bytes, scanner.at + 1);
-            if bytes.get(end) == Some(&b'"') {
-                let name = &bytes[scanner.at + 1..end];
-                scanner.at = end + 1;
-                scanner.expect(b':', "expected `:`")?;
-                member(scanner, name)
-            } else if read_names {
-                let name = scanner.string()?;
-                scanner.expect(b':', "expected `:`")?;
-                member(scanner, &name.name())
-            } else {
-                scanner.skip_string()?;
-                scanner.expect(b':', "expected `:`")?;
-                member(scanner, b"")
-            }
+            scanner.member(read_names, &mut member)
         })
+    }
+
+    /// One member: its name, its colon, and its value read by `member`.
+    #[inline]
+    fn member(
+        &mut self,
+        read_names: bool,
+        member: &mut impl FnMut(&mut Self, &[u8]) -> Result<(), ScanError>,
+    ) -> Result<(), ScanError> {
+        if self.peek() != Some(b'"') {
+            return Err(self.error("expected a member name"));
+        }
+        // Names are short and plain: read here, without the call.
+        let bytes = self.bytes();
+        let end = plain_end(bytes, self.at + 1);
+        if bytes.get(end) == Some(&b'"') {
+            let name = &bytes[self.at + 1..end];
+            self.at = end + 1;
+            self.expect(b':', "expected `:`")?;
+            member(self, name)
+        } else if read_names {
+            let name = self.string()?;
+            self.expect(b':', "expected `:`")?;
+            member(self, &name.name())
+        } else {
+            self.skip_string()?;
+            self.expect(b':', "expected `:`")?;
+            member(self, b"")
+        }
     }
 
     /// An array, each element read by `element` (which must read it whole).
@@ -172,15 +230,26 @@ impl<'a> Scanner<'a> {
         self.expect(open, what)?;
         self.enter()?;
         if self.peek() != Some(close) {
-            loop {
-                item(self)?;
-                match self.peek() {
-                    Some(b',') => self.at += 1,
-                    Some(byte) if byte == close => break,
-                    _ if close == b'}' => return Err(self.error("expected `,` or `}`")),
-                    _ => return Err(self.error("expected `,` or `]`")),
-                }
+            item(self)?;
+        }
+        self.after_item(close, item)
+    }
+
+    /// After an item (or an empty container's opening): the items left,
+    /// each after a comma, then `close`, one level out.
+    fn after_item(
+        &mut self,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Result<(), ScanError>,
+    ) -> Result<(), ScanError> {
+        loop {
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(byte) if byte == close => break,
+                _ if close == b'}' => return Err(self.error("expected `,` or `}`")),
+                _ => return Err(self.error("expected `,` or `]`")),
             }
+            item(self)?;
         }
         self.at += 1;
         self.depth -= 1;

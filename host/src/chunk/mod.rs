@@ -2,7 +2,7 @@
 //! session's check that each chunk an adapter emits is one, and what
 //! continuing a broken stream needs to know of it, read in one pass.
 
-use crate::scan::{ScanError, Scanner, Str};
+use crate::scan::{ScanError, Scanner, Span, Str};
 
 /// What the host reads of a chat chunk, borrowed from its bytes (no tree of
 /// values, no copies of strings without escapes): the adapter session's
@@ -39,40 +39,64 @@ impl<'a> ChunkView<'a> {
     /// `delta` an object whose `content` is a string, where present and not
     /// null.
     pub fn read(data: &'a [u8]) -> Result<Self, ScanError> {
-        let text = std::str::from_utf8(data).map_err(|e| ScanError {
-            what: "invalid UTF-8",
-            at: e.valid_up_to(),
-        })?;
-        Self::read_text(text)
+        Self::read_text(utf8(data)?)
     }
 
     /// Read a chunk's text, as [`ChunkView::read`] reads its bytes.
     pub fn read_text(text: &'a str) -> Result<Self, ScanError> {
+        Self::read_from(text, None, None)
+    }
+
+    /// Read `text` from its start, or from `from`: a mark of a text with
+    /// the same bytes up to it and at it. The marks of its top-level
+    /// members before `choices`, past that, are pushed on `marks`.
+    fn read_from(
+        text: &'a str,
+        from: Option<Mark>,
+        mut marks: Option<&mut Vec<Mark>>,
+    ) -> Result<Self, ScanError> {
         let mut scanner = Scanner::new(text);
         let mut view = ChunkView::default();
-        let [mut id, mut choices, mut usage] = [Once::default(); 3];
-        scanner.object("a chunk is a JSON object", |scanner, name| match name {
-            b"id" => {
-                id.check(scanner)?;
-                view.id = scanner.optional_string("`id` is not a string")?;
-                Ok(())
+        let mut top = from.map_or_else(Top::default, |mark| mark.top);
+        let mut choices = Once::default();
+        let member = |scanner: &mut Scanner<'a>, name: &[u8]| {
+            match name {
+                b"id" => {
+                    top.id_once.check(scanner)?;
+                    let id = scanner.optional_string("`id` is not a string")?;
+                    top.id = id.map(|id| scanner.span(id));
+                }
+                b"choices" => {
+                    choices.check(scanner)?;
+                    scanner.array(|scanner| {
+                        let choice = ChoiceView::read(scanner)?;
+                        view.add(choice);
+                        Ok(())
+                    })?;
+                }
+                b"usage" => {
+                    top.usage_once.check(scanner)?;
+                    top.usage = scanner.present()?;
+                }
+                _ => scanner.skip()?,
             }
-            b"choices" => {
-                choices.check(scanner)?;
-                scanner.array(|scanner| {
-                    let choice = ChoiceView::read(scanner)?;
-                    view.add(choice);
-                    Ok(())
-                })
+            if let Some(marks) = marks.as_deref_mut()
+                && !choices.0
+            {
+                marks.push(Mark {
+                    at: scanner.at(),
+                    top,
+                });
             }
-            b"usage" => {
-                usage.check(scanner)?;
-                view.usage = scanner.present()?;
-                Ok(())
-            }
-            _ => scanner.skip(),
-        })?;
+            Ok(())
+        };
+        match from {
+            None => scanner.object("a chunk is a JSON object", member)?,
+            Some(mark) => scanner.object_after(mark.at, member)?,
+        }
         scanner.end()?;
+        view.id = top.id.map(|span| scanner.string_at(span));
+        view.usage = top.usage;
         Ok(view)
     }
 
@@ -161,6 +185,77 @@ impl<'a> ChoiceView<'a> {
         })?;
         Ok(choice)
     }
+}
+
+/// Reads the chunks of one stream, in order. A stream's chunks begin
+/// alike: `id`, `object`, `created`, `model` and `system_fingerprint` are
+/// the same bytes in each, and only `choices` and what follows differ. The
+/// top-level members before `choices` that a chunk shares byte for byte
+/// with the chunk before it are not read again: reading resumes where
+/// reading that chunk was past them, with what they said. A chunk is still
+/// checked whole, and what it says (or where and why it is refused) is
+/// what [`ChunkView::read`] says of it alone; a test holds the two to that.
+#[derive(Default)]
+pub struct ChunkReader {
+    /// The last chunk read, up to its last mark and the byte at it.
+    last: Vec<u8>,
+    /// Where reading the last chunk was just past each of its top-level
+    /// members' values before `choices`, and what those had said.
+    marks: Vec<Mark>,
+}
+
+impl ChunkReader {
+    /// Read the stream's next chunk, as [`ChunkView::read`] reads it.
+    pub fn read<'a>(&mut self, data: &'a [u8]) -> Result<ChunkView<'a>, ScanError> {
+        self.read_text(utf8(data)?)
+    }
+
+    /// Read the stream's next chunk, as [`ChunkView::read_text`] reads it.
+    pub fn read_text<'a>(&mut self, text: &'a str) -> Result<ChunkView<'a>, ScanError> {
+        let bytes = text.as_bytes();
+        // The last mark this chunk shares the bytes up to and at (a number
+        // ends where the byte after it is not a digit).
+        let kept =
+            (self.marks.iter()).rposition(|mark| bytes.get(..=mark.at) == Some(&self.last[..=mark.at]));
+        let from = kept.map(|kept| self.marks[kept]);
+        self.marks.truncate(kept.map_or(0, |kept| kept + 1));
+        self.last.truncate(from.map_or(0, |mark| mark.at + 1));
+        let read = ChunkView::read_from(text, from, Some(&mut self.marks));
+        match (&read, self.marks.last()) {
+            (Ok(_), Some(mark)) => self.last.extend_from_slice(&bytes[self.last.len()..=mark.at]),
+            (Ok(_), None) => {}
+            // The stream ends at a chunk that is refused; nothing is kept.
+            (Err(_), _) => {
+                self.marks.clear();
+                self.last.clear();
+            }
+        }
+        read
+    }
+}
+
+/// Where reading a chunk was just past one of its top-level members'
+/// values, and what the members up to it had said.
+#[derive(Clone, Copy)]
+struct Mark {
+    at: usize,
+    top: Top,
+}
+
+/// What a chunk's top-level members other than `choices` say.
+#[derive(Default, Clone, Copy)]
+struct Top {
+    id: Option<Span>,
+    id_once: Once,
+    usage: bool,
+    usage_once: Once,
+}
+
+fn utf8(data: &[u8]) -> Result<&str, ScanError> {
+    std::str::from_utf8(data).map_err(|e| ScanError {
+        what: "invalid UTF-8",
+        at: e.valid_up_to(),
+    })
 }
 
 /// A member the view reads, seen at most once in its object (which of two
@@ -434,6 +529,108 @@ mod tests {
         assert!(
             both_read > compared / 10 && both_read < compared * 9 / 10,
             "{both_read} of {compared}"
+        );
+    }
+
+    /// What a reading says: the view's answers, or where and why not.
+    type Said = Result<(bool, bool, Seen), ScanError>;
+
+    fn said(read: Result<ChunkView, ScanError>) -> Said {
+        read.map(|view| (view.finished(), view.has_usage(), view.seen(true)))
+    }
+
+    #[test]
+    fn a_stream_read_chunk_after_chunk_says_what_each_says_alone() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        // Digits and separators too: where a member's value ends is where
+        // a kept reading resumes.
+        const BYTES: &[u8] = b"{}[]:,\" \\0123456789.eE-anul\xc3\xa9";
+        let (mut resumed, mut refused) = (0, 0);
+        let mut reader = ChunkReader::default();
+        let mut previous = CHUNKS[0].as_bytes().to_vec();
+        for round in 0..60_000 {
+            if round % 40 == 0 {
+                reader = ChunkReader::default();
+            }
+            // Mostly the chunk before, changed a little, as a stream goes.
+            let mut data = match next(4) {
+                0 => CHUNKS[next(CHUNKS.len())].as_bytes().to_vec(),
+                _ => previous.clone(),
+            };
+            for _ in 0..next(3) {
+                let at = next(data.len() + 1);
+                match next(4) {
+                    0 if at < data.len() => {
+                        data.remove(at);
+                    }
+                    1 if at < data.len() => data[at] = BYTES[next(BYTES.len())],
+                    2 => data.insert(at, BYTES[next(BYTES.len())]),
+                    _ => {
+                        let end = (at + next(12)).min(data.len());
+                        let span = data[at..end].to_vec();
+                        data.splice(at..at, span);
+                    }
+                }
+            }
+            let kept = reader.marks.len();
+            let ours = said(reader.read(&data));
+            let alone = said(ChunkView::read(&data));
+            assert_eq!(ours, alone, "{}", String::from_utf8_lossy(&data));
+            resumed += usize::from(kept > 0 && data.starts_with(&reader.last) && ours.is_ok());
+            refused += usize::from(ours.is_err());
+            if ours.is_ok() {
+                previous = data;
+            }
+        }
+        // Readings resumed, and refusals were met on the way.
+        assert!(
+            resumed > 10_000 && refused > 5_000,
+            "{resumed} resumed, {refused} refused"
+        );
+    }
+
+    #[test]
+    fn a_kept_reading_resumes_only_where_the_bytes_are_the_same() {
+        let mut reader = ChunkReader::default();
+        let first = br#"{"id":"c1","created":17,"model":"m","choices":[{"delta":{"content":"a"}}]}"#;
+        assert_eq!(said(reader.read(first)), said(ChunkView::read(first)));
+        // Kept: the members before `choices`, and the byte after the last.
+        assert_eq!(reader.last, br#"{"id":"c1","created":17,"model":"m","#);
+        for next in [
+            &br#"{"id":"c1","created":17,"model":"m","choices":[{"delta":{"content":"b"}}]}"#[..],
+            // A number that goes on past where the last one ended.
+            br#"{"id":"c1","created":171,"model":"m","choices":[]}"#,
+            br#"{"id":"c1","created":17x,"model":"m","choices":[]}"#,
+            br#"{"id":"c2","created":17,"model":"m","choices":[]}"#,
+            br#"{"id":"c1","created":17,"model":"m","id":"c1","choices":[]}"#,
+            br#"{"id":"c1","created":17,"model":"m","choices":[],"choices":[]}"#,
+            br#"{"id":"c1","created":17,"model":"m"}"#,
+            br#"{"id":"c1","created":17,"model":"m","#,
+            br#"{"id":"c1","created":17,"model":"m",}"#,
+            br#"{"id":"c1","created":17,"model":"m","usage":{"total_tokens":1},"choices":[]}"#,
+            first,
+        ] {
+            assert_eq!(
+                said(reader.read(next)),
+                said(ChunkView::read(next)),
+                "{}",
+                String::from_utf8_lossy(next)
+            );
+        }
+        let mut id = |data: &[u8]| reader.read(data).unwrap().seen(true).id;
+        assert_eq!(
+            id(br#"{"id":"c3","created":17,"model":"m","choices":[]}"#).as_deref(),
+            Some("c3")
+        );
+        assert_eq!(
+            id(br#"{"id":"c3","created":17,"model":"m","choices":[]}"#).as_deref(),
+            Some("c3")
         );
     }
 

@@ -11,7 +11,7 @@ use super::types::{
     InboundResponse, OutboundRequest, ProviderError, RequestContext, SseEvent, Target,
 };
 use super::{v0_1, v0_2};
-use crate::chunk::{ChunkView, Seen};
+use crate::chunk::{ChunkReader, Seen};
 use crate::scan::is_json_text;
 use std::sync::Arc;
 use wasmtime::Store;
@@ -414,6 +414,7 @@ impl AdapterPlugin {
             plugin: self.clone(),
             track: false,
             id_seen: false,
+            chunks: ChunkReader::default(),
         })
     }
 }
@@ -428,6 +429,8 @@ pub struct StreamSession {
     track: bool,
     /// A tracked chunk has given the stream's id (only the first is kept).
     id_seen: bool,
+    /// Reads the stream's chat chunks one after another.
+    chunks: ChunkReader,
 }
 
 struct Open {
@@ -517,8 +520,8 @@ impl StreamSession {
         for (at, event) in decoded.events.iter().enumerate().filter(|_| canonical) {
             // A forwarded event is text already: not checked as UTF-8 again.
             let view = match &event.data {
-                EventData::Written(bytes) => ChunkView::read(bytes),
-                EventData::Forwarded(text) => ChunkView::read_text(text),
+                EventData::Written(bytes) => self.chunks.read(bytes),
+                EventData::Forwarded(text) => self.chunks.read_text(text),
             };
             match view {
                 Ok(view) => {
