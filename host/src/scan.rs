@@ -315,10 +315,17 @@ impl<'a> Scanner<'a> {
         }
         let start = self.at;
         self.number()?;
-        self.text[start..self.at]
-            .parse()
+        // As `u64::from_str` takes it, without its call: digits only
+        // (no sign, fraction or exponent), within range.
+        let digits = &self.bytes()[start..self.at];
+        digits
+            .iter()
+            .try_fold(0_u64, |n, digit| {
+                let digit = digit.checked_sub(b'0').filter(|d| *d < 10)?;
+                n.checked_mul(10)?.checked_add(u64::from(digit))
+            })
             .map(Some)
-            .map_err(|_| ScanError { what, at: start })
+            .ok_or(ScanError { what, at: start })
     }
 
     fn literal(&mut self, word: &'static str) -> Result<(), ScanError> {

@@ -331,6 +331,12 @@ mod tests {
                 String::from_utf8_lossy(not_one)
             );
         }
+        let index = |chunk: &[u8]| ChunkView::read(chunk).map(|view| view.unresumable);
+        assert_eq!(
+            index(br#"{"choices":[{"index":18446744073709551615}]}"#),
+            Ok(Some("several choices were streamed"))
+        );
+        assert_eq!(index(br#"{"choices":[{"index":0}]}"#), Ok(None));
         let values = br#"{"n":[-0.5E-3,1e5,0,true,false,null,{"":"\u00e9\n\"\/"}],"id":null}"#;
         assert!(ChunkView::read(values).is_ok());
         let finished = ChunkView::read(br#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#).unwrap();
