@@ -5,6 +5,7 @@
 pub mod canonical;
 pub mod config;
 pub mod response;
+pub mod scan;
 
 /// `$ty::cached(text)`: `$ty::parse(text)` (a `fn(&str) -> Result<$ty,
 /// String>`) through a [`config::LastParsed`] of its own, so a plugin parses

@@ -20,7 +20,6 @@ pub mod metrics;
 pub mod plugin;
 pub mod redact;
 pub mod reload;
-pub mod scan;
 pub mod secret;
 pub mod server;
 pub mod simulator;

@@ -2,7 +2,7 @@
 //! session's check that each chunk an adapter emits is one, and what
 //! continuing a broken stream needs to know of it, read in one pass.
 
-use crate::scan::{ScanError, Scanner, Span, Str};
+use switchboard_guest::scan::{ScanError, Scanner, Span, Str};
 
 /// What the host reads of a chat chunk, borrowed from its bytes (no tree of
 /// values, no copies of strings without escapes): the adapter session's
@@ -508,7 +508,7 @@ mod tests {
             let json = std::str::from_utf8(&data)
                 .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok());
             assert_eq!(
-                crate::scan::is_json_text(&data),
+                switchboard_guest::scan::is_json_text(&data),
                 json,
                 "{}",
                 String::from_utf8_lossy(&data)

@@ -12,8 +12,8 @@ use super::types::{
 };
 use super::{v0_1, v0_2};
 use crate::chunk::{ChunkReader, Seen};
-use crate::scan::is_json_text;
 use std::sync::Arc;
+use switchboard_guest::scan::is_json_text;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 

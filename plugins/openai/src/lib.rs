@@ -22,6 +22,7 @@ use options::{Options, Untouched};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use switchboard::plugin::types::{ApiFormat, Body, Capabilities, Usage};
+use switchboard_guest::scan::Scanner;
 
 struct OpenAi;
 
@@ -78,22 +79,10 @@ impl Guest for OpenAi {
         if context.format == ApiFormat::OpenaiResponses {
             return responses::parse(&response.body);
         }
-        /// Only what is needed to check the shape and read usage; the body
-        /// itself passes through byte for byte.
-        #[derive(Deserialize)]
-        struct Shape {
-            choices: Vec<serde::de::IgnoredAny>,
-            usage: Option<WireUsage>,
-            model: Option<String>,
-        }
-        let shape: Shape = switchboard_guest::response::json(&response.body)
-            .map_err(|e| format!("provider answer is not a chat completion: {e}"))?;
-        if shape.choices.is_empty() {
-            return Err("provider answer has no choices".into());
-        }
+        let (usage, model) = completion(&response.body)?;
         Ok(Completion {
-            usage: shape.usage.map(WireUsage::into_usage),
-            model: shape.model,
+            usage: usage.map(WireUsage::into_usage),
+            model,
             body: Body::Unchanged,
         })
     }
@@ -125,6 +114,64 @@ impl Guest for OpenAi {
             body: Body::Unchanged,
         })
     }
+}
+
+/// What the adapter reads of a chat completion, which passes on byte for
+/// byte: its `usage` and `model` where present and not null, once it is
+/// one JSON object whose `choices` is an array of at least one. One pass of
+/// the scanner over the answer (its `usage` object alone is handed to
+/// serde): a Wasm serde_json skipping every member cost twice as much.
+fn completion(body: &[u8]) -> Result<(Option<WireUsage>, Option<String>), String> {
+    let not_one = |e: &dyn std::fmt::Display| format!("provider answer is not a chat completion: {e}");
+    let text = std::str::from_utf8(body).map_err(|e| not_one(&e))?;
+    let mut scanner = Scanner::new(text);
+    let (mut choices, mut usage, mut model) = (None, None, None);
+    scanner
+        .object("expected an object", |scanner, name| {
+            let seen = match name {
+                b"choices" => choices.is_some(),
+                b"usage" => usage.is_some(),
+                b"model" => model.is_some(),
+                _ => false,
+            };
+            if seen {
+                return Err(scanner.error("duplicate member"));
+            }
+            match name {
+                b"choices" => {
+                    let mut count = 0_usize;
+                    scanner.array(|scanner| {
+                        count += 1;
+                        scanner.skip()
+                    })?;
+                    choices = Some(count);
+                }
+                b"usage" => {
+                    scanner.peek();
+                    let start = scanner.at();
+                    let present = scanner.present()?;
+                    usage = Some(present.then(|| &text[start..scanner.at()]));
+                }
+                b"model" => {
+                    let named = scanner.optional_string("`model` is not a string")?;
+                    model = Some(named.map(|model| model.decode().into_owned()));
+                }
+                _ => scanner.skip()?,
+            }
+            Ok(())
+        })
+        .and_then(|()| scanner.end())
+        .map_err(|e| not_one(&e))?;
+    match choices {
+        None => return Err(not_one(&"no `choices`")),
+        Some(0) => return Err("provider answer has no choices".into()),
+        Some(_) => {}
+    }
+    let usage = (usage.flatten())
+        .map(serde_json::from_str::<WireUsage>)
+        .transpose()
+        .map_err(|e| not_one(&format_args!("`usage`: {e}")))?;
+    Ok((usage, model.flatten()))
 }
 
 /// The request as a JSON object with `model` set, and whether that changed it.
@@ -224,6 +271,88 @@ export!(OpenAi);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_is_read_as_serde_read_it() {
+        /// How the answer was read with serde's derive.
+        #[derive(Deserialize)]
+        struct Shape {
+            choices: Vec<serde::de::IgnoredAny>,
+            usage: Option<WireUsage>,
+            model: Option<String>,
+        }
+        let counts = |usage: Option<WireUsage>| {
+            usage.map(|u| {
+                let u = u.into_usage();
+                (
+                    u.prompt_tokens,
+                    u.completion_tokens,
+                    u.cache_read_tokens,
+                    u.reasoning_tokens,
+                )
+            })
+        };
+        let serde = |body: &[u8]| {
+            let shape: Shape = switchboard_guest::response::json(body).ok()?;
+            (!shape.choices.is_empty()).then(|| (counts(shape.usage), shape.model))
+        };
+        let ours = |body: &[u8]| completion(body).ok().map(|(usage, model)| (counts(usage), model));
+        const ANSWERS: &[&str] = &[
+            r#"{"id":"chatcmpl-1","object":"chat.completion","created":1733000000,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! \u00e9\n\"q\"","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":62,"total_tokens":82,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":7}},"system_fingerprint":"fp_b"}"#,
+            r#" { "choices" : [ {} , [ ] ] , "model" : null , "usage" : null } "#,
+            r#"{"ch\u006fices":[1],"m\u006fdel":"m\ud83d\ude00","usage":{"prompt_tokens":1}}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2},"x":[true,false,-0.5e3,{"\ud800":"\udc00"}]}"#,
+            r#"{"model":"m","choices":[{"message":{"tool_calls":[{"function":{"arguments":"{\"a\":1}"}}]}}]}"#,
+        ];
+        for answer in ANSWERS.iter().chain(&[
+            r#"{"choices":[1],"model":"a","model":"b"}"#,
+            r#"{"choices":[1],"usage":null,"usage":null}"#,
+            r#"{"choices":[1],"choices":[2]}"#,
+            r#"{"choices":[1],"usage":{"prompt_tokens":-1}}"#,
+        ]) {
+            assert_eq!(ours(answer.as_bytes()), serde(answer.as_bytes()), "{answer}");
+        }
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        const BYTES: &[u8] = b"{}[]:,\" \\0123456789.eE+-abfnrtuxlsDd\x01\xc3\xa9";
+        let (mut compared, mut both_read) = (0, 0);
+        for round in 0..30_000 {
+            let mut body = ANSWERS[round % ANSWERS.len()].as_bytes().to_vec();
+            for _ in 0..1 + next(3) {
+                let at = next(body.len() + 1);
+                match next(5) {
+                    0 if at < body.len() => {
+                        body.remove(at);
+                    }
+                    1 if at < body.len() => body[at] = BYTES[next(BYTES.len())],
+                    2 => body.insert(at, BYTES[next(BYTES.len())]),
+                    3 => {
+                        let end = (at + next(12)).min(body.len());
+                        let span = body[at..end].to_vec();
+                        body.splice(at..at, span);
+                    }
+                    _ => body.truncate(at),
+                }
+            }
+            let (ours, theirs) = (ours(&body), serde(&body));
+            compared += 1;
+            both_read += usize::from(ours.is_some() && theirs.is_some());
+            // serde's derive also takes an array of a struct's fields.
+            let array = body.trim_ascii_start().starts_with(b"[");
+            if !(array && ours.is_none()) {
+                assert_eq!(ours, theirs, "{}", String::from_utf8_lossy(&body));
+            }
+        }
+        assert!(
+            both_read > compared / 10 && both_read < compared * 9 / 10,
+            "{both_read} of {compared}"
+        );
+    }
 
     fn target(options: &str) -> Target {
         Target {

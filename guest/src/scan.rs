@@ -1,6 +1,8 @@
 //! A one-pass reader of JSON text: the whole text checked against the JSON
 //! grammar (RFC 8259), the few values a caller reads handed over borrowed.
-//! Why not serde_json: BENCHMARKS.md (ninth session).
+//! The host checks every chat chunk and whole answer with it; an adapter
+//! that passes an answer on reads what it needs of it with it too. Why
+//! not serde_json: BENCHMARKS.md (ninth and tenth sessions).
 
 use std::borrow::Cow;
 
