@@ -373,9 +373,7 @@ impl<'a> Scanner<'a> {
     }
 
     fn digits(&mut self) {
-        while self.bytes().get(self.at).is_some_and(u8::is_ascii_digit) {
-            self.at += 1;
-        }
+        self.at = digits_end(self.bytes(), self.at);
     }
 
     /// A string the view reads, from its opening quote. Its escapes are
@@ -501,9 +499,33 @@ fn plain_end(bytes: &[u8], mut at: usize) -> usize {
     at + bytes[at..].iter().position(stop).unwrap_or(bytes.len() - at)
 }
 
+/// Where the run of ASCII digits from `at` ends. Eight bytes at a time:
+/// an embeddings answer is thousands of numbers of a dozen digits.
+#[inline]
+fn digits_end(bytes: &[u8], mut at: usize) -> usize {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    while let Some(eight) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(eight.try_into().expect("eight bytes"));
+        // Per byte, a high-nibble bit set unless the byte is 0x30 to 0x39:
+        // its high nibble is 3, and its low one plus 6 does not carry into
+        // the high one (no carry leaves a byte: a nibble plus 6 fits).
+        let high = (word & (ONES * 0xf0)) ^ (ONES * 0x30);
+        let low = ((word & (ONES * 0x0f)) + ONES * 0x06) & (ONES * 0xf0);
+        let stops = high | low;
+        if stops != 0 {
+            return at + stops.trailing_zeros() as usize / 8;
+        }
+        at += 8;
+    }
+    at + bytes[at..]
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(bytes.len() - at)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{is_json_text, plain_end};
+    use super::{digits_end, is_json_text, plain_end};
 
     #[test]
     fn json_text_is_one_value_in_valid_utf8() {
@@ -530,6 +552,33 @@ mod tests {
             deep(129).as_bytes(),
         ] {
             assert!(!is_json_text(not_one), "{}", String::from_utf8_lossy(not_one));
+        }
+    }
+
+    #[test]
+    fn a_run_of_digits_ends_where_the_byte_by_byte_rule_ends_it() {
+        let rule = |bytes: &[u8], from: usize| {
+            from + bytes[from..]
+                .iter()
+                .position(|b| !b.is_ascii_digit())
+                .unwrap_or(bytes.len() - from)
+        };
+        for len in 0..20 {
+            let mut bytes = vec![b'7'; len];
+            assert_eq!(digits_end(&bytes, 0), rule(&bytes, 0));
+            for at in 0..len {
+                for byte in 0..=255 {
+                    bytes[at] = byte;
+                    for from in 0..=at.min(8) {
+                        assert_eq!(
+                            digits_end(&bytes, from),
+                            rule(&bytes, from),
+                            "from {from}: {bytes:?}"
+                        );
+                    }
+                }
+                bytes[at] = b'0' + (at % 10) as u8;
+            }
         }
     }
 

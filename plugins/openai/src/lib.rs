@@ -79,7 +79,7 @@ impl Guest for OpenAi {
         if context.format == ApiFormat::OpenaiResponses {
             return responses::parse(&response.body);
         }
-        let (usage, model) = completion(&response.body)?;
+        let (usage, model) = COMPLETION.read(&response.body)?;
         Ok(Completion {
             usage: usage.map(WireUsage::into_usage),
             model,
@@ -99,79 +99,100 @@ impl Guest for OpenAi {
     }
 
     fn parse_embeddings_response(response: InboundResponse, _target: Target) -> Result<Embeddings, String> {
-        #[derive(Deserialize)]
-        struct Shape {
-            data: Vec<serde::de::IgnoredAny>,
-            usage: Option<WireUsage>,
-        }
-        let shape: Shape = switchboard_guest::response::json(&response.body)
-            .map_err(|e| format!("provider answer is not an embeddings list: {e}"))?;
-        if shape.data.is_empty() {
-            return Err("provider answer has no embeddings".into());
-        }
+        let (usage, _) = EMBEDDINGS.read(&response.body)?;
         Ok(Embeddings {
-            usage: shape.usage.map(WireUsage::into_usage),
+            usage: usage.map(WireUsage::into_usage),
             body: Body::Unchanged,
         })
     }
 }
 
-/// What the adapter reads of a chat completion, which passes on byte for
-/// byte: its `usage` and `model` where present and not null, once it is
-/// one JSON object whose `choices` is an array of at least one. One pass of
-/// the scanner over the answer (its `usage` object alone is handed to
-/// serde): a Wasm serde_json skipping every member cost twice as much.
-fn completion(body: &[u8]) -> Result<(Option<WireUsage>, Option<String>), String> {
-    let not_one = |e: &dyn std::fmt::Display| format!("provider answer is not a chat completion: {e}");
-    let text = std::str::from_utf8(body).map_err(|e| not_one(&e))?;
-    let mut scanner = Scanner::new(text);
-    let (mut choices, mut usage, mut model) = (None, None, None);
-    scanner
-        .object("expected an object", |scanner, name| {
-            let seen = match name {
-                b"choices" => choices.is_some(),
-                b"usage" => usage.is_some(),
-                b"model" => model.is_some(),
-                _ => false,
-            };
-            if seen {
-                return Err(scanner.error("duplicate member"));
-            }
-            match name {
-                b"choices" => {
+/// An answer the adapter passes on byte for byte, and what it reads of it.
+struct Answer {
+    /// The provider's name for it, in errors: "a chat completion".
+    kind: &'static str,
+    /// The array that must hold at least one item: `choices`.
+    list: &'static [u8],
+    /// What the items are, in the error when there are none: "choices".
+    items: &'static str,
+    /// Whether its `model` is read (a string where present and not null).
+    model: bool,
+}
+
+const COMPLETION: Answer = Answer {
+    kind: "a chat completion",
+    list: b"choices",
+    items: "choices",
+    model: true,
+};
+
+const EMBEDDINGS: Answer = Answer {
+    kind: "an embeddings list",
+    list: b"data",
+    items: "embeddings",
+    model: false,
+};
+
+impl Answer {
+    /// Its `usage` and `model` where present and not null, once it is one
+    /// JSON object whose list is an array of at least one item. One pass of
+    /// the scanner over it (its `usage` object alone is handed to serde): a
+    /// Wasm serde_json skipping every member, the choices' text or the
+    /// embeddings' numbers, cost more.
+    fn read(&self, body: &[u8]) -> Result<(Option<WireUsage>, Option<String>), String> {
+        let not_one = |e: &dyn std::fmt::Display| format!("provider answer is not {}: {e}", self.kind);
+        let text = std::str::from_utf8(body).map_err(|e| not_one(&e))?;
+        let mut scanner = Scanner::new(text);
+        let (mut items, mut usage, mut model) = (None, None, None);
+        scanner
+            .object("expected an object", |scanner, name| {
+                let read_model = self.model && name == b"model";
+                let seen = match name {
+                    _ if name == self.list => items.is_some(),
+                    b"usage" => usage.is_some(),
+                    _ => read_model && model.is_some(),
+                };
+                if seen {
+                    return Err(scanner.error("duplicate member"));
+                }
+                if name == self.list {
                     let mut count = 0_usize;
                     scanner.array(|scanner| {
                         count += 1;
                         scanner.skip()
                     })?;
-                    choices = Some(count);
-                }
-                b"usage" => {
+                    items = Some(count);
+                } else if name == b"usage" {
                     scanner.peek();
                     let start = scanner.at();
                     let present = scanner.present()?;
                     usage = Some(present.then(|| &text[start..scanner.at()]));
-                }
-                b"model" => {
+                } else if read_model {
                     let named = scanner.optional_string("`model` is not a string")?;
                     model = Some(named.map(|model| model.decode().into_owned()));
+                } else {
+                    scanner.skip()?;
                 }
-                _ => scanner.skip()?,
+                Ok(())
+            })
+            .and_then(|()| scanner.end())
+            .map_err(|e| not_one(&e))?;
+        match items {
+            None => {
+                return Err(not_one(&format_args!(
+                    "no `{}`",
+                    String::from_utf8_lossy(self.list)
+                )));
             }
-            Ok(())
-        })
-        .and_then(|()| scanner.end())
-        .map_err(|e| not_one(&e))?;
-    match choices {
-        None => return Err(not_one(&"no `choices`")),
-        Some(0) => return Err("provider answer has no choices".into()),
-        Some(_) => {}
+            Some(0) => return Err(format!("provider answer has no {}", self.items)),
+            Some(_) => {}
+        }
+        let usage = (usage.flatten())
+            .map(serde_json::from_str::<WireUsage>)
+            .transpose()
+            .map_err(|e| not_one(&format_args!("`usage`: {e}")))?;
+        Ok((usage, model.flatten()))
     }
-    let usage = (usage.flatten())
-        .map(serde_json::from_str::<WireUsage>)
-        .transpose()
-        .map_err(|e| not_one(&format_args!("`usage`: {e}")))?;
-    Ok((usage, model.flatten()))
 }
 
 /// The request as a JSON object with `model` set, and whether that changed it.
@@ -272,45 +293,32 @@ export!(OpenAi);
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_answer_is_read_as_serde_read_it() {
-        /// How the answer was read with serde's derive.
-        #[derive(Deserialize)]
-        struct Shape {
-            choices: Vec<serde::de::IgnoredAny>,
-            usage: Option<WireUsage>,
-            model: Option<String>,
-        }
-        let counts = |usage: Option<WireUsage>| {
-            usage.map(|u| {
-                let u = u.into_usage();
-                (
-                    u.prompt_tokens,
-                    u.completion_tokens,
-                    u.cache_read_tokens,
-                    u.reasoning_tokens,
-                )
-            })
+    /// What a reading of an answer said: usage counts and model.
+    type Said = Option<(Option<(u32, u32, u32, u32)>, Option<String>)>;
+
+    fn counts(usage: Option<WireUsage>) -> Option<(u32, u32, u32, u32)> {
+        usage.map(|u| {
+            let u = u.into_usage();
+            (
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.cache_read_tokens,
+                u.reasoning_tokens,
+            )
+        })
+    }
+
+    /// `answer.read` says what `serde` (the derive it replaces) said, of
+    /// `seeds` and of 30 000 mutations of them.
+    fn reads_as_serde_did(answer: &Answer, serde: impl Fn(&[u8]) -> Said, seeds: &[&str], exact: &[&str]) {
+        let ours = |body: &[u8]| {
+            answer
+                .read(body)
+                .ok()
+                .map(|(usage, model)| (counts(usage), model))
         };
-        let serde = |body: &[u8]| {
-            let shape: Shape = switchboard_guest::response::json(body).ok()?;
-            (!shape.choices.is_empty()).then(|| (counts(shape.usage), shape.model))
-        };
-        let ours = |body: &[u8]| completion(body).ok().map(|(usage, model)| (counts(usage), model));
-        const ANSWERS: &[&str] = &[
-            r#"{"id":"chatcmpl-1","object":"chat.completion","created":1733000000,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! \u00e9\n\"q\"","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":62,"total_tokens":82,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":7}},"system_fingerprint":"fp_b"}"#,
-            r#" { "choices" : [ {} , [ ] ] , "model" : null , "usage" : null } "#,
-            r#"{"ch\u006fices":[1],"m\u006fdel":"m\ud83d\ude00","usage":{"prompt_tokens":1}}"#,
-            r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2},"x":[true,false,-0.5e3,{"\ud800":"\udc00"}]}"#,
-            r#"{"model":"m","choices":[{"message":{"tool_calls":[{"function":{"arguments":"{\"a\":1}"}}]}}]}"#,
-        ];
-        for answer in ANSWERS.iter().chain(&[
-            r#"{"choices":[1],"model":"a","model":"b"}"#,
-            r#"{"choices":[1],"usage":null,"usage":null}"#,
-            r#"{"choices":[1],"choices":[2]}"#,
-            r#"{"choices":[1],"usage":{"prompt_tokens":-1}}"#,
-        ]) {
-            assert_eq!(ours(answer.as_bytes()), serde(answer.as_bytes()), "{answer}");
+        for body in seeds.iter().chain(exact) {
+            assert_eq!(ours(body.as_bytes()), serde(body.as_bytes()), "{body}");
         }
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = move |bound: usize| {
@@ -322,7 +330,7 @@ mod tests {
         const BYTES: &[u8] = b"{}[]:,\" \\0123456789.eE+-abfnrtuxlsDd\x01\xc3\xa9";
         let (mut compared, mut both_read) = (0, 0);
         for round in 0..30_000 {
-            let mut body = ANSWERS[round % ANSWERS.len()].as_bytes().to_vec();
+            let mut body = seeds[round % seeds.len()].as_bytes().to_vec();
             for _ in 0..1 + next(3) {
                 let at = next(body.len() + 1);
                 match next(5) {
@@ -352,6 +360,60 @@ mod tests {
             both_read > compared / 10 && both_read < compared * 9 / 10,
             "{both_read} of {compared}"
         );
+    }
+
+    #[test]
+    fn a_completion_is_read_as_serde_read_it() {
+        #[derive(Deserialize)]
+        struct Shape {
+            choices: Vec<serde::de::IgnoredAny>,
+            usage: Option<WireUsage>,
+            model: Option<String>,
+        }
+        let serde = |body: &[u8]| {
+            let shape: Shape = switchboard_guest::response::json(body).ok()?;
+            (!shape.choices.is_empty()).then(|| (counts(shape.usage), shape.model))
+        };
+        let seeds = [
+            r#"{"id":"chatcmpl-1","object":"chat.completion","created":1733000000,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! \u00e9\n\"q\"","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":62,"total_tokens":82,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":7}},"system_fingerprint":"fp_b"}"#,
+            r#" { "choices" : [ {} , [ ] ] , "model" : null , "usage" : null } "#,
+            r#"{"ch\u006fices":[1],"m\u006fdel":"m\ud83d\ude00","usage":{"prompt_tokens":1}}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2},"x":[true,false,-0.5e3,{"\ud800":"\udc00"}]}"#,
+            r#"{"model":"m","choices":[{"message":{"tool_calls":[{"function":{"arguments":"{\"a\":1}"}}]}}]}"#,
+        ];
+        let exact = [
+            r#"{"choices":[1],"model":"a","model":"b"}"#,
+            r#"{"choices":[1],"usage":null,"usage":null}"#,
+            r#"{"choices":[1],"choices":[2]}"#,
+            r#"{"choices":[1],"usage":{"prompt_tokens":-1}}"#,
+            r#"{"choices":[1],"model":7}"#,
+        ];
+        reads_as_serde_did(&COMPLETION, serde, &seeds, &exact);
+    }
+
+    #[test]
+    fn an_embeddings_list_is_read_as_serde_read_it() {
+        #[derive(Deserialize)]
+        struct Shape {
+            data: Vec<serde::de::IgnoredAny>,
+            usage: Option<WireUsage>,
+        }
+        let serde = |body: &[u8]| {
+            let shape: Shape = switchboard_guest::response::json(body).ok()?;
+            (!shape.data.is_empty()).then(|| (counts(shape.usage), None))
+        };
+        let seeds = [
+            r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.0023064255,-0.009327292,1e-7,-4.5E+2]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}"#,
+            r#"{"data":[{"embedding":"AAAAAA=="},{"embedding":[]}],"usage":null,"model":null}"#,
+            r#" { "d\u0061ta" : [ 1 ] , "usage" : { "prompt_tokens" : 3 } } "#,
+            r#"{"data":[],"usage":{"prompt_tokens":1}}"#,
+        ];
+        let exact = [
+            r#"{"data":[1],"model":7,"model":[]}"#,
+            r#"{"data":[1],"data":[2]}"#,
+            r#"{"data":[1],"usage":{},"usage":{}}"#,
+        ];
+        reads_as_serde_did(&EMBEDDINGS, serde, &seeds, &exact);
     }
 
     fn target(options: &str) -> Target {
