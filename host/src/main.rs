@@ -18,11 +18,13 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's settings, read when it starts (before `main`): one arena (the
 /// workers' thread caches take the frees from other threads that glibc's
-/// arenas contended on), thread caches for sizes up to 4 KiB, trimmed of
-/// what a thread left unused once per 4 MiB it allocates (jemalloc's
-/// 64 KiB default trimmed them several times a stream, then refilled them
-/// from the arena: 3 % of a request's instructions), and freed pages
-/// returned within a second, so resident memory stays near glibc's.
+/// arenas contended on), thread caches for sizes up to 4 KiB, looked over
+/// for blocks a thread left unused (a few of their bins each time, at most
+/// every 10 ms) once per 4 MiB it allocates or frees, where jemalloc's
+/// 64 KiB default did so several times a stream, handing back blocks the
+/// next stream fetched again from the arena (3 % of a request's
+/// instructions), and freed pages returned within a second, so resident
+/// memory stays near glibc's.
 /// Built into the binary however it is built: this defines jemalloc's weak
 /// `malloc_conf`, a C string pointer (its first byte, the rest following).
 /// `_RJEM_MALLOC_CONF` overrides any of them at start.
