@@ -70,6 +70,16 @@ impl Redactor {
             && (self.anchors.is_empty() || self.anchors.iter().any(|a| a.find(text).is_some()))
     }
 
+    /// Whether `text` holds the anchor of a credential (its longest run of
+    /// letters and digits), or some credential has none. Every form of a
+    /// credential holds its anchor whole, and an anchor holds no line
+    /// break: a stream's event can hold a credential only if a read that
+    /// carried one of its lines may, so each read is asked once.
+    pub fn may_find(&self, text: &[u8]) -> bool {
+        self.finder.is_some()
+            && (self.anchors.is_empty() || self.anchors.iter().any(|a| a.find(text).is_some()))
+    }
+
     pub fn bytes<'a>(&self, text: &'a [u8]) -> Cow<'a, [u8]> {
         match &self.finder {
             Some(finder) if self.may_hold(text) && finder.is_match(text) => {
@@ -220,6 +230,19 @@ mod tests {
                 b"Incorrect API key provided: [redacted]."
             );
         }
+    }
+
+    #[test]
+    fn a_text_that_holds_no_anchor_may_not_find_a_credential() {
+        let r = redactor(&["sk/a+b=\"c\""]);
+        // Every form, and text that takes no more than the anchor of one.
+        for holds in ["sk%2Fa%2Bb%3D%22c%22", "sk\\/a+b", "x sk/", "sk"] {
+            assert!(r.may_find(holds.as_bytes()), "{holds}");
+        }
+        assert!(!r.may_find(b"s k, a+b=c"));
+        assert!(!redactor(&[]).may_find(b"sk anything"));
+        // A credential without letters or digits has no anchor: all text may.
+        assert!(redactor(&["--------+"]).may_find(b"x"));
     }
 
     #[test]

@@ -9,6 +9,9 @@ const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
 pub struct Event {
     pub event: Option<String>,
     pub data: String,
+    /// A line of the event came from text its parser's watch marked (see
+    /// [`SseParser::watching`]); always, for a parser without one.
+    pub marked: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -19,15 +22,38 @@ pub enum SseError {
     TooLarge,
 }
 
+/// Whether text may hold what a parser watches for.
+pub type Watch = Box<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
 #[derive(Default)]
 pub struct SseParser {
     buf: Vec<u8>,
     event: Option<String>,
     data: String,
     has_data: bool,
+    /// A line of the pending event came from marked text.
+    marked: bool,
+    watch: Option<Watch>,
 }
 
 impl SseParser {
+    /// A parser that asks `watch` once of each read's complete lines, and
+    /// marks the events that took a line from text it said yes to. A
+    /// string without a line break that is in an event's data or name is
+    /// in one of its lines, so in text the watch was asked about: an
+    /// unmarked event cannot hold it. One search of a read instead of one
+    /// per event.
+    pub fn watching(watch: Watch) -> SseParser {
+        SseParser {
+            watch: Some(watch),
+            ..SseParser::default()
+        }
+    }
+
+    fn marks(&self, text: &[u8]) -> bool {
+        self.watch.as_ref().is_none_or(|watch| watch(text))
+    }
+
     /// Feed bytes; complete events are appended to `out`. Lines are read
     /// where the bytes are; only an incomplete last line is kept (copied)
     /// for the next read.
@@ -73,6 +99,7 @@ impl SseParser {
             }
         };
         let bytes = text.as_bytes();
+        let marked = self.marks(bytes);
         let mut start = 0;
         while let Some(&first) = bytes.get(start) {
             // A blank line, the end of an event, mostly follows the line
@@ -85,7 +112,7 @@ impl SseParser {
                 },
             };
             let terminator = bytes[end];
-            self.line(&text[start..end], out);
+            self.line(&text[start..end], marked, out);
             start = end + 1;
             if terminator == b'\r' && input.get(start) == Some(&b'\n') {
                 start += 1;
@@ -102,22 +129,26 @@ impl SseParser {
         if !self.buf.is_empty() {
             let rest = std::mem::take(&mut self.buf);
             let line = std::str::from_utf8(&rest).map_err(|_| SseError::InvalidUtf8)?;
-            self.line(line.trim_end_matches('\r'), out);
+            let marked = self.marks(line.as_bytes());
+            self.line(line.trim_end_matches('\r'), marked, out);
         }
-        self.line("", out);
+        self.line("", false, out);
         Ok(())
     }
 
-    fn line(&mut self, line: &str, out: &mut Vec<Event>) {
+    /// One line, `marked` when its text was.
+    fn line(&mut self, line: &str, marked: bool, out: &mut Vec<Event>) {
         if line.is_empty() {
             if self.has_data {
                 out.push(Event {
                     event: self.event.take(),
                     data: std::mem::take(&mut self.data),
+                    marked: self.marked,
                 });
             }
             self.event = None;
             self.has_data = false;
+            self.marked = false;
             return;
         }
         if line.starts_with(':') {
@@ -135,13 +166,17 @@ impl SseParser {
         };
         let value = value.strip_prefix(' ').unwrap_or(value);
         match field {
-            "event" => self.event = Some(value.to_string()),
+            "event" => {
+                self.event = Some(value.to_string());
+                self.marked |= marked;
+            }
             "data" => {
                 if self.has_data {
                     self.data.push('\n');
                 }
                 self.data.push_str(value);
                 self.has_data = true;
+                self.marked |= marked;
             }
             _ => {}
         }
@@ -169,14 +204,16 @@ mod tests {
             events[0],
             Event {
                 event: Some("ping".into()),
-                data: "{}".into()
+                data: "{}".into(),
+                marked: true,
             }
         );
         assert_eq!(
             events[1],
             Event {
                 event: None,
-                data: "a\nb".into()
+                data: "a\nb".into(),
+                marked: true,
             }
         );
     }
@@ -190,9 +227,46 @@ mod tests {
             events,
             vec![Event {
                 event: None,
-                data: "{\"t\":\"héllo 世界\"}".into()
+                data: "{\"t\":\"héllo 世界\"}".into(),
+                marked: true,
             }]
         );
+    }
+
+    #[test]
+    fn an_event_is_marked_when_a_line_of_it_came_from_marked_text() {
+        let watched = |reads: &[&[u8]]| {
+            let mut parser = SseParser::watching(Box::new(|text| text.windows(3).any(|w| w == b"KEY")));
+            let mut out = Vec::new();
+            for read in reads {
+                parser.push(read, &mut out).unwrap();
+            }
+            parser.finish(&mut out).unwrap();
+            out.iter().map(|e| (e.data.clone(), e.marked)).collect::<Vec<_>>()
+        };
+        let plain = |data: &str| (data.to_string(), false);
+        let marked = |data: &str| (data.to_string(), true);
+        assert_eq!(
+            watched(&[b"data: a\n\ndata: KEY\n\n", b"data: b\n\n"]),
+            [marked("a"), marked("KEY"), plain("b")]
+        );
+        // Its data line in one read, its end in the next.
+        assert_eq!(
+            watched(&[b"data: x KEY\n", b"\ndata: c\n\n"]),
+            [marked("x KEY"), plain("c")]
+        );
+        // A line cut between reads is read whole, from the two together.
+        assert_eq!(watched(&[b"data: K", b"EY\n\n"]), [marked("KEY")]);
+        // One of its lines, or its name.
+        assert_eq!(watched(&[b"data: 1\n", b"data: KEY\n\n"]), [marked("1\nKEY")]);
+        assert_eq!(watched(&[b"event: KEY\n", b"data: 1\n\n"]), [marked("1")]);
+        // At the end of a stream without its blank line.
+        assert_eq!(
+            watched(&[b"data: 1\n\n", b"data: KEY"]),
+            [plain("1"), marked("KEY")]
+        );
+        // A comment is no line of an event.
+        assert_eq!(watched(&[b": KEY\n", b"data: 1\n\n"]), [plain("1")]);
     }
 
     #[test]

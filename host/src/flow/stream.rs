@@ -509,7 +509,12 @@ async fn start(
     }
     let mut pump = Pump {
         body,
-        parser: SseParser::default(),
+        parser: {
+            // Each read is searched once for a credential; only the events
+            // of one that may hold one are scrubbed.
+            let redactor = attempt.to.upstream.redactor().clone();
+            SseParser::watching(Box::new(move |text| redactor.may_find(text)))
+        },
         pending: Vec::new(),
         failed: None,
         session,
@@ -587,9 +592,11 @@ impl Pump {
                     .pending
                     .drain(..)
                     .map(|mut event| {
-                        self.redactor.string(&mut event.data);
-                        if let Some(name) = event.event.as_mut() {
-                            self.redactor.string(name);
+                        if event.marked {
+                            self.redactor.string(&mut event.data);
+                            if let Some(name) = event.event.as_mut() {
+                                self.redactor.string(name);
+                            }
                         }
                         SseEvent {
                             event: event.event,
