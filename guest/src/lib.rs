@@ -4,6 +4,8 @@
 
 pub mod canonical;
 pub mod config;
+#[cfg(feature = "test-support")]
+pub mod mutate;
 pub mod response;
 pub mod scan;
 

@@ -284,6 +284,7 @@ pub struct Seen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_guest::mutate::Mutator;
 
     #[test]
     fn a_chunk_is_a_json_object_with_choices_of_objects() {
@@ -472,33 +473,16 @@ mod tests {
 
     #[test]
     fn the_scanner_agrees_with_serde_on_chunks_and_their_mutations() {
-        // A fixed xorshift, so a failure reproduces.
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move |bound: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % bound as u64) as usize
-        };
-        const BYTES: &[u8] = b"{}[]:,\"\\ \t0123456789.eE+-abfnrtuxlsDd\x01\x7f\xc3\xa9";
+        let mut mutator = Mutator::new(
+            0x2545_f491_4f6c_dd1d,
+            b"{}[]:,\"\\ \t0123456789.eE+-abfnrtuxlsDd\x01\x7f\xc3\xa9",
+            true,
+        );
         let (mut compared, mut both_read) = (0, 0);
         for round in 0..60_000 {
             let mut data = CHUNKS[round % CHUNKS.len()].as_bytes().to_vec();
-            for _ in 0..1 + next(3) {
-                let at = next(data.len() + 1);
-                match next(5) {
-                    0 if at < data.len() => {
-                        data.remove(at);
-                    }
-                    1 if at < data.len() => data[at] = BYTES[next(BYTES.len())],
-                    2 => data.insert(at, BYTES[next(BYTES.len())]),
-                    3 => {
-                        let end = (at + next(12)).min(data.len());
-                        let span = data[at..end].to_vec();
-                        data.splice(at..at, span);
-                    }
-                    _ => data.truncate(at),
-                }
+            for _ in 0..1 + mutator.below(3) {
+                mutator.change(&mut data);
             }
             let ours = ChunkView::read(&data)
                 .ok()
@@ -547,16 +531,13 @@ mod tests {
 
     #[test]
     fn a_stream_read_chunk_after_chunk_says_what_each_says_alone() {
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |bound: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % bound as u64) as usize
-        };
         // Digits and separators too: where a member's value ends is where
         // a kept reading resumes.
-        const BYTES: &[u8] = b"{}[]:,\" \\0123456789.eE-anul\xc3\xa9";
+        let mut mutator = Mutator::new(
+            0x9e37_79b9_7f4a_7c15,
+            b"{}[]:,\" \\0123456789.eE-anul\xc3\xa9",
+            false,
+        );
         let (mut resumed, mut refused) = (0, 0);
         let mut reader = ChunkReader::default();
         let mut previous = CHUNKS[0].as_bytes().to_vec();
@@ -565,24 +546,12 @@ mod tests {
                 reader = ChunkReader::default();
             }
             // Mostly the chunk before, changed a little, as a stream goes.
-            let mut data = match next(4) {
-                0 => CHUNKS[next(CHUNKS.len())].as_bytes().to_vec(),
+            let mut data = match mutator.below(4) {
+                0 => CHUNKS[mutator.below(CHUNKS.len())].as_bytes().to_vec(),
                 _ => previous.clone(),
             };
-            for _ in 0..next(3) {
-                let at = next(data.len() + 1);
-                match next(4) {
-                    0 if at < data.len() => {
-                        data.remove(at);
-                    }
-                    1 if at < data.len() => data[at] = BYTES[next(BYTES.len())],
-                    2 => data.insert(at, BYTES[next(BYTES.len())]),
-                    _ => {
-                        let end = (at + next(12)).min(data.len());
-                        let span = data[at..end].to_vec();
-                        data.splice(at..at, span);
-                    }
-                }
+            for _ in 0..mutator.below(3) {
+                mutator.change(&mut data);
             }
             // Whether a kept reading applies: a mark whose bytes, and the
             // byte at it, the chunk shares (that it is then used, the test

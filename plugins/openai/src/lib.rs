@@ -292,6 +292,7 @@ export!(OpenAi);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_guest::mutate::Mutator;
 
     /// What a reading of an answer said: usage counts and model.
     type Said = Option<(Option<(u32, u32, u32, u32)>, Option<String>)>;
@@ -320,32 +321,16 @@ mod tests {
         for body in seeds.iter().chain(exact) {
             assert_eq!(ours(body.as_bytes()), serde(body.as_bytes()), "{body}");
         }
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move |bound: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % bound as u64) as usize
-        };
-        const BYTES: &[u8] = b"{}[]:,\" \\0123456789.eE+-abfnrtuxlsDd\x01\xc3\xa9";
+        let mut mutator = Mutator::new(
+            0x2545_f491_4f6c_dd1d,
+            b"{}[]:,\" \\0123456789.eE+-abfnrtuxlsDd\x01\xc3\xa9",
+            true,
+        );
         let (mut compared, mut both_read) = (0, 0);
         for round in 0..30_000 {
             let mut body = seeds[round % seeds.len()].as_bytes().to_vec();
-            for _ in 0..1 + next(3) {
-                let at = next(body.len() + 1);
-                match next(5) {
-                    0 if at < body.len() => {
-                        body.remove(at);
-                    }
-                    1 if at < body.len() => body[at] = BYTES[next(BYTES.len())],
-                    2 => body.insert(at, BYTES[next(BYTES.len())]),
-                    3 => {
-                        let end = (at + next(12)).min(body.len());
-                        let span = body[at..end].to_vec();
-                        body.splice(at..at, span);
-                    }
-                    _ => body.truncate(at),
-                }
+            for _ in 0..1 + mutator.below(3) {
+                mutator.change(&mut body);
             }
             let (ours, theirs) = (ours(&body), serde(&body));
             compared += 1;
