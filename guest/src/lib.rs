@@ -8,6 +8,7 @@ pub mod config;
 pub mod mutate;
 pub mod response;
 pub mod scan;
+pub mod sse;
 
 /// `$ty::cached(text)`: `$ty::parse(text)` (a `fn(&str) -> Result<$ty,
 /// String>`) through a [`config::LastParsed`] of its own, so a plugin parses

@@ -10,15 +10,20 @@ pub fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
-/// A header's value (names are lower case, as the host gives them).
-pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim())
+/// A header's value, its first: `headers` is the host's `header-lines`
+/// (a `name: value` line per field, names in lower case). `name` is lower
+/// case.
+pub fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
+    headers.lines().find_map(|line| {
+        let (field, value) = line.split_once(':')?;
+        (field == name).then(|| value.trim())
+    })
 }
 
 /// The wait a provider asked for, in milliseconds: `retry-after-ms`, else
 /// `retry-after` in seconds. (An HTTP-date `retry-after` is not read: a
 /// plugin has no trustworthy clock to subtract from.)
-pub fn retry_after_ms(headers: &[(String, String)]) -> Option<u64> {
+pub fn retry_after_ms(headers: &str) -> Option<u64> {
     if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         return Some(ms.max(0.0).ceil() as u64);
     }
@@ -58,22 +63,27 @@ mod tests {
     }
 
     #[test]
+    fn a_header_is_the_first_line_of_its_name() {
+        let lines = "set-cookie: a=1\nx-ratelimit-reset-requests: 1s\nset-cookie: b=2\nempty: \n";
+        assert_eq!(header(lines, "set-cookie"), Some("a=1"));
+        assert_eq!(header(lines, "x-ratelimit-reset-requests"), Some("1s"));
+        assert_eq!(header(lines, "empty"), Some(""));
+        assert_eq!(header(lines, "reset-requests"), None);
+        assert_eq!(header(lines, "x-ratelimit"), None);
+    }
+
+    #[test]
     fn reads_waits_and_bodies() {
-        let h = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<Vec<_>>()
-        };
         assert_eq!(
-            retry_after_ms(&h(&[("retry-after", "2"), ("retry-after-ms", "1500.2")])),
+            retry_after_ms("retry-after: 2\nretry-after-ms: 1500.2\n"),
             Some(1501)
         );
-        assert_eq!(retry_after_ms(&h(&[("retry-after", "2.5")])), Some(2500));
+        assert_eq!(retry_after_ms("x-retry-after: 9\nretry-after: 2.5\n"), Some(2500));
         assert_eq!(
-            retry_after_ms(&h(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")])),
+            retry_after_ms("retry-after: Wed, 21 Oct 2015 07:28:00 GMT\n"),
             None
         );
+        assert_eq!(retry_after_ms(""), None);
         assert_eq!(body_text(b"  ", 502, 10), "HTTP 502");
         assert_eq!(body_text("héllo wörld".as_bytes(), 500, 5), "héllo...");
     }

@@ -154,7 +154,7 @@ async fn main() {
         );
         let response = InboundResponse {
             status: 200,
-            headers: vec![("content-type".into(), "application/json".into())],
+            headers: "content-type: application/json\n".into(),
             body: answer.as_bytes().to_vec(),
         };
         row(

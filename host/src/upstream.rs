@@ -200,15 +200,19 @@ impl Upstream {
         }
     }
 
-    /// Response headers as the adapter sees them, with our credentials scrubbed.
-    pub fn header_pairs(&self, headers: &http::HeaderMap) -> Vec<(String, String)> {
-        headers
-            .iter()
-            .filter_map(|(k, v)| {
-                let value = v.to_str().ok()?;
-                Some((k.as_str().to_string(), self.redactor.text(value).into_owned()))
-            })
-            .collect()
+    /// Response headers as the adapter sees them (contract 0.3's
+    /// `header-lines`), with our credentials scrubbed. A value that is not
+    /// visible ASCII is left out, as `http` reads values.
+    pub fn header_lines(&self, headers: &http::HeaderMap) -> String {
+        let mut lines = String::with_capacity(headers.len() * 32);
+        for (name, value) in headers {
+            let Ok(value) = value.to_str() else { continue };
+            lines.push_str(name.as_str());
+            lines.push_str(": ");
+            lines.push_str(&self.redactor.text(value));
+            lines.push('\n');
+        }
+        lines
     }
 }
 

@@ -119,7 +119,7 @@ async fn a_broken_or_foreign_file_is_refused_and_the_last_good_version_keeps_ser
         refused[1]["reason"]
             .as_str()
             .unwrap()
-            .contains("does not export `switchboard:plugin/router` of switchboard:plugin@0.1.x and switchboard:plugin@0.2.x"),
+            .contains("does not export `switchboard:plugin/router` of switchboard:plugin@0.1.x and switchboard:plugin@0.2.x and switchboard:plugin@0.3.x"),
         "{refused:?}"
     );
     assert_eq!(
@@ -153,7 +153,7 @@ async fn a_plugin_built_for_another_contract_version_is_refused_with_a_clear_mes
     let refused = refusal_of(&gw, "future.wasm", "switchboard_test_future").await;
     assert!(
         refused.contains("built for switchboard:plugin@9.0.0")
-            && refused.contains("0.1.x and switchboard:plugin@0.2.x"),
+            && refused.contains("0.1.x and switchboard:plugin@0.2.x and switchboard:plugin@0.3.x"),
         "{refused}"
     );
 }

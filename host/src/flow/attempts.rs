@@ -534,7 +534,7 @@ impl Attempt<'_> {
             .map_err(Failure::Transport)?;
         Ok(InboundResponse {
             status: parts.status.as_u16(),
-            headers: self.to.upstream.header_pairs(&parts.headers),
+            headers: self.to.upstream.header_lines(&parts.headers),
             body: bytes.to_vec(),
         })
     }

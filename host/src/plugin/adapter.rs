@@ -4,13 +4,14 @@
 use super::PluginError;
 use super::bulkhead::{Bulkhead, CallLimits};
 use super::contract::Version;
+use super::convert::on_0_2_or_0_3;
 use super::pool::{self, InstancePool};
 use super::sandbox::{PluginRuntime, Sandbox};
 use super::types::{
     AdapterInfo, ApiFormat, Capabilities, Completion, Decoded, Embeddings, ErrorClass, EventData,
     InboundResponse, OutboundRequest, ProviderError, RequestContext, SseEvent, Target,
 };
-use super::{v0_1, v0_2};
+use super::{v0_1, v0_2, v0_3};
 use crate::chunk::{ChunkReader, Seen};
 use std::sync::Arc;
 use switchboard_guest::scan::is_json_text;
@@ -36,12 +37,14 @@ pub struct AdapterPlugin {
 enum Pre {
     V0_1(v0_1::adapter::AdapterPre<Sandbox>),
     V0_2(v0_2::adapter::AdapterPre<Sandbox>),
+    V0_3(v0_3::adapter::AdapterPre<Sandbox>),
 }
 
 /// An instance, bound by its contract version.
 enum Instance {
     V0_1(v0_1::adapter::Adapter),
     V0_2(v0_2::adapter::Adapter),
+    V0_3(v0_3::adapter::Adapter),
 }
 
 impl AdapterPlugin {
@@ -59,6 +62,7 @@ impl AdapterPlugin {
         let pre = match contract {
             Version::V0_1 => Pre::V0_1(v0_1::adapter::AdapterPre::new(pre).map_err(mismatch)?),
             Version::V0_2 => Pre::V0_2(v0_2::adapter::AdapterPre::new(pre).map_err(mismatch)?),
+            Version::V0_3 => Pre::V0_3(v0_3::adapter::AdapterPre::new(pre).map_err(mismatch)?),
         };
         let mut plugin = AdapterPlugin {
             name: name.to_string(),
@@ -109,6 +113,7 @@ impl AdapterPlugin {
         let instance = match &self.pre {
             Pre::V0_1(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_1),
             Pre::V0_2(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_2),
+            Pre::V0_3(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_3),
         };
         match instance {
             Ok(instance) => Ok((store, instance)),
@@ -164,17 +169,17 @@ impl AdapterPlugin {
     }
 
     pub async fn describe(&self) -> Result<AdapterInfo, PluginError> {
-        self.call(0, async |instance, store| match instance {
+        self.call(0, async |instance, store| {
+            on_0_2_or_0_3!(instance, |i| i
+                .switchboard_plugin_provider()
+                .call_describe(store)
+                .await
+                .map(Into::into),
             Instance::V0_1(i) => i
                 .switchboard_plugin_provider()
                 .call_describe(store)
                 .await
-                .map(Into::into),
-            Instance::V0_2(i) => i
-                .switchboard_plugin_provider()
-                .call_describe(store)
-                .await
-                .map(Into::into),
+                .map(Into::into))
         })
         .await
     }
@@ -182,13 +187,12 @@ impl AdapterPlugin {
     /// Check a provider's options. A 0.1 adapter cannot: its options are
     /// only checked by the requests that use them.
     pub async fn validate_options(&self, options: &str) -> Result<(), PluginError> {
-        self.call(options.len(), async |instance, store| match instance {
-            Instance::V0_1(_) => Ok(Ok(())),
-            Instance::V0_2(i) => {
-                i.switchboard_plugin_provider()
-                    .call_validate_options(store, options)
-                    .await
-            }
+        self.call(options.len(), async |instance, store| {
+            on_0_2_or_0_3!(instance, |i| i
+                .switchboard_plugin_provider()
+                .call_validate_options(store, options)
+                .await,
+            Instance::V0_1(_) => Ok(Ok(())))
         })
         .await?
         .map_err(|reason| self.refused(reason))
@@ -204,7 +208,18 @@ impl AdapterPlugin {
     ) -> Result<OutboundRequest, PluginError> {
         let input = request.len();
         let built = self
-            .call(input, async move |instance, store| match instance {
+            .call(input, async move |instance, store| {
+                on_0_2_or_0_3!(instance, |v, i| {
+                    let (target, context) = (
+                        v::adapter::Target::from(target),
+                        v::adapter::RequestContext::from(context),
+                    );
+                    let built = i
+                        .switchboard_plugin_provider()
+                        .call_build_request(store, &request, &target, &context)
+                        .await?;
+                    Ok(built.map(|r| v::outbound(r, request)))
+                },
                 Instance::V0_1(i) => {
                     let target = v0_1::adapter::Target::from(target);
                     let built = i
@@ -212,18 +227,7 @@ impl AdapterPlugin {
                         .call_build_request(store, &request, &target)
                         .await?;
                     Ok(built.map(Into::into))
-                }
-                Instance::V0_2(i) => {
-                    let (target, context) = (
-                        v0_2::adapter::Target::from(target),
-                        v0_2::adapter::RequestContext::from(context),
-                    );
-                    let built = i
-                        .switchboard_plugin_provider()
-                        .call_build_request(store, &request, &target, &context)
-                        .await?;
-                    Ok(built.map(|r| v0_2::outbound(r, request)))
-                }
+                })
             })
             .await?;
         built.map_err(|reason| self.refused(reason))
@@ -239,9 +243,22 @@ impl AdapterPlugin {
     ) -> Result<Result<Completion, String>, PluginError> {
         let input = response.body.len();
         let completion = self
-            .call(input, async move |instance, store| match instance {
+            .call(input, async move |instance, store| {
+                // By value: the answer body crosses without another copy.
+                on_0_2_or_0_3!(instance, |v, i| {
+                    let (mut response, target, context) = (
+                        v::adapter::InboundResponse::from(response),
+                        v::adapter::Target::from(target),
+                        v::adapter::RequestContext::from(context),
+                    );
+                    let parsed = i
+                        .switchboard_plugin_provider()
+                        .call_parse_response(store, &response, &target, &context)
+                        .await?;
+                    let answered = std::mem::take(&mut response.body);
+                    Ok(parsed.map(|c| v::completion(c, answered)))
+                },
                 Instance::V0_1(i) => {
-                    // By value: the answer body crosses without another copy.
                     let (response, target) = (
                         v0_1::adapter::InboundResponse::from(response),
                         v0_1::adapter::Target::from(target),
@@ -251,20 +268,7 @@ impl AdapterPlugin {
                         .call_parse_response(store, &response, &target)
                         .await?;
                     Ok(parsed.map(Into::into))
-                }
-                Instance::V0_2(i) => {
-                    let (mut response, target, context) = (
-                        v0_2::adapter::InboundResponse::from(response),
-                        v0_2::adapter::Target::from(target),
-                        v0_2::adapter::RequestContext::from(context),
-                    );
-                    let parsed = i
-                        .switchboard_plugin_provider()
-                        .call_parse_response(store, &response, &target, &context)
-                        .await?;
-                    let answered = std::mem::take(&mut response.body);
-                    Ok(parsed.map(|c| v0_2::completion(c, answered)))
-                }
+                })
             })
             .await?;
         if let Ok(completion) = &completion
@@ -280,7 +284,17 @@ impl AdapterPlugin {
         response: &InboundResponse,
         target: &Target,
     ) -> Result<ProviderError, PluginError> {
-        self.call(response.body.len(), async |instance, store| match instance {
+        self.call(response.body.len(), async |instance, store| {
+            on_0_2_or_0_3!(instance, |v, i| {
+                let (response, target) = (
+                    v::adapter::InboundResponse::from(response),
+                    v::adapter::Target::from(target),
+                );
+                i.switchboard_plugin_provider()
+                    .call_classify_error(store, &response, &target)
+                    .await
+                    .map(Into::into)
+            },
             Instance::V0_1(i) => {
                 let (response, target) = (
                     v0_1::adapter::InboundResponse::from(response),
@@ -290,17 +304,7 @@ impl AdapterPlugin {
                     .call_classify_error(store, &response, &target)
                     .await
                     .map(Into::into)
-            }
-            Instance::V0_2(i) => {
-                let (response, target) = (
-                    v0_2::adapter::InboundResponse::from(response),
-                    v0_2::adapter::Target::from(target),
-                );
-                i.switchboard_plugin_provider()
-                    .call_classify_error(store, &response, &target)
-                    .await
-                    .map(Into::into)
-            }
+            })
         })
         .await
     }
@@ -316,16 +320,16 @@ impl AdapterPlugin {
             return Err(self.refused("this adapter does not translate embeddings".into()));
         }
         let built = self
-            .call(request.len(), async move |instance, store| match instance {
-                Instance::V0_1(_) => Ok(Err("contract 0.1 has no embeddings".into())),
-                Instance::V0_2(i) => {
-                    let target = v0_2::adapter::Target::from(target);
+            .call(request.len(), async move |instance, store| {
+                on_0_2_or_0_3!(instance, |v, i| {
+                    let target = v::adapter::Target::from(target);
                     let built = i
                         .switchboard_plugin_provider()
                         .call_build_embeddings_request(store, &request, &target)
                         .await?;
-                    Ok(built.map(|r| v0_2::outbound(r, request)))
-                }
+                    Ok(built.map(|r| v::outbound(r, request)))
+                },
+                Instance::V0_1(_) => Ok(Err("contract 0.1 has no embeddings".into())))
             })
             .await?;
         built.map_err(|reason| self.refused(reason))
@@ -342,20 +346,20 @@ impl AdapterPlugin {
             return Err(self.refused("this adapter does not translate embeddings".into()));
         }
         let parsed = self
-            .call(response.body.len(), async move |instance, store| match instance {
-                Instance::V0_1(_) => Ok(Err("contract 0.1 has no embeddings".into())),
-                Instance::V0_2(i) => {
+            .call(response.body.len(), async move |instance, store| {
+                on_0_2_or_0_3!(instance, |v, i| {
                     let (mut response, target) = (
-                        v0_2::adapter::InboundResponse::from(response),
-                        v0_2::adapter::Target::from(target),
+                        v::adapter::InboundResponse::from(response),
+                        v::adapter::Target::from(target),
                     );
                     let parsed = i
                         .switchboard_plugin_provider()
                         .call_parse_embeddings_response(store, &response, &target)
                         .await?;
                     let answered = std::mem::take(&mut response.body);
-                    Ok(parsed.map(|e| v0_2::embeddings(e, answered)))
-                }
+                    Ok(parsed.map(|e| v::embeddings(e, answered)))
+                },
+                Instance::V0_1(_) => Ok(Err("contract 0.1 has no embeddings".into())))
             })
             .await?;
         if let Ok(embeddings) = &parsed
@@ -381,20 +385,18 @@ impl AdapterPlugin {
                 .pool
                 .checkout(&self.runtime, deadline, || self.instantiate(0))
                 .await?;
-            let decoder = match &instance {
-                Instance::V0_1(i) => {
-                    i.switchboard_plugin_provider()
-                        .stream_decoder()
-                        .call_constructor(&mut store, &target.into(), include_usage)
-                        .await
-                }
-                Instance::V0_2(i) => {
-                    i.switchboard_plugin_provider()
-                        .stream_decoder()
-                        .call_constructor(&mut store, &target.into(), &context.into(), include_usage)
-                        .await
-                }
-            }
+            let decoder = on_0_2_or_0_3!(&instance, |i| {
+                i.switchboard_plugin_provider()
+                    .stream_decoder()
+                    .call_constructor(&mut store, &target.into(), &context.into(), include_usage)
+                    .await
+            },
+            Instance::V0_1(i) => {
+                i.switchboard_plugin_provider()
+                    .stream_decoder()
+                    .call_constructor(&mut store, &target.into(), include_usage)
+                    .await
+            })
             .map_err(|e| self.runtime.call_error(&self.name, &store, e))?;
             // The place is not held while the stream waits for its first bytes.
             self.runtime.end_call(&mut store);
@@ -568,7 +570,7 @@ impl StreamSession {
     async fn decode(
         open: &mut Open,
         plugin: &AdapterPlugin,
-        batch: Vec<SseEvent>,
+        mut batch: Vec<SseEvent>,
     ) -> Result<Decoded, PluginError> {
         let store = &mut open.store;
         let decoder_handle = open.decoder;
@@ -594,15 +596,27 @@ impl StreamSession {
                 }
                 Ok(decoded)
             }
+            // 0.2 takes each event's fields as strings of their own: the
+            // events are moved there and back, not copied.
             Instance::V0_2(i) => {
-                let mut batch: Vec<v0_2::adapter::SseEvent> = batch.into_iter().map(Into::into).collect();
+                let theirs: Vec<v0_2::adapter::SseEvent> = batch.into_iter().map(Into::into).collect();
                 let decoded = i
                     .switchboard_plugin_provider()
                     .stream_decoder()
-                    .call_feed(&mut *store, decoder_handle, &batch)
+                    .call_feed(&mut *store, decoder_handle, &theirs)
                     .await
                     .map_err(|e| failed(store, e))?;
+                let mut batch: Vec<SseEvent> = theirs.into_iter().map(Into::into).collect();
                 v0_2::decoded(decoded, &mut batch).map_err(|detail| plugin.contract(detail))
+            }
+            Instance::V0_3(i) => {
+                let decoded = i
+                    .switchboard_plugin_provider()
+                    .stream_decoder()
+                    .call_feed(&mut *store, decoder_handle, &v0_3::batch(&batch))
+                    .await
+                    .map_err(|e| failed(store, e))?;
+                v0_3::decoded(decoded, &mut batch).map_err(|detail| plugin.contract(detail))
             }
         }
     }

@@ -6,15 +6,20 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// A contract version this host speaks (see `wit/switchboard.wit` and the
-/// frozen `wit/v0.1/switchboard.wit`).
+/// frozen `wit/v0.2/` and `wit/v0.1/`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
     V0_1,
     V0_2,
+    V0_3,
 }
 
 impl Version {
-    const ALL: [(Version, (u64, u64)); 2] = [(Version::V0_1, (0, 1)), (Version::V0_2, (0, 2))];
+    const ALL: [(Version, (u64, u64)); 3] = [
+        (Version::V0_1, (0, 1)),
+        (Version::V0_2, (0, 2)),
+        (Version::V0_3, (0, 3)),
+    ];
 
     fn of(major: u64, minor: u64) -> Option<Version> {
         Version::ALL
@@ -29,6 +34,7 @@ impl Version {
         match self {
             Version::V0_1 => "0.1",
             Version::V0_2 => "0.2",
+            Version::V0_3 => "0.3",
         }
     }
 }
@@ -84,8 +90,12 @@ mod tests {
     fn each_spoken_version_is_recognised_and_no_other() {
         assert_eq!(Version::of(0, 1), Some(Version::V0_1));
         assert_eq!(Version::of(0, 2), Some(Version::V0_2));
-        assert_eq!(Version::of(0, 3), None);
+        assert_eq!(Version::of(0, 3), Some(Version::V0_3));
+        assert_eq!(Version::of(0, 4), None);
         assert_eq!(Version::of(9, 0), None);
-        assert_eq!(spoken(), "switchboard:plugin@0.1.x and switchboard:plugin@0.2.x");
+        assert_eq!(
+            spoken(),
+            "switchboard:plugin@0.1.x and switchboard:plugin@0.2.x and switchboard:plugin@0.3.x"
+        );
     }
 }

@@ -4,6 +4,7 @@
 mod adapter;
 mod bulkhead;
 mod contract;
+mod convert;
 mod policy;
 mod pool;
 mod registry;
@@ -11,6 +12,7 @@ mod sandbox;
 pub mod types;
 mod v0_1;
 mod v0_2;
+mod v0_3;
 mod watch;
 
 pub use crate::fswatch::FolderWatch;

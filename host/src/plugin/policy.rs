@@ -4,10 +4,11 @@
 use super::PluginError;
 use super::bulkhead::{Bulkhead, CallLimits};
 use super::contract::Version;
+use super::convert::on_0_2_or_0_3;
 use super::pool::{self, InstancePool};
 use super::sandbox::{PluginRuntime, Sandbox};
 use super::types::{Candidate, HedgeChoice, Plan, PolicyInfo, RequestFacts};
-use super::{v0_1, v0_2};
+use super::{v0_1, v0_2, v0_3};
 use std::sync::Arc;
 
 /// One loaded version of a policy, pre-instantiated. Each call gets a fresh
@@ -29,11 +30,13 @@ pub struct PolicyPlugin {
 enum Pre {
     V0_1(v0_1::policy::PolicyPre<Sandbox>),
     V0_2(v0_2::policy::PolicyPre<Sandbox>),
+    V0_3(v0_3::policy::PolicyPre<Sandbox>),
 }
 
 enum Instance {
     V0_1(v0_1::policy::Policy),
     V0_2(v0_2::policy::Policy),
+    V0_3(v0_3::policy::Policy),
 }
 
 impl PolicyPlugin {
@@ -50,6 +53,7 @@ impl PolicyPlugin {
         let pre = match contract {
             Version::V0_1 => Pre::V0_1(v0_1::policy::PolicyPre::new(pre).map_err(mismatch)?),
             Version::V0_2 => Pre::V0_2(v0_2::policy::PolicyPre::new(pre).map_err(mismatch)?),
+            Version::V0_3 => Pre::V0_3(v0_3::policy::PolicyPre::new(pre).map_err(mismatch)?),
         };
         let mut plugin = PolicyPlugin {
             name: name.to_string(),
@@ -111,6 +115,7 @@ impl PolicyPlugin {
         let instance = match &self.pre {
             Pre::V0_1(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_1),
             Pre::V0_2(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_2),
+            Pre::V0_3(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_3),
         };
         match instance {
             Ok(instance) => Ok((store, instance)),
@@ -132,29 +137,27 @@ impl PolicyPlugin {
 
     /// What the policy says of itself; a 0.1 policy has no `describe`.
     async fn describe(&self) -> Result<PolicyInfo, PluginError> {
-        self.call(async |instance, store| match instance {
-            Instance::V0_1(_) => Ok(PolicyInfo::default()),
-            Instance::V0_2(i) => i
+        self.call(async |instance, store| {
+            on_0_2_or_0_3!(instance, |i| i
                 .switchboard_plugin_router()
                 .call_describe(store)
                 .await
                 .map(Into::into),
+            Instance::V0_1(_) => Ok(PolicyInfo::default()))
         })
         .await
     }
 
     pub async fn validate_config(&self, config: &str) -> Result<(), PluginError> {
-        self.call(async |instance, store| match instance {
-            Instance::V0_1(i) => {
-                i.switchboard_plugin_router()
-                    .call_validate_config(store, config)
-                    .await
-            }
-            Instance::V0_2(i) => {
-                i.switchboard_plugin_router()
-                    .call_validate_config(store, config)
-                    .await
-            }
+        self.call(async |instance, store| {
+            on_0_2_or_0_3!(instance, |i| i
+                .switchboard_plugin_router()
+                .call_validate_config(store, config)
+                .await,
+            Instance::V0_1(i) => i
+                .switchboard_plugin_router()
+                .call_validate_config(store, config)
+                .await)
         })
         .await?
         .map_err(|reason| self.refused(reason))
@@ -168,7 +171,16 @@ impl PolicyPlugin {
         config: &str,
     ) -> Result<Plan, PluginError> {
         let plan = self
-            .call(async |instance, store| match instance {
+            .call(async |instance, store| {
+                on_0_2_or_0_3!(instance, |v, i| {
+                    let facts = v::policy::RequestFacts::from(facts);
+                    let offered: Vec<v::policy::Candidate> = candidates.iter().map(Into::into).collect();
+                    let plan = i
+                        .switchboard_plugin_router()
+                        .call_plan(store, &facts, &offered, config)
+                        .await?;
+                    Ok(plan.map(Plan::from))
+                },
                 Instance::V0_1(i) => {
                     let facts = v0_1::policy::RequestFacts::from(facts);
                     let offered: Vec<v0_1::policy::Candidate> = candidates.iter().map(Into::into).collect();
@@ -180,16 +192,7 @@ impl PolicyPlugin {
                         steps: attempts.into_iter().map(Into::into).collect(),
                         hedge: HedgeChoice::Route,
                     }))
-                }
-                Instance::V0_2(i) => {
-                    let facts = v0_2::policy::RequestFacts::from(facts);
-                    let offered: Vec<v0_2::policy::Candidate> = candidates.iter().map(Into::into).collect();
-                    let plan = i
-                        .switchboard_plugin_router()
-                        .call_plan(store, &facts, &offered, config)
-                        .await?;
-                    Ok(plan.map(Plan::from))
-                }
+                })
             })
             .await?
             .map_err(|reason| self.refused(reason))?;

@@ -116,8 +116,23 @@ pub struct OutboundRequest {
 #[derive(Clone, Debug)]
 pub struct InboundResponse {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
+    /// A line per field, `name: value\n` (contract 0.3's `header-lines`).
+    pub headers: String,
     pub body: Vec<u8>,
+}
+
+impl InboundResponse {
+    /// The header fields, in order, as (name, value).
+    pub fn header_fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.lines().filter_map(|line| line.split_once(": "))
+    }
+
+    /// The header fields as contracts before 0.3 have them: a pair each.
+    pub fn header_pairs(&self) -> Vec<(String, String)> {
+        self.header_fields()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
 }
 
 /// Tokens of one answer. The cache and reasoning counts are parts of the

@@ -99,7 +99,7 @@ impl From<host::InboundResponse> for adapter::InboundResponse {
     fn from(r: host::InboundResponse) -> Self {
         adapter::InboundResponse {
             status: r.status,
-            headers: r.headers,
+            headers: r.header_pairs(),
             body: r.body,
         }
     }
@@ -109,7 +109,7 @@ impl From<&host::InboundResponse> for adapter::InboundResponse {
     fn from(r: &host::InboundResponse) -> Self {
         adapter::InboundResponse {
             status: r.status,
-            headers: r.headers.clone(),
+            headers: r.header_pairs(),
             body: r.body.clone(),
         }
     }

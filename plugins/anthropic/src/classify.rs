@@ -4,7 +4,7 @@ use crate::exports::switchboard::plugin::provider::{ErrorClass, ProviderError};
 use serde_json::Value;
 use switchboard_guest::response;
 
-pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> ProviderError {
+pub fn classify(status: u16, headers: &str, body: &[u8]) -> ProviderError {
     let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let error = parsed.get("error").cloned().unwrap_or(Value::Null);
     let mut classified = from_error(Some(status), &error, body);

@@ -3,13 +3,14 @@
 //! events come back untouched, and only usage and the model are read.
 
 use crate::exports::switchboard::plugin::provider::{
-    Completion, CredentialPlacement, Decoded, Emitted, ErrorClass, OutboundRequest, ProviderError, SseEvent,
+    Completion, CredentialPlacement, Decoded, Emitted, ErrorClass, OutboundRequest, ProviderError,
 };
 use crate::options::Options;
 use crate::switchboard::plugin::types::{Body, Usage};
 use crate::{classify, usage_from};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use switchboard_guest::sse::Event;
 
 /// What the adapter reads of a caller's Messages request.
 #[derive(Deserialize)]
@@ -74,7 +75,7 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn feed(&mut self, events: &[SseEvent]) -> Decoded {
+    pub fn feed(&mut self, events: &[Event]) -> Decoded {
         let mut decoded = Decoded {
             events: Vec::new(),
             usage: None,
@@ -103,7 +104,7 @@ impl Relay {
     }
 
     /// Read one event; true at the end of the answer.
-    fn read(&mut self, event: &SseEvent) -> Result<bool, ProviderError> {
+    fn read(&mut self, event: &Event) -> Result<bool, ProviderError> {
         let malformed = |e: serde_json::Error| ProviderError {
             class: ErrorClass::Server,
             message: format!("malformed stream event from provider: {e}"),
@@ -112,10 +113,10 @@ impl Relay {
         // Only the events that carry what the host accounts are parsed
         // (and those that do not say their name).
         let mut data = None;
-        let kind = match event.event.as_deref() {
+        let kind = match event.event {
             Some(kind) => kind.to_string(),
             None => {
-                let parsed: Value = serde_json::from_str(&event.data).map_err(malformed)?;
+                let parsed: Value = serde_json::from_str(event.data).map_err(malformed)?;
                 let kind = parsed
                     .get("type")
                     .and_then(Value::as_str)
@@ -132,7 +133,7 @@ impl Relay {
         }
         let data = match data {
             Some(data) => data,
-            None => serde_json::from_str(&event.data).map_err(malformed)?,
+            None => serde_json::from_str(event.data).map_err(malformed)?,
         };
         match kind.as_str() {
             "message_start" => {
@@ -161,12 +162,10 @@ impl Relay {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_guest::sse::events_of;
 
-    fn sse(event: Value) -> SseEvent {
-        SseEvent {
-            event: event["type"].as_str().map(str::to_string),
-            data: event.to_string(),
-        }
+    fn sse(event: Value) -> (Option<String>, String) {
+        (event["type"].as_str().map(str::to_string), event.to_string())
     }
 
     #[test]
@@ -220,28 +219,28 @@ mod tests {
     #[test]
     fn stream_events_are_forwarded_and_only_accounting_is_read() {
         let mut relay = Relay::default();
-        let decoded = relay.feed(&[
+        let decoded = relay.feed(&events_of(&[
             sse(json!({"type": "message_start", "message": {"model": "claude-x", "usage": {"input_tokens": 4, "output_tokens": 1}}})),
             sse(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hm"}})),
-        ]);
+        ]));
         assert!(matches!(
             decoded.events[..],
             [Emitted::Forward(0), Emitted::Forward(1)]
         ));
         assert!(!decoded.done);
-        let decoded = relay.feed(&[
+        let decoded = relay.feed(&events_of(&[
             sse(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}})),
             sse(json!({"type": "message_stop"})),
             sse(json!({"type": "ping"})),
-        ]);
+        ]));
         assert!(decoded.done);
         assert_eq!(decoded.events.len(), 2, "nothing after message_stop");
         let usage = decoded.usage.unwrap();
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (4, 9));
         assert_eq!(decoded.model.as_deref(), Some("claude-x"));
-        let decoded = Relay::default().feed(&[sse(
+        let decoded = Relay::default().feed(&events_of(&[sse(
             json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
-        )]);
+        )]));
         assert!(decoded.events.is_empty());
         assert!(decoded.error.is_some());
     }

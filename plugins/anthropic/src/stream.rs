@@ -3,7 +3,7 @@
 //! and a final usage chunk.
 
 use crate::exports::switchboard::plugin::provider::{
-    Decoded, Emitted, ErrorClass, GuestStreamDecoder, OutEvent, ProviderError, RequestContext, SseEvent,
+    Decoded, Emitted, ErrorClass, GuestStreamDecoder, OutEvent, ProviderError, RequestContext, SseBatch,
     Target,
 };
 use crate::options::Options;
@@ -13,6 +13,7 @@ use crate::{answer_id, classify, finish_reason, native, request, usage_from, usa
 use serde_json::{Value, json};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use switchboard_guest::sse::Event;
 
 enum Block {
     Text,
@@ -85,7 +86,8 @@ impl GuestStreamDecoder for Decoder {
         }
     }
 
-    fn feed(&self, events: Vec<SseEvent>) -> Decoded {
+    fn feed(&self, batch: SseBatch) -> Decoded {
+        let events = switchboard_guest::batch_events!(batch);
         if let Some(native) = &self.native {
             return native.borrow_mut().feed(&events);
         }
@@ -123,11 +125,10 @@ impl GuestStreamDecoder for Decoder {
 }
 
 impl Decoder {
-    fn feed_one(&self, event: &SseEvent) -> Result<One, ProviderError> {
-        let data: Value = serde_json::from_str(&event.data).map_err(malformed)?;
+    fn feed_one(&self, event: &Event) -> Result<One, ProviderError> {
+        let data: Value = serde_json::from_str(event.data).map_err(malformed)?;
         let kind = event
             .event
-            .as_deref()
             .or(data.get("type").and_then(Value::as_str))
             .unwrap_or("");
         let mut state = self.state.borrow_mut();
@@ -270,11 +271,14 @@ mod tests {
         <Decoder as GuestStreamDecoder>::new(target, context, include_usage)
     }
 
-    fn sse(event: &Value) -> SseEvent {
-        SseEvent {
-            event: event["type"].as_str().map(str::to_string),
-            data: event.to_string(),
-        }
+    /// The events as one batch, as the host sends a socket read's.
+    fn batch(events: &[Value]) -> SseBatch {
+        use crate::exports::switchboard::plugin::provider::{Span, SseEvent};
+        let owned: Vec<(Option<&str>, String)> = events
+            .iter()
+            .map(|event| (event["type"].as_str(), event.to_string()))
+            .collect();
+        switchboard_guest::sse_batch!(owned.iter().map(|(event, data)| (*event, data.as_str())))
     }
 
     fn written(decoded: &Decoded) -> Vec<Value> {
@@ -293,7 +297,7 @@ mod tests {
         let decoder = decoder(true);
         let (mut chunks, mut usage, mut done) = (Vec::new(), None, false);
         for event in events {
-            let decoded = decoder.feed(vec![sse(event)]);
+            let decoded = decoder.feed(batch(std::slice::from_ref(event)));
             assert!(decoded.error.is_none());
             chunks.extend(written(&decoded));
             usage = decoded.usage.or(usage);
@@ -349,7 +353,7 @@ mod tests {
             json!({"type": "message_stop"}),
         ];
         let (one_by_one, _, _) = feed_all(&events);
-        let batch = decoder(true).feed(events.iter().map(sse).collect());
+        let batch = decoder(true).feed(batch(&events));
         assert!(batch.done);
         assert_eq!(written(&batch), one_by_one);
         assert_eq!(batch.model.as_deref(), Some("claude-x"));
@@ -358,10 +362,10 @@ mod tests {
 
     #[test]
     fn an_error_event_is_a_provider_error_after_what_came_before() {
-        let decoded = decoder(false).feed(vec![
-            sse(&json!({"type": "message_start", "message": {"id": "m", "model": "claude"}})),
-            sse(&json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})),
-        ]);
+        let decoded = decoder(false).feed(batch(&[
+            json!({"type": "message_start", "message": {"id": "m", "model": "claude"}}),
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        ]));
         assert_eq!(
             written(&decoded).len(),
             1,

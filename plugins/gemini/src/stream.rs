@@ -2,13 +2,14 @@
 //! into OpenAI chunks. The event carrying a `finishReason` ends the answer.
 
 use crate::exports::switchboard::plugin::provider::{
-    Decoded, Emitted, ErrorClass, GuestStreamDecoder, OutEvent, ProviderError, RequestContext, SseEvent,
+    Decoded, Emitted, ErrorClass, GuestStreamDecoder, OutEvent, ProviderError, RequestContext, SseBatch,
     Target,
 };
 use crate::switchboard::plugin::types::Usage;
 use crate::{answer_id, finish_reason, response, usage_from, usage_json};
 use serde_json::{Value, json};
 use std::cell::Cell;
+use switchboard_guest::sse::Event;
 
 /// What one event decoded to.
 struct One {
@@ -48,7 +49,8 @@ impl GuestStreamDecoder for Decoder {
         }
     }
 
-    fn feed(&self, events: Vec<SseEvent>) -> Decoded {
+    fn feed(&self, batch: SseBatch) -> Decoded {
+        let events = switchboard_guest::batch_events!(batch);
         let mut decoded = Decoded {
             events: Vec::new(),
             usage: None,
@@ -82,8 +84,8 @@ impl GuestStreamDecoder for Decoder {
 }
 
 impl Decoder {
-    fn feed_one(&self, event: &SseEvent) -> Result<One, ProviderError> {
-        let answer: Value = serde_json::from_str(&event.data).map_err(|e| {
+    fn feed_one(&self, event: &Event) -> Result<One, ProviderError> {
+        let answer: Value = serde_json::from_str(event.data).map_err(|e| {
             failure(
                 ErrorClass::Server,
                 format!("malformed stream event from provider: {e}"),
@@ -92,7 +94,7 @@ impl Decoder {
         if let Some(error) = answer.get("error") {
             let body = json!({"error": error}).to_string();
             let status = error.get("code").and_then(Value::as_u64).unwrap_or(500) as u16;
-            return Err(crate::classify::classify(status, &[], body.as_bytes()));
+            return Err(crate::classify::classify(status, "", body.as_bytes()));
         }
         let id = &self.id;
         let model = answer
@@ -188,11 +190,14 @@ mod tests {
         )
     }
 
+    /// One event without a name, as a batch.
+    fn batch(data: &str) -> SseBatch {
+        use crate::exports::switchboard::plugin::provider::{Span, SseEvent};
+        switchboard_guest::sse_batch!([(None, data)])
+    }
+
     fn feed(decoder: &Decoder, event: Value) -> Result<(Vec<Value>, Decoded), ProviderError> {
-        let mut decoded = decoder.feed(vec![SseEvent {
-            event: None,
-            data: event.to_string(),
-        }]);
+        let mut decoded = decoder.feed(batch(&event.to_string()));
         if let Some(error) = decoded.error.take() {
             return Err(error);
         }
@@ -253,10 +258,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(error.class, ErrorClass::RateLimited);
         let garbage = decoder
-            .feed(vec![SseEvent {
-                event: None,
-                data: "{not json".into(),
-            }])
+            .feed(batch("{not json"))
             .error
             .expect("garbage fails the stream");
         assert_eq!(garbage.class, ErrorClass::Server);

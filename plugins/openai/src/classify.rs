@@ -30,7 +30,7 @@ impl ErrorDetail {
     }
 }
 
-pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> ProviderError {
+pub fn classify(status: u16, headers: &str, body: &[u8]) -> ProviderError {
     let detail = serde_json::from_slice::<ErrorBody>(body)
         .ok()
         .and_then(|b| b.error)
@@ -90,7 +90,7 @@ fn error_from_detail(status: u16, detail: &ErrorDetail, message: String) -> Prov
 
 /// The wait the provider asked for: `retry-after-ms`, then `retry-after`
 /// (seconds), then the earliest `x-ratelimit-reset-*` duration.
-fn retry_after_ms(headers: &[(String, String)]) -> Option<u64> {
+fn retry_after_ms(headers: &str) -> Option<u64> {
     response::retry_after_ms(headers).or_else(|| {
         ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
             .iter()
@@ -129,11 +129,8 @@ fn parse_go_duration(text: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn headers(pairs: &[(&str, &str)]) -> String {
+        pairs.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
     }
 
     #[test]
@@ -150,7 +147,7 @@ mod tests {
             (503, body("x"), ErrorClass::Overloaded),
         ] {
             assert_eq!(
-                classify(status, &[], &body).class,
+                classify(status, "", &body).class,
                 class,
                 "{status} {}",
                 String::from_utf8_lossy(&body)
@@ -172,6 +169,6 @@ mod tests {
                 "{pairs:?}"
             );
         }
-        assert_eq!(classify(429, &[], body).message, "slow down");
+        assert_eq!(classify(429, "", body).message, "slow down");
     }
 }

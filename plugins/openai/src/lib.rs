@@ -527,7 +527,7 @@ mod tests {
               "prompt_tokens_details":{"cached_tokens":80},"completion_tokens_details":{"reasoning_tokens":30}}}"#;
         let response = InboundResponse {
             status: 200,
-            headers: Vec::new(),
+            headers: String::new(),
             body: answer.to_vec(),
         };
         let completion = OpenAi::parse_response(response, target("{}"), context()).unwrap();
@@ -557,7 +557,7 @@ mod tests {
             "model":"text-embedding-3-small","usage":{"prompt_tokens":2,"total_tokens":2}}"#;
         let response = InboundResponse {
             status: 200,
-            headers: Vec::new(),
+            headers: String::new(),
             body: answer.to_vec(),
         };
         let parsed = OpenAi::parse_embeddings_response(response, t).unwrap();

@@ -3,11 +3,12 @@
 //! `model`), answers and events come back untouched; usage is read.
 
 use crate::exports::switchboard::plugin::provider::{
-    Completion, Decoded, Emitted, ErrorClass, ProviderError, SseEvent,
+    Completion, Decoded, Emitted, ErrorClass, ProviderError,
 };
 use crate::switchboard::plugin::types::{Body, Usage};
 use serde::Deserialize;
 use serde_json::Value;
+use switchboard_guest::sse::Event;
 
 /// `usage` as the Responses API reports it.
 #[derive(Deserialize)]
@@ -74,7 +75,7 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn feed(&mut self, events: &[SseEvent]) -> Decoded {
+    pub fn feed(&mut self, events: &[Event]) -> Decoded {
         let mut decoded = Decoded {
             events: Vec::new(),
             usage: None,
@@ -103,7 +104,7 @@ impl Relay {
     }
 
     /// Read one event; true at the end of the answer.
-    fn read(&mut self, event: &SseEvent) -> Result<bool, ProviderError> {
+    fn read(&mut self, event: &Event) -> Result<bool, ProviderError> {
         let malformed = |detail: String| ProviderError {
             class: ErrorClass::Server,
             message: format!("malformed stream event from provider: {detail}"),
@@ -111,12 +112,12 @@ impl Relay {
         };
         // Deltas are passed on unread; only events that may end the
         // stream or name the model are parsed.
-        if let Some(name) = event.event.as_deref()
+        if let Some(name) = event.event
             && name.contains(".delta")
         {
             return Ok(false);
         }
-        let data: Value = serde_json::from_str(&event.data).map_err(|e| malformed(e.to_string()))?;
+        let data: Value = serde_json::from_str(event.data).map_err(|e| malformed(e.to_string()))?;
         let kind = data.get("type").and_then(Value::as_str).unwrap_or("");
         let response = data.get("response");
         if let Some(model) = response.and_then(|r| r.get("model")).and_then(Value::as_str) {
@@ -164,12 +165,10 @@ fn provider_error(error: Option<&Value>, fallback: &str) -> ProviderError {
 mod tests {
     use super::*;
     use serde_json::json;
+    use switchboard_guest::sse::events_of;
 
-    fn sse(event: Value) -> SseEvent {
-        SseEvent {
-            event: event["type"].as_str().map(str::to_string),
-            data: event.to_string(),
-        }
+    fn sse(event: Value) -> (Option<String>, String) {
+        (event["type"].as_str().map(str::to_string), event.to_string())
     }
 
     #[test]
@@ -199,19 +198,19 @@ mod tests {
     #[test]
     fn events_are_forwarded_until_the_response_completes() {
         let mut relay = Relay::default();
-        let decoded = relay.feed(&[
+        let decoded = relay.feed(&events_of(&[
             sse(json!({"type": "response.created", "response": {"model": "gpt-5"}})),
             sse(json!({"type": "response.output_text.delta", "delta": "Hi"})),
             sse(json!({"type": "response.completed", "response": {"model": "gpt-5", "usage": {"input_tokens": 3, "output_tokens": 1}}})),
             sse(json!({"type": "ignored.after.the.end"})),
-        ]);
+        ]));
         assert_eq!(decoded.events.len(), 3);
         assert!(decoded.done);
         assert_eq!(decoded.usage.map(|u| u.prompt_tokens), Some(3));
         assert_eq!(decoded.model.as_deref(), Some("gpt-5"));
-        let failed = Relay::default().feed(&[sse(
+        let failed = Relay::default().feed(&events_of(&[sse(
             json!({"type": "response.failed", "response": {"error": {"code": "server_error", "message": "boom"}}}),
-        )]);
+        )]));
         assert_eq!(failed.error.map(|e| e.message), Some("boom".into()));
     }
 }

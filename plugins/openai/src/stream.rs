@@ -10,7 +10,7 @@
 //! as the provider's malformed event.
 
 use crate::exports::switchboard::plugin::provider::{
-    Decoded, Emitted, ErrorClass, GuestStreamDecoder, ProviderError, RequestContext, SseEvent, Target,
+    Decoded, Emitted, ErrorClass, GuestStreamDecoder, ProviderError, RequestContext, SseBatch, Target,
 };
 use crate::switchboard::plugin::types::ApiFormat;
 use crate::{WireUsage, classify, responses};
@@ -156,7 +156,8 @@ impl GuestStreamDecoder for Decoder {
         }
     }
 
-    fn feed(&self, events: Vec<SseEvent>) -> Decoded {
+    fn feed(&self, batch: SseBatch) -> Decoded {
+        let events = switchboard_guest::batch_events!(batch);
         if let Some(relay) = &self.responses {
             return relay.borrow_mut().feed(&events);
         }
@@ -171,7 +172,7 @@ impl GuestStreamDecoder for Decoder {
             if self.done.get() {
                 break;
             }
-            let data = trimmed(&event.data);
+            let data = trimmed(event.data);
             if data == "[DONE]" {
                 self.done.set(true);
                 decoded.done = true;
@@ -258,13 +259,9 @@ mod tests {
         Decoder::new(target, context, include_usage)
     }
 
-    fn events(data: &[&str]) -> Vec<SseEvent> {
-        data.iter()
-            .map(|d| SseEvent {
-                event: None,
-                data: d.to_string(),
-            })
-            .collect()
+    fn events(data: &[&str]) -> SseBatch {
+        use crate::exports::switchboard::plugin::provider::{Span, SseEvent};
+        switchboard_guest::sse_batch!(data.iter().map(|d| (None, *d)))
     }
 
     fn forwarded(decoded: &Decoded) -> Vec<u32> {

@@ -3,7 +3,7 @@
 
 wit_bindgen::generate!({
     world: "test:forbidden/forbidden",
-    path: ["../../../wit", "wit"],
+    path: ["../../../wit/v0.2", "wit"],
     generate_all,
 });
 

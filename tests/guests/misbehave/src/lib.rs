@@ -28,7 +28,7 @@
 
 wit_bindgen::generate!({
     world: "test:misbehave/misbehave",
-    path: ["../../../wit", "wit"],
+    path: ["../../../wit/v0.2", "wit"],
     generate_all,
 });
 
