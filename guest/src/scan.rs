@@ -58,6 +58,27 @@ impl<'a> Str<'a> {
     pub fn is_empty(self) -> bool {
         self.quoted.len() == 2
     }
+
+    /// The string whose opening quote is at byte `quote` of `text`, read as
+    /// a string value is (its escapes and surrogate pairs checked); none
+    /// where there is no such string.
+    pub fn at(text: &'a str, quote: usize) -> Option<Str<'a>> {
+        if text.as_bytes().get(quote) != Some(&b'"') {
+            return None;
+        }
+        let mut scanner = Scanner::new(text);
+        scanner.at = quote;
+        let escaped = scanner.past_string(true).ok()?;
+        Some(Str {
+            quoted: &text.as_bytes()[quote..scanner.at],
+            escaped,
+        })
+    }
+
+    /// Its length as written, quotes included.
+    pub fn written_len(self) -> usize {
+        self.quoted.len()
+    }
 }
 
 /// Where a [`Str`] is in its text, to take it again from another text
@@ -67,6 +88,23 @@ pub struct Span {
     start: usize,
     end: usize,
     escaped: bool,
+}
+
+impl Span {
+    /// The same string where it starts at byte `start` of another text
+    /// that holds the same bytes there.
+    pub fn moved_to(self, start: usize) -> Span {
+        Span {
+            start,
+            end: start + (self.end - self.start),
+            escaped: self.escaped,
+        }
+    }
+
+    /// Where it starts: its opening quote.
+    pub fn start(self) -> usize {
+        self.start
+    }
 }
 
 pub struct Scanner<'a> {

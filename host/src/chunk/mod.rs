@@ -2,7 +2,10 @@
 //! session's check that each chunk an adapter emits is one, and what
 //! continuing a broken stream needs to know of it, read in one pass.
 
+mod template;
+
 use switchboard_guest::scan::{ScanError, Scanner, Span, Str};
+use template::Template;
 
 /// What the host reads of a chat chunk, borrowed from its bytes (no tree of
 /// values, no copies of strings without escapes): the adapter session's
@@ -111,8 +114,9 @@ impl<'a> ChunkView<'a> {
             self.unresumable = Some("the answer had already finished");
         } else if choice.tool_calls {
             self.unresumable = Some("tool calls were already streamed");
-        } else if let Some(content) = choice.content.filter(|text| !text.is_empty()) {
-            // Most deltas carry text; an empty one adds none.
+        } else if let Some(content) = choice.content {
+            // Most deltas carry text (an empty one adds none, but is kept:
+            // the next chunk may have text in its place).
             match self.text {
                 None => self.text = Some(content),
                 Some(_) => self.more_text.push(content),
@@ -199,6 +203,10 @@ impl<'a> ChoiceView<'a> {
 /// reading that chunk was past them, with what they said. A chunk is still
 /// checked whole, and what it says (or where and why it is refused) is
 /// what [`ChunkView::read`] says of it alone; a test holds the two to that.
+///
+/// Before that, most chunks are read by the last chunk read whole (its
+/// [`Template`]): a chunk with its bytes everywhere but inside string
+/// values says what it said, with its own id and text.
 #[derive(Default)]
 pub struct ChunkReader {
     /// The last chunk read, up to its last mark and the byte at it.
@@ -206,7 +214,17 @@ pub struct ChunkReader {
     /// Where reading the last chunk was just past each of its top-level
     /// members' values before `choices`, and what those had said.
     marks: Vec<Mark>,
+    template: Option<Template>,
+    /// Chunks in a row no template read.
+    unalike: u32,
 }
+
+/// A template is made of a chunk read whole that follows another read
+/// whole (a stream's first chunk, with the answer's role, is rarely like
+/// the next; its last two, the finish and the usage, come once each), and
+/// at most this many times in a row: a stream whose chunks are unalike
+/// stops making them (each costs a copy of the chunk and a pass over it).
+const TEMPLATES_IN_A_ROW: u32 = 3;
 
 impl ChunkReader {
     /// Read the stream's next chunk, as [`ChunkView::read`] reads it.
@@ -216,6 +234,21 @@ impl ChunkReader {
 
     /// Read the stream's next chunk, as [`ChunkView::read_text`] reads it.
     pub fn read_text<'a>(&mut self, text: &'a str) -> Result<ChunkView<'a>, ScanError> {
+        if let Some(view) = self.template.as_ref().and_then(|template| template.read(text)) {
+            self.unalike = 0;
+            return Ok(view);
+        }
+        self.unalike += 1;
+        let read = self.read_whole(text);
+        self.template = match &read {
+            Ok(view) if (2..2 + TEMPLATES_IN_A_ROW).contains(&self.unalike) => Template::of(text, view),
+            _ => None,
+        };
+        read
+    }
+
+    /// Read a chunk whole (from a kept mark, where one applies).
+    fn read_whole<'a>(&mut self, text: &'a str) -> Result<ChunkView<'a>, ScanError> {
         let bytes = text.as_bytes();
         // The last mark this chunk shares the bytes up to and at (a number
         // ends where the byte after it is not a digit).
@@ -542,7 +575,7 @@ mod tests {
             b"{}[]:,\" \\0123456789.eE-anul\xc3\xa9",
             false,
         );
-        let (mut resumed, mut refused) = (0, 0);
+        let (mut resumed, mut templated, mut refused) = (0, 0, 0);
         let mut reader = ChunkReader::default();
         let mut previous = CHUNKS[0].as_bytes().to_vec();
         for round in 0..60_000 {
@@ -562,19 +595,25 @@ mod tests {
             // below shows).
             let applies =
                 (reader.marks.iter()).any(|mark| data.get(..=mark.at) == reader.last.get(..=mark.at));
+            // Whether the template reads it (that it is then used, the
+            // test below shows).
+            let by_template = std::str::from_utf8(&data).is_ok_and(|text| {
+                (reader.template.as_ref()).is_some_and(|template| template.read(text).is_some())
+            });
             let ours = said(reader.read(&data));
             let alone = said(ChunkView::read(&data));
             assert_eq!(ours, alone, "{}", String::from_utf8_lossy(&data));
-            resumed += usize::from(applies && ours.is_ok());
+            resumed += usize::from(applies && ours.is_ok() && !by_template);
+            templated += usize::from(by_template);
             refused += usize::from(ours.is_err());
             if ours.is_ok() {
                 previous = data;
             }
         }
-        // Readings resumed, and refusals were met on the way.
+        // Templates read, readings resumed, and refusals were met on the way.
         assert!(
-            resumed > 10_000 && refused > 5_000,
-            "{resumed} resumed, {refused} refused"
+            templated > 1_000 && resumed > 5_000 && refused > 5_000,
+            "{templated} by template, {resumed} resumed, {refused} refused"
         );
     }
 
@@ -619,6 +658,107 @@ mod tests {
             id(br#"{"id":"c3","created":17,"model":"m","choices":[]}"#).as_deref(),
             Some("c3")
         );
+    }
+
+    #[test]
+    fn chunks_whose_strings_change_say_what_each_says_alone() {
+        // What goes into a string: text, escapes (a surrogate pair, an
+        // unpaired one), and what ends or breaks it.
+        const PIECES: &[&str] = &[
+            "a",
+            "é",
+            " ",
+            r#"\""#,
+            r"\\",
+            r"\n",
+            r"\u00e9",
+            r"\ud83d\ude00",
+            r"\ud800",
+            r"\x",
+            "\"",
+            "\t",
+            "\\",
+        ];
+        let mut mutator = Mutator::new(0x243f_6a88_85a3_08d3, b"", false);
+        let (mut templated, mut refused) = (0, 0);
+        let mut reader = ChunkReader::default();
+        for round in 0..30_000 {
+            if round % 50 == 0 {
+                reader = ChunkReader::default();
+            }
+            // Mostly the template's own chunk with pieces put inside its
+            // string values, or taken out of them.
+            let data = match &reader.template {
+                Some(template) if mutator.below(8) != 0 && !template.values.is_empty() => {
+                    let mut data = template.text.clone();
+                    // From the last value back, so earlier places hold.
+                    let mut values = template.values.clone();
+                    values.retain(|_| mutator.below(3) == 0);
+                    for &(open, close) in values.iter().rev() {
+                        let at = open + 1 + mutator.below(close - open);
+                        if !data.is_char_boundary(at) {
+                            continue;
+                        }
+                        match mutator.below(4) {
+                            0 => {
+                                let end = (at + 1..=close).find(|&end| data.is_char_boundary(end));
+                                data.replace_range(at..end.unwrap_or(at), "");
+                            }
+                            _ => data.insert_str(at, PIECES[mutator.below(PIECES.len())]),
+                        }
+                    }
+                    data
+                }
+                _ => CHUNKS[mutator.below(CHUNKS.len())].to_string(),
+            };
+            let by_template =
+                (reader.template.as_ref()).is_some_and(|template| template.read(&data).is_some());
+            let ours = said(reader.read_text(&data));
+            let alone = said(ChunkView::read_text(&data));
+            assert_eq!(ours, alone, "{data}");
+            templated += usize::from(by_template);
+            refused += usize::from(ours.is_err());
+        }
+        assert!(
+            templated > 8_000 && refused > 2_000,
+            "{templated} by template, {refused} refused"
+        );
+    }
+
+    #[test]
+    fn a_chunk_alike_but_inside_strings_is_read_by_the_template() {
+        let mut reader = ChunkReader::default();
+        let first = r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}],"obfuscation":"xy"}"#;
+        reader.read_text(first).unwrap();
+        assert!(reader.template.is_none(), "a stream's first chunk makes none");
+        reader.read_text(first).unwrap();
+        // A template that says otherwise is used: it is what read the chunk.
+        reader.template.as_mut().unwrap().finished = true;
+        let next = r#"{"id":"c2","choices":[{"index":0,"delta":{"content":"b\"c\u00e9"},"finish_reason":null}],"obfuscation":""}"#;
+        let view = reader.read_text(next).unwrap();
+        assert!(view.finished());
+        assert_eq!(
+            view.seen(true),
+            Seen {
+                id: Some("c2".into()),
+                text: "b\"c\u{e9}".into(),
+                unresumable: None,
+            }
+        );
+        // Not alike outside strings (a member's name, a number, a literal,
+        // one more byte), or not a string inside (an unpaired surrogate, a
+        // quote left open): read whole.
+        for unalike in [
+            r#"{"id":"c1","choices":[{"index":0,"delta":{"contenu":"a"},"finish_reason":null}],"obfuscation":"xy"}"#,
+            r#"{"id":"c1","choices":[{"index":1,"delta":{"content":"a"},"finish_reason":null}],"obfuscation":"xy"}"#,
+            r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}],"obfuscation":"xy"}"#,
+            r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}],"obfuscation":"xy"} "#,
+            r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"\ud800"},"finish_reason":null}],"obfuscation":"xy"}"#,
+            r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"a}]}"#,
+        ] {
+            let template = reader.template.as_ref().unwrap();
+            assert!(template.read(unalike).is_none(), "{unalike}");
+        }
     }
 
     #[test]
