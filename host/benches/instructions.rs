@@ -2,7 +2,11 @@
 //! valgrind's callgrind: the `overhead` bench's default gateway (bundled
 //! `openai` adapter and `priority` policy, ledger on, credential scrubbed)
 //! in front of the same loopback upstream, answering the 783-byte
-//! completion and the 41-event stream, one request at a time.
+//! completion and the 41-event stream, one request at a time; then with
+//! the ledger off, with `on_stream_break = "continue"`, with hedging
+//! configured but not firing, and with the request log on
+//! (`SWITCHBOARD_BENCH_ONLY=default,log` keeps the variants whose names
+//! hold one of the words).
 //!
 //! CPU time on a shared machine moves by 20 % and more between two starts
 //! of one build; these counts move by under 1 %, so an A B of two builds
@@ -13,7 +17,12 @@
 //! `overhead` bench's times, not a replacement for them.
 //!
 //! Run: `cargo bench --bench instructions` (needs valgrind: Debian's
-//! `valgrind` package). Results are recorded in BENCHMARKS.md.
+//! `valgrind` package). Results are recorded in BENCHMARKS.md. Where the
+//! instructions go: `SWITCHBOARD_BENCH_CALLGRIND=<folder>` keeps the
+//! counts, then `callgrind_annotate <folder>/callgrind.<variant>.1` (JSON)
+//! or `.2` (streams). `SWITCHBOARD_BENCH_PROMPT_KIB=32` pads the request's
+//! user message with 32 KiB of prose (real conversations are longer than
+//! the bench's 170 bytes).
 
 mod support;
 
@@ -28,8 +37,20 @@ const WARM_UP: usize = 200;
 const JSON_REQUESTS: usize = 1_000;
 const STREAMS: usize = 500;
 
-const JSON: &str = r#"{"model":"bench","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in one short sentence, please."}],"max_tokens":64}"#;
-const STREAM: &str = r#"{"model":"bench","stream":true,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in one short sentence, please."}],"max_tokens":64}"#;
+/// The bench's request, streamed or not, its user message padded with
+/// `SWITCHBOARD_BENCH_PROMPT_KIB` KiB of prose (none when unset: the
+/// `overhead` bench's request).
+fn request(stream: bool) -> &'static str {
+    let kib: usize =
+        std::env::var("SWITCHBOARD_BENCH_PROMPT_KIB").map_or(0, |kib| kib.parse().expect("a number of KiB"));
+    let line = r#"The quick brown fox, \"Sir Reynard\", jumps over the lazy dog.\n"#;
+    let prose = line.repeat(kib * 1024 / line.len());
+    let stream = if stream { r#""stream":true,"# } else { "" };
+    format!(
+        r#"{{"model":"bench",{stream}"messages":[{{"role":"system","content":"You are terse."}},{{"role":"user","content":"{prose}Say hello in one short sentence, please."}}],"max_tokens":64}}"#
+    )
+    .leak()
+}
 
 /// Under valgrind the plugin pool's address reservation must be small (it
 /// reserves every slot up front, 4 GiB of address space per memory, and
@@ -49,13 +70,39 @@ fn main() {
 async fn bench(valgrind: PathBuf) {
     let upstream = support::upstream_with(completion_783().into(), stream_41().into()).await;
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let ledger_dir = tempfile::tempdir().unwrap();
+    let ledger = format!(
+        "\n[ledger]\npath = {:?}\n",
+        ledger_dir.path().join("ledger.db").display().to_string()
+    );
+    // What each variant adds to the route (and after it), and its log filter.
+    let variants = [
+        (
+            "gateway (default: ledger on, scrubbing on)",
+            ledger.clone(),
+            support::QUIET,
+        ),
+        ("gateway, ledger off", String::new(), support::QUIET),
+        (
+            "gateway, on_stream_break = \"continue\"",
+            format!("on_stream_break = \"continue\"\n{ledger}"),
+            support::QUIET,
+        ),
+        (
+            "gateway, hedging configured, not firing",
+            format!("hedge_after_ms = 60000\n{ledger}"),
+            support::QUIET,
+        ),
+        (
+            "gateway, request log on (`info`, JSON lines)",
+            ledger.clone(),
+            "info",
+        ),
+    ];
     println!("| target | instructions per JSON request | instructions per 41-event stream |");
     println!("| --- | ---: | ---: |");
-    for (name, log) in [
-        ("gateway (default)", support::QUIET),
-        ("gateway, request log on (`info`, JSON lines)", "info"),
-    ] {
-        let (json, stream) = count(&valgrind, upstream, &client, log).await;
+    for (name, extra, log) in variants.into_iter().filter(|(name, ..)| support::measured(name)) {
+        let (json, stream) = count(&valgrind, upstream, &client, name, &extra, log).await;
         println!("| {name} | {json} | {stream} |");
     }
     println!();
@@ -64,15 +111,30 @@ async fn bench(valgrind: PathBuf) {
     );
 }
 
-/// Instructions per JSON request and per stream of a gateway logging at `log`.
+/// Instructions per JSON request and per stream of the gateway variant
+/// `name`, whose route has `extra`, logging at `log`.
 async fn count(
     valgrind: &Path,
     upstream: std::net::SocketAddr,
     client: &HttpClient,
+    name: &str,
+    extra: &str,
     log: &str,
 ) -> (u64, u64) {
     let out = tempfile::tempdir().unwrap();
-    let file = out.path().join("callgrind.out");
+    // SWITCHBOARD_BENCH_CALLGRIND=<folder> keeps each variant's counts
+    // there, per function, for `callgrind_annotate` (`.1` JSON, `.2` streams).
+    let file = match std::env::var_os("SWITCHBOARD_BENCH_CALLGRIND") {
+        Some(folder) => {
+            std::fs::create_dir_all(&folder).unwrap();
+            let words: Vec<&str> = (name.split(|c: char| !c.is_ascii_alphanumeric()))
+                .filter(|word| !word.is_empty())
+                .collect();
+            let name = words.join("-");
+            PathBuf::from(folder).join(format!("callgrind.{name}"))
+        }
+        None => out.path().join("callgrind.out"),
+    };
     let wrapper = [
         valgrind.display().to_string(),
         "--tool=callgrind".into(),
@@ -82,7 +144,7 @@ async fn count(
         "--smc-check=all-non-file".into(),
         format!("--callgrind-out-file={}", file.display()),
     ];
-    let gateway = start_gateway_under(upstream, UNDER_VALGRIND, log, &wrapper);
+    let gateway = start_gateway_under(upstream, extra, UNDER_VALGRIND, log, &wrapper);
     let url = format!("{}/v1/chat/completions", gateway.url);
     let pid = gateway.child.id().to_string();
     let control = |args: &[&str]| callgrind_control(args, &pid);
@@ -100,14 +162,15 @@ async fn count(
         let (timings, _) = load_on(client, &url, body, count, 1).await;
         assert!(timings.iter().all(|t| t.ok), "every answer is a 200");
     };
-    run(JSON, WARM_UP).await;
-    run(STREAM, WARM_UP).await;
+    let (json, stream) = (request(false), request(true));
+    run(json, WARM_UP).await;
+    run(stream, WARM_UP).await;
 
     // Each dump writes what was counted since the last one, then zeroes it.
     control(&["--instr=on"]);
-    run(JSON, JSON_REQUESTS).await;
+    run(json, JSON_REQUESTS).await;
     control(&["--dump=json"]);
-    run(STREAM, STREAMS).await;
+    run(stream, STREAMS).await;
     control(&["--dump=stream"]);
     control(&["--instr=off"]);
     drop(gateway);

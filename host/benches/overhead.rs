@@ -221,14 +221,10 @@ async fn bench() {
         "\n[ledger]\npath = {:?}\n",
         ledger_dir.path().join("ledger.db").display().to_string()
     );
-    // `SWITCHBOARD_BENCH_ONLY=default,reused` keeps the variants whose
-    // names contain one of the words (nginx and the hyper proxy always run).
-    let only: Vec<String> = std::env::var("SWITCHBOARD_BENCH_ONLY")
-        .map(|v| v.split(',').map(str::to_string).collect())
-        .unwrap_or_default();
+    // nginx and the hyper proxy always run.
     let variants: Vec<Variant> = variants(&ledger)
         .into_iter()
-        .filter(|v| only.is_empty() || only.iter().any(|w| v.name.contains(w.as_str())))
+        .filter(|v| support::measured(v.name))
         .collect();
     let rounds = std::env::var("SWITCHBOARD_BENCH_ROUNDS")
         .ok()

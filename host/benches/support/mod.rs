@@ -150,16 +150,25 @@ pub fn start_gateway_variant(
     spawn(upstream, extra, &[], keyed, plugins, log, &[])
 }
 
-/// The default bench gateway run by another program (`wrapper`, then the
-/// gateway's command line): valgrind, for the instruction counts.
+/// A bench gateway run by another program (`wrapper`, then the gateway's
+/// command line): valgrind, for the instruction counts.
 pub fn start_gateway_under(
     upstream: std::net::SocketAddr,
+    extra: &str,
     plugins: &str,
     log: &str,
     wrapper: &[String],
 ) -> Gateway {
     warm(upstream);
-    spawn(upstream, "", &[], true, plugins, log, wrapper)
+    spawn(upstream, extra, &[], true, plugins, log, wrapper)
+}
+
+/// Whether the gateway variant `name` is measured:
+/// `SWITCHBOARD_BENCH_ONLY=default,log` keeps the variants whose names
+/// contain one of the words; unset, every one is.
+pub fn measured(name: &str) -> bool {
+    std::env::var("SWITCHBOARD_BENCH_ONLY")
+        .map_or(true, |only| only.split(',').any(|word| name.contains(word)))
 }
 
 /// The benches' log filter: warnings, and the start-up lines the harness
