@@ -76,6 +76,23 @@ async fn passes_tools_images_and_response_format_through_unchanged() {
 }
 
 #[tokio::test]
+async fn a_chat_request_reaches_the_provider_as_sent_but_for_its_model() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    let gw = Gateway::start(&two_providers(&a, &b, ""), KEYS);
+    // Its order, spacing, escapes, and numbers a parsed tree would have
+    // rewritten (`1.50`, an integer past `u64`, an exponent).
+    let caller = r#"{ "temperature": 1.50, "messages": [{"role":"user","content":"caf\u00e9 \"q\""}],
+  "model" : "chat", "seed": 123456789012345678901234, "logit_bias": {"50256": -1e2} }"#;
+    let reply = post_with(&gw.chat_url(), caller.as_bytes().to_vec(), &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let sent = &a.seen()[0];
+    assert_eq!(
+        std::str::from_utf8(&sent.raw).unwrap(),
+        caller.replace(r#""model" : "chat""#, r#""model" : "model-a""#)
+    );
+}
+
+#[tokio::test]
 async fn streams_chunks_and_usage_only_when_asked() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     a.set_default(Script::Answer("Hello from a stream"));

@@ -30,7 +30,7 @@ pub async fn handle(
             .to_string();
         Ok(Parsed {
             model,
-            body: RequestBody::chat(body),
+            body: RequestBody::chat(bytes.clone(), body),
             embeddings: false,
         })
     })

@@ -30,7 +30,7 @@ pub async fn handle(
         let model = body["model"].as_str().unwrap_or_default().to_string();
         Ok(Parsed {
             model,
-            body: RequestBody::chat(body),
+            body: RequestBody::chat(bytes.clone(), body),
             embeddings: true,
         })
     })

@@ -58,7 +58,7 @@ pub async fn handle(
             });
             Ok(Parsed {
                 model,
-                body: RequestBody::native(ApiFormat::AnthropicMessages, bytes.to_vec(), chat, untranslatable)
+                body: RequestBody::native(ApiFormat::AnthropicMessages, bytes.clone(), chat, untranslatable)
                     .forwarding(forwarded),
                 embeddings: false,
             })

@@ -15,6 +15,7 @@ use crate::lifecycle::Lifecycle;
 use crate::plugin::types::ApiFormat;
 use crate::translate::responses;
 use crate::translate::responses_stream::ToResponses;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -45,9 +46,9 @@ pub async fn handle(
         // OpenAI stores a response unless told not to; the gateway promises
         // statelessness, so a body that says nothing says no.
         let native = if request.contains_key("store") {
-            bytes.to_vec()
+            bytes.clone()
         } else {
-            with_store_false(bytes)
+            Bytes::from(with_store_false(bytes))
         };
         Ok(Parsed {
             model: request["model"].as_str().unwrap_or_default().to_string(),

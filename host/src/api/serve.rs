@@ -16,6 +16,7 @@ use crate::gateway::{Gateway, RouteRef};
 use crate::ledger::{self, Trail};
 use crate::lifecycle::Lifecycle;
 use crate::plugin::types::{ApiFormat, RequestContext, Usage};
+use bytes::Bytes;
 use hyper::body::Incoming;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -62,7 +63,7 @@ pub async fn serve(
     lifecycle: &Lifecycle,
     mut request: http::Request<Incoming>,
     format: ApiFormat,
-    parse: impl FnOnce(&[u8], &http::HeaderMap) -> Result<Parsed, ApiError>,
+    parse: impl FnOnce(&Bytes, &http::HeaderMap) -> Result<Parsed, ApiError>,
 ) -> (Option<usize>, Result<Served, ApiError>) {
     let started = Instant::now();
     let ids = request
@@ -116,7 +117,7 @@ async fn admit_and_answer(
     lifecycle: &Lifecycle,
     request: http::Request<Incoming>,
     arrived: Arrived<'_>,
-    parse: impl FnOnce(&[u8], &http::HeaderMap) -> Result<Parsed, ApiError>,
+    parse: impl FnOnce(&Bytes, &http::HeaderMap) -> Result<Parsed, ApiError>,
     resolved: &mut Option<usize>,
 ) -> Result<Served, ApiError> {
     let trail = arrived.trail;

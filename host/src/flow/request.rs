@@ -1,12 +1,13 @@
-//! The caller's request as an attempt sends it: canonical chat JSON for any
-//! adapter, or, for an adapter that speaks the caller's own format, the
-//! caller's bytes with only `model` changed (pass-through).
+//! The caller's request as an attempt sends it: the caller's own bytes
+//! with only `model` changed, for an adapter that speaks the caller's
+//! format (chat too: most requests pass through), else canonical chat JSON
+//! written from the parsed request.
 
 use crate::plugin::types::ApiFormat;
-use serde_json::value::RawValue;
+use bytes::Bytes;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::ops::Range;
+use switchboard_guest::scan::Scanner;
 
 /// One request's body in the forms its attempts may need.
 #[derive(Clone, Debug)]
@@ -14,6 +15,11 @@ pub struct RequestBody {
     /// Canonical chat JSON, `model` set per attempt; for a caller of
     /// another API, as much of its request as chat can say.
     canonical: Map<String, Value>,
+    /// A chat caller's own body, when it can be sent as it came (each of
+    /// its top-level names once: where one repeats, the gateway read the
+    /// last, and a provider might read the first): `canonical` is what it
+    /// says, so it is sent instead of `canonical` written out again.
+    chat: Option<AsSent>,
     /// Why the caller's request cannot be sent as chat, when it cannot:
     /// then only a target that speaks the caller's format can take it.
     untranslatable: Option<String>,
@@ -24,17 +30,29 @@ pub struct RequestBody {
 #[derive(Clone, Debug)]
 struct Native {
     format: ApiFormat,
-    bytes: Arc<[u8]>,
+    bytes: Bytes,
     /// Caller headers of the format's own (Anthropic's `anthropic-beta`),
     /// merged into what a target that speaks it is sent.
     headers: Vec<(String, String)>,
 }
 
 impl RequestBody {
-    /// A chat request.
-    pub fn chat(canonical: Map<String, Value>) -> RequestBody {
+    /// A chat request: `canonical` parsed from the caller's `bytes`.
+    pub fn chat(bytes: Bytes, canonical: Map<String, Value>) -> RequestBody {
         RequestBody {
             canonical,
+            chat: AsSent::of(bytes),
+            untranslatable: None,
+            native: None,
+        }
+    }
+
+    /// A chat request the gateway wrote itself (a broken stream's
+    /// continuation): sent as `canonical` says.
+    pub fn rewritten(canonical: Map<String, Value>) -> RequestBody {
+        RequestBody {
+            canonical,
+            chat: None,
             untranslatable: None,
             native: None,
         }
@@ -44,12 +62,13 @@ impl RequestBody {
     /// translation to chat, and why that cannot be sent when it cannot.
     pub fn native(
         format: ApiFormat,
-        bytes: impl Into<Arc<[u8]>>,
+        bytes: impl Into<Bytes>,
         canonical: Map<String, Value>,
         untranslatable: Option<String>,
     ) -> RequestBody {
         RequestBody {
             canonical,
+            chat: None,
             untranslatable,
             native: Some(Native {
                 format,
@@ -58,7 +77,6 @@ impl RequestBody {
             }),
         }
     }
-
     /// Forward these caller headers to targets that speak its format: a
     /// comma-separated list is merged with the adapter's own value.
     pub fn forwarding(mut self, headers: Vec<(String, String)>) -> RequestBody {
@@ -113,12 +131,13 @@ impl RequestBody {
 
     /// The body for a target of `model` that is sent `format`.
     pub fn bytes_for(&self, format: ApiFormat, model: &str) -> Result<Vec<u8>, String> {
-        match &self.native {
-            Some(native) if native.format == format => Ok(with_model(&native.bytes, model)),
-            _ => match &self.untranslatable {
-                Some(why) => Err(why.clone()),
-                None => Ok(chat_bytes(&self.canonical, model)),
-            },
+        match (&self.native, &self.untranslatable) {
+            (Some(native), _) if native.format == format => Ok(with_model(&native.bytes, model)),
+            (_, Some(why)) => Err(why.clone()),
+            (_, None) => Ok(match &self.chat {
+                Some(sent) => sent.with_model(model),
+                None => chat_bytes(&self.canonical, model),
+            }),
         }
     }
 }
@@ -155,28 +174,75 @@ impl serde::Serialize for WithModel<'_> {
     }
 }
 
-/// `bytes` (a JSON object) with its top-level `model` replaced, every other
-/// byte as the caller sent it. A body whose `model` cannot be located this
-/// way (an escaped key, say) is rewritten whole.
-fn with_model(bytes: &[u8], model: &str) -> Vec<u8> {
-    let quoted = serde_json::to_string(model).expect("a string serialises");
-    if let Ok(fields) = serde_json::from_slice::<HashMap<&str, &RawValue>>(bytes)
-        && let Some(raw) = fields.get("model")
-    {
-        let raw = raw.get().as_bytes();
-        let start = raw.as_ptr() as usize - bytes.as_ptr() as usize;
-        let end = start + raw.len();
-        if raw == quoted.as_bytes() {
-            return bytes.to_vec();
-        }
-        let mut out = Vec::with_capacity(bytes.len() + quoted.len());
-        out.extend_from_slice(&bytes[..start]);
-        out.extend_from_slice(quoted.as_bytes());
-        out.extend_from_slice(&bytes[end..]);
-        return out;
+/// A JSON object as the caller sent it, and where its top-level `model`
+/// value is: read once, then each attempt's body is three copies.
+#[derive(Clone, Debug)]
+struct AsSent {
+    bytes: Bytes,
+    model: Range<usize>,
+}
+
+impl AsSent {
+    /// `bytes`, when they are one JSON object with a `model` and no
+    /// top-level name twice. A name written with an escape (`mod\u0065l`)
+    /// is not compared (a caller hardly writes one): such a body is
+    /// rewritten from what the gateway read.
+    fn of(bytes: Bytes) -> Option<AsSent> {
+        let text = std::str::from_utf8(&bytes).ok()?;
+        let mut scanner = Scanner::new(text);
+        // Where each name so far is in `text` (a request has a dozen; past
+        // `NAMES`, comparing each with all would cost more than writing
+        // the body out).
+        const NAMES: usize = 64;
+        let mut names: Vec<Range<usize>> = Vec::with_capacity(16);
+        let mut model = None;
+        scanner
+            .object("a JSON object", |scanner, name| {
+                // A plain name is a slice of `text`; an escaped one is not.
+                let start = (name.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+                if start >= text.len()
+                    || names.len() == NAMES
+                    || names.iter().any(|seen| text.as_bytes()[seen.clone()] == *name)
+                {
+                    return Err(scanner.error("not sent as it came"));
+                }
+                names.push(start..start + name.len());
+                scanner.peek();
+                let at = scanner.at();
+                scanner.skip()?;
+                if name == b"model" {
+                    model = Some(at..scanner.at());
+                }
+                Ok(())
+            })
+            .ok()?;
+        scanner.end().ok()?;
+        Some(AsSent { bytes, model: model? })
     }
-    let map: Map<String, Value> = serde_json::from_slice(bytes).unwrap_or_default();
-    chat_bytes(&map, model)
+
+    /// The body with `model` as its model, every other byte as it came.
+    fn with_model(&self, model: &str) -> Vec<u8> {
+        let quoted = serde_json::to_string(model).expect("a string serialises");
+        let (before, after) = (&self.bytes[..self.model.start], &self.bytes[self.model.end..]);
+        let mut out = Vec::with_capacity(before.len() + quoted.len() + after.len());
+        out.extend_from_slice(before);
+        out.extend_from_slice(quoted.as_bytes());
+        out.extend_from_slice(after);
+        out
+    }
+}
+
+/// `bytes` (a JSON object) with its top-level `model` replaced, every other
+/// byte as the caller sent it; a body without one (or with a name twice,
+/// which its API's parser refused) is rewritten whole, `model` added.
+fn with_model(bytes: &Bytes, model: &str) -> Vec<u8> {
+    match AsSent::of(bytes.clone()) {
+        Some(sent) => sent.with_model(model),
+        None => {
+            let map: Map<String, Value> = serde_json::from_slice(bytes).unwrap_or_default();
+            chat_bytes(&map, model)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -185,17 +251,75 @@ mod tests {
 
     #[test]
     fn only_the_model_changes_in_a_native_body() {
-        let caller = br#"{ "z": 1.50, "model" : "claude-route", "thinking": {"signature": "a\u00e9b"} }"#;
-        let out = with_model(caller, "claude-sonnet-4-5");
+        let caller = Bytes::from_static(
+            br#"{ "z": 1.50, "model" : "claude-route", "thinking": {"signature": "a\u00e9b"} }"#,
+        );
+        let out = with_model(&caller, "claude-sonnet-4-5");
         assert_eq!(
             String::from_utf8(out).unwrap(),
             r#"{ "z": 1.50, "model" : "claude-sonnet-4-5", "thinking": {"signature": "a\u00e9b"} }"#
         );
         // The same model: the caller's bytes as they are.
-        assert_eq!(with_model(caller, "claude-route"), caller.to_vec());
+        assert_eq!(with_model(&caller, "claude-route"), caller.to_vec());
         // No model at all: one is added.
-        let added: Value = serde_json::from_slice(&with_model(br#"{"a":1}"#, "m")).unwrap();
+        let added: Value =
+            serde_json::from_slice(&with_model(&Bytes::from_static(br#"{"a":1}"#), "m")).unwrap();
         assert_eq!(added, serde_json::json!({"a": 1, "model": "m"}));
+    }
+
+    /// A chat body as an attempt sends it to a chat adapter.
+    fn sent(caller: &'static str, model: &str) -> String {
+        let canonical = serde_json::from_str(caller).unwrap();
+        let body = RequestBody::chat(Bytes::from_static(caller.as_bytes()), canonical);
+        String::from_utf8(body.bytes_for(ApiFormat::OpenAiChat, model).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_chat_body_goes_as_it_came_but_for_its_model() {
+        // Its order, spacing, numbers and escapes; a `model` deeper in is
+        // not the request's; the target's model is written as a JSON string.
+        assert_eq!(
+            sent(
+                r#" {"messages":[{"role":"user","content":"h\u00e9\"","model":"x"}], "temperature": 1.50,"model" : "route", "n":1e2 } "#,
+                "gpt-4o"
+            ),
+            r#" {"messages":[{"role":"user","content":"h\u00e9\"","model":"x"}], "temperature": 1.50,"model" : "gpt-4o", "n":1e2 } "#
+        );
+        assert_eq!(sent(r#"{"model":"route"}"#, "o\"ne"), r#"{"model":"o\"ne"}"#);
+    }
+
+    #[test]
+    fn a_chat_body_with_a_name_twice_is_written_from_what_the_gateway_read() {
+        // serde_json reads the last `model` (and the last of any name); a
+        // provider might read the first: the body is written as read. So
+        // is one with an escaped name, which may be another's twin.
+        for caller in [
+            r#"{"mod\u0065l":"route","a":[]}"#,
+            r#"{"model":"a","messages":[],"model":"route"}"#,
+            r#"{"model":"route","n":1,"n":2}"#,
+            r#"{"model":"route","\u006e":1,"n":2}"#,
+        ] {
+            let text = sent(caller, "m");
+            let mut read: Value = serde_json::from_str(caller).unwrap();
+            read["model"] = "m".into();
+            assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), read, "{caller}");
+            // Each name once (serde_json would read a repeat as above).
+            let mut names = 0;
+            let mut scanner = Scanner::new(&text);
+            (scanner.object("", |scanner, _| {
+                names += 1;
+                scanner.skip()
+            }))
+            .unwrap();
+            assert_eq!(names, read.as_object().unwrap().len(), "{text}");
+        }
+        // Past 64 names, they are not compared: the body is written out.
+        let with_names = |n: usize| -> &'static str {
+            let names: String = (0..n).map(|i| format!(r#" "n{i}": {i},"#)).collect();
+            format!(r#"{{{names} "model": "route"}}"#).leak()
+        };
+        assert!(sent(with_names(63), "m").contains(' '), "64 names: as it came");
+        assert!(!sent(with_names(64), "m").contains(' '), "65 names: written out");
     }
 
     #[test]

@@ -458,7 +458,7 @@ async fn resume<'g>(
         };
         tracing::info!(provider = %attempt.to.provider.name, model = %attempt.to.target.model, ?strategy, "continuing a broken stream");
         let (continuation, splice) = delivered.continuation(request, strategy);
-        let continuation = RequestBody::chat(continuation);
+        let continuation = RequestBody::rewritten(continuation);
         match first_chunk(&attempt, &continuation, include_usage, true).await {
             Ok((pump, first)) => return Ok(((attempt, pump, first), splice)),
             Err(failure) => {

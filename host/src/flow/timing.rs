@@ -249,7 +249,7 @@ async fn run(
     hedge: Option<Hedge>,
 ) -> Result<(String, u64), Answer> {
     let mut attempts = Attempts::new(false, gw, plugins, gw.route(0), plan(targets), &received());
-    let request = RequestBody::chat(Map::new());
+    let request = RequestBody::rewritten(Map::new());
     first_success(&mut attempts, &request, hedge, script.clone())
         .await
         .map(|(_, answer)| answer)
@@ -436,7 +436,7 @@ async fn a_context_length_failure_stops_when_no_larger_target_is_left_to_try() {
     let mut attempts = Attempts::new(false, &gw, &plugins, gw.route(0), plan(&[1, 0, 1]), &received());
     let error = first_success(
         &mut attempts,
-        &RequestBody::chat(Map::new()),
+        &RequestBody::rewritten(Map::new()),
         None,
         script.clone(),
     )
@@ -479,7 +479,7 @@ async fn a_429_then_an_open_circuit_answers_429_with_when_to_retry() {
     let mut attempts = Attempts::new(false, &gw, &plugins, gw.route(0), plan(&[0, 1]), &received());
     let error = first_success(
         &mut attempts,
-        &RequestBody::chat(Map::new()),
+        &RequestBody::rewritten(Map::new()),
         None,
         script.clone(),
     )
