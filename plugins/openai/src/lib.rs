@@ -94,6 +94,18 @@ impl Guest for OpenAi {
     fn build_embeddings_request(request: Vec<u8>, target: Target) -> Result<OutboundRequest, String> {
         let options = Options::cached(&target.options)?;
         let path = options.embeddings_path.replace("{model}", &target.model);
+        // The host has set the model (its inputs, thousands of strings at
+        // times, are not built into a tree to be told so).
+        #[derive(Deserialize)]
+        struct Model<'a> {
+            #[serde(borrow)]
+            model: Option<std::borrow::Cow<'a, str>>,
+        }
+        if let Ok(Model { model: Some(model) }) = serde_json::from_slice(&request)
+            && model == target.model
+        {
+            return Ok(post(&options, path, false, Body::Unchanged));
+        }
         let (body, changed) = with_model(&request, target.model)?;
         Ok(post(&options, path, false, tree_body(&body, changed)?))
     }
@@ -553,6 +565,18 @@ mod tests {
         let built = OpenAi::build_embeddings_request(request.to_vec(), t.clone()).unwrap();
         assert_eq!(built.path, "/embeddings");
         assert!(matches!(built.body, Body::Unchanged));
+        // Another model (or none) is set: the body is written out with it.
+        for other in [&br#"{"model":"e","input":["a"]}"#[..], br#"{"input":["a"]}"#] {
+            let built = OpenAi::build_embeddings_request(other.to_vec(), t.clone()).unwrap();
+            let Body::Bytes(body) = built.body else {
+                panic!("written out")
+            };
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                body,
+                serde_json::json!({"model": "text-embedding-3-small", "input": ["a"]})
+            );
+        }
         let answer = br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1]}],
             "model":"text-embedding-3-small","usage":{"prompt_tokens":2,"total_tokens":2}}"#;
         let response = InboundResponse {
