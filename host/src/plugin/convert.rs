@@ -5,6 +5,37 @@
 //! `adapter`, `policy` and `host` name that version's bindings and the
 //! host's types.
 
+/// The conversion of a provider error, the same in every version: expanded
+/// by [`since_0_2`] and in `v0_1`.
+macro_rules! provider_error {
+    () => {
+        impl From<adapter::ProviderError> for host::ProviderError {
+            fn from(e: adapter::ProviderError) -> Self {
+                use adapter::ErrorClass as E;
+                use host::ErrorClass as H;
+                host::ProviderError {
+                    class: match e.class {
+                        E::RateLimited => H::RateLimited,
+                        E::Overloaded => H::Overloaded,
+                        E::Server => H::Server,
+                        E::Timeout => H::Timeout,
+                        E::Auth => H::Auth,
+                        E::BadRequest => H::BadRequest,
+                        E::ContextLength => H::ContextLength,
+                        E::ContentFilter => H::ContentFilter,
+                        E::NotFound => H::NotFound,
+                    },
+                    message: e.message,
+                    retry_after_ms: e.retry_after_ms,
+                    http_status: None,
+                }
+            }
+        }
+    };
+}
+
+pub(super) use provider_error;
+
 /// Expands the conversions shared from 0.2 on in the module that invokes
 /// it.
 macro_rules! since_0_2 {
@@ -156,28 +187,7 @@ macro_rules! since_0_2 {
             }
         }
 
-        impl From<adapter::ProviderError> for host::ProviderError {
-            fn from(e: adapter::ProviderError) -> Self {
-                use adapter::ErrorClass as E;
-                use host::ErrorClass as H;
-                host::ProviderError {
-                    class: match e.class {
-                        E::RateLimited => H::RateLimited,
-                        E::Overloaded => H::Overloaded,
-                        E::Server => H::Server,
-                        E::Timeout => H::Timeout,
-                        E::Auth => H::Auth,
-                        E::BadRequest => H::BadRequest,
-                        E::ContextLength => H::ContextLength,
-                        E::ContentFilter => H::ContentFilter,
-                        E::NotFound => H::NotFound,
-                    },
-                    message: e.message,
-                    retry_after_ms: e.retry_after_ms,
-                    http_status: None,
-                }
-            }
-        }
+        super::convert::provider_error!();
 
         /// What a decoder made of `batch`: a forwarded event is taken out of the
         /// batch (the host's copy), not copied back out of the guest.

@@ -136,28 +136,7 @@ impl From<adapter::Completion> for host::Completion {
     }
 }
 
-impl From<adapter::ProviderError> for host::ProviderError {
-    fn from(e: adapter::ProviderError) -> Self {
-        use adapter::ErrorClass as E;
-        use host::ErrorClass as H;
-        host::ProviderError {
-            class: match e.class {
-                E::RateLimited => H::RateLimited,
-                E::Overloaded => H::Overloaded,
-                E::Server => H::Server,
-                E::Timeout => H::Timeout,
-                E::Auth => H::Auth,
-                E::BadRequest => H::BadRequest,
-                E::ContextLength => H::ContextLength,
-                E::ContentFilter => H::ContentFilter,
-                E::NotFound => H::NotFound,
-            },
-            message: e.message,
-            retry_after_ms: e.retry_after_ms,
-            http_status: None,
-        }
-    }
-}
+super::convert::provider_error!();
 
 impl From<host::SseEvent> for adapter::SseEvent {
     fn from(e: host::SseEvent) -> Self {
