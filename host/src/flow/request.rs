@@ -7,7 +7,7 @@ use crate::plugin::types::ApiFormat;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use std::ops::Range;
-use switchboard_guest::scan::Scanner;
+use switchboard_guest::scan::{ScanError, Scanner};
 
 /// One request's body in the forms its attempts may need.
 #[derive(Clone, Debug)]
@@ -183,41 +183,34 @@ struct AsSent {
 }
 
 impl AsSent {
-    /// `bytes`, when they are one JSON object with a `model` and no
-    /// top-level name twice. A name written with an escape (`mod\u0065l`)
-    /// is not compared (a caller hardly writes one): such a body is
-    /// rewritten from what the gateway read.
+    /// `bytes`, when they are one JSON object with a `model` and no object
+    /// in them names a member twice: where one does, the gateway read the
+    /// last, and a provider (or an adapter's parser, which may refuse the
+    /// repeat) might read the first, so such a body is written out from
+    /// what the gateway read. So is one with a name written with an escape
+    /// (`mod\u0065l`, which no caller writes), which is not compared.
     fn of(bytes: Bytes) -> Option<AsSent> {
         let text = std::str::from_utf8(&bytes).ok()?;
         let mut scanner = Scanner::new(text);
-        // Where each name so far is in `text` (a request has a dozen; past
-        // `NAMES`, comparing each with all would cost more than writing
-        // the body out).
-        const NAMES: usize = 64;
-        let mut names: Vec<Range<usize>> = Vec::with_capacity(16);
+        let mut names = Vec::with_capacity(32);
         let mut model = None;
-        scanner
-            .object("a JSON object", |scanner, name| {
-                // A plain name is a slice of `text`; an escaped one is not.
-                let start = (name.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
-                if start >= text.len()
-                    || names.len() == NAMES
-                    || names.iter().any(|seen| text.as_bytes()[seen.clone()] == *name)
-                {
-                    return Err(scanner.error("not sent as it came"));
-                }
-                names.push(start..start + name.len());
+        if scanner.peek() != Some(b'{') {
+            return None;
+        }
+        (unique(&mut scanner, text, &mut names, &mut |scanner, name| {
+            if name == b"model" {
                 scanner.peek();
-                let at = scanner.at();
-                scanner.skip()?;
-                if name == b"model" {
-                    model = Some(at..scanner.at());
-                }
-                Ok(())
-            })
-            .ok()?;
+                model = Some(scanner.at());
+            }
+        }))
+        .ok()?;
         scanner.end().ok()?;
-        Some(AsSent { bytes, model: model? })
+        // The `model` value ends where the member after it (or the object) begins.
+        let start = model?;
+        let mut value = Scanner::new(&text[start..]);
+        value.skip().ok()?;
+        let model = start..start + value.at();
+        Some(AsSent { bytes, model })
     }
 
     /// The body with `model` as its model, every other byte as it came.
@@ -229,6 +222,43 @@ impl AsSent {
         out.extend_from_slice(quoted.as_bytes());
         out.extend_from_slice(after);
         out
+    }
+}
+
+/// Past a value, refused (an error) where an object in it names a member
+/// twice or with an escape; `top` is told of the outermost object's names
+/// before their values. An object's names so far are kept in `names`
+/// (where each is in `text`), past `NAMES` of one object it is refused
+/// too: comparing each name with all would cost more than writing the
+/// body out.
+fn unique(
+    scanner: &mut Scanner,
+    text: &str,
+    names: &mut Vec<Range<usize>>,
+    top: &mut dyn FnMut(&mut Scanner, &[u8]),
+) -> Result<(), ScanError> {
+    const NAMES: usize = 64;
+    match scanner.peek() {
+        Some(b'{') => {
+            let from = names.len();
+            scanner.object("an object", |scanner, name| {
+                // A plain name is a slice of `text`; an escaped one is not.
+                let start = (name.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+                if start >= text.len()
+                    || names.len() - from == NAMES
+                    || (names[from..].iter()).any(|seen| text.as_bytes()[seen.clone()] == *name)
+                {
+                    return Err(scanner.error("not sent as it came"));
+                }
+                names.push(start..start + name.len());
+                top(scanner, name);
+                unique(scanner, text, names, &mut |_, _| {})
+            })?;
+            names.truncate(from);
+            Ok(())
+        }
+        Some(b'[') => scanner.array(|scanner| unique(scanner, text, names, &mut |_, _| {})),
+        _ => scanner.skip(),
     }
 }
 
@@ -290,36 +320,43 @@ mod tests {
 
     #[test]
     fn a_chat_body_with_a_name_twice_is_written_from_what_the_gateway_read() {
-        // serde_json reads the last `model` (and the last of any name); a
-        // provider might read the first: the body is written as read. So
-        // is one with an escaped name, which may be another's twin.
+        // serde_json reads the last `model` (and the last of any name, at
+        // any depth); a provider, or an adapter's parser, might read the
+        // first or refuse it: the body is written as read. So is one with
+        // an escaped name, which may be another's twin, and one with more
+        // than 64 names in an object.
+        let with_names = |n: usize| -> String {
+            let names: String = (0..n).map(|i| format!(r#" "n{i}": {i},"#)).collect();
+            format!(r#"{{{names} "x": 0}}"#)
+        };
+        let many = format!(r#"{{"model":"route","messages":[{}]}}"#, with_names(64));
         for caller in [
             r#"{"mod\u0065l":"route","a":[]}"#,
             r#"{"model":"a","messages":[],"model":"route"}"#,
             r#"{"model":"route","n":1,"n":2}"#,
             r#"{"model":"route","\u006e":1,"n":2}"#,
+            r#"{"model":"route","messages":[{"role":"user","content":"a","content":"b"}]}"#,
+            r#"{"model":"route","tools":[[{"a":{"b":1,"b":2}}]]}"#,
+            r#"{"model":"route","messages":[{"r\u006fle":"user","role":"user"}]}"#,
+            many.as_str(),
         ] {
-            let text = sent(caller, "m");
             let mut read: Value = serde_json::from_str(caller).unwrap();
             read["model"] = "m".into();
-            assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), read, "{caller}");
-            // Each name once (serde_json would read a repeat as above).
-            let mut names = 0;
-            let mut scanner = Scanner::new(&text);
-            (scanner.object("", |scanner, _| {
-                names += 1;
-                scanner.skip()
-            }))
-            .unwrap();
-            assert_eq!(names, read.as_object().unwrap().len(), "{text}");
+            let canonical = read.as_object().unwrap().clone();
+            let body = RequestBody::chat(Bytes::from(caller.to_string()), canonical);
+            let text = String::from_utf8(body.bytes_for(ApiFormat::OpenAiChat, "m").unwrap()).unwrap();
+            assert_eq!(text, read.to_string(), "{caller}");
         }
-        // Past 64 names, they are not compared: the body is written out.
-        let with_names = |n: usize| -> &'static str {
-            let names: String = (0..n).map(|i| format!(r#" "n{i}": {i},"#)).collect();
-            format!(r#"{{{names} "model": "route"}}"#).leak()
-        };
-        assert!(sent(with_names(63), "m").contains(' '), "64 names: as it came");
-        assert!(!sent(with_names(64), "m").contains(' '), "65 names: written out");
+        // Names repeated in different objects are not twins; 64 names in
+        // one object are compared.
+        let caller = format!(
+            r#"{{"model":"route", "messages":[{{"role":"user"}}, {{"role":"user", "n": {}}}]}}"#,
+            with_names(63)
+        );
+        let canonical = serde_json::from_str(&caller).unwrap();
+        let body = RequestBody::chat(Bytes::from(caller.clone()), canonical);
+        let text = String::from_utf8(body.bytes_for(ApiFormat::OpenAiChat, "m").unwrap()).unwrap();
+        assert_eq!(text, caller.replace(r#""model":"route""#, r#""model":"m""#));
     }
 
     #[test]
