@@ -41,7 +41,7 @@ impl RequestBody {
     pub fn chat(bytes: Bytes, canonical: Map<String, Value>) -> RequestBody {
         RequestBody {
             canonical,
-            chat: AsSent::of(bytes),
+            chat: AsSent::of(bytes, true),
             untranslatable: None,
             native: None,
         }
@@ -184,12 +184,13 @@ struct AsSent {
 
 impl AsSent {
     /// `bytes`, when they are one JSON object with a `model` and no object
-    /// in them names a member twice: where one does, the gateway read the
-    /// last, and a provider (or an adapter's parser, which may refuse the
-    /// repeat) might read the first, so such a body is written out from
-    /// what the gateway read. So is one with a name written with an escape
-    /// (`mod\u0065l`, which no caller writes), which is not compared.
-    fn of(bytes: Bytes) -> Option<AsSent> {
+    /// in them (only the outermost, unless `nested`) names a member twice:
+    /// where one does, the gateway read the last, and a provider (or an
+    /// adapter's parser, which may refuse the repeat) might read the
+    /// first, so such a body is written out from what the gateway read. So
+    /// is one with a name written with an escape (`mod\u0065l`, which no
+    /// caller writes), which is not compared.
+    fn of(bytes: Bytes, nested: bool) -> Option<AsSent> {
         let text = std::str::from_utf8(&bytes).ok()?;
         let mut scanner = Scanner::new(text);
         let mut names = Vec::with_capacity(32);
@@ -197,7 +198,7 @@ impl AsSent {
         if scanner.peek() != Some(b'{') {
             return None;
         }
-        (unique(&mut scanner, text, &mut names, &mut |scanner, name| {
+        (unique(&mut scanner, text, nested, &mut names, &mut |scanner, name| {
             if name == b"model" {
                 scanner.peek();
                 model = Some(scanner.at());
@@ -225,15 +226,17 @@ impl AsSent {
     }
 }
 
-/// Past a value, refused (an error) where an object in it names a member
-/// twice or with an escape; `top` is told of the outermost object's names
-/// before their values. An object's names so far are kept in `names`
+/// Past a value, refused (an error) where an object in it (the outermost
+/// alone, unless `nested`) names a member twice or with an escape; `top`
+/// is told of the outermost object's names before their values. An
+/// object's names so far are kept in `names`
 /// (where each is in `text`), past `NAMES` of one object it is refused
 /// too: comparing each name with all would cost more than writing the
 /// body out.
 fn unique(
     scanner: &mut Scanner,
     text: &str,
+    nested: bool,
     names: &mut Vec<Range<usize>>,
     top: &mut dyn FnMut(&mut Scanner, &[u8]),
 ) -> Result<(), ScanError> {
@@ -252,21 +255,27 @@ fn unique(
                 }
                 names.push(start..start + name.len());
                 top(scanner, name);
-                unique(scanner, text, names, &mut |_, _| {})
+                match nested {
+                    true => unique(scanner, text, true, names, &mut |_, _| {}),
+                    false => scanner.skip(),
+                }
             })?;
             names.truncate(from);
             Ok(())
         }
-        Some(b'[') => scanner.array(|scanner| unique(scanner, text, names, &mut |_, _| {})),
+        Some(b'[') => scanner.array(|scanner| unique(scanner, text, nested, names, &mut |_, _| {})),
         _ => scanner.skip(),
     }
 }
 
-/// `bytes` (a JSON object) with its top-level `model` replaced, every other
-/// byte as the caller sent it; a body without one (or with a name twice,
-/// which its API's parser refused) is rewritten whole, `model` added.
+/// `bytes` (a JSON object in the caller's own API) with its top-level
+/// `model` replaced, every other byte as the caller sent it, repeats
+/// deeper in too (the API's own parser checked its top level, and a
+/// provider of that API reads it as the caller meant it); a body without
+/// a `model` (or with one written with an escape) is rewritten whole,
+/// `model` added.
 fn with_model(bytes: &Bytes, model: &str) -> Vec<u8> {
-    match AsSent::of(bytes.clone()) {
+    match AsSent::of(bytes.clone(), false) {
         Some(sent) => sent.with_model(model),
         None => {
             let map: Map<String, Value> = serde_json::from_slice(bytes).unwrap_or_default();
@@ -291,6 +300,12 @@ mod tests {
         );
         // The same model: the caller's bytes as they are.
         assert_eq!(with_model(&caller, "claude-route"), caller.to_vec());
+        // Deeper in, what the caller's API reads is the provider's to read.
+        let deeper = Bytes::from_static(br#"{"model": "r", "tools": [{"schema": {"a": 1, "a": 2}}]}"#);
+        assert_eq!(
+            String::from_utf8(with_model(&deeper, "m")).unwrap(),
+            r#"{"model": "m", "tools": [{"schema": {"a": 1, "a": 2}}]}"#
+        );
         // No model at all: one is added.
         let added: Value =
             serde_json::from_slice(&with_model(&Bytes::from_static(br#"{"a":1}"#), "m")).unwrap();
