@@ -15,10 +15,9 @@ pub struct RequestBody {
     /// Canonical chat JSON, `model` set per attempt; for a caller of
     /// another API, as much of its request as chat can say.
     canonical: Map<String, Value>,
-    /// A chat caller's own body, when it can be sent as it came (each of
-    /// its top-level names once: where one repeats, the gateway read the
-    /// last, and a provider might read the first): `canonical` is what it
-    /// says, so it is sent instead of `canonical` written out again.
+    /// A chat caller's own body, when it can be sent as it came (no name
+    /// twice in any of its objects: see [`AsSent::of`]): `canonical` is
+    /// what it says, so it is sent instead of `canonical` written out again.
     chat: Option<AsSent>,
     /// Why the caller's request cannot be sent as chat, when it cannot:
     /// then only a target that speaks the caller's format can take it.
@@ -30,7 +29,10 @@ pub struct RequestBody {
 #[derive(Clone, Debug)]
 struct Native {
     format: ApiFormat,
-    bytes: Bytes,
+    /// The caller's bytes, found once with their `model` (nested repeats
+    /// are the provider's to read, as the caller meant them); else, a body
+    /// without a plain `model`, parsed to be written out with one.
+    body: Result<AsSent, Map<String, Value>>,
     /// Caller headers of the format's own (Anthropic's `anthropic-beta`),
     /// merged into what a target that speaks it is sent.
     headers: Vec<(String, String)>,
@@ -41,7 +43,7 @@ impl RequestBody {
     pub fn chat(bytes: Bytes, canonical: Map<String, Value>) -> RequestBody {
         RequestBody {
             canonical,
-            chat: AsSent::of(bytes, true),
+            chat: AsSent::of(bytes, true).ok(),
             untranslatable: None,
             native: None,
         }
@@ -72,11 +74,12 @@ impl RequestBody {
             untranslatable,
             native: Some(Native {
                 format,
-                bytes: bytes.into(),
+                body: AsSent::of(bytes.into(), false),
                 headers: Vec::new(),
             }),
         }
     }
+
     /// Forward these caller headers to targets that speak its format: a
     /// comma-separated list is merged with the adapter's own value.
     pub fn forwarding(mut self, headers: Vec<(String, String)>) -> RequestBody {
@@ -132,7 +135,10 @@ impl RequestBody {
     /// The body for a target of `model` that is sent `format`.
     pub fn bytes_for(&self, format: ApiFormat, model: &str) -> Result<Vec<u8>, String> {
         match (&self.native, &self.untranslatable) {
-            (Some(native), _) if native.format == format => Ok(with_model(&native.bytes, model)),
+            (Some(native), _) if native.format == format => Ok(match &native.body {
+                Ok(sent) => sent.with_model(model),
+                Err(parsed) => chat_bytes(parsed, model),
+            }),
             (_, Some(why)) => Err(why.clone()),
             (_, None) => Ok(match &self.chat {
                 Some(sent) => sent.with_model(model),
@@ -189,29 +195,37 @@ impl AsSent {
     /// adapter's parser, which may refuse the repeat) might read the
     /// first, so such a body is written out from what the gateway read. So
     /// is one with a name written with an escape (`mod\u0065l`, which no
-    /// caller writes), which is not compared.
-    fn of(bytes: Bytes, nested: bool) -> Option<AsSent> {
-        let text = std::str::from_utf8(&bytes).ok()?;
-        let mut scanner = Scanner::new(text);
-        let mut names = Vec::with_capacity(32);
-        let mut model = None;
-        if scanner.peek() != Some(b'{') {
-            return None;
-        }
-        (unique(&mut scanner, text, nested, &mut names, &mut |scanner, name| {
-            if name == b"model" {
-                scanner.peek();
-                model = Some(scanner.at());
+    /// caller writes), which is not compared, and one with an object of
+    /// more than [`NAMES`] members. Else, what the body says, to write it
+    /// out from (empty where it is not a JSON object).
+    fn of(bytes: Bytes, nested: bool) -> Result<AsSent, Map<String, Value>> {
+        let model = std::str::from_utf8(&bytes).ok().and_then(|text| {
+            let mut scanner = Scanner::new(text);
+            let mut names = Vec::with_capacity(32);
+            let mut model = None;
+            if scanner.peek() != Some(b'{') {
+                return None;
             }
-        }))
-        .ok()?;
-        scanner.end().ok()?;
-        // The `model` value ends where the member after it (or the object) begins.
-        let start = model?;
-        let mut value = Scanner::new(&text[start..]);
-        value.skip().ok()?;
-        let model = start..start + value.at();
-        Some(AsSent { bytes, model })
+            (members(&mut scanner, text, &mut names, |scanner, name, names| {
+                scanner.peek();
+                let start = scanner.at();
+                match nested {
+                    true => unique(scanner, text, names)?,
+                    false => scanner.skip()?,
+                }
+                if name == b"model" {
+                    model = Some(start..scanner.at());
+                }
+                Ok(())
+            }))
+            .ok()?;
+            scanner.end().ok()?;
+            model
+        });
+        match model {
+            Some(model) => Ok(AsSent { bytes, model }),
+            None => Err(serde_json::from_slice(&bytes).unwrap_or_default()),
+        }
     }
 
     /// The body with `model` as its model, every other byte as it came.
@@ -226,67 +240,57 @@ impl AsSent {
     }
 }
 
-/// Past a value, refused (an error) where an object in it (the outermost
-/// alone, unless `nested`) names a member twice or with an escape; `top`
-/// is told of the outermost object's names before their values. An
-/// object's names so far are kept in `names`
-/// (where each is in `text`), past `NAMES` of one object it is refused
-/// too: comparing each name with all would cost more than writing the
-/// body out.
-fn unique(
+/// The most members of one object whose names are compared: past them,
+/// comparing each name with all would cost more than writing the body out.
+const NAMES: usize = 64;
+
+/// An object's members, each name new to it, plain (not escaped) and
+/// within [`NAMES`] (else an error), its value read by `value`. The names
+/// of the objects being read are kept in `names` (where each is in `text`).
+fn members(
     scanner: &mut Scanner,
     text: &str,
-    nested: bool,
     names: &mut Vec<Range<usize>>,
-    top: &mut dyn FnMut(&mut Scanner, &[u8]),
+    mut value: impl FnMut(&mut Scanner, &[u8], &mut Vec<Range<usize>>) -> Result<(), ScanError>,
 ) -> Result<(), ScanError> {
-    const NAMES: usize = 64;
-    match scanner.peek() {
-        Some(b'{') => {
-            let from = names.len();
-            scanner.object("an object", |scanner, name| {
-                // A plain name is a slice of `text`; an escaped one is not.
-                let start = (name.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
-                if start >= text.len()
-                    || names.len() - from == NAMES
-                    || (names[from..].iter()).any(|seen| text.as_bytes()[seen.clone()] == *name)
-                {
-                    return Err(scanner.error("not sent as it came"));
-                }
-                names.push(start..start + name.len());
-                top(scanner, name);
-                match nested {
-                    true => unique(scanner, text, true, names, &mut |_, _| {}),
-                    false => scanner.skip(),
-                }
-            })?;
-            names.truncate(from);
-            Ok(())
+    let from = names.len();
+    scanner.object("an object", |scanner, name| {
+        // A plain name is a slice of `text`; an escaped one is not.
+        let start = (name.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+        if start >= text.len()
+            || names.len() - from == NAMES
+            || (names[from..].iter()).any(|seen| text.as_bytes()[seen.clone()] == *name)
+        {
+            return Err(scanner.error("not sent as it came"));
         }
-        Some(b'[') => scanner.array(|scanner| unique(scanner, text, nested, names, &mut |_, _| {})),
-        _ => scanner.skip(),
-    }
+        names.push(start..start + name.len());
+        value(scanner, name, names)
+    })?;
+    names.truncate(from);
+    Ok(())
 }
 
-/// `bytes` (a JSON object in the caller's own API) with its top-level
-/// `model` replaced, every other byte as the caller sent it, repeats
-/// deeper in too (the API's own parser checked its top level, and a
-/// provider of that API reads it as the caller meant it); a body without
-/// a `model` (or with one written with an escape) is rewritten whole,
-/// `model` added.
-fn with_model(bytes: &Bytes, model: &str) -> Vec<u8> {
-    match AsSent::of(bytes.clone(), false) {
-        Some(sent) => sent.with_model(model),
-        None => {
-            let map: Map<String, Value> = serde_json::from_slice(bytes).unwrap_or_default();
-            chat_bytes(&map, model)
-        }
+/// Past a value, refused (an error) where an object in it names a member
+/// twice, with an escape, or past [`NAMES`].
+fn unique(scanner: &mut Scanner, text: &str, names: &mut Vec<Range<usize>>) -> Result<(), ScanError> {
+    match scanner.peek() {
+        Some(b'{') => members(scanner, text, names, |scanner, _, names| {
+            unique(scanner, text, names)
+        }),
+        Some(b'[') => scanner.array(|scanner| unique(scanner, text, names)),
+        _ => scanner.skip(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body in the caller's own API as a target that speaks it is sent it.
+    fn with_model(bytes: &Bytes, model: &str) -> Vec<u8> {
+        let body = RequestBody::native(ApiFormat::AnthropicMessages, bytes.clone(), Map::new(), None);
+        body.bytes_for(ApiFormat::AnthropicMessages, model).unwrap()
+    }
 
     #[test]
     fn only_the_model_changes_in_a_native_body() {
