@@ -68,11 +68,7 @@ impl<'a> Str<'a> {
         }
         let mut scanner = Scanner::new(text);
         scanner.at = quote;
-        let escaped = scanner.past_string(true).ok()?;
-        Some(Str {
-            quoted: &text.as_bytes()[quote..scanner.at],
-            escaped,
-        })
+        scanner.string().ok()
     }
 
     /// Its length as written, quotes included.

@@ -66,8 +66,12 @@ impl Redactor {
 
     /// Whether `text` may hold a form of a credential (false: it cannot).
     fn may_hold(&self, text: &[u8]) -> bool {
-        text.len() >= self.shortest
-            && (self.anchors.is_empty() || self.anchors.iter().any(|a| a.find(text).is_some()))
+        text.len() >= self.shortest && self.anchored(text)
+    }
+
+    /// Whether `text` holds some credential's anchor, or some has none.
+    fn anchored(&self, text: &[u8]) -> bool {
+        self.anchors.is_empty() || self.anchors.iter().any(|a| a.find(text).is_some())
     }
 
     /// Whether `text` holds the anchor of a credential (its longest run of
@@ -76,8 +80,7 @@ impl Redactor {
     /// break: a stream's event can hold a credential only if a read that
     /// carried one of its lines may, so each read is asked once.
     pub fn may_find(&self, text: &[u8]) -> bool {
-        self.finder.is_some()
-            && (self.anchors.is_empty() || self.anchors.iter().any(|a| a.find(text).is_some()))
+        self.finder.is_some() && self.anchored(text)
     }
 
     pub fn bytes<'a>(&self, text: &'a [u8]) -> Cow<'a, [u8]> {

@@ -117,10 +117,15 @@ impl<'a> ChunkView<'a> {
         } else if let Some(content) = choice.content {
             // Most deltas carry text (an empty one adds none, but is kept:
             // the next chunk may have text in its place).
-            match self.text {
-                None => self.text = Some(content),
-                Some(_) => self.more_text.push(content),
-            }
+            self.push_text(content);
+        }
+    }
+
+    /// One more piece of the chunk's text.
+    fn push_text(&mut self, text: Str<'a>) {
+        match self.text {
+            None => self.text = Some(text),
+            Some(_) => self.more_text.push(text),
         }
     }
 
@@ -154,6 +159,10 @@ impl<'a> ChunkView<'a> {
 }
 
 impl<'a> ChoiceView<'a> {
+    /// What a choice says. None of it may depend on what a string value
+    /// says (a finish reason is there or null, whatever its words): chunk
+    /// templates (`template.rs`) take a chunk alike but inside its
+    /// strings to say what the template said.
     fn read(scanner: &mut Scanner<'a>) -> Result<Self, ScanError> {
         let mut choice = ChoiceView::default();
         let [mut index, mut finish_reason, mut delta] = [Once::default(); 3];

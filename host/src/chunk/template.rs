@@ -134,8 +134,7 @@ impl<'a> ChunkView<'a> {
     fn take(&mut self, what: Taken, string: Str<'a>) {
         match what {
             Taken::Id => self.id = Some(string),
-            Taken::Text if self.text.is_none() => self.text = Some(string),
-            Taken::Text => self.more_text.push(string),
+            Taken::Text => self.push_text(string),
         }
     }
 }

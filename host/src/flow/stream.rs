@@ -507,18 +507,19 @@ async fn start(
     if track {
         session.track_text();
     }
+    let redactor = attempt.to.upstream.redactor().clone();
     let mut pump = Pump {
         body,
         parser: {
             // Each read is searched once for a credential; only the events
             // of one that may hold one are scrubbed.
-            let redactor = attempt.to.upstream.redactor().clone();
+            let redactor = redactor.clone();
             SseParser::watching(Box::new(move |text| redactor.may_find(text)))
         },
         pending: Vec::new(),
         failed: None,
         session,
-        redactor: attempt.to.upstream.redactor().clone(),
+        redactor,
         usage: None,
         model: None,
         prices: attempt.to.model.prices.clone(),

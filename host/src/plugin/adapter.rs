@@ -4,7 +4,7 @@
 use super::PluginError;
 use super::bulkhead::{Bulkhead, CallLimits};
 use super::contract::Version;
-use super::convert::on_0_2_or_0_3;
+use super::convert::{on_0_2_or_0_3, on_every_version};
 use super::pool::{self, InstancePool};
 use super::sandbox::{PluginRuntime, Sandbox};
 use super::types::{
@@ -170,12 +170,7 @@ impl AdapterPlugin {
 
     pub async fn describe(&self) -> Result<AdapterInfo, PluginError> {
         self.call(0, async |instance, store| {
-            on_0_2_or_0_3!(instance, |i| i
-                .switchboard_plugin_provider()
-                .call_describe(store)
-                .await
-                .map(Into::into),
-            Instance::V0_1(i) => i
+            on_every_version!(instance, |i| i
                 .switchboard_plugin_provider()
                 .call_describe(store)
                 .await
@@ -285,20 +280,10 @@ impl AdapterPlugin {
         target: &Target,
     ) -> Result<ProviderError, PluginError> {
         self.call(response.body.len(), async |instance, store| {
-            on_0_2_or_0_3!(instance, |v, i| {
+            on_every_version!(instance, |v, i| {
                 let (response, target) = (
                     v::adapter::InboundResponse::from(response),
                     v::adapter::Target::from(target),
-                );
-                i.switchboard_plugin_provider()
-                    .call_classify_error(store, &response, &target)
-                    .await
-                    .map(Into::into)
-            },
-            Instance::V0_1(i) => {
-                let (response, target) = (
-                    v0_1::adapter::InboundResponse::from(response),
-                    v0_1::adapter::Target::from(target),
                 );
                 i.switchboard_plugin_provider()
                     .call_classify_error(store, &response, &target)

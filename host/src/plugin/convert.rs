@@ -347,3 +347,34 @@ macro_rules! on_0_2_or_0_3 {
 }
 
 pub(super) use on_0_2_or_0_3;
+
+/// A match on an adapter's or a policy's `Instance` whose arms are the same
+/// code in every version: in `$body`, `$i` is the instance and `$v`, when
+/// named, its version's module.
+macro_rules! on_every_version {
+    ($instance:expr, |$i:ident| $body:expr) => {
+        match $instance {
+            Instance::V0_1($i) => $body,
+            Instance::V0_2($i) => $body,
+            Instance::V0_3($i) => $body,
+        }
+    };
+    ($instance:expr, |$v:ident, $i:ident| $body:expr) => {
+        match $instance {
+            Instance::V0_1($i) => {
+                use super::v0_1 as $v;
+                $body
+            }
+            Instance::V0_2($i) => {
+                use super::v0_2 as $v;
+                $body
+            }
+            Instance::V0_3($i) => {
+                use super::v0_3 as $v;
+                $body
+            }
+        }
+    };
+}
+
+pub(super) use on_every_version;

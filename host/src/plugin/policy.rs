@@ -4,7 +4,7 @@
 use super::PluginError;
 use super::bulkhead::{Bulkhead, CallLimits};
 use super::contract::Version;
-use super::convert::on_0_2_or_0_3;
+use super::convert::{on_0_2_or_0_3, on_every_version};
 use super::pool::{self, InstancePool};
 use super::sandbox::{PluginRuntime, Sandbox};
 use super::types::{Candidate, HedgeChoice, Plan, PolicyInfo, RequestFacts};
@@ -150,11 +150,7 @@ impl PolicyPlugin {
 
     pub async fn validate_config(&self, config: &str) -> Result<(), PluginError> {
         self.call(async |instance, store| {
-            on_0_2_or_0_3!(instance, |i| i
-                .switchboard_plugin_router()
-                .call_validate_config(store, config)
-                .await,
-            Instance::V0_1(i) => i
+            on_every_version!(instance, |i| i
                 .switchboard_plugin_router()
                 .call_validate_config(store, config)
                 .await)
