@@ -20,7 +20,13 @@
 //! `valgrind` package). Results are recorded in BENCHMARKS.md. Where the
 //! instructions go: `SWITCHBOARD_BENCH_CALLGRIND=<folder>` keeps the
 //! counts, then `callgrind_annotate <folder>/callgrind.<variant>.1` (JSON)
-//! or `.2` (streams). `SWITCHBOARD_BENCH_PROMPT_KIB=32` pads the request's
+//! or `.2` (streams); the plugins' functions are named by their index
+//! (`wasm[0]::function[123]`), or by name where the plugin keeps its
+//! names: `SWITCHBOARD_BENCH_PLUGIN_DIR=<folder>` loads the plugins in its
+//! `adapters` and `policies` folders over the bundled ones, say builds
+//! with `--config profile.plugin.strip=false`
+//! (`SWITCHBOARD_WASM_PERFMAP=1` makes any gateway write the map of its
+//! plugins' functions that `perf` reads). `SWITCHBOARD_BENCH_PROMPT_KIB=32` pads the request's
 //! user message with 32 KiB of prose (real conversations are longer than
 //! the bench's 170 bytes).
 
@@ -124,9 +130,10 @@ async fn count(
     let out = tempfile::tempdir().unwrap();
     // SWITCHBOARD_BENCH_CALLGRIND=<folder> keeps each variant's counts
     // there, per function, for `callgrind_annotate` (`.1` JSON, `.2` streams).
-    let file = match std::env::var_os("SWITCHBOARD_BENCH_CALLGRIND") {
+    let keep = std::env::var_os("SWITCHBOARD_BENCH_CALLGRIND");
+    let file = match &keep {
         Some(folder) => {
-            std::fs::create_dir_all(&folder).unwrap();
+            std::fs::create_dir_all(folder).unwrap();
             let words: Vec<&str> = (name.split(|c: char| !c.is_ascii_alphanumeric()))
                 .filter(|word| !word.is_empty())
                 .collect();
@@ -135,15 +142,22 @@ async fn count(
         }
         None => out.path().join("callgrind.out"),
     };
-    let wrapper = [
-        valgrind.display().to_string(),
-        "--tool=callgrind".into(),
-        // Counted only between the `callgrind_control` commands below.
-        "--instr-atstart=no".into(),
-        // The plugins' code is compiled at run time.
-        "--smc-check=all-non-file".into(),
-        format!("--callgrind-out-file={}", file.display()),
-    ];
+    // Kept counts name the plugins' compiled functions (from the map the
+    // gateway writes, below), not only their addresses.
+    let named = keep.map(|_| ["env".to_string(), "SWITCHBOARD_WASM_PERFMAP=1".into()]);
+    let wrapper: Vec<String> = named
+        .into_iter()
+        .flatten()
+        .chain([
+            valgrind.display().to_string(),
+            "--tool=callgrind".into(),
+            // Counted only between the `callgrind_control` commands below.
+            "--instr-atstart=no".into(),
+            // The plugins' code is compiled at run time.
+            "--smc-check=all-non-file".into(),
+            format!("--callgrind-out-file={}", file.display()),
+        ])
+        .collect();
     let gateway = start_gateway_under(upstream, extra, UNDER_VALGRIND, log, &wrapper);
     let url = format!("{}/v1/chat/completions", gateway.url);
     let pid = gateway.child.id().to_string();
@@ -174,6 +188,13 @@ async fn count(
     control(&["--dump=stream"]);
     control(&["--instr=off"]);
     drop(gateway);
+    let map = PathBuf::from(format!("/tmp/perf-{pid}.map"));
+    if let Ok(text) = std::fs::read_to_string(&map) {
+        for part in [1, 2] {
+            name_guest_functions(&PathBuf::from(format!("{}.{part}", file.display())), &text);
+        }
+        let _ = std::fs::remove_file(&map);
+    }
     (
         total(&file, 1) / JSON_REQUESTS as u64,
         total(&file, 2) / STREAMS as u64,
@@ -214,6 +235,51 @@ fn total(file: &Path, part: usize) -> u64 {
         .find_map(|line| line.strip_prefix("totals: "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no totals in {}", dump.display()))
+}
+
+/// Put the names of the plugins' functions in a callgrind dump, which
+/// knows them only by address (`fn=(7) 0x000000000727cbe0`): a perf map
+/// has a line `0x<start> <size> <name>` (hex) per compiled function. The
+/// name keeps the address, as one function compiled for two plugins has
+/// two.
+fn name_guest_functions(dump: &Path, map: &str) {
+    let mut functions: Vec<(u64, u64, &str)> = map
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ' ');
+            let start = fields.next()?.trim_start_matches("0x");
+            let start = u64::from_str_radix(start, 16).ok()?;
+            let size = u64::from_str_radix(fields.next()?, 16).ok()?;
+            Some((start, size, fields.next()?))
+        })
+        .collect();
+    functions.sort_unstable();
+    let name = |address: u64| {
+        let i = functions.partition_point(|f| f.0 <= address).checked_sub(1)?;
+        let (start, size, name) = functions[i];
+        (address < start + size).then_some(name)
+    };
+    let Ok(text) = std::fs::read_to_string(dump) else {
+        return;
+    };
+    let mut named = String::with_capacity(text.len());
+    for line in text.lines() {
+        let guest = (line.starts_with("fn=(") || line.starts_with("cfn=("))
+            .then(|| line.split_once(") 0x"))
+            .flatten()
+            .and_then(|(head, tail)| {
+                let digits = tail.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(tail.len());
+                let name = name(u64::from_str_radix(&tail[..digits], 16).ok()?)?;
+                Some(format!(
+                    "{head}) {name} [0x{}]{}",
+                    &tail[..digits],
+                    &tail[digits..]
+                ))
+            });
+        named.push_str(guest.as_deref().unwrap_or(line));
+        named.push('\n');
+    }
+    std::fs::write(dump, named).unwrap();
 }
 
 fn on_path(program: &str) -> Option<PathBuf> {

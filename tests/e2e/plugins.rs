@@ -518,3 +518,28 @@ async fn stateless_plugins_reuse_their_instances_and_requests_still_see_only_the
         serde_json::json!({"reused_calls": 0, "kept": 0})
     );
 }
+
+#[tokio::test]
+async fn kept_instances_give_way_when_slots_or_memory_run_out() {
+    // Four slots, or memory for about four instances. Each bundled policy
+    // keeps the instance of its smoke call at load, so all of it is held
+    // by idle instances before the first adapter is even asked about its
+    // providers' options: that start, and every call after it, needs some
+    // let go.
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    for limit in ["max_instances = 4", "memory_limit_mib = 4\ntotal_memory_mib = 5"] {
+        let config = format!("[plugins]\n{limit}\n{}", two_providers(&a, &b, ""));
+        let gw = Gateway::start(&config, KEYS);
+        for i in 0..4 {
+            let reply = post(&gw.chat_url(), &chat("chat")).await;
+            assert_eq!(reply.status, 200, "{limit}, request {i}: {}", reply.text());
+            let reply = post(&gw.chat_url(), &streamed_chat("chat")).await;
+            assert_eq!(reply.status, 200, "{limit}, stream {i}: {}", reply.text());
+            assert!(reply.text().ends_with("data: [DONE]\n\n"), "{}", reply.text());
+        }
+        // Instances are still kept and reused where there is room.
+        let admin = gw.plugins_admin().await;
+        let openai = instances(&admin, "adapters", "openai");
+        assert!(openai["reused_calls"].as_u64().unwrap() >= 4, "{limit}: {openai}");
+    }
+}

@@ -198,6 +198,21 @@ fn spawn(
     wrapper: &[String],
 ) -> Gateway {
     let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-plugin-cache");
+    // SWITCHBOARD_BENCH_PLUGIN_DIR=<folder> loads plugins from its
+    // `adapters` and `policies` folders over the bundled ones of the same
+    // name (another build of a plugin, or one whose functions keep their
+    // names for a profile).
+    let plugin_dir = std::env::var_os("SWITCHBOARD_BENCH_PLUGIN_DIR").map(PathBuf::from);
+    let folder = |name: &str| {
+        plugin_dir
+            .as_ref()
+            .map_or_else(|| name.into(), |dir| dir.join(name))
+    };
+    let (adapters, policies) = (folder("adapters"), folder("policies"));
+    assert!(
+        plugin_dir.is_none() || files.is_empty(),
+        "this bench brings plugin files of its own: run it without SWITCHBOARD_BENCH_PLUGIN_DIR"
+    );
     let key = if keyed { "api_key_env = \"UP_KEY\"" } else { "" };
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bench.toml");
@@ -208,8 +223,8 @@ fn spawn(
 [server]
 listen = "127.0.0.1:0"
 [plugins]
-adapter_dir = "adapters"
-policy_dir = "policies"
+adapter_dir = {adapters:?}
+policy_dir = {policies:?}
 watch = false
 compile_cache_dir = {cache:?}
 {plugins}

@@ -31,7 +31,7 @@ pub struct AdapterPlugin {
     pre: Pre,
     runtime: Arc<PluginRuntime>,
     /// Instances kept for the next calls (none unless the adapter is stateless).
-    pool: InstancePool<Instance>,
+    pool: Arc<InstancePool<Instance>>,
 }
 
 enum Pre {
@@ -77,14 +77,14 @@ impl AdapterPlugin {
             contract,
             pre,
             runtime: runtime.clone(),
-            pool: InstancePool::new(0),
+            pool: Arc::new(InstancePool::new(0)),
         };
         plugin.info = plugin
             .describe()
             .await
             .map_err(|e| format!("smoke call failed: {e}"))?;
         if plugin.info.stateless && limits.reuse {
-            plugin.pool = InstancePool::new(pool::capacity());
+            plugin.pool = runtime.pool(pool::capacity());
         }
         Ok(plugin)
     }
@@ -106,18 +106,22 @@ impl AdapterPlugin {
 
     /// A fresh instance whose deadline allows for `input` bytes.
     async fn instantiate(&self, input: usize) -> Result<(Store<Sandbox>, Instance), PluginError> {
-        let limits = self.bulkhead.limits();
-        let mut store = self
-            .runtime
-            .store(limits.deadline(input), Some(self.bulkhead.slow_lane()));
-        let instance = match &self.pre {
-            Pre::V0_1(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_1),
-            Pre::V0_2(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_2),
-            Pre::V0_3(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_3),
-        };
-        match instance {
-            Ok(instance) => Ok((store, instance)),
-            Err(e) => Err(self.runtime.instantiate_error(&self.name, &store, e)),
+        let deadline = self.bulkhead.limits().deadline(input);
+        let mut tried_again = false;
+        loop {
+            let mut store = self.runtime.store(deadline, Some(self.bulkhead.slow_lane()));
+            let instance = match &self.pre {
+                Pre::V0_1(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_1),
+                Pre::V0_2(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_2),
+                Pre::V0_3(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_3),
+            };
+            match instance {
+                Ok(instance) => return Ok((store, instance)),
+                Err(e) => self
+                    .runtime
+                    .instantiate_failed(&self.name, store, e, tried_again)?,
+            }
+            tried_again = true;
         }
     }
 

@@ -24,7 +24,7 @@ pub struct PolicyPlugin {
     pre: Pre,
     runtime: Arc<PluginRuntime>,
     /// Instances kept for the next calls (none unless the policy is stateless).
-    pool: InstancePool<Instance>,
+    pool: Arc<InstancePool<Instance>>,
 }
 
 enum Pre {
@@ -63,14 +63,14 @@ impl PolicyPlugin {
             contract,
             pre,
             runtime: runtime.clone(),
-            pool: InstancePool::new(0),
+            pool: Arc::new(InstancePool::new(0)),
         };
         plugin.info = plugin
             .describe()
             .await
             .map_err(|e| format!("smoke call failed: {e}"))?;
         if plugin.info.stateless && limits.reuse {
-            plugin.pool = InstancePool::new(pool::capacity());
+            plugin.pool = runtime.pool(pool::capacity());
         }
         // A policy must at least answer; whether it likes `{}` is its own business.
         match plugin.validate_config("{}").await {
@@ -109,17 +109,22 @@ impl PolicyPlugin {
 
     /// A fresh instance with the call deadline armed.
     async fn instantiate(&self) -> Result<(wasmtime::Store<Sandbox>, Instance), PluginError> {
-        let mut store = self
-            .runtime
-            .store(self.bulkhead.limits().timeout, Some(self.bulkhead.slow_lane()));
-        let instance = match &self.pre {
-            Pre::V0_1(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_1),
-            Pre::V0_2(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_2),
-            Pre::V0_3(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_3),
-        };
-        match instance {
-            Ok(instance) => Ok((store, instance)),
-            Err(e) => Err(self.runtime.instantiate_error(&self.name, &store, e)),
+        let deadline = self.bulkhead.limits().timeout;
+        let mut tried_again = false;
+        loop {
+            let mut store = self.runtime.store(deadline, Some(self.bulkhead.slow_lane()));
+            let instance = match &self.pre {
+                Pre::V0_1(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_1),
+                Pre::V0_2(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_2),
+                Pre::V0_3(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_3),
+            };
+            match instance {
+                Ok(instance) => return Ok((store, instance)),
+                Err(e) => self
+                    .runtime
+                    .instantiate_failed(&self.name, store, e, tried_again)?,
+            }
+            tried_again = true;
         }
     }
 

@@ -26,8 +26,23 @@ pub fn capacity() -> usize {
     (2 * cores).clamp(4, 16)
 }
 
+/// A pool whose kept instances can be let go, whatever their plugin.
+pub trait Idle: Send + Sync {
+    /// Drop every kept instance (their slots and memory go back); how many.
+    fn release(&self) -> usize;
+}
+
+impl<I: Send> Idle for InstancePool<I> {
+    fn release(&self) -> usize {
+        let released = std::mem::take(&mut *self.idle.lock().unwrap());
+        released.len()
+    }
+}
+
 impl<I> InstancePool<I> {
-    /// A pool of at most `capacity` idle instances (0: never reuse).
+    /// A pool of at most `capacity` idle instances (0: never reuse). One
+    /// that keeps any is made by `PluginRuntime::pool`, which can ask for
+    /// them back.
     pub fn new(capacity: usize) -> InstancePool<I> {
         InstancePool {
             idle: Mutex::new(Vec::new()),

@@ -1,14 +1,16 @@
 //! The engine every plugin runs on and the sandbox each call gets: an empty
 //! WASI (no environment, files or sockets), a memory cap and a deadline.
 
+use super::pool::{Idle, InstancePool};
 use super::{PluginError, contract};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig,
+    Store, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -350,6 +352,9 @@ pub struct PluginRuntime {
     memory_in_use: Arc<AtomicUsize>,
     memory_peak: Arc<AtomicUsize>,
     ticker: Arc<Ticker>,
+    /// Every plugin version's pool of kept instances, so that they can be
+    /// let go when a call needs their slots (`instantiate`).
+    kept: Mutex<Vec<Weak<dyn Idle>>>,
 }
 
 impl PluginRuntime {
@@ -404,7 +409,57 @@ impl PluginRuntime {
             memory_in_use: Arc::new(AtomicUsize::new(0)),
             memory_peak: Arc::new(AtomicUsize::new(0)),
             ticker,
+            kept: Mutex::new(Vec::new()),
         })
+    }
+
+    /// A pool of at most `capacity` kept instances, which gives them up
+    /// when a fresh instance of any plugin finds no room (`instantiate`).
+    pub fn pool<I: Send + 'static>(&self, capacity: usize) -> Arc<InstancePool<I>> {
+        let pool = Arc::new(InstancePool::new(capacity));
+        let mut kept = self.kept.lock().unwrap();
+        kept.retain(|pool| pool.strong_count() > 0);
+        kept.push(Arc::downgrade(&pool) as Weak<dyn Idle>);
+        pool
+    }
+
+    /// After an instantiation failed in `store`: `Ok` to try once more,
+    /// else the error to give. When every slot of `max_instances` or all
+    /// of `total_memory_mib` was taken, and instances kept idle (by any
+    /// plugin) held some of it, those are let go first: a kept instance
+    /// saves an instantiation, and must never cost a call or a start.
+    pub fn instantiate_failed(
+        &self,
+        plugin: &str,
+        store: Store<Sandbox>,
+        error: wasmtime::Error,
+        tried_again: bool,
+    ) -> Result<(), PluginError> {
+        let no_room =
+            error.downcast_ref::<PoolConcurrencyLimitError>().is_some() || store.data().limits.starved;
+        if tried_again || !no_room || self.release_idle() == 0 {
+            return Err(self.instantiate_error(plugin, &store, error));
+        }
+        Ok(())
+    }
+
+    /// Let go of every kept instance; how many there were.
+    fn release_idle(&self) -> usize {
+        let pools: Vec<Arc<dyn Idle>> = self
+            .kept
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let released = pools.iter().map(|pool| pool.release()).sum();
+        if released > 0 {
+            tracing::debug!(
+                released,
+                "kept plugin instances let go to make room for a fresh one"
+            );
+        }
+        released
     }
 
     /// The engine, with a pool of `max_instances` instances whose memory
@@ -447,6 +502,12 @@ impl PluginRuntime {
         // Keyed by the component's bytes and the engine's settings (these
         // included): a changed plugin or a new wasmtime is compiled afresh.
         config.cache(cache);
+        // For profiling plugins: their compiled functions named, by the
+        // names the component carries, in `/tmp/perf-<pid>.map`, where
+        // `perf report` (and the instructions bench) read them.
+        if std::env::var_os("SWITCHBOARD_WASM_PERFMAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         Engine::new(&config)
     }
 
