@@ -22,7 +22,7 @@ use options::{Options, Untouched};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use switchboard::plugin::types::{ApiFormat, Body, Capabilities, Usage};
-use switchboard_guest::scan::Scanner;
+use switchboard_guest::scan::{ScanError, Scanner};
 
 struct OpenAi;
 
@@ -56,8 +56,7 @@ impl Guest for OpenAi {
             let path = options.responses_path.clone();
             return Ok(post(&options, path, streaming, Body::Unchanged));
         }
-        // `{model}` in the path names the deployment (Azure OpenAI).
-        let path = options.path.replace("{model}", &target.model);
+        let path = deployment_path(&options.path, &target.model);
         match options.without_tree(&request, &target.model) {
             Some(Untouched::AsItCame { streaming }) => {
                 return Ok(post(&options, path, streaming, Body::Unchanged));
@@ -93,7 +92,7 @@ impl Guest for OpenAi {
 
     fn build_embeddings_request(request: Vec<u8>, target: Target) -> Result<OutboundRequest, String> {
         let options = Options::cached(&target.options)?;
-        let path = options.embeddings_path.replace("{model}", &target.model);
+        let path = deployment_path(&options.embeddings_path, &target.model);
         // The host has set the model (its inputs, thousands of strings at
         // times, are not built into a tree to be told so).
         #[derive(Deserialize)]
@@ -200,10 +199,21 @@ impl Answer {
             Some(_) => {}
         }
         let usage = (usage.flatten())
-            .map(serde_json::from_str::<WireUsage>)
+            .map(WireUsage::read)
             .transpose()
             .map_err(|e| not_one(&format_args!("`usage`: {e}")))?;
         Ok((usage, model.flatten()))
+    }
+}
+
+/// `path` with `{model}` replaced by `model`: there, it names the
+/// deployment (Azure OpenAI). Looked for only where there is a brace: a
+/// substring search is set up afresh for every call.
+fn deployment_path(path: &str, model: &str) -> String {
+    if path.as_bytes().contains(&b'{') {
+        path.replace("{model}", model)
+    } else {
+        path.to_string()
     }
 }
 
@@ -270,6 +280,83 @@ struct CompletionDetails {
 }
 
 impl WireUsage {
+    /// From a `usage` value's text (checked JSON), as serde's derive reads
+    /// it: by the scanner where it is the usual object of counts, else by
+    /// serde itself (the errors and the rare forms, such as an array of
+    /// the fields, are its own). Serde in Wasm cost a quarter of reading
+    /// a whole 783-byte answer.
+    pub(crate) fn read(text: &str) -> Result<WireUsage, serde_json::Error> {
+        Self::plain(text).map_or_else(|| serde_json::from_str(text), Ok)
+    }
+
+    /// An object whose counts are written as plain integers that fit (or,
+    /// where optional, null), each named once; `None` for anything else.
+    fn plain(text: &str) -> Option<WireUsage> {
+        // Any error below means "not plain": the text is JSON already.
+        let not_plain = ScanError { what: "", at: 0 };
+        let mut scanner = Scanner::new(text);
+        let mut seen = [false; 4];
+        let mut once = |field: usize| match std::mem::replace(&mut seen[field], true) {
+            false => Ok(()),
+            true => Err(not_plain.clone()),
+        };
+        let mut usage = WireUsage {
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            prompt_tokens_details: None,
+            completion_tokens_details: None,
+        };
+        let count = |scanner: &mut Scanner| -> Result<Option<u32>, ScanError> {
+            let count = scanner.optional_u64("")?;
+            count.map_or(Ok(None), |n| u32::try_from(n).map(Some).map_err(|_| not_plain.clone()))
+        };
+        // `{"<key>": count or null, ...}` or null: the count, if any.
+        let detail = |scanner: &mut Scanner, key: &[u8]| -> Result<Option<Option<u32>>, ScanError> {
+            if scanner.null()? {
+                return Ok(None);
+            }
+            let (mut value, mut seen) = (None, false);
+            scanner.object("", |scanner, name| {
+                if name != key {
+                    return scanner.skip();
+                }
+                if std::mem::replace(&mut seen, true) {
+                    return Err(not_plain.clone());
+                }
+                value = count(scanner)?;
+                Ok(())
+            })?;
+            Ok(Some(value))
+        };
+        scanner
+            .object("", |scanner, name| {
+                match name {
+                    b"prompt_tokens" => {
+                        once(0)?;
+                        usage.prompt_tokens = count(scanner)?.ok_or(not_plain.clone())?;
+                    }
+                    b"completion_tokens" => {
+                        once(1)?;
+                        usage.completion_tokens = count(scanner)?.ok_or(not_plain.clone())?;
+                    }
+                    b"prompt_tokens_details" => {
+                        once(2)?;
+                        usage.prompt_tokens_details =
+                            detail(scanner, b"cached_tokens")?.map(|cached_tokens| PromptDetails { cached_tokens });
+                    }
+                    b"completion_tokens_details" => {
+                        once(3)?;
+                        usage.completion_tokens_details = detail(scanner, b"reasoning_tokens")?
+                            .map(|reasoning_tokens| CompletionDetails { reasoning_tokens });
+                    }
+                    _ => scanner.skip()?,
+                }
+                Ok(())
+            })
+            .ok()?;
+        Some(usage)
+    }
+
     pub(crate) fn into_usage(self) -> Usage {
         Usage {
             prompt_tokens: self.prompt_tokens,
@@ -386,6 +473,48 @@ mod tests {
             r#"{"choices":[1],"model":7}"#,
         ];
         reads_as_serde_did(&COMPLETION, serde, &seeds, &exact);
+    }
+
+    #[test]
+    fn usage_is_read_as_serde_read_it_and_the_usual_one_without_serde() {
+        let seeds = [
+            r#"{"prompt_tokens":20,"completion_tokens":62,"total_tokens":82,"prompt_tokens_details":{"cached_tokens":4,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":7,"accepted_prediction_tokens":0}}"#,
+            r#"{"prompt_tokens":1,"prompt_tokens_details":null,"completion_tokens_details":{"reasoning_tokens":null}}"#,
+            r#" { "pr\u006fmpt_tokens" : 4294967295 , "completion_tokens" : 0 , "x" : [ { } , "s" , -1.5e3 ] } "#,
+            r#"[20,62,{"cached_tokens":1},null]"#,
+            r#"{"prompt_tokens":1,"prompt_tokens":2}"#,
+            r#"{"prompt_tokens":4294967296,"completion_tokens_details":{"reasoning_tokens":1,"reasoning_tokens":2}}"#,
+            r#"{"prompt_tokens":null,"completion_tokens":-0,"prompt_tokens_details":{"cached_tokens":1.0}}"#,
+            r#"{"completion_tokens":null,"prompt_tokens_details":[3],"completion_tokens_details":{"reasoning_tokens":1e1}}"#,
+        ];
+        // The usual ones are read by the scanner.
+        for seed in &seeds[..3] {
+            assert!(WireUsage::plain(seed).is_some(), "{seed}");
+        }
+        let counted = |usage: Result<WireUsage, serde_json::Error>| {
+            usage.map(|u| counts(Some(u))).map_err(|e| e.to_string())
+        };
+        let mut mutator = Mutator::new(0x9e37_79b9_7f4a_7c15, b"{}[]:,\" \\0123456789.eE+-nul_t", true);
+        let (mut compared, mut plain) = (0, 0);
+        for round in 0..30_000 {
+            let mut text = seeds[round % seeds.len()].as_bytes().to_vec();
+            // Each seed as it is, then changed.
+            for _ in 0..usize::from(round >= seeds.len()) * (1 + mutator.below(3)) {
+                mutator.change(&mut text);
+            }
+            // What it is given is JSON: the answer's reading checked it.
+            let Some(text) = std::str::from_utf8(&text).ok().filter(|t| switchboard_guest::scan::is_json_text(t.as_bytes())) else {
+                continue;
+            };
+            compared += 1;
+            plain += usize::from(WireUsage::plain(text).is_some());
+            assert_eq!(
+                counted(WireUsage::read(text)),
+                counted(serde_json::from_str(text)),
+                "{text}"
+            );
+        }
+        assert!(plain > compared / 10 && plain < compared * 9 / 10, "{plain} of {compared}");
     }
 
     #[test]
