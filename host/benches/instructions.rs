@@ -144,7 +144,7 @@ async fn count(
     };
     // Kept counts name the plugins' compiled functions (from the map the
     // gateway writes, below), not only their addresses.
-    let named = keep.map(|_| ["env".to_string(), "SWITCHBOARD_WASM_PERFMAP=1".into()]);
+    let named = keep.map(|_| ["/usr/bin/env".to_string(), "SWITCHBOARD_WASM_PERFMAP=1".into()]);
     let wrapper: Vec<String> = named
         .into_iter()
         .flatten()
@@ -253,7 +253,11 @@ fn name_guest_functions(dump: &Path, map: &str) {
             Some((start, size, fields.next()?))
         })
         .collect();
-    functions.sort_unstable();
+    // wasmtime maps a component's code once per core module in it, naming
+    // only the functions of that module: of the entries for one function,
+    // the named one is the longest (`wasm[0]::function[7]::<its name>`).
+    functions.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)).then(b.2.len().cmp(&a.2.len())));
+    functions.dedup_by_key(|f| (f.0, f.1));
     let name = |address: u64| {
         let i = functions.partition_point(|f| f.0 <= address).checked_sub(1)?;
         let (start, size, name) = functions[i];

@@ -202,7 +202,16 @@ fn spawn(
     // `adapters` and `policies` folders over the bundled ones of the same
     // name (another build of a plugin, or one whose functions keep their
     // names for a profile).
-    let plugin_dir = std::env::var_os("SWITCHBOARD_BENCH_PLUGIN_DIR").map(PathBuf::from);
+    // (Made absolute: the gateway reads a relative folder from its config's.)
+    let plugin_dir = std::env::var_os("SWITCHBOARD_BENCH_PLUGIN_DIR").map(|dir| {
+        let dir = std::path::absolute(&dir).unwrap();
+        assert!(
+            dir.is_dir(),
+            "SWITCHBOARD_BENCH_PLUGIN_DIR {} is not a folder",
+            dir.display()
+        );
+        dir
+    });
     let folder = |name: &str| {
         plugin_dir
             .as_ref()

@@ -107,8 +107,9 @@ impl AdapterPlugin {
     /// A fresh instance whose deadline allows for `input` bytes.
     async fn instantiate(&self, input: usize) -> Result<(Store<Sandbox>, Instance), PluginError> {
         let deadline = self.bulkhead.limits().deadline(input);
-        let mut tried_again = false;
+        let mut tries = 0;
         loop {
+            tries += 1;
             let mut store = self.runtime.store(deadline, Some(self.bulkhead.slow_lane()));
             let instance = match &self.pre {
                 Pre::V0_1(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_1),
@@ -117,11 +118,8 @@ impl AdapterPlugin {
             };
             match instance {
                 Ok(instance) => return Ok((store, instance)),
-                Err(e) => self
-                    .runtime
-                    .instantiate_failed(&self.name, store, e, tried_again)?,
+                Err(e) => self.runtime.instantiate_failed(&self.name, store, e, tries)?,
             }
-            tried_again = true;
         }
     }
 

@@ -110,8 +110,9 @@ impl PolicyPlugin {
     /// A fresh instance with the call deadline armed.
     async fn instantiate(&self) -> Result<(wasmtime::Store<Sandbox>, Instance), PluginError> {
         let deadline = self.bulkhead.limits().timeout;
-        let mut tried_again = false;
+        let mut tries = 0;
         loop {
+            tries += 1;
             let mut store = self.runtime.store(deadline, Some(self.bulkhead.slow_lane()));
             let instance = match &self.pre {
                 Pre::V0_1(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_1),
@@ -120,11 +121,8 @@ impl PolicyPlugin {
             };
             match instance {
                 Ok(instance) => return Ok((store, instance)),
-                Err(e) => self
-                    .runtime
-                    .instantiate_failed(&self.name, store, e, tried_again)?,
+                Err(e) => self.runtime.instantiate_failed(&self.name, store, e, tries)?,
             }
-            tried_again = true;
         }
     }
 

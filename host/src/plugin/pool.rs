@@ -8,8 +8,8 @@
 
 use super::PluginError;
 use super::sandbox::{PluginRuntime, Sandbox};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use wasmtime::Store;
 
@@ -27,7 +27,7 @@ pub fn capacity() -> usize {
 }
 
 /// A pool whose kept instances can be let go, whatever their plugin.
-pub trait Idle: Send + Sync {
+trait Idle: Send + Sync {
     /// Drop every kept instance (their slots and memory go back); how many.
     fn release(&self) -> usize;
 }
@@ -39,10 +39,47 @@ impl<I: Send> Idle for InstancePool<I> {
     }
 }
 
+/// Every pool of one runtime, so that what their kept instances hold (a
+/// slot of `max_instances`, memory of `total_memory_mib`) can be had back
+/// when a call needs it: a kept instance saves an instantiation, and must
+/// never cost a call or a start.
+#[derive(Default)]
+pub struct Kept {
+    pools: Mutex<Vec<Weak<dyn Idle>>>,
+}
+
+impl Kept {
+    /// A pool of at most `capacity` kept instances, registered here.
+    pub fn pool<I: Send + 'static>(&self, capacity: usize) -> Arc<InstancePool<I>> {
+        let pool = Arc::new(InstancePool::new(capacity));
+        let mut pools = self.pools.lock().unwrap();
+        pools.retain(|pool| pool.strong_count() > 0);
+        pools.push(Arc::downgrade(&pool) as Weak<dyn Idle>);
+        pool
+    }
+
+    /// Let go of every kept instance of every pool; how many there were.
+    /// (Their stores are dropped outside every lock.)
+    pub fn release(&self) -> usize {
+        let pools: Vec<Arc<dyn Idle>> = self
+            .pools
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let released = pools.iter().map(|pool| pool.release()).sum();
+        if released > 0 {
+            tracing::debug!(released, "kept plugin instances let go to make room");
+        }
+        released
+    }
+}
+
 impl<I> InstancePool<I> {
     /// A pool of at most `capacity` idle instances (0: never reuse). One
-    /// that keeps any is made by `PluginRuntime::pool`, which can ask for
-    /// them back.
+    /// that keeps any is made by [`Kept::pool`], which can ask for them
+    /// back.
     pub fn new(capacity: usize) -> InstancePool<I> {
         InstancePool {
             idle: Mutex::new(Vec::new()),

@@ -1,10 +1,10 @@
 //! The engine every plugin runs on and the sandbox each call gets: an empty
 //! WASI (no environment, files or sockets), a memory cap and a deadline.
 
-use super::pool::{Idle, InstancePool};
+use super::pool::{InstancePool, Kept};
 use super::{PluginError, contract};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
@@ -234,6 +234,8 @@ struct MemoryLimiter {
     total: Arc<AtomicUsize>,
     /// The most `total` has been.
     peak: Arc<AtomicUsize>,
+    /// What kept instances hold is let go before a growth is refused.
+    kept: Arc<Kept>,
     /// This store's share of `total`, returned when it is dropped.
     mine: usize,
     /// A growth was refused because all plugins together hold the budget.
@@ -258,9 +260,19 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             ));
         }
         let delta = desired.saturating_sub(current);
-        let before = self.total.fetch_add(delta, Ordering::Relaxed);
-        if before + delta > self.total_max {
+        let mut let_go = false;
+        loop {
+            let before = self.total.fetch_add(delta, Ordering::Relaxed);
+            if before + delta <= self.total_max {
+                self.mine += delta;
+                self.peak.fetch_max(before + delta, Ordering::Relaxed);
+                return Ok(true);
+            }
             self.total.fetch_sub(delta, Ordering::Relaxed);
+            // Instances kept idle give their memory back first, once.
+            if !std::mem::replace(&mut let_go, true) && self.kept.release() > 0 {
+                continue;
+            }
             // Not this plugin's fault: others hold the budget.
             self.starved = true;
             return Err(wasmtime::format_err!(
@@ -268,9 +280,6 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
                 self.total_max >> 20
             ));
         }
-        self.mine += delta;
-        self.peak.fetch_max(before + delta, Ordering::Relaxed);
-        Ok(true)
     }
 
     fn table_growing(
@@ -353,8 +362,8 @@ pub struct PluginRuntime {
     memory_peak: Arc<AtomicUsize>,
     ticker: Arc<Ticker>,
     /// Every plugin version's pool of kept instances, so that they can be
-    /// let go when a call needs their slots (`instantiate`).
-    kept: Mutex<Vec<Weak<dyn Idle>>>,
+    /// let go when a call needs their slots or memory.
+    kept: Arc<Kept>,
 }
 
 impl PluginRuntime {
@@ -409,57 +418,34 @@ impl PluginRuntime {
             memory_in_use: Arc::new(AtomicUsize::new(0)),
             memory_peak: Arc::new(AtomicUsize::new(0)),
             ticker,
-            kept: Mutex::new(Vec::new()),
+            kept: Arc::new(Kept::default()),
         })
     }
 
     /// A pool of at most `capacity` kept instances, which gives them up
-    /// when a fresh instance of any plugin finds no room (`instantiate`).
+    /// when a fresh instance of any plugin finds no free slot, or a
+    /// plugin's memory would grow past `total_memory_mib`.
     pub fn pool<I: Send + 'static>(&self, capacity: usize) -> Arc<InstancePool<I>> {
-        let pool = Arc::new(InstancePool::new(capacity));
-        let mut kept = self.kept.lock().unwrap();
-        kept.retain(|pool| pool.strong_count() > 0);
-        kept.push(Arc::downgrade(&pool) as Weak<dyn Idle>);
-        pool
+        self.kept.pool(capacity)
     }
 
-    /// After an instantiation failed in `store`: `Ok` to try once more,
-    /// else the error to give. When every slot of `max_instances` or all
-    /// of `total_memory_mib` was taken, and instances kept idle (by any
-    /// plugin) held some of it, those are let go first: a kept instance
-    /// saves an instantiation, and must never cost a call or a start.
+    /// After an instantiation failed in `store` (its `tries`-th): `Ok` to
+    /// try again, else the error to give. When every slot of
+    /// `max_instances` was taken and instances kept idle (by any plugin)
+    /// held some, those are let go first. A few tries, as a call in flight
+    /// may take a slot let go before this one does.
     pub fn instantiate_failed(
         &self,
         plugin: &str,
         store: Store<Sandbox>,
         error: wasmtime::Error,
-        tried_again: bool,
+        tries: u32,
     ) -> Result<(), PluginError> {
-        let no_room =
-            error.downcast_ref::<PoolConcurrencyLimitError>().is_some() || store.data().limits.starved;
-        if tried_again || !no_room || self.release_idle() == 0 {
+        let no_slot = error.downcast_ref::<PoolConcurrencyLimitError>().is_some();
+        if !no_slot || tries >= 3 || self.kept.release() == 0 {
             return Err(self.instantiate_error(plugin, &store, error));
         }
         Ok(())
-    }
-
-    /// Let go of every kept instance; how many there were.
-    fn release_idle(&self) -> usize {
-        let pools: Vec<Arc<dyn Idle>> = self
-            .kept
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        let released = pools.iter().map(|pool| pool.release()).sum();
-        if released > 0 {
-            tracing::debug!(
-                released,
-                "kept plugin instances let go to make room for a fresh one"
-            );
-        }
-        released
     }
 
     /// The engine, with a pool of `max_instances` instances whose memory
@@ -572,6 +558,7 @@ impl PluginRuntime {
             total_max: self.limits.total_memory_bytes,
             total: self.memory_in_use.clone(),
             peak: self.memory_peak.clone(),
+            kept: self.kept.clone(),
             mine: 0,
             starved: false,
         };

@@ -308,7 +308,9 @@ impl WireUsage {
         };
         let count = |scanner: &mut Scanner| -> Result<Option<u32>, ScanError> {
             let count = scanner.optional_u64("")?;
-            count.map_or(Ok(None), |n| u32::try_from(n).map(Some).map_err(|_| not_plain.clone()))
+            count.map_or(Ok(None), |n| {
+                u32::try_from(n).map(Some).map_err(|_| not_plain.clone())
+            })
         };
         // `{"<key>": count or null, ...}` or null: the count, if any.
         let detail = |scanner: &mut Scanner, key: &[u8]| -> Result<Option<Option<u32>>, ScanError> {
@@ -341,8 +343,8 @@ impl WireUsage {
                     }
                     b"prompt_tokens_details" => {
                         once(2)?;
-                        usage.prompt_tokens_details =
-                            detail(scanner, b"cached_tokens")?.map(|cached_tokens| PromptDetails { cached_tokens });
+                        usage.prompt_tokens_details = detail(scanner, b"cached_tokens")?
+                            .map(|cached_tokens| PromptDetails { cached_tokens });
                     }
                     b"completion_tokens_details" => {
                         once(3)?;
@@ -503,7 +505,10 @@ mod tests {
                 mutator.change(&mut text);
             }
             // What it is given is JSON: the answer's reading checked it.
-            let Some(text) = std::str::from_utf8(&text).ok().filter(|t| switchboard_guest::scan::is_json_text(t.as_bytes())) else {
+            let Some(text) = std::str::from_utf8(&text)
+                .ok()
+                .filter(|t| switchboard_guest::scan::is_json_text(t.as_bytes()))
+            else {
                 continue;
             };
             compared += 1;
@@ -514,7 +519,10 @@ mod tests {
                 "{text}"
             );
         }
-        assert!(plain > compared / 10 && plain < compared * 9 / 10, "{plain} of {compared}");
+        assert!(
+            plain > compared / 10 && plain < compared * 9 / 10,
+            "{plain} of {compared}"
+        );
     }
 
     #[test]
