@@ -291,7 +291,7 @@ impl WireUsage {
 
     /// An object whose counts are written as plain integers that fit (or,
     /// where optional, null), each named once; `None` for anything else.
-    fn plain(text: &str) -> Option<WireUsage> {
+    pub(crate) fn plain(text: &str) -> Option<WireUsage> {
         // Any error below means "not plain": the text is JSON already.
         let not_plain = ScanError { what: "", at: 0 };
         let mut scanner = Scanner::new(text);
