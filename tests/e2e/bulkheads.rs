@@ -165,6 +165,25 @@ async fn plugins_together_stay_under_the_memory_cap() {
 }
 
 #[tokio::test]
+async fn a_call_that_grows_gets_the_memory_kept_instances_held() {
+    let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
+    // 16 MiB for all plugins. The bundled policies and the adapter keep
+    // instances that hold several of them; then the custom policy's call
+    // grows by 13 MiB, which fits only once those are let go. Refused, the
+    // policy would fail and the configured order (a first) would answer.
+    let gw = hostile("memory_limit_mib = 16\ntotal_memory_mib = 16\n", &a, &b);
+    assert_eq!(post(&gw.chat_url(), &chat("chat")).await.status, 200);
+    let reply = post(&gw.chat_url(), &asking("hostile", "hold:13")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.header("x-switchboard-provider"),
+        "b",
+        "the policy planned the request"
+    );
+    assert_eq!(post(&gw.chat_url(), &chat("chat")).await.status, 200);
+}
+
+#[tokio::test]
 async fn a_trapping_policy_version_is_quarantined_and_the_previous_one_serves() {
     let (a, b) = (MockProvider::start("a").await, MockProvider::start("b").await);
     let gw = Gateway::start_with_files(

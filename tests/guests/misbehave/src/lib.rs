@@ -10,6 +10,7 @@
 //! * `reveal` (adapter): the pass-through, whose error messages repeat every
 //!   header and the body it was given, to show what an adapter can see;
 //! * `panic`: traps; `loop`: spins forever; `alloc`: allocates without bound;
+//!   `hold:<MiB>`: holds that much memory for the call, then behaves;
 //! * `garbage`: returns output that breaks the contract (an unknown candidate,
 //!   a body that is not JSON);
 //! * `stream_panic`, `stream_loop`, `stream_garbage` (adapter): a stream
@@ -63,6 +64,10 @@ fn misbehave(mode: &str) {
                 hoard.push(vec![1u8; 1 << 20]);
                 std::hint::black_box(&hoard);
             }
+        }
+        held if held.starts_with("hold:") => {
+            let mib: usize = held["hold:".len()..].parse().unwrap_or(0);
+            std::hint::black_box(vec![1u8; mib << 20]);
         }
         // Loads outside the linear memory: just past its end, near the top
         // of the 32-bit space (inside what the host may reserve for guard
