@@ -26,16 +26,44 @@ pub fn capacity() -> usize {
     (2 * cores).clamp(4, 16)
 }
 
+/// What letting kept instances go must make room for.
+#[derive(Clone, Copy, Debug)]
+pub enum Room {
+    /// One slot of `max_instances`.
+    Slot,
+    /// This many bytes of `total_memory_mib`.
+    Bytes(usize),
+}
+
 /// A pool whose kept instances can be let go, whatever their plugin.
 trait Idle: Send + Sync {
-    /// Drop every kept instance (their slots and memory go back); how many.
-    fn release(&self) -> usize;
+    /// Drop kept instances, the most recently kept last, until `wanted`
+    /// is made room for (their slots and memory go back); the instances
+    /// and bytes let go. The stores are dropped outside the pool's lock.
+    fn release(&self, wanted: Room, freed: (usize, usize)) -> (usize, usize);
 }
 
 impl<I: Send> Idle for InstancePool<I> {
-    fn release(&self) -> usize {
-        let released = std::mem::take(&mut *self.idle.lock().unwrap());
-        released.len()
+    fn release(&self, wanted: Room, (mut instances, mut bytes): (usize, usize)) -> (usize, usize) {
+        let mut released = Vec::new();
+        {
+            let mut idle = self.idle.lock().unwrap();
+            while !enough(wanted, (instances, bytes)) {
+                let Some(kept) = idle.pop() else { break };
+                instances += 1;
+                bytes += kept.0.data().memory_held();
+                released.push(kept);
+            }
+        }
+        drop(released);
+        (instances, bytes)
+    }
+}
+
+fn enough(wanted: Room, (instances, bytes): (usize, usize)) -> bool {
+    match wanted {
+        Room::Slot => instances >= 1,
+        Room::Bytes(wanted) => bytes >= wanted,
     }
 }
 
@@ -58,9 +86,11 @@ impl Kept {
         pool
     }
 
-    /// Let go of every kept instance of every pool; how many there were.
-    /// (Their stores are dropped outside every lock.)
-    pub fn release(&self) -> usize {
+    /// Let go of kept instances, pool by pool, until `wanted` is made room
+    /// for or none is left; whether any was. Only as many as it takes: a
+    /// plugin that keeps running out of memory must not cost every other
+    /// plugin its kept instances each time.
+    pub fn release(&self, wanted: Room) -> bool {
         let pools: Vec<Arc<dyn Idle>> = self
             .pools
             .lock()
@@ -68,11 +98,23 @@ impl Kept {
             .iter()
             .filter_map(Weak::upgrade)
             .collect();
-        let released = pools.iter().map(|pool| pool.release()).sum();
-        if released > 0 {
-            tracing::debug!(released, "kept plugin instances let go to make room");
+        let mut freed = (0, 0);
+        for pool in &pools {
+            if enough(wanted, freed) {
+                break;
+            }
+            freed = pool.release(wanted, freed);
         }
-        released
+        let (instances, bytes) = freed;
+        if instances > 0 {
+            tracing::debug!(
+                instances,
+                bytes,
+                ?wanted,
+                "kept plugin instances let go to make room"
+            );
+        }
+        instances > 0
     }
 }
 

@@ -1,7 +1,7 @@
 //! The engine every plugin runs on and the sandbox each call gets: an empty
 //! WASI (no environment, files or sockets), a memory cap and a deadline.
 
-use super::pool::{InstancePool, Kept};
+use super::pool::{InstancePool, Kept, Room};
 use super::{PluginError, contract};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -269,8 +269,9 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
                 return Ok(true);
             }
             self.total.fetch_sub(delta, Ordering::Relaxed);
-            // Instances kept idle give their memory back first, once.
-            if !std::mem::replace(&mut let_go, true) && self.kept.release() > 0 {
+            // Instances kept idle give back what is missing first, once.
+            let missing = before + delta - self.total_max;
+            if !std::mem::replace(&mut let_go, true) && self.kept.release(Room::Bytes(missing)) {
                 continue;
             }
             // Not this plugin's fault: others hold the budget.
@@ -308,6 +309,11 @@ impl Sandbox {
     /// fresh slot keeps resident.
     pub fn reusable(&self) -> bool {
         self.limits.mine <= KEEP_RESIDENT && !self.limits.starved && self.stderr.contents().is_empty()
+    }
+
+    /// The linear memory this instance holds of `total_memory_mib`.
+    pub fn memory_held(&self) -> usize {
+        self.limits.mine
     }
 }
 
@@ -443,9 +449,9 @@ impl PluginRuntime {
 
     /// After an instantiation failed in `store` (its `tries`-th): `Ok` to
     /// try again, else the error to give. When every slot of
-    /// `max_instances` was taken and instances kept idle (by any plugin)
-    /// held some, those are let go first. A few tries, as a call in flight
-    /// may take a slot let go before this one does.
+    /// `max_instances` was taken and an instance kept idle (by any plugin)
+    /// held one, it is let go first. A few tries, as a call in flight may
+    /// take the slot let go before this one does.
     pub fn instantiate_failed(
         &self,
         plugin: &str,
@@ -454,7 +460,7 @@ impl PluginRuntime {
         tries: u32,
     ) -> Result<(), PluginError> {
         let no_slot = error.downcast_ref::<PoolConcurrencyLimitError>().is_some();
-        if !no_slot || tries >= 3 || self.kept.release() == 0 {
+        if !no_slot || tries >= 3 || !self.kept.release(Room::Slot) {
             return Err(self.instantiate_error(plugin, &store, error));
         }
         Ok(())
@@ -689,6 +695,30 @@ impl Drop for PluginRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kept_instances_are_let_go_only_as_many_as_make_the_room() {
+        let runtime = PluginRuntime::new(SandboxLimits {
+            memory_bytes: 64 << 20,
+            total_memory_bytes: 256 << 20,
+            max_instances: 8,
+            compile_cache: None,
+        })
+        .unwrap();
+        let (first, second) = (runtime.pool::<()>(4), runtime.pool::<()>(4));
+        for pool in [&first, &second] {
+            for _ in 0..3 {
+                pool.put(runtime.store(Duration::from_secs(1), None), ());
+            }
+        }
+        // A slot: one instance, from one pool.
+        assert!(runtime.kept.release(Room::Slot));
+        assert_eq!(first.idle() + second.idle(), 5);
+        // Bytes these (empty) stores do not hold: every one, and then no more.
+        assert!(runtime.kept.release(Room::Bytes(1)));
+        assert_eq!(first.idle() + second.idle(), 0);
+        assert!(!runtime.kept.release(Room::Slot));
+    }
 
     #[test]
     fn the_compile_cache_never_recompresses_what_it_keeps() {
