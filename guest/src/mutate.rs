@@ -47,6 +47,20 @@ impl Mutator {
         }
     }
 
+    /// `rounds` texts: each seed as it is, then the seeds in turn with one
+    /// to three changes each.
+    pub fn texts<'a>(&'a mut self, seeds: &'a [&str], rounds: usize) -> impl Iterator<Item = Vec<u8>> + 'a {
+        (0..rounds).map(move |round| {
+            let mut text = seeds[round % seeds.len()].as_bytes().to_vec();
+            if round >= seeds.len() {
+                for _ in 0..1 + self.below(3) {
+                    self.change(&mut text);
+                }
+            }
+            text
+        })
+    }
+
     fn byte(&mut self) -> u8 {
         self.bytes[self.below(self.bytes.len())]
     }

@@ -378,3 +378,18 @@ macro_rules! on_every_version {
 }
 
 pub(super) use on_every_version;
+
+/// A fresh `Instance` of whichever contract version the pre-instantiated
+/// `pre` is, in `store` (an adapter's and a policy's `Pre` and `Instance`
+/// are types of their own, each named so where the macro is used).
+macro_rules! instantiate_pre {
+    ($pre:expr, $store:expr) => {
+        match $pre {
+            Pre::V0_1(pre) => pre.instantiate_async($store).await.map(Instance::V0_1),
+            Pre::V0_2(pre) => pre.instantiate_async($store).await.map(Instance::V0_2),
+            Pre::V0_3(pre) => pre.instantiate_async($store).await.map(Instance::V0_3),
+        }
+    };
+}
+
+pub(super) use instantiate_pre;

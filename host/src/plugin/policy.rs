@@ -4,7 +4,7 @@
 use super::PluginError;
 use super::bulkhead::{Bulkhead, CallLimits};
 use super::contract::Version;
-use super::convert::{on_0_2_or_0_3, on_every_version};
+use super::convert::{instantiate_pre, on_0_2_or_0_3, on_every_version};
 use super::pool::{self, InstancePool};
 use super::sandbox::{PluginRuntime, Sandbox};
 use super::types::{Candidate, HedgeChoice, Plan, PolicyInfo, RequestFacts};
@@ -110,20 +110,12 @@ impl PolicyPlugin {
     /// A fresh instance with the call deadline armed.
     async fn instantiate(&self) -> Result<(wasmtime::Store<Sandbox>, Instance), PluginError> {
         let deadline = self.bulkhead.limits().timeout;
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let mut store = self.runtime.store(deadline, Some(self.bulkhead.slow_lane()));
-            let instance = match &self.pre {
-                Pre::V0_1(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_1),
-                Pre::V0_2(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_2),
-                Pre::V0_3(pre) => pre.instantiate_async(&mut store).await.map(Instance::V0_3),
-            };
-            match instance {
-                Ok(instance) => return Ok((store, instance)),
-                Err(e) => self.runtime.instantiate_failed(&self.name, store, e, tries)?,
-            }
-        }
+        let make = |mut store: wasmtime::Store<Sandbox>| async move {
+            let instance = instantiate_pre!(&self.pre, &mut store);
+            (store, instance)
+        };
+        let store = || self.runtime.store(deadline, Some(self.bulkhead.slow_lane()));
+        self.runtime.instantiate(&self.name, store, make).await
     }
 
     /// Calls served by a kept instance, and instances kept now.

@@ -447,23 +447,33 @@ impl PluginRuntime {
         self.kept.pool(capacity)
     }
 
-    /// After an instantiation failed in `store` (its `tries`-th): `Ok` to
-    /// try again, else the error to give. When every slot of
-    /// `max_instances` was taken and an instance kept idle (by any plugin)
-    /// held one, it is let go first. A few tries, as a call in flight may
-    /// take the slot let go before this one does.
-    pub fn instantiate_failed(
+    /// A fresh instance of plugin `plugin`, made by `make` in a store from
+    /// `store`. When every slot of `max_instances` is taken and an
+    /// instance kept idle (by any plugin) holds one, it is let go and this
+    /// tried again; up to three times, as a call in flight may take the
+    /// slot let go first.
+    pub async fn instantiate<T, F>(
         &self,
         plugin: &str,
-        store: Store<Sandbox>,
-        error: wasmtime::Error,
-        tries: u32,
-    ) -> Result<(), PluginError> {
-        let no_slot = error.downcast_ref::<PoolConcurrencyLimitError>().is_some();
-        if !no_slot || tries >= 3 || !self.kept.release(Room::Slot) {
-            return Err(self.instantiate_error(plugin, &store, error));
+        store: impl Fn() -> Store<Sandbox>,
+        make: impl Fn(Store<Sandbox>) -> F,
+    ) -> Result<(Store<Sandbox>, T), PluginError>
+    where
+        F: Future<Output = (Store<Sandbox>, wasmtime::Result<T>)>,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let (store, made) = make(store()).await;
+            let error = match made {
+                Ok(instance) => return Ok((store, instance)),
+                Err(error) => error,
+            };
+            let no_slot = error.downcast_ref::<PoolConcurrencyLimitError>().is_some();
+            if !no_slot || tries >= 3 || !self.kept.release(Room::Slot) {
+                return Err(self.instantiate_error(plugin, &store, error));
+            }
         }
-        Ok(())
     }
 
     /// The engine, with a pool of `max_instances` instances whose memory

@@ -498,12 +498,7 @@ mod tests {
         };
         let mut mutator = Mutator::new(0x9e37_79b9_7f4a_7c15, b"{}[]:,\" \\0123456789.eE+-nul_t", true);
         let (mut compared, mut plain) = (0, 0);
-        for round in 0..30_000 {
-            let mut text = seeds[round % seeds.len()].as_bytes().to_vec();
-            // Each seed as it is, then changed.
-            for _ in 0..usize::from(round >= seeds.len()) * (1 + mutator.below(3)) {
-                mutator.change(&mut text);
-            }
+        for text in mutator.texts(&seeds, 30_000) {
             // What it is given is JSON: the answer's reading checked it.
             let Some(text) = std::str::from_utf8(&text)
                 .ok()
