@@ -35,35 +35,44 @@ pub enum Room {
     Bytes(usize),
 }
 
+/// What has been let go so far.
+#[derive(Clone, Copy, Debug, Default)]
+struct Freed {
+    instances: usize,
+    bytes: usize,
+}
+
+impl Freed {
+    fn makes(self, room: Room) -> bool {
+        match room {
+            Room::Slot => self.instances >= 1,
+            Room::Bytes(bytes) => self.bytes >= bytes,
+        }
+    }
+}
+
 /// A pool whose kept instances can be let go, whatever their plugin.
 trait Idle: Send + Sync {
-    /// Drop kept instances, the most recently kept last, until `wanted`
-    /// is made room for (their slots and memory go back); the instances
-    /// and bytes let go. The stores are dropped outside the pool's lock.
-    fn release(&self, wanted: Room, freed: (usize, usize)) -> (usize, usize);
+    /// Drop kept instances, the most recently kept first, until what is
+    /// `freed` (so far, by other pools too) makes `room`; what is freed
+    /// then. The stores are dropped outside the pool's lock.
+    fn release(&self, room: Room, freed: Freed) -> Freed;
 }
 
 impl<I: Send> Idle for InstancePool<I> {
-    fn release(&self, wanted: Room, (mut instances, mut bytes): (usize, usize)) -> (usize, usize) {
+    fn release(&self, room: Room, mut freed: Freed) -> Freed {
         let mut released = Vec::new();
         {
             let mut idle = self.idle.lock().unwrap();
-            while !enough(wanted, (instances, bytes)) {
+            while !freed.makes(room) {
                 let Some(kept) = idle.pop() else { break };
-                instances += 1;
-                bytes += kept.0.data().memory_held();
+                freed.instances += 1;
+                freed.bytes += kept.0.data().memory_held();
                 released.push(kept);
             }
         }
         drop(released);
-        (instances, bytes)
-    }
-}
-
-fn enough(wanted: Room, (instances, bytes): (usize, usize)) -> bool {
-    match wanted {
-        Room::Slot => instances >= 1,
-        Room::Bytes(wanted) => bytes >= wanted,
+        freed
     }
 }
 
@@ -86,11 +95,11 @@ impl Kept {
         pool
     }
 
-    /// Let go of kept instances, pool by pool, until `wanted` is made room
-    /// for or none is left; whether any was. Only as many as it takes: a
-    /// plugin that keeps running out of memory must not cost every other
-    /// plugin its kept instances each time.
-    pub fn release(&self, wanted: Room) -> bool {
+    /// Let go of kept instances, pool by pool, until they make `room` or
+    /// none is left; whether any was. Only as many as it takes: a plugin
+    /// that keeps running out of memory must not cost every other plugin
+    /// its kept instances each time.
+    pub fn release(&self, room: Room) -> bool {
         let pools: Vec<Arc<dyn Idle>> = self
             .pools
             .lock()
@@ -98,23 +107,17 @@ impl Kept {
             .iter()
             .filter_map(Weak::upgrade)
             .collect();
-        let mut freed = (0, 0);
+        let mut freed = Freed::default();
         for pool in &pools {
-            if enough(wanted, freed) {
+            if freed.makes(room) {
                 break;
             }
-            freed = pool.release(wanted, freed);
+            freed = pool.release(room, freed);
         }
-        let (instances, bytes) = freed;
-        if instances > 0 {
-            tracing::debug!(
-                instances,
-                bytes,
-                ?wanted,
-                "kept plugin instances let go to make room"
-            );
+        if freed.instances > 0 {
+            tracing::debug!(?freed, ?room, "kept plugin instances let go to make room");
         }
-        instances > 0
+        freed.instances > 0
     }
 }
 
