@@ -43,7 +43,7 @@ impl RequestBody {
     pub fn chat(bytes: Bytes, canonical: Map<String, Value>) -> RequestBody {
         RequestBody {
             canonical,
-            chat: AsSent::of(bytes, true).ok(),
+            chat: AsSent::of(bytes, true),
             untranslatable: None,
             native: None,
         }
@@ -68,13 +68,18 @@ impl RequestBody {
         canonical: Map<String, Value>,
         untranslatable: Option<String>,
     ) -> RequestBody {
+        let bytes = bytes.into();
+        // Else, what the body says, to write it out from (empty where it
+        // is not a JSON object).
+        let body = AsSent::of(bytes.clone(), false)
+            .ok_or_else(|| serde_json::from_slice(&bytes).unwrap_or_default());
         RequestBody {
             canonical,
             chat: None,
             untranslatable,
             native: Some(Native {
                 format,
-                body: AsSent::of(bytes.into(), false),
+                body,
                 headers: Vec::new(),
             }),
         }
@@ -196,16 +201,12 @@ impl AsSent {
     /// first, so such a body is written out from what the gateway read. So
     /// is one with a name written with an escape (`mod\u0065l`, which no
     /// caller writes), which is not compared, and one with an object of
-    /// more than [`NAMES`] members. Else, what the body says, to write it
-    /// out from (empty where it is not a JSON object).
-    fn of(bytes: Bytes, nested: bool) -> Result<AsSent, Map<String, Value>> {
+    /// more than [`NAMES`] members.
+    fn of(bytes: Bytes, nested: bool) -> Option<AsSent> {
         let model = std::str::from_utf8(&bytes).ok().and_then(|text| {
             let mut scanner = Scanner::new(text);
             let mut names = Vec::with_capacity(32);
             let mut model = None;
-            if scanner.peek() != Some(b'{') {
-                return None;
-            }
             (members(&mut scanner, text, &mut names, |scanner, name, names| {
                 scanner.peek();
                 let start = scanner.at();
@@ -222,10 +223,7 @@ impl AsSent {
             scanner.end().ok()?;
             model
         });
-        match model {
-            Some(model) => Ok(AsSent { bytes, model }),
-            None => Err(serde_json::from_slice(&bytes).unwrap_or_default()),
-        }
+        model.map(|model| AsSent { bytes, model })
     }
 
     /// The body with `model` as its model, every other byte as it came.
@@ -317,9 +315,9 @@ mod tests {
     }
 
     /// A chat body as an attempt sends it to a chat adapter.
-    fn sent(caller: &'static str, model: &str) -> String {
+    fn sent(caller: &str, model: &str) -> String {
         let canonical = serde_json::from_str(caller).unwrap();
-        let body = RequestBody::chat(Bytes::from_static(caller.as_bytes()), canonical);
+        let body = RequestBody::chat(Bytes::copy_from_slice(caller.as_bytes()), canonical);
         String::from_utf8(body.bytes_for(ApiFormat::OpenAiChat, model).unwrap()).unwrap()
     }
 
@@ -361,10 +359,7 @@ mod tests {
         ] {
             let mut read: Value = serde_json::from_str(caller).unwrap();
             read["model"] = "m".into();
-            let canonical = read.as_object().unwrap().clone();
-            let body = RequestBody::chat(Bytes::from(caller.to_string()), canonical);
-            let text = String::from_utf8(body.bytes_for(ApiFormat::OpenAiChat, "m").unwrap()).unwrap();
-            assert_eq!(text, read.to_string(), "{caller}");
+            assert_eq!(sent(caller, "m"), read.to_string(), "{caller}");
         }
         // Names repeated in different objects are not twins; 64 names in
         // one object are compared.
@@ -372,10 +367,10 @@ mod tests {
             r#"{{"model":"route", "messages":[{{"role":"user"}}, {{"role":"user", "n": {}}}]}}"#,
             with_names(63)
         );
-        let canonical = serde_json::from_str(&caller).unwrap();
-        let body = RequestBody::chat(Bytes::from(caller.clone()), canonical);
-        let text = String::from_utf8(body.bytes_for(ApiFormat::OpenAiChat, "m").unwrap()).unwrap();
-        assert_eq!(text, caller.replace(r#""model":"route""#, r#""model":"m""#));
+        assert_eq!(
+            sent(&caller, "m"),
+            caller.replace(r#""model":"route""#, r#""model":"m""#)
+        );
     }
 
     #[test]
