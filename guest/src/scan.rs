@@ -16,6 +16,21 @@ pub fn is_json_text(bytes: &[u8]) -> bool {
     scanner.skip().and_then(|()| scanner.end()).is_ok()
 }
 
+/// A member a reader takes, seen at most once in its object (which of two
+/// would count is anyone's guess).
+#[derive(Default, Clone, Copy)]
+pub struct Once(bool);
+
+impl Once {
+    /// An error the second time.
+    pub fn check(&mut self, scanner: &Scanner) -> Result<(), ScanError> {
+        if std::mem::replace(&mut self.0, true) {
+            return Err(scanner.error("duplicate member"));
+        }
+        Ok(())
+    }
+}
+
 /// Where and why a text is not JSON, or not what its reader wants.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{what} at byte {at}")]

@@ -4,7 +4,7 @@
 
 mod template;
 
-use switchboard_guest::scan::{ScanError, Scanner, Span, Str};
+use switchboard_guest::scan::{Once, ScanError, Scanner, Span, Str};
 use template::Template;
 
 /// What the host reads of a chat chunk, borrowed from its bytes (no tree of
@@ -302,20 +302,6 @@ fn utf8(data: &[u8]) -> Result<&str, ScanError> {
         what: "invalid UTF-8",
         at: e.valid_up_to(),
     })
-}
-
-/// A member the view reads, seen at most once in its object (which of two
-/// would count is anyone's guess).
-#[derive(Default, Clone, Copy)]
-struct Once(bool);
-
-impl Once {
-    fn check(&mut self, scanner: &Scanner) -> Result<(), ScanError> {
-        if std::mem::replace(&mut self.0, true) {
-            return Err(scanner.error("duplicate member"));
-        }
-        Ok(())
-    }
 }
 
 /// What one chunk sent to the caller adds to the answer.

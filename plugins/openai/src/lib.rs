@@ -22,7 +22,7 @@ use options::{Options, Untouched};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use switchboard::plugin::types::{ApiFormat, Body, Capabilities, Usage};
-use switchboard_guest::scan::{ScanError, Scanner};
+use switchboard_guest::scan::{Once, ScanError, Scanner};
 
 struct OpenAi;
 
@@ -292,14 +292,12 @@ impl WireUsage {
     /// An object whose counts are written as plain integers that fit (or,
     /// where optional, null), each named once; `None` for anything else.
     pub(crate) fn plain(text: &str) -> Option<WireUsage> {
-        // Any error below means "not plain": the text is JSON already.
-        let not_plain = ScanError { what: "", at: 0 };
-        let mut scanner = Scanner::new(text);
-        let mut seen = [false; 4];
-        let mut once = |field: usize| match std::mem::replace(&mut seen[field], true) {
-            false => Ok(()),
-            true => Err(not_plain.clone()),
-        };
+        Self::scan(&mut Scanner::new(text)).ok()
+    }
+
+    /// [`WireUsage::plain`] where `scanner` is: an error for anything not
+    /// plain (the text is JSON already, so that is all an error says).
+    pub(crate) fn scan(scanner: &mut Scanner) -> Result<WireUsage, ScanError> {
         let mut usage = WireUsage {
             prompt_tokens: 0,
             completion_tokens: 0,
@@ -309,7 +307,9 @@ impl WireUsage {
         let count = |scanner: &mut Scanner| -> Result<Option<u32>, ScanError> {
             let count = scanner.optional_u64("")?;
             count.map_or(Ok(None), |n| {
-                u32::try_from(n).map(Some).map_err(|_| not_plain.clone())
+                u32::try_from(n)
+                    .map(Some)
+                    .map_err(|_| scanner.error("a count past u32"))
             })
         };
         // `{"<key>": count or null, ...}` or null: the count, if any.
@@ -317,46 +317,48 @@ impl WireUsage {
             if scanner.null()? {
                 return Ok(None);
             }
-            let (mut value, mut seen) = (None, false);
+            let (mut value, mut once) = (None, Once::default());
             scanner.object("", |scanner, name| {
                 if name != key {
                     return scanner.skip();
                 }
-                if std::mem::replace(&mut seen, true) {
-                    return Err(not_plain.clone());
-                }
+                once.check(scanner)?;
                 value = count(scanner)?;
                 Ok(())
             })?;
             Ok(Some(value))
         };
-        scanner
-            .object("", |scanner, name| {
-                match name {
-                    b"prompt_tokens" => {
-                        once(0)?;
-                        usage.prompt_tokens = count(scanner)?.ok_or(not_plain.clone())?;
-                    }
-                    b"completion_tokens" => {
-                        once(1)?;
-                        usage.completion_tokens = count(scanner)?.ok_or(not_plain.clone())?;
-                    }
-                    b"prompt_tokens_details" => {
-                        once(2)?;
-                        usage.prompt_tokens_details = detail(scanner, b"cached_tokens")?
-                            .map(|cached_tokens| PromptDetails { cached_tokens });
-                    }
-                    b"completion_tokens_details" => {
-                        once(3)?;
-                        usage.completion_tokens_details = detail(scanner, b"reasoning_tokens")?
-                            .map(|reasoning_tokens| CompletionDetails { reasoning_tokens });
-                    }
-                    _ => scanner.skip()?,
+        let [
+            mut prompt,
+            mut completion,
+            mut prompt_details,
+            mut completion_details,
+        ] = [Once::default(); 4];
+        scanner.object("", |scanner, name| {
+            match name {
+                b"prompt_tokens" => {
+                    prompt.check(scanner)?;
+                    usage.prompt_tokens = count(scanner)?.ok_or_else(|| scanner.error("a null count"))?;
                 }
-                Ok(())
-            })
-            .ok()?;
-        Some(usage)
+                b"completion_tokens" => {
+                    completion.check(scanner)?;
+                    usage.completion_tokens = count(scanner)?.ok_or_else(|| scanner.error("a null count"))?;
+                }
+                b"prompt_tokens_details" => {
+                    prompt_details.check(scanner)?;
+                    usage.prompt_tokens_details = detail(scanner, b"cached_tokens")?
+                        .map(|cached_tokens| PromptDetails { cached_tokens });
+                }
+                b"completion_tokens_details" => {
+                    completion_details.check(scanner)?;
+                    usage.completion_tokens_details = detail(scanner, b"reasoning_tokens")?
+                        .map(|reasoning_tokens| CompletionDetails { reasoning_tokens });
+                }
+                _ => scanner.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(usage)
     }
 
     pub(crate) fn into_usage(self) -> Usage {
@@ -398,7 +400,8 @@ mod tests {
     /// What a reading of an answer said: usage counts and model.
     type Said = Option<(Option<(u32, u32, u32, u32)>, Option<String>)>;
 
-    fn counts(usage: Option<WireUsage>) -> Option<(u32, u32, u32, u32)> {
+    /// Its counts, the adapter's reading of a usage compared whole.
+    pub(crate) fn counts(usage: Option<WireUsage>) -> Option<(u32, u32, u32, u32)> {
         usage.map(|u| {
             let u = u.into_usage();
             (

@@ -17,7 +17,7 @@ use crate::{WireUsage, classify, responses};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use std::cell::{Cell, RefCell};
-use switchboard_guest::scan::{ScanError, Scanner};
+use switchboard_guest::scan::{Once, Scanner};
 
 pub struct Decoder {
     /// A Responses caller passed through: its events as they come.
@@ -183,7 +183,6 @@ impl Chunk {
     /// for anything else.
     fn plain(data: &str) -> Option<Chunk> {
         // Any error below means "not plain", or not JSON: serde says which.
-        let not_plain = ScanError { what: "", at: 0 };
         let mut scanner = Scanner::new(data);
         let mut chunk = Chunk {
             choices: None,
@@ -191,39 +190,38 @@ impl Chunk {
             model: None,
             error: None,
         };
-        let mut seen = [false; 4];
+        let [mut choices, mut usage, mut model, mut error] = [Once::default(); 4];
         scanner
             .object("", |scanner, name| {
-                let field = match name {
-                    b"choices" => 0,
-                    b"usage" => 1,
-                    b"model" => 2,
-                    b"error" => 3,
-                    _ => return scanner.skip(),
-                };
-                if std::mem::replace(&mut seen[field], true) {
-                    return Err(not_plain.clone());
-                }
-                match field {
-                    0 if !scanner.null()? => {
-                        let mut count = 0;
-                        scanner.array(|scanner| {
-                            count += 1;
-                            scanner.skip()
-                        })?;
-                        chunk.choices = Some(vec![IgnoredAny; count]);
-                    }
-                    1 => {
-                        scanner.peek();
-                        let start = scanner.at();
-                        if scanner.present()? {
-                            let usage = WireUsage::plain(&data[start..scanner.at()]);
-                            chunk.usage = Some(usage.ok_or_else(|| not_plain.clone())?);
+                match name {
+                    b"choices" => {
+                        choices.check(scanner)?;
+                        if !scanner.null()? {
+                            let mut count = 0;
+                            scanner.array(|scanner| {
+                                count += 1;
+                                scanner.skip()
+                            })?;
+                            chunk.choices = Some(vec![IgnoredAny; count]);
                         }
                     }
-                    2 => chunk.model = scanner.optional_string("")?.map(|m| m.decode().into_owned()),
-                    3 if !scanner.null()? => return Err(not_plain.clone()),
-                    _ => {}
+                    b"usage" => {
+                        usage.check(scanner)?;
+                        if !scanner.null()? {
+                            chunk.usage = Some(WireUsage::scan(scanner)?);
+                        }
+                    }
+                    b"model" => {
+                        model.check(scanner)?;
+                        chunk.model = scanner.optional_string("")?.map(|m| m.decode().into_owned());
+                    }
+                    b"error" => {
+                        error.check(scanner)?;
+                        if !scanner.null()? {
+                            return Err(scanner.error("an error: serde reads it"));
+                        }
+                    }
+                    _ => scanner.skip()?,
                 }
                 Ok(())
             })
@@ -320,6 +318,7 @@ mod tests {
             r#" { "ch\u006fices" : null , "m\u006fdel" : "m\ud83d\ude00" , "x" : [ { } , "s" , -1.5e3 ] , "error" : null } "#,
             r#"{"choices":[1],"error":{"message":"overloaded","type":"server_error","code":null}}"#,
             r#"{"model":"a","model":"b","choices":[]}"#,
+            r#"{"choices":[],"choices":[1],"usage":null,"usage":{"prompt_tokens":1},"error":null,"error":null}"#,
             r#"{"usage":{"prompt_tokens":-1},"choices":{}}"#,
             r#"[[1],null,"m"]"#,
         ];
@@ -339,18 +338,9 @@ mod tests {
         let said = |chunk: Result<Chunk, serde_json::Error>| -> Read {
             chunk
                 .map(|c| {
-                    let usage = c.usage.map(|u| {
-                        let u = u.into_usage();
-                        (
-                            u.prompt_tokens,
-                            u.completion_tokens,
-                            u.cache_read_tokens,
-                            u.reasoning_tokens,
-                        )
-                    });
                     (
                         c.choices.map(|c| c.len()),
-                        usage,
+                        crate::tests::counts(c.usage),
                         c.model,
                         c.error.map(|e| e.to_string()),
                     )
