@@ -22,6 +22,11 @@ pub fn is_json_text(bytes: &[u8]) -> bool {
 pub struct Once(bool);
 
 impl Once {
+    /// Whether it was seen.
+    pub fn seen(self) -> bool {
+        self.0
+    }
+
     /// An error the second time.
     pub fn check(&mut self, scanner: &Scanner) -> Result<(), ScanError> {
         if std::mem::replace(&mut self.0, true) {

@@ -87,7 +87,7 @@ impl<'a> ChunkView<'a> {
                 _ => scanner.skip()?,
             }
             if let Some(marks) = marks.as_deref_mut()
-                && !choices.0
+                && !choices.seen()
             {
                 marks.push(Mark {
                     at: scanner.at(),
