@@ -266,21 +266,19 @@ fn name_guest_functions(dump: &Path, map: &str) {
     let Ok(text) = std::fs::read_to_string(dump) else {
         return;
     };
+    // `fn=(7) 0x...` (or `cfn=`) with the function's name put in.
+    let guest = |line: &str| -> Option<String> {
+        if !(line.starts_with("fn=(") || line.starts_with("cfn=(")) {
+            return None;
+        }
+        let (head, tail) = line.split_once(") 0x")?;
+        let (digits, rest) = tail.split_at(tail.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(tail.len()));
+        let name = name(u64::from_str_radix(digits, 16).ok()?)?;
+        Some(format!("{head}) {name} [0x{digits}]{rest}"))
+    };
     let mut named = String::with_capacity(text.len());
     for line in text.lines() {
-        let guest = (line.starts_with("fn=(") || line.starts_with("cfn=("))
-            .then(|| line.split_once(") 0x"))
-            .flatten()
-            .and_then(|(head, tail)| {
-                let digits = tail.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(tail.len());
-                let name = name(u64::from_str_radix(&tail[..digits], 16).ok()?)?;
-                Some(format!(
-                    "{head}) {name} [0x{}]{}",
-                    &tail[..digits],
-                    &tail[digits..]
-                ))
-            });
-        named.push_str(guest.as_deref().unwrap_or(line));
+        named.push_str(guest(line).as_deref().unwrap_or(line));
         named.push('\n');
     }
     std::fs::write(dump, named).unwrap();

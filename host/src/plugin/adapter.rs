@@ -14,6 +14,7 @@ use super::types::{
 use super::{v0_1, v0_2, v0_3};
 use crate::chunk::{ChunkReader, Seen};
 use std::sync::Arc;
+use std::time::Duration;
 use switchboard_guest::scan::is_json_text;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
@@ -77,7 +78,7 @@ impl AdapterPlugin {
             contract,
             pre,
             runtime: runtime.clone(),
-            pool: Arc::new(InstancePool::new(0)),
+            pool: Arc::default(),
         };
         plugin.info = plugin
             .describe()
@@ -104,9 +105,8 @@ impl AdapterPlugin {
         format == ApiFormat::OpenAiChat || self.info.native_formats.contains(&format)
     }
 
-    /// A fresh instance whose deadline allows for `input` bytes.
-    async fn instantiate(&self, input: usize) -> Result<(Store<Sandbox>, Instance), PluginError> {
-        let deadline = self.bulkhead.limits().deadline(input);
+    /// A fresh instance with `deadline` armed.
+    async fn instantiate(&self, deadline: Duration) -> Result<(Store<Sandbox>, Instance), PluginError> {
         let make = |mut store: Store<Sandbox>| async move {
             let instance = instantiate_pre!(&self.pre, &mut store);
             (store, instance)
@@ -126,7 +126,7 @@ impl AdapterPlugin {
             let deadline = self.bulkhead.limits().deadline(input);
             let (mut store, instance) = self
                 .pool
-                .checkout(&self.runtime, deadline, || self.instantiate(input))
+                .checkout(&self.runtime, deadline, || self.instantiate(deadline))
                 .await?;
             match f(&instance, &mut store).await {
                 Ok(answer) => {
@@ -362,7 +362,7 @@ impl AdapterPlugin {
             let deadline = self.bulkhead.limits().deadline(0);
             let (mut store, instance) = self
                 .pool
-                .checkout(&self.runtime, deadline, || self.instantiate(0))
+                .checkout(&self.runtime, deadline, || self.instantiate(deadline))
                 .await?;
             let decoder = on_0_2_or_0_3!(&instance, |i| {
                 i.switchboard_plugin_provider()

@@ -1,9 +1,12 @@
-//! The conversions between the host's own types ([`super::types`]) and a
-//! contract's bindings that are the same from 0.2 on. Each version's
-//! bindings are types of their own, generated from its WIT, so the same
-//! code is expanded in each version's module (`v0_2`, `v0_3`), where
+//! Code that is the same in several contract versions, written once as
+//! macros: conversions between the host's own types ([`super::types`])
+//! and a contract's bindings (the same from 0.2 on, or in every version),
+//! and matches on an instance of any version. Each version's bindings are
+//! types of their own, generated from its WIT, so the same code is
+//! expanded in each version's module (`v0_1`, `v0_2`, `v0_3`), where
 //! `adapter`, `policy` and `host` name that version's bindings and the
-//! host's types.
+//! host's types, or where `Instance` and `Pre` name an adapter's or a
+//! policy's.
 
 /// The conversion of a provider error, the same in every version: expanded
 /// by [`since_0_2`] and in `v0_1`.
@@ -353,27 +356,13 @@ pub(super) use on_0_2_or_0_3;
 /// named, its version's module.
 macro_rules! on_every_version {
     ($instance:expr, |$i:ident| $body:expr) => {
-        match $instance {
-            Instance::V0_1($i) => $body,
-            Instance::V0_2($i) => $body,
-            Instance::V0_3($i) => $body,
-        }
+        on_0_2_or_0_3!($instance, |$i| $body, Instance::V0_1($i) => $body)
     };
     ($instance:expr, |$v:ident, $i:ident| $body:expr) => {
-        match $instance {
-            Instance::V0_1($i) => {
-                use super::v0_1 as $v;
-                $body
-            }
-            Instance::V0_2($i) => {
-                use super::v0_2 as $v;
-                $body
-            }
-            Instance::V0_3($i) => {
-                use super::v0_3 as $v;
-                $body
-            }
-        }
+        on_0_2_or_0_3!($instance, |$v, $i| $body, Instance::V0_1($i) => {
+            use super::v0_1 as $v;
+            $body
+        })
     };
 }
 

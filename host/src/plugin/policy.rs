@@ -10,6 +10,7 @@ use super::sandbox::{PluginRuntime, Sandbox};
 use super::types::{Candidate, HedgeChoice, Plan, PolicyInfo, RequestFacts};
 use super::{v0_1, v0_2, v0_3};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// One loaded version of a policy, pre-instantiated. Each call gets a fresh
 /// instance, or, when the policy declares itself stateless, one kept from
@@ -63,7 +64,7 @@ impl PolicyPlugin {
             contract,
             pre,
             runtime: runtime.clone(),
-            pool: Arc::new(InstancePool::new(0)),
+            pool: Arc::default(),
         };
         plugin.info = plugin
             .describe()
@@ -89,7 +90,7 @@ impl PolicyPlugin {
             let deadline = self.bulkhead.limits().timeout;
             let (mut store, instance) = self
                 .pool
-                .checkout(&self.runtime, deadline, || self.instantiate())
+                .checkout(&self.runtime, deadline, || self.instantiate(deadline))
                 .await?;
             match f(&instance, &mut store).await {
                 Ok(answer) => {
@@ -108,8 +109,10 @@ impl PolicyPlugin {
     }
 
     /// A fresh instance with the call deadline armed.
-    async fn instantiate(&self) -> Result<(wasmtime::Store<Sandbox>, Instance), PluginError> {
-        let deadline = self.bulkhead.limits().timeout;
+    async fn instantiate(
+        &self,
+        deadline: Duration,
+    ) -> Result<(wasmtime::Store<Sandbox>, Instance), PluginError> {
         let make = |mut store: wasmtime::Store<Sandbox>| async move {
             let instance = instantiate_pre!(&self.pre, &mut store);
             (store, instance)

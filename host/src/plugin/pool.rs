@@ -121,11 +121,17 @@ impl Kept {
     }
 }
 
+impl<I> Default for InstancePool<I> {
+    fn default() -> Self {
+        InstancePool::new(0)
+    }
+}
+
 impl<I> InstancePool<I> {
-    /// A pool of at most `capacity` idle instances (0: never reuse). One
-    /// that keeps any is made by [`Kept::pool`], which can ask for them
-    /// back.
-    pub fn new(capacity: usize) -> InstancePool<I> {
+    /// A pool of at most `capacity` idle instances (0: never reuse, the
+    /// default). One that keeps any is made by [`Kept::pool`], which can
+    /// ask for them back.
+    fn new(capacity: usize) -> InstancePool<I> {
         InstancePool {
             idle: Mutex::new(Vec::new()),
             capacity,

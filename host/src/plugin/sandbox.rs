@@ -242,6 +242,21 @@ struct MemoryLimiter {
     starved: bool,
 }
 
+impl MemoryLimiter {
+    /// Count `delta` more bytes as this store's, if all plugins together
+    /// stay within the budget; else how many bytes are missing.
+    fn reserve(&mut self, delta: usize) -> Result<(), usize> {
+        let before = self.total.fetch_add(delta, Ordering::Relaxed);
+        if before + delta > self.total_max {
+            self.total.fetch_sub(delta, Ordering::Relaxed);
+            return Err(before + delta - self.total_max);
+        }
+        self.mine += delta;
+        self.peak.fetch_max(before + delta, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
@@ -260,27 +275,22 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             ));
         }
         let delta = desired.saturating_sub(current);
-        let mut let_go = false;
-        loop {
-            let before = self.total.fetch_add(delta, Ordering::Relaxed);
-            if before + delta <= self.total_max {
-                self.mine += delta;
-                self.peak.fetch_max(before + delta, Ordering::Relaxed);
-                return Ok(true);
+        // Instances kept idle give back what is missing first.
+        let reserved = self.reserve(delta).or_else(|missing| {
+            if !self.kept.release(Room::Bytes(missing)) {
+                return Err(missing);
             }
-            self.total.fetch_sub(delta, Ordering::Relaxed);
-            // Instances kept idle give back what is missing first, once.
-            let missing = before + delta - self.total_max;
-            if !std::mem::replace(&mut let_go, true) && self.kept.release(Room::Bytes(missing)) {
-                continue;
-            }
-            // Not this plugin's fault: others hold the budget.
-            self.starved = true;
-            return Err(wasmtime::format_err!(
-                "plugins together would hold more than plugins.total_memory_mib ({} MiB)",
-                self.total_max >> 20
-            ));
+            self.reserve(delta)
+        });
+        if reserved.is_ok() {
+            return Ok(true);
         }
+        // Not this plugin's fault: others hold the budget.
+        self.starved = true;
+        Err(wasmtime::format_err!(
+            "plugins together would hold more than plugins.total_memory_mib ({} MiB)",
+            self.total_max >> 20
+        ))
     }
 
     fn table_growing(
@@ -652,12 +662,7 @@ impl PluginRuntime {
     /// function that trapped or ran out of time is the plugin's own failure
     /// (and counts towards quarantine); anything else (no free pool slot,
     /// say) is the host's.
-    pub fn instantiate_error(
-        &self,
-        plugin: &str,
-        store: &Store<Sandbox>,
-        error: wasmtime::Error,
-    ) -> PluginError {
+    fn instantiate_error(&self, plugin: &str, store: &Store<Sandbox>, error: wasmtime::Error) -> PluginError {
         if error.downcast_ref::<Trap>().is_some() || store.data().limits.starved {
             return self.call_error(plugin, store, error);
         }

@@ -66,7 +66,7 @@ fn misbehave(mode: &str) {
             }
         }
         held if held.starts_with("hold:") => {
-            let mib: usize = held["hold:".len()..].parse().unwrap_or(0);
+            let mib: usize = held["hold:".len()..].parse().expect("hold:<MiB>");
             std::hint::black_box(vec![1u8; mib << 20]);
         }
         // Loads outside the linear memory: just past its end, near the top
